@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Address helpers: every address is a 16-byte struct ml_addr, IPv4 mapped. */
+#ifndef MESHLANE_ADDR_H
+#define MESHLANE_ADDR_H
+
+#include <linux/types.h>
+#include <bpf/bpf_endian.h>
+
+#include "meshlane.h"
+
+/* Not in the UAPI headers that BPF C can include. */
+#define ML_AF_INET 2
+#define ML_AF_INET6 10
+#define ML_SOCK_STREAM 1
+#define ML_SOCK_DGRAM 2
+
+static __always_inline struct ml_addr addr_from_ipv4(__u32 ip_be)
+{
+	struct ml_addr addr = {
+		.words = { 0, 0, bpf_htonl(0x0000ffff), ip_be },
+	};
+	return addr;
+}
+
+static __always_inline struct ml_addr addr_from_ipv6(const __u32 words_be[4])
+{
+	struct ml_addr addr = {
+		.words = { words_be[0], words_be[1], words_be[2], words_be[3] },
+	};
+	return addr;
+}
+
+static __always_inline int addr_is_ipv4(const struct ml_addr *addr)
+{
+	return addr->words[0] == 0 && addr->words[1] == 0 &&
+	       addr->words[2] == bpf_htonl(0x0000ffff);
+}
+
+/* The IPv4 address of a mapped address, in network order. */
+static __always_inline __u32 addr_ipv4(const struct ml_addr *addr)
+{
+	return addr->words[3];
+}
+
+static __always_inline int addr_equal(const struct ml_addr *a, const struct ml_addr *b)
+{
+	return a->words[0] == b->words[0] && a->words[1] == b->words[1] &&
+	       a->words[2] == b->words[2] && a->words[3] == b->words[3];
+}
+
+/* 127.0.0.1 or ::1: the only loopback address the proxy may reach untouched. */
+static __always_inline int addr_is_localhost(const struct ml_addr *addr)
+{
+	if (addr_is_ipv4(addr))
+		return addr_ipv4(addr) == bpf_htonl(0x7f000001);
+	return addr->words[0] == 0 && addr->words[1] == 0 && addr->words[2] == 0 &&
+	       addr->words[3] == bpf_htonl(1);
+}
+
+/* 0.0.0.0 or ::, which connect() turns into the loopback address. */
+static __always_inline int addr_is_unspecified(const struct ml_addr *addr)
+{
+	if (addr_is_ipv4(addr))
+		return addr_ipv4(addr) == 0;
+	return addr->words[0] == 0 && addr->words[1] == 0 && addr->words[2] == 0 &&
+	       addr->words[3] == 0;
+}
+
+/* 127.0.0.6 or ::6: Envoy's source when it calls the app (inbound passthrough). */
+static __always_inline int addr_is_passthrough_source(const struct ml_addr *addr)
+{
+	if (addr_is_ipv4(addr))
+		return addr_ipv4(addr) == bpf_htonl(0x7f000006);
+	return addr->words[0] == 0 && addr->words[1] == 0 && addr->words[2] == 0 &&
+	       addr->words[3] == bpf_htonl(6);
+}
+
+/* 127.0.0.0/8, ::1 or ::6 (meshlane puts ::6 on the pod's lo, as Istio does). */
+static __always_inline int addr_is_loopback_range(const struct ml_addr *addr)
+{
+	if (addr_is_ipv4(addr))
+		return (bpf_ntohl(addr_ipv4(addr)) >> 24) == 127;
+	return addr_is_localhost(addr) || addr_is_passthrough_source(addr);
+}
+
+#endif /* MESHLANE_ADDR_H */

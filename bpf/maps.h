@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Maps shared by every meshlane object. Each object declares the same set, pinned
+ * by name under <pin root>/maps/: the first object loaded creates and pins them,
+ * later objects (and the short-lived CNI processes, the agent and the CLI) reuse
+ * the pins.
+ */
+#ifndef MESHLANE_MAPS_H
+#define MESHLANE_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "meshlane.h"
+
+/* netns cookie -> pod record, written by CNI ADD. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ML_MAX_PODS);
+	__type(key, __u64);
+	__type(value, struct ml_pod);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_pods SEC(".maps");
+
+/* (netns cookie, port, list) -> membership of a port in a pod's port list. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ML_MAX_PORT_RULES);
+	__type(key, struct ml_port_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_port_rules SEC(".maps");
+
+/* (netns cookie, prefix) -> member of the pod's exclude-outbound-IP-ranges. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, ML_MAX_CIDR_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__type(key, struct ml_cidr_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_out_exclude_cidrs SEC(".maps");
+
+/* (netns cookie, prefix) -> member of the pod's include-outbound-IP-ranges. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, ML_MAX_CIDR_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__type(key, struct ml_cidr_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_out_include_cidrs SEC(".maps");
+
+/* Connecting socket -> its original destination; freed with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for socket storage */
+	__type(key, int);
+	__type(value, struct ml_sk_redirect);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_sk_redirects SEC(".maps");
+
+/*
+ * Connection tuple (both ends in one netns) -> original destination, for the
+ * proxy's getsockopt(SO_ORIGINAL_DST). Deleted when the connecting socket closes;
+ * LRU so that a missed close can never fill it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ML_MAX_CONNS);
+	__type(key, struct ml_conn_key);
+	__type(value, struct ml_orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_conn_orig_dst SEC(".maps");
+
+/* CNI attachment -> its netns and IPs; only the control plane uses it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ML_MAX_ATTACHMENTS);
+	__type(key, struct ml_attachment_key);
+	__type(value, struct ml_attachment);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_attachments SEC(".maps");
+
+/* Event counters, per CPU so that counting never contends. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ML_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_counters SEC(".maps");
+
+/* See struct ml_contract: makes the contract's enums visible to Rust. */
+const volatile struct ml_contract ml_contract_types;
+
+static __always_inline void count_event(enum ml_counter counter)
+{
+	__u32 index = counter;
+	__u64 *value = bpf_map_lookup_elem(&ml_counters, &index);
+
+	if (value)
+		*value += 1;
+}
+
+#endif /* MESHLANE_MAPS_H */

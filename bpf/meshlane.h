@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The contract between meshlane's BPF programs and its Rust control plane.
+ *
+ * Every struct and constant that both sides use is defined here, once. Rust sees
+ * them through the skeleton's generated `types` module (from BTF), never through
+ * hand-written mirrors. Enums only reach BTF when something uses them, which is
+ * why `struct ml_contract` exists (see the bottom of this file).
+ *
+ * Addresses are always 16 bytes in network order; IPv4 is stored IPv4-mapped
+ * (::ffff:a.b.c.d) so that a dual-stack socket talking IPv4 and a plain AF_INET
+ * socket produce the same keys.
+ */
+#ifndef MESHLANE_H
+#define MESHLANE_H
+
+#include <linux/types.h>
+
+enum ml_limits {
+	/* Pod IPs remembered per pod: dual stack plus a few Multus interfaces. */
+	ML_MAX_POD_IPS = 8,
+	/* Pods per node; kubelet's default maximum is 110, large nodes run ~500. */
+	ML_MAX_PODS = 4096,
+	/* CNI attachments (container ID + ifname); a pod may have several. */
+	ML_MAX_ATTACHMENTS = 8192,
+	/* Redirected connections waiting for (or read by) the proxy's getsockopt. */
+	ML_MAX_CONNS = 262144,
+	/* Port-list entries (all pods, all lists). */
+	ML_MAX_PORT_RULES = 65536,
+	/* CIDR-list entries (all pods, all lists). */
+	ML_MAX_CIDR_RULES = 65536,
+	/* Container IDs are 64 hex characters in containerd and CRI-O. */
+	ML_CONTAINER_ID_LEN = 128,
+	ML_IFNAME_LEN = 16,
+	ML_POD_NAMESPACE_LEN = 64,
+	ML_POD_NAME_LEN = 256,
+};
+
+/* Ports of Istio's sidecar (ISTIO-CAPTURE.md, "Constants"). */
+enum ml_istio_port {
+	ML_PORT_OUTBOUND = 15001,
+	ML_PORT_INBOUND = 15006,
+	ML_PORT_TUNNEL = 15008,
+	ML_PORT_STATUS = 15020,
+	ML_PORT_HEALTH = 15021,
+	ML_PORT_DNS = 15053,
+	ML_PORT_PROMETHEUS = 15090,
+};
+
+/* Bits of ml_pod.flags. */
+enum ml_pod_flag {
+	/* Outbound TCP connects of the app go to the proxy. */
+	ML_POD_CAPTURE_OUTBOUND = 1 << 0,
+	/* Inbound TCP connections go to the proxy's inbound listener. */
+	ML_POD_CAPTURE_INBOUND = 1 << 1,
+	/* include-outbound-IP-ranges is "*": every destination is captured. */
+	ML_POD_INCLUDE_ALL_OUTBOUND = 1 << 2,
+	/* include-inbound-ports is "*": every port but the excluded ones. */
+	ML_POD_INCLUDE_ALL_INBOUND = 1 << 3,
+	/* DNS (port 53) from the app goes to the proxy's DNS listener. */
+	ML_POD_CAPTURE_DNS = 1 << 4,
+	/* Sockets of this pod may take the sockmap short path. */
+	ML_POD_SHORT_PATH = 1 << 5,
+};
+
+/* What ml_pod.ips[i] is; the loopback rules need to know which are the pod's own. */
+struct ml_addr {
+	__u32 words[4];
+};
+
+/* One pod, keyed by its network namespace cookie (bpf_get_netns_cookie). */
+struct ml_pod {
+	__u32 flags;          /* ML_POD_* */
+	__u32 proxy_uid;      /* the sidecar's UID as the kernel sees it */
+	__u32 proxy_gid;      /* the sidecar's GID as the kernel sees it */
+	__u16 outbound_port;  /* Envoy virtualOutbound */
+	__u16 inbound_port;   /* Envoy virtualInbound */
+	__u16 dns_port;       /* istio-agent DNS proxy */
+	__u16 ip_count;       /* valid entries in ips */
+	struct ml_addr ips[ML_MAX_POD_IPS];
+};
+
+/* Which per-pod port list an ml_port_key belongs to. */
+enum ml_port_list {
+	ML_PORTS_EXCLUDE_OUTBOUND = 1,
+	ML_PORTS_INCLUDE_OUTBOUND = 2,
+	ML_PORTS_EXCLUDE_INBOUND = 3,
+	ML_PORTS_INCLUDE_INBOUND = 4,
+};
+
+/* Membership of a port in one list of one pod; the value is unused (a u8). */
+struct ml_port_key {
+	__u64 netns_cookie;
+	__u16 port;           /* host order */
+	__u8 list;            /* enum ml_port_list */
+	__u8 pad[5];          /* zero: keys are compared bytewise */
+};
+
+/* Which per-pod CIDR list an LPM trie holds. */
+enum ml_cidr_list {
+	ML_CIDRS_EXCLUDE_OUTBOUND = 1,
+	ML_CIDRS_INCLUDE_OUTBOUND = 2,
+};
+
+/*
+ * LPM trie key: the netns cookie is matched in full (its 64 bits always count in
+ * prefixlen), then the address prefix. An IPv4 CIDR a.b.c.d/n is stored as the
+ * IPv4-mapped /96+n, so one trie serves both families.
+ */
+struct ml_cidr_key {
+	__u32 prefixlen;
+	__u32 netns_cookie[2];
+	struct ml_addr addr;
+};
+
+/* Why a connect was redirected; also tells getsockopt which answer it gives. */
+enum ml_redirect_kind {
+	ML_REDIRECT_OUTBOUND = 1, /* app -> proxy outbound listener (15001) */
+	ML_REDIRECT_INBOUND = 2,  /* proxy -> own pod address -> inbound listener (15006) */
+};
+
+/* The destination a connect asked for before it was rewritten. */
+struct ml_orig_dst {
+	struct ml_addr addr;
+	__u16 port;           /* host order */
+	__u8 kind;            /* enum ml_redirect_kind */
+	__u8 pad;
+};
+
+/*
+ * A redirected connection as both of its ends see it, inside one network
+ * namespace. The connecting socket writes it (sockops, once its source port is
+ * known); the proxy's accepted socket looks it up with peer and local swapped.
+ */
+struct ml_conn_key {
+	__u64 netns_cookie;
+	struct ml_addr src;   /* connecting side */
+	struct ml_addr dst;   /* the proxy's listener after the rewrite */
+	__u16 sport;          /* host order */
+	__u16 dport;          /* host order */
+	__u32 pad;
+};
+
+/* Per-socket storage of a redirected connecting socket. */
+struct ml_sk_redirect {
+	struct ml_orig_dst orig;
+	struct ml_conn_key conn;  /* valid once published */
+	__u8 published;           /* conn was written to ml_conn_orig_dst */
+	__u8 pad[7];
+};
+
+/* A CNI attachment (container ID + interface): a netns may carry several. */
+struct ml_attachment_key {
+	char container_id[ML_CONTAINER_ID_LEN];
+	char ifname[ML_IFNAME_LEN];
+};
+
+struct ml_attachment {
+	__u64 netns_cookie;
+	__u16 ip_count;
+	__u8 pad[6];
+	struct ml_addr ips[ML_MAX_POD_IPS]; /* this attachment's share of the pod IPs */
+	char pod_namespace[ML_POD_NAMESPACE_LEN];
+	char pod_name[ML_POD_NAME_LEN];
+};
+
+/* Per-CPU event counters (ml_counters); metrics and tests read them. */
+enum ml_counter {
+	ML_CNT_OUTBOUND_REDIRECTED = 0,   /* app connect -> outbound listener */
+	ML_CNT_INBOUND_REDIRECTED,        /* proxy connect to own pod -> inbound listener */
+	ML_CNT_BYPASS_EXCLUDED_PORT,      /* rule 1 */
+	ML_CNT_BYPASS_PASSTHROUGH_SOURCE, /* rule 2: bound to 127.0.0.6 / ::6 */
+	ML_CNT_BYPASS_APP_LOOPBACK,       /* rule 4 */
+	ML_CNT_BYPASS_PROXY,              /* rule 5: the proxy's upstream connects */
+	ML_CNT_BYPASS_LOCALHOST,          /* rule 6 */
+	ML_CNT_BYPASS_EXCLUDED_CIDR,      /* rule 7 */
+	ML_CNT_BYPASS_NOT_INCLUDED,       /* rule 10 */
+	ML_CNT_RECORD_FAILED,             /* no room to remember a destination: connect refused */
+	ML_CNT_ORIG_DST_ANSWERED,         /* SO_ORIGINAL_DST answered from a record */
+	ML_CNT_ORIG_DST_MISSED,           /* SO_ORIGINAL_DST asked in a pod, no record */
+	ML_CNT_CONN_PUBLISHED,            /* sockops wrote a conn record */
+	ML_CNT_CONN_PUBLISH_FAILED,       /* sockops could not write it */
+	ML_CNT_MAX,
+};
+
+/*
+ * Not a real variable: it makes every enum of the contract part of the object's
+ * BTF, so that the Rust side gets them from the skeleton instead of copying values.
+ */
+struct ml_contract {
+	enum ml_limits limits;
+	enum ml_istio_port istio_port;
+	enum ml_pod_flag pod_flag;
+	enum ml_port_list port_list;
+	enum ml_cidr_list cidr_list;
+	enum ml_redirect_kind redirect_kind;
+	enum ml_counter counter;
+};
+
+#endif /* MESHLANE_H */

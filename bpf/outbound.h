@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The outbound decision of ISTIO-CAPTURE.md ("Outbound", rules 1-10) for one TCP
+ * connect made inside a pod. Shared by connect4 and connect6: both hand in
+ * 16-byte addresses, IPv4 mapped.
+ */
+#ifndef MESHLANE_OUTBOUND_H
+#define MESHLANE_OUTBOUND_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "addr.h"
+#include "maps.h"
+#include "meshlane.h"
+
+/* Where a connect ends up. */
+enum ml_outbound_verdict {
+	ML_OUT_UNTOUCHED = 0,
+	ML_OUT_TO_OUTBOUND = 1, /* the proxy's outbound listener (15001) */
+	ML_OUT_TO_INBOUND = 2,  /* the proxy's inbound listener (15006) */
+};
+
+/* One connect as the decision sees it. */
+struct ml_connect {
+	__u64 netns_cookie;
+	struct ml_addr dst;
+	struct ml_addr bound_src; /* unspecified unless bound before connect */
+	__u16 dport;              /* host order */
+	__u32 uid;
+	__u32 gid;
+};
+
+static __always_inline int port_listed(__u64 netns_cookie, __u16 port, enum ml_port_list list)
+{
+	struct ml_port_key key = {
+		.netns_cookie = netns_cookie,
+		.port = port,
+		.list = list,
+	};
+
+	return bpf_map_lookup_elem(&ml_port_rules, &key) != NULL;
+}
+
+static __always_inline int cidr_listed(void *trie, __u64 netns_cookie, const struct ml_addr *addr)
+{
+	struct ml_cidr_key key = {
+		/* The whole cookie and the whole address: the longest possible match. */
+		.prefixlen = 64 + 128,
+		.addr = *addr,
+	};
+
+	__builtin_memcpy(key.netns_cookie, &netns_cookie, sizeof(netns_cookie));
+	return bpf_map_lookup_elem(trie, &key) != NULL;
+}
+
+static __always_inline int addr_is_pod_ip(const struct ml_pod *pod, const struct ml_addr *addr)
+{
+	/* Bounded for the verifier; ip_count is at most ML_MAX_POD_IPS. */
+	for (int i = 0; i < ML_MAX_POD_IPS; i++) {
+		if (i >= pod->ip_count)
+			break;
+		if (addr_equal(&pod->ips[i], addr))
+			return 1;
+	}
+	return 0;
+}
+
+/* Addresses the pod routes over its loopback interface ("-o lo" in Istio's rules). */
+static __always_inline int routed_over_loopback(const struct ml_pod *pod, const struct ml_addr *dst)
+{
+	return addr_is_loopback_range(dst) || addr_is_unspecified(dst) ||
+	       addr_is_pod_ip(pod, dst);
+}
+
+static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_pod *pod,
+								 const struct ml_connect *c)
+{
+	int over_loopback = routed_over_loopback(pod, &c->dst);
+	/* connect() to 0.0.0.0 / :: reaches 127.0.0.1 / ::1. */
+	int to_localhost = addr_is_localhost(&c->dst) || addr_is_unspecified(&c->dst);
+
+	/* 1. Excluded outbound ports are never touched. */
+	if (port_listed(c->netns_cookie, c->dport, ML_PORTS_EXCLUDE_OUTBOUND)) {
+		count_event(ML_CNT_BYPASS_EXCLUDED_PORT);
+		return ML_OUT_UNTOUCHED;
+	}
+	/* 2. Envoy calling the local app from the inbound passthrough source. */
+	if (over_loopback && addr_is_passthrough_source(&c->bound_src)) {
+		count_event(ML_CNT_BYPASS_PASSTHROUGH_SOURCE);
+		return ML_OUT_UNTOUCHED;
+	}
+	/*
+	 * 3. The proxy reaching its own pod over loopback (not 127.0.0.1, not the
+	 * tunnel port) must traverse the inbound listener. Only the proxy UID gets
+	 * here: in Istio's chain "-o lo ! --uid-owner -j RETURN" comes before the
+	 * GID variant of this rule, so a GID-only match never reaches 15006.
+	 */
+	if (over_loopback && c->uid == pod->proxy_uid) {
+		if (!to_localhost && c->dport != ML_PORT_TUNNEL) {
+			count_event(ML_CNT_INBOUND_REDIRECTED);
+			return ML_OUT_TO_INBOUND;
+		}
+		count_event(ML_CNT_BYPASS_PROXY);
+		return ML_OUT_UNTOUCHED;
+	}
+	/* 4. Anyone else reaching the pod itself over loopback. */
+	if (over_loopback) {
+		count_event(ML_CNT_BYPASS_APP_LOOPBACK);
+		return ML_OUT_UNTOUCHED;
+	}
+	/* 5. The proxy's own upstream connections. */
+	if (c->uid == pod->proxy_uid || c->gid == pod->proxy_gid) {
+		count_event(ML_CNT_BYPASS_PROXY);
+		return ML_OUT_UNTOUCHED;
+	}
+	/* 6. 127.0.0.1 / ::1 (unreachable after rule 4, kept for the table's sake). */
+	if (to_localhost) {
+		count_event(ML_CNT_BYPASS_LOCALHOST);
+		return ML_OUT_UNTOUCHED;
+	}
+	/* 7. Excluded outbound ranges. */
+	if (cidr_listed(&ml_out_exclude_cidrs, c->netns_cookie, &c->dst)) {
+		count_event(ML_CNT_BYPASS_EXCLUDED_CIDR);
+		return ML_OUT_UNTOUCHED;
+	}
+	/* 8. Included outbound ports, whatever the range. */
+	if (port_listed(c->netns_cookie, c->dport, ML_PORTS_INCLUDE_OUTBOUND)) {
+		count_event(ML_CNT_OUTBOUND_REDIRECTED);
+		return ML_OUT_TO_OUTBOUND;
+	}
+	/* 9. Included outbound ranges ("*" is a flag, not a trie entry). */
+	if ((pod->flags & ML_POD_INCLUDE_ALL_OUTBOUND) ||
+	    cidr_listed(&ml_out_include_cidrs, c->netns_cookie, &c->dst)) {
+		count_event(ML_CNT_OUTBOUND_REDIRECTED);
+		return ML_OUT_TO_OUTBOUND;
+	}
+	/* 10. Everything else. */
+	count_event(ML_CNT_BYPASS_NOT_INCLUDED);
+	return ML_OUT_UNTOUCHED;
+}
+
+#endif /* MESHLANE_OUTBOUND_H */

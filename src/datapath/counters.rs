@@ -1,0 +1,67 @@
+//! The per-CPU event counters of the BPF programs, summed over CPUs.
+
+use super::abi::ml_counter;
+use super::error::DatapathError;
+use super::layout::PinLayout;
+use super::pinned_map::PinnedMap;
+
+/// Every counter with the name operators and metrics see.
+pub const COUNTERS: [(ml_counter, &str); 14] = [
+    (
+        ml_counter::ML_CNT_OUTBOUND_REDIRECTED,
+        "outbound_redirected",
+    ),
+    (ml_counter::ML_CNT_INBOUND_REDIRECTED, "inbound_redirected"),
+    (
+        ml_counter::ML_CNT_BYPASS_EXCLUDED_PORT,
+        "bypass_excluded_port",
+    ),
+    (
+        ml_counter::ML_CNT_BYPASS_PASSTHROUGH_SOURCE,
+        "bypass_passthrough_source",
+    ),
+    (
+        ml_counter::ML_CNT_BYPASS_APP_LOOPBACK,
+        "bypass_app_loopback",
+    ),
+    (ml_counter::ML_CNT_BYPASS_PROXY, "bypass_proxy"),
+    (ml_counter::ML_CNT_BYPASS_LOCALHOST, "bypass_localhost"),
+    (
+        ml_counter::ML_CNT_BYPASS_EXCLUDED_CIDR,
+        "bypass_excluded_cidr",
+    ),
+    (
+        ml_counter::ML_CNT_BYPASS_NOT_INCLUDED,
+        "bypass_not_included",
+    ),
+    (ml_counter::ML_CNT_RECORD_FAILED, "record_failed"),
+    (ml_counter::ML_CNT_ORIG_DST_ANSWERED, "orig_dst_answered"),
+    (ml_counter::ML_CNT_ORIG_DST_MISSED, "orig_dst_missed"),
+    (ml_counter::ML_CNT_CONN_PUBLISHED, "conn_published"),
+    (
+        ml_counter::ML_CNT_CONN_PUBLISH_FAILED,
+        "conn_publish_failed",
+    ),
+];
+
+/// Reads every counter, in the order of `COUNTERS`.
+pub fn read_counters(layout: &PinLayout) -> Result<Vec<(&'static str, u64)>, DatapathError> {
+    let map = PinnedMap::open(layout, "ml_counters")?;
+    COUNTERS
+        .iter()
+        .map(|(counter, name)| Ok((*name, map.sum_percpu_u64(counter.0)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_has_a_name() {
+        assert_eq!(COUNTERS.len(), ml_counter::ML_CNT_MAX.0 as usize);
+        for (index, (counter, _)) in COUNTERS.iter().enumerate() {
+            assert_eq!(counter.0 as usize, index);
+        }
+    }
+}

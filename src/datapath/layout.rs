@@ -1,0 +1,59 @@
+//! Where meshlane's pins live under its bpffs root (default `/sys/fs/bpf/meshlane`).
+//!
+//! ```text
+//! <root>/maps/ml_*          maps, shared by every object and process
+//! <root>/links/<program>    node-wide links (cgroup programs)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/meshlane";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinLayout {
+    root: PathBuf,
+}
+
+impl PinLayout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        PinLayout { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn maps_dir(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+
+    pub fn links_dir(&self) -> PathBuf {
+        self.root.join("links")
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+
+    pub fn link(&self, name: &str) -> PathBuf {
+        self.links_dir().join(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_sit_under_the_root() {
+        let layout = PinLayout::new("/sys/fs/bpf/test");
+        assert_eq!(
+            layout.map("ml_pods"),
+            Path::new("/sys/fs/bpf/test/maps/ml_pods")
+        );
+        assert_eq!(
+            layout.link("connect4"),
+            Path::new("/sys/fs/bpf/test/links/connect4")
+        );
+    }
+}

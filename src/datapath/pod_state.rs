@@ -1,0 +1,208 @@
+//! The per-pod records in the pinned maps: the pod record (keyed by netns cookie),
+//! its port and CIDR list entries, its in-flight connection records, and the CNI
+//! attachments that reference it.
+
+use std::collections::BTreeSet;
+
+use super::abi::{ml_attachment, ml_attachment_key, ml_cidr_key, ml_conn_key, ml_pod, ml_port_key};
+use super::attachment::{Attachment, AttachmentKey};
+use super::error::DatapathError;
+use super::layout::PinLayout;
+use super::pinned_map::PinnedMap;
+use super::pod_record::{
+    cidr_key, cookie_of_cidr_key, port_entry_of, port_key, CidrTrie, PodEntries, PortEntry,
+};
+
+/// The rule maps hold membership only; the value is a byte.
+const MEMBER: [u8; 1] = [1];
+
+const CIDR_TRIES: [CidrTrie; 2] = [CidrTrie::ExcludeOutbound, CidrTrie::IncludeOutbound];
+
+pub struct PodMaps {
+    pods: PinnedMap,
+    port_rules: PinnedMap,
+    exclude_cidrs: PinnedMap,
+    include_cidrs: PinnedMap,
+    conns: PinnedMap,
+    attachments: PinnedMap,
+}
+
+impl PodMaps {
+    pub fn open(layout: &PinLayout) -> Result<Self, DatapathError> {
+        Ok(PodMaps {
+            pods: PinnedMap::open(layout, "ml_pods")?,
+            port_rules: PinnedMap::open(layout, "ml_port_rules")?,
+            exclude_cidrs: PinnedMap::open(layout, "ml_out_exclude_cidrs")?,
+            include_cidrs: PinnedMap::open(layout, "ml_out_include_cidrs")?,
+            conns: PinnedMap::open(layout, "ml_conn_orig_dst")?,
+            attachments: PinnedMap::open(layout, "ml_attachments")?,
+        })
+    }
+
+    fn trie(&self, trie: CidrTrie) -> &PinnedMap {
+        match trie {
+            CidrTrie::ExcludeOutbound => &self.exclude_cidrs,
+            CidrTrie::IncludeOutbound => &self.include_cidrs,
+        }
+    }
+
+    pub fn pod(&self, netns_cookie: u64) -> Result<Option<ml_pod>, DatapathError> {
+        self.pods.get(&netns_cookie)
+    }
+
+    /// Replaces only the pod record (its list entries stay as they are).
+    pub fn put_pod_record(&self, netns_cookie: u64, pod: &ml_pod) -> Result<(), DatapathError> {
+        self.pods.put(&netns_cookie, pod)
+    }
+
+    /// Every pod record, by netns cookie.
+    pub fn pods(&self) -> Result<Vec<(u64, ml_pod)>, DatapathError> {
+        self.pods.entries()
+    }
+
+    fn port_entries(&self, netns_cookie: u64) -> Result<BTreeSet<PortEntry>, DatapathError> {
+        Ok(self
+            .port_rules
+            .keys::<ml_port_key>()?
+            .iter()
+            .filter(|key| key.netns_cookie == netns_cookie)
+            .map(port_entry_of)
+            .collect())
+    }
+
+    fn cidr_keys(
+        &self,
+        trie: CidrTrie,
+        netns_cookie: u64,
+    ) -> Result<Vec<ml_cidr_key>, DatapathError> {
+        Ok(self
+            .trie(trie)
+            .keys::<ml_cidr_key>()?
+            .into_iter()
+            .filter(|key| cookie_of_cidr_key(key) == netns_cookie)
+            .collect())
+    }
+
+    /// Writes (or replaces) a pod's records. The list entries go in first and the
+    /// pod record last, because the record is what turns capture on; if anything
+    /// fails, the entries this call added are removed again.
+    pub fn write_pod(&self, netns_cookie: u64, entries: &PodEntries) -> Result<(), DatapathError> {
+        use super::abi::MapBytes;
+
+        let old_ports = self.port_entries(netns_cookie)?;
+        let mut old_cidrs = Vec::new();
+        for trie in CIDR_TRIES {
+            for key in self.cidr_keys(trie, netns_cookie)? {
+                old_cidrs.push((trie, key));
+            }
+        }
+        let wanted_cidrs: Vec<(CidrTrie, ml_cidr_key)> = entries
+            .cidrs
+            .iter()
+            .map(|(trie, cidr)| (*trie, cidr_key(netns_cookie, &cidr.0)))
+            .collect();
+        let same = |a: &(CidrTrie, ml_cidr_key), b: &(CidrTrie, ml_cidr_key)| {
+            a.0 == b.0 && a.1.as_bytes() == b.1.as_bytes()
+        };
+
+        let mut added_ports = Vec::new();
+        let mut added_cidrs = Vec::new();
+        let result = (|| {
+            for entry in entries.ports.difference(&old_ports) {
+                let key = port_key(netns_cookie, *entry);
+                self.port_rules.put_raw(&key, &MEMBER)?;
+                added_ports.push(key);
+            }
+            for wanted in &wanted_cidrs {
+                if !old_cidrs.iter().any(|old| same(old, wanted)) {
+                    self.trie(wanted.0).put_raw(&wanted.1, &MEMBER)?;
+                    added_cidrs.push(*wanted);
+                }
+            }
+            self.pods.put(&netns_cookie, &entries.pod)
+        })();
+        if let Err(err) = result {
+            for key in &added_ports {
+                let _ = self.port_rules.delete(key);
+            }
+            for (trie, key) in &added_cidrs {
+                let _ = self.trie(*trie).delete(key);
+            }
+            return Err(err);
+        }
+        // The pod record now matches the new entries: drop what is no longer listed.
+        for stale in old_ports.difference(&entries.ports) {
+            self.port_rules.delete(&port_key(netns_cookie, *stale))?;
+        }
+        for old in &old_cidrs {
+            if !wanted_cidrs.iter().any(|wanted| same(old, wanted)) {
+                self.trie(old.0).delete(&old.1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes everything of a pod: its record first (capture stops at once), then
+    /// its list entries and the records of its connections in flight.
+    pub fn remove_pod(&self, netns_cookie: u64) -> Result<(), DatapathError> {
+        self.pods.delete(&netns_cookie)?;
+        for entry in self.port_entries(netns_cookie)? {
+            self.port_rules.delete(&port_key(netns_cookie, entry))?;
+        }
+        for trie in CIDR_TRIES {
+            for key in self.cidr_keys(trie, netns_cookie)? {
+                self.trie(trie).delete(&key)?;
+            }
+        }
+        for key in self.conns.keys::<ml_conn_key>()? {
+            if key.netns_cookie == netns_cookie {
+                self.conns.delete(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many entries of any kind reference this netns (0 after `remove_pod`).
+    pub fn entries_of(&self, netns_cookie: u64) -> Result<usize, DatapathError> {
+        let mut count = usize::from(self.pod(netns_cookie)?.is_some());
+        count += self.port_entries(netns_cookie)?.len();
+        for trie in CIDR_TRIES {
+            count += self.cidr_keys(trie, netns_cookie)?.len();
+        }
+        count += self
+            .conns
+            .keys::<ml_conn_key>()?
+            .iter()
+            .filter(|key| key.netns_cookie == netns_cookie)
+            .count();
+        count += self
+            .attachments()?
+            .iter()
+            .filter(|a| a.netns_cookie == netns_cookie)
+            .count();
+        Ok(count)
+    }
+
+    pub fn attachment(&self, key: &AttachmentKey) -> Result<Option<Attachment>, DatapathError> {
+        let raw: Option<ml_attachment> = self.attachments.get(&key.to_abi()?)?;
+        Ok(raw.map(|value| Attachment::from_abi(&key.to_abi_lossy(), &value)))
+    }
+
+    pub fn put_attachment(&self, attachment: &Attachment) -> Result<(), DatapathError> {
+        let (key, value) = attachment.to_abi()?;
+        self.attachments.put(&key, &value)
+    }
+
+    pub fn remove_attachment(&self, key: &AttachmentKey) -> Result<(), DatapathError> {
+        self.attachments.delete(&key.to_abi()?)
+    }
+
+    pub fn attachments(&self) -> Result<Vec<Attachment>, DatapathError> {
+        Ok(self
+            .attachments
+            .entries::<ml_attachment_key, ml_attachment>()?
+            .iter()
+            .map(|(key, value)| Attachment::from_abi(key, value))
+            .collect())
+    }
+}

@@ -1,0 +1,10 @@
+//! meshlane: a chained CNI plugin that replaces Istio's iptables sidecar capture
+//! with eBPF. See DESIGN.md in the docs for the architecture.
+
+pub mod cli;
+pub mod cni;
+pub mod datapath;
+pub mod log;
+pub mod netns;
+pub mod plugin;
+pub mod policy;

@@ -1,0 +1,150 @@
+//! Entering a pod's network namespace. The guard is bound to the thread that
+//! entered (setns changes only the calling thread) and restores the original
+//! namespace when dropped.
+
+use std::fs::File;
+use std::marker::PhantomData;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, CloneFlags};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("network namespace {path} does not exist")]
+    Gone { path: PathBuf },
+    #[error("opening network namespace {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("entering network namespace {path}: {source}")]
+    Enter { path: PathBuf, source: nix::Error },
+    #[error("reading the netns cookie of {path}: {source} (SO_NETNS_COOKIE needs kernel >= 5.14)")]
+    Cookie { path: PathBuf, source: nix::Error },
+    #[error("listing addresses in {path}: {source}")]
+    Addresses { path: PathBuf, source: nix::Error },
+}
+
+/// While alive, the current thread is inside another network namespace.
+pub struct NetnsGuard {
+    original: File,
+    // setns affects the calling thread only: the guard must not move to another.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl NetnsGuard {
+    pub fn enter(path: &Path) -> Result<Self, NetnsError> {
+        let target = File::open(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => NetnsError::Gone {
+                path: path.to_path_buf(),
+            },
+            _ => NetnsError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        let original =
+            File::open("/proc/thread-self/ns/net").map_err(|source| NetnsError::Open {
+                path: PathBuf::from("/proc/thread-self/ns/net"),
+                source,
+            })?;
+        setns(&target, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(NetnsGuard {
+            original,
+            _not_send: PhantomData,
+        })
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        if let Err(err) = setns(&self.original, CloneFlags::CLONE_NEWNET) {
+            // Every later socket of this thread would live in the pod: stop here.
+            eprintln!("meshlane: cannot return to the original network namespace: {err}");
+            std::process::abort();
+        }
+    }
+}
+
+/// What meshlane needs to know of a pod's network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsFacts {
+    /// The kernel's cookie for the namespace (`bpf_get_netns_cookie` on the BPF side).
+    pub cookie: u64,
+    /// Every address configured on an interface of the namespace.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Reads the cookie and the addresses of the network namespace at `path`.
+pub fn inspect(path: &Path) -> Result<NetnsFacts, NetnsError> {
+    let _inside = NetnsGuard::enter(path)?;
+    let cookie = current_netns_cookie().map_err(|source| NetnsError::Cookie {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let addresses = nix::ifaddrs::getifaddrs()
+        .map_err(|source| NetnsError::Addresses {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .filter_map(|ifaddr| ifaddr.address)
+        .filter_map(|addr| {
+            if let Some(v4) = addr.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect();
+    Ok(NetnsFacts { cookie, addresses })
+}
+
+/// The cookie of the calling thread's network namespace.
+pub fn current_netns_cookie() -> Result<u64, nix::Error> {
+    // SAFETY: plain socket(2); the result is checked before it is wrapped.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: cookie and len are valid for writes of the sizes passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_netns_is_reported_as_gone() {
+        let err = NetnsGuard::enter(Path::new("/run/netns/meshlane-does-not-exist")).err();
+        assert!(matches!(err, Some(NetnsError::Gone { .. })));
+    }
+
+    #[test]
+    fn the_current_netns_has_a_stable_cookie() {
+        let first = current_netns_cookie().unwrap();
+        assert_eq!(first, current_netns_cookie().unwrap());
+        assert_ne!(first, 0);
+    }
+}

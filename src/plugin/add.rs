@@ -1,0 +1,126 @@
+//! CNI ADD: decide, validate everything, then load the node programs if needed
+//! and write the pod's records. Nothing is written before every input is known
+//! to be good, and a pod that must be captured but cannot be set up fails.
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+use crate::cni::{AttachmentRequest, CniError, PrevResult};
+use crate::datapath::lock::RootLock;
+use crate::datapath::{ensure_attached, AttachOutcome, Attachment, PodEntries, PodMaps};
+use crate::netns;
+use crate::policy::selection::{select, Selection};
+use crate::policy::PodCapture;
+use crate::{log_info, log_warn};
+
+use super::context::{attachment_key, pod_name, Context};
+use super::pod_ips;
+
+pub fn add(request: &AttachmentRequest) -> Result<Value, CniError> {
+    let context = Context::for_attachment("ADD", request)?;
+    let prev_value = request.config.prev_result.as_ref().ok_or_else(|| {
+        CniError::config(
+            "prevResult",
+            "missing: meshlane is a chained plugin and must follow the primary plugin \
+             (bridge, Calico, Cilium, ...) in the conflist",
+        )
+    })?;
+    let prev = PrevResult::parse(prev_value)?;
+    let result = PrevResult::pass_through(prev_value, request.config.cni_version);
+
+    if let Selection::Skip(reason) = select(context.config.capture, &request.args)? {
+        log_info!("not captured: {reason}");
+        return Ok(result);
+    }
+
+    let netns_path = request
+        .netns
+        .as_deref()
+        .ok_or_else(|| CniError::invalid_env("CNI_NETNS", "required for ADD"))?;
+    let facts = netns::inspect(netns_path)?;
+    let ips = pod_ips::checked_pod_ips(&prev, &facts.addresses, netns_path)?;
+    let mut capture = PodCapture::istio_defaults(
+        ips.clone(),
+        context.config.proxy_uid,
+        context.config.proxy_gid,
+    );
+    // Validate the records before anything is loaded or written.
+    PodEntries::from_capture(&capture)?;
+
+    let cgroup = context.cgroup()?;
+    if let AttachOutcome::Attached(programs) = ensure_attached(&context.layout, &cgroup)? {
+        log_info!(
+            "attached {} to {} (pins under {})",
+            programs.join(", "),
+            cgroup.display(),
+            context.layout.root().display()
+        );
+    }
+
+    let _lock = RootLock::exclusive(context.layout.root())?;
+    let maps = PodMaps::open(&context.layout)?;
+    let key = attachment_key(request);
+    let (pod_namespace, pod_name) = pod_name(request);
+    let attachment = Attachment {
+        key: key.clone(),
+        netns_cookie: facts.cookie,
+        ips: ips.clone(),
+        pod_namespace,
+        pod_name,
+    };
+    let replaced = maps.attachment(&key)?;
+    capture.ips = pod_ips_with_siblings(&maps, &attachment)?;
+    let entries = PodEntries::from_capture(&capture)?;
+    maps.put_attachment(&attachment)?;
+    if let Err(err) = maps.write_pod(facts.cookie, &entries) {
+        // Leave nothing half-written: this attachment did not happen.
+        let _ = restore_attachment(&maps, &attachment, replaced);
+        return Err(err.into());
+    }
+    if let Some(old) = replaced.filter(|old| old.netns_cookie != facts.cookie) {
+        log_warn!(
+            "attachment moved from netns cookie {} to {}",
+            old.netns_cookie,
+            facts.cookie
+        );
+        super::del::forget_netns_if_unused(&maps, old.netns_cookie)?;
+    }
+    log_info!(
+        "captured: netns cookie {}, pod IPs {}",
+        facts.cookie,
+        ips.iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(result)
+}
+
+/// A netns with several attachments (Multus) is one pod: its record lists the
+/// IPs of all of them.
+fn pod_ips_with_siblings(maps: &PodMaps, attachment: &Attachment) -> Result<Vec<IpAddr>, CniError> {
+    let mut ips = attachment.ips.clone();
+    for sibling in maps.attachments()? {
+        if sibling.netns_cookie == attachment.netns_cookie && sibling.key != attachment.key {
+            for ip in sibling.ips {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+    }
+    Ok(ips)
+}
+
+fn restore_attachment(
+    maps: &PodMaps,
+    attachment: &Attachment,
+    replaced: Option<Attachment>,
+) -> Result<(), CniError> {
+    match replaced {
+        Some(old) => maps.put_attachment(&old)?,
+        None => maps.remove_attachment(&attachment.key)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! CNI CHECK: a captured pod still has its records and the node programs are
+//! still attached.
+
+use crate::cni::{AttachmentRequest, CniError};
+use crate::datapath::loader::{pinned_link_cgroup, NODE_PROGRAMS};
+use crate::datapath::PodMaps;
+use crate::netns;
+use crate::policy::selection::{select, Selection};
+
+use super::context::{attachment_key, Context};
+
+pub fn check(request: &AttachmentRequest) -> Result<(), CniError> {
+    let context = Context::for_attachment("CHECK", request)?;
+    if request.config.prev_result.is_none() {
+        return Err(CniError::config(
+            "prevResult",
+            "missing: CHECK needs the ADD result",
+        ));
+    }
+    if let Selection::Skip(_) = select(context.config.capture, &request.args)? {
+        return Ok(());
+    }
+    for program in NODE_PROGRAMS {
+        if pinned_link_cgroup(&context.layout.link(program.link)).is_none() {
+            return Err(CniError::datapath(format!(
+                "node program {} is not attached (no link pinned at {})",
+                program.program,
+                context.layout.link(program.link).display()
+            )));
+        }
+    }
+    let netns_path = request
+        .netns
+        .as_deref()
+        .ok_or_else(|| CniError::invalid_env("CNI_NETNS", "required for CHECK"))?;
+    let facts = netns::inspect(netns_path)?;
+    let maps = PodMaps::open(&context.layout)?;
+    let key = attachment_key(request);
+    let attachment = maps.attachment(&key)?.ok_or_else(|| {
+        CniError::pod_state(format!(
+            "no record of attachment {}/{}: the pod is not captured",
+            key.container_id, key.ifname
+        ))
+    })?;
+    if attachment.netns_cookie != facts.cookie {
+        return Err(CniError::pod_state(format!(
+            "attachment {}/{} is recorded for netns cookie {}, but {} has cookie {}",
+            key.container_id,
+            key.ifname,
+            attachment.netns_cookie,
+            netns_path.display(),
+            facts.cookie
+        )));
+    }
+    let pod = maps.pod(facts.cookie)?.ok_or_else(|| {
+        CniError::pod_state(format!(
+            "no pod record for netns cookie {}: the pod is not captured",
+            facts.cookie
+        ))
+    })?;
+    for ip in &attachment.ips {
+        if !facts.addresses.contains(ip) {
+            return Err(CniError::pod_state(format!(
+                "captured IP {ip} is no longer configured in {}",
+                netns_path.display()
+            )));
+        }
+    }
+    let recorded = usize::from(pod.ip_count);
+    if recorded < attachment.ips.len() {
+        return Err(CniError::pod_state(format!(
+            "the pod record lists {recorded} IPs, the attachment {}",
+            attachment.ips.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! How meshlane's internal errors become CNI errors (code + message).
+
+use crate::cni::CniError;
+use crate::datapath::DatapathError;
+use crate::netns::NetnsError;
+use crate::policy::selection::SelectionError;
+
+use super::config::ConfigError;
+
+impl From<ConfigError> for CniError {
+    fn from(err: ConfigError) -> Self {
+        CniError::config(&err.key, &err.problem)
+    }
+}
+
+impl From<SelectionError> for CniError {
+    fn from(err: SelectionError) -> Self {
+        CniError::invalid_env("CNI_ARGS", err)
+    }
+}
+
+impl From<NetnsError> for CniError {
+    fn from(err: NetnsError) -> Self {
+        match err {
+            NetnsError::Cookie { .. } => CniError::kernel_unsupported(err.to_string()),
+            _ => CniError::netns(err.to_string()),
+        }
+    }
+}
+
+impl From<DatapathError> for CniError {
+    fn from(err: DatapathError) -> Self {
+        let cni = datapath_code(&err);
+        match err.verifier_log() {
+            Some(log) => cni.with_details(log.trim_end()),
+            None => cni,
+        }
+    }
+}
+
+fn datapath_code(err: &DatapathError) -> CniError {
+    {
+        match err {
+            DatapathError::NotBpffs { .. } => CniError::config("bpffsRoot", err),
+            DatapathError::NotCgroup2 { .. } | DatapathError::CgroupMismatch { .. } => {
+                CniError::config("cgroupPath", err)
+            }
+            DatapathError::NoCgroup2Mount => CniError::kernel_unsupported(err.to_string()),
+            DatapathError::Lock { .. } => CniError::try_again(err.to_string()),
+            DatapathError::OpenMap { .. }
+            | DatapathError::MapAccess { .. }
+            | DatapathError::MapLayout { .. }
+            | DatapathError::DoesNotFit { .. } => CniError::pod_state(err.to_string()),
+            DatapathError::PinDir { .. }
+            | DatapathError::Cgroup { .. }
+            | DatapathError::Load { .. }
+            | DatapathError::Attach { .. }
+            | DatapathError::Pin { .. }
+            | DatapathError::MissingProgram { .. } => CniError::datapath(err.to_string()),
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! CNI GC (1.1): forget every attachment the runtime no longer lists, and any
+//! pod record no attachment references.
+
+use std::collections::HashSet;
+
+use crate::cni::{CniError, GcRequest};
+use crate::datapath::lock::RootLock;
+use crate::datapath::{AttachmentKey, PodMaps};
+use crate::log_info;
+
+use super::context::Context;
+use super::del::forget_attachment;
+
+pub fn gc(request: &GcRequest) -> Result<(), CniError> {
+    let context = Context::for_netconf("GC", &request.config)?;
+    if !context.layout.maps_dir().exists() {
+        return Ok(());
+    }
+    let _lock = RootLock::exclusive(context.layout.root())?;
+    let maps = PodMaps::open(&context.layout)?;
+    let valid: HashSet<AttachmentKey> = request
+        .valid
+        .iter()
+        .map(|id| AttachmentKey::new(&id.container_id, &id.ifname))
+        .collect();
+    for attachment in maps.attachments()? {
+        if !valid.contains(&attachment.key) {
+            log_info!(
+                "gc: forgetting attachment {}/{} ({}/{})",
+                attachment.key.container_id,
+                attachment.key.ifname,
+                attachment.pod_namespace,
+                attachment.pod_name
+            );
+            forget_attachment(&maps, &attachment.key)?;
+        }
+    }
+    let referenced: HashSet<u64> = maps.attachments()?.iter().map(|a| a.netns_cookie).collect();
+    for (cookie, _) in maps.pods()? {
+        if !referenced.contains(&cookie) {
+            log_info!("gc: removing orphaned pod record of netns cookie {cookie}");
+            maps.remove_pod(cookie)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! Pure decisions: which pods are captured and with what settings. No I/O here,
+//! so every rule is unit tested as a table.
+
+pub mod cidr;
+pub mod pod_capture;
+pub mod selection;
+
+pub use cidr::Cidr;
+pub use pod_capture::{CidrSelection, PodCapture, PortSelection};
+pub use selection::{CaptureMode, Selection};

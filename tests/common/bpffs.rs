@@ -1,0 +1,69 @@
+//! A private bpffs instance per test. Unmounting it drops every pin in it, pinned BPF
+//! links included, which detaches whatever meshlane attached through them.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+/// A bpffs mounted at a directory of the test's temp dir; unmounted on drop.
+#[derive(Debug)]
+pub struct BpffsMount {
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl BpffsMount {
+    /// Creates `path` and mounts a new bpffs instance on it (each bpf mount is a new
+    /// superblock, so nothing is shared with /sys/fs/bpf or other tests).
+    pub fn mount(path: PathBuf) -> io::Result<Self> {
+        fs::create_dir_all(&path)?;
+        mount(
+            Some("bpf"),
+            &path,
+            Some("bpf"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)?;
+        Ok(BpffsMount {
+            path,
+            mounted: true,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Idempotent.
+    pub fn unmount(&mut self) -> Result<(), String> {
+        if !self.mounted {
+            return Ok(());
+        }
+        unmount(&self.path)?;
+        self.mounted = false;
+        Ok(())
+    }
+}
+
+impl Drop for BpffsMount {
+    fn drop(&mut self) {
+        if let Err(err) = self.unmount() {
+            eprintln!("[harness] bpffs cleanup: {err}");
+        }
+    }
+}
+
+/// Unmounts `path`; if something still holds it (an open pin, a cwd), detaches it
+/// lazily so the tree disappears from the mount table now and the superblock with
+/// its pins goes away once the holder lets go.
+pub fn unmount(path: &Path) -> Result<(), String> {
+    match umount2(path, MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => Ok(()), // not mounted
+        Err(_) => umount2(path, MntFlags::MNT_DETACH)
+            .map_err(|err| format!("umount {}: {err}", path.display())),
+    }
+}

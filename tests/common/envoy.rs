@@ -1,0 +1,222 @@
+//! A real Envoy as the pod's sidecar: started in the pod netns and the hooked
+//! cgroup as UID/GID 1337, ready before `start` returns, killed on drop.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use super::envoy_config::{self, ADMIN_PORT};
+pub use super::envoy_config::{AccessLogEntry, EnvoyOptions};
+use super::netns;
+use super::prereq;
+use super::process::{Place, Spawn, TestProcess};
+
+static NEXT_ENVOY: AtomicU32 = AtomicU32::new(0);
+
+const LOG_TAIL_LINES: usize = 40;
+
+/// A running sidecar.
+#[derive(Debug)]
+pub struct Envoy {
+    process: TestProcess,
+    place: Place,
+    dir: PathBuf,
+}
+
+impl Envoy {
+    /// Writes the bootstrap into a fresh directory (owned by the proxy user, who
+    /// writes the logs there), starts Envoy and polls its admin `/ready` from inside
+    /// the pod netns until it answers 200; panics with the log tail otherwise.
+    pub fn start(place: &Place, options: EnvoyOptions) -> Envoy {
+        let dir = place.work_dir.join(format!(
+            "envoy-{}-{}",
+            place.label,
+            NEXT_ENVOY.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir(&dir).unwrap_or_else(|err| panic!("create {}: {err}", dir.display()));
+        nix::unistd::chown(
+            &dir,
+            Some(nix::unistd::Uid::from_raw(options.identity.uid)),
+            Some(nix::unistd::Gid::from_raw(options.identity.gid)),
+        )
+        .unwrap_or_else(|err| panic!("chown {}: {err}", dir.display()));
+
+        let node_id = format!(
+            "sidecar~0.0.0.0~{}.default~default.svc.cluster.local",
+            place.label
+        );
+        let config = envoy_config::bootstrap(&options, &node_id, &dir.join("access.log"));
+        let bootstrap = dir.join("bootstrap.yaml");
+        // JSON is valid YAML; serde_json gets every quote right.
+        fs::write(
+            &bootstrap,
+            serde_json::to_string_pretty(&config).expect("JSON"),
+        )
+        .unwrap_or_else(|err| panic!("write {}: {err}", bootstrap.display()));
+
+        let process = Spawn::new(place, prereq::envoy_binary())
+            .arg("-c")
+            .arg(&bootstrap)
+            .args(["--disable-hot-restart", "--concurrency", "1"])
+            .args(["--log-level", &options.log_level])
+            .arg("--log-path")
+            .arg(dir.join("envoy.log"))
+            // Access log lines reach the file within 100 ms instead of 10 s.
+            .args(["--file-flush-interval-msec", "100"])
+            .identity(options.identity)
+            .spawn();
+        let mut envoy = Envoy {
+            process,
+            place: place.clone(),
+            dir,
+        };
+        envoy.wait_ready(options.ready_timeout);
+        envoy
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.process.is_running() {
+                panic!(
+                    "Envoy in {} exited during start-up; log tail:\n{}",
+                    self.place.label,
+                    self.log_tail()
+                );
+            }
+            if let Ok((200, _)) = self.admin_get("/ready") {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "Envoy in {} not ready after {timeout:?}; log tail:\n{}",
+                    self.place.label,
+                    self.log_tail()
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The directory with bootstrap.yaml, envoy.log and access.log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// GET on the admin listener (127.0.0.1:15000 in the pod netns): status and body.
+    /// The request comes from the test runner, which is outside the hooked cgroup,
+    /// so meshlane never captures it.
+    pub fn admin_get(&self, path: &str) -> Result<(u16, String), String> {
+        // HTTP/1.1: Envoy refuses HTTP/1.0 unless told otherwise.
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        let response = netns::in_netns(&self.place.netns, move || {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT));
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(request.as_bytes())?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok::<_, std::io::Error>(response)
+        })?
+        .map_err(|err| format!("admin GET {path}: {err}"))?;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| format!("admin GET {path}: bad response {head:?}"))?;
+        let chunked = head
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+        let body = if chunked {
+            decode_chunked(body)
+        } else {
+            body.to_string()
+        };
+        Ok((status, body))
+    }
+
+    /// A counter or gauge from `/stats` (e.g. `listener_manager.total_listeners_active`).
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let (_, body) = self.admin_get("/stats").ok()?;
+        body.lines().find_map(|line| {
+            let (key, value) = line.split_once(": ")?;
+            (key == name).then(|| value.trim().parse().ok()).flatten()
+        })
+    }
+
+    /// The access log's lines so far (flushed every 100 ms; a TCP connection is
+    /// logged when it closes).
+    pub fn access_log(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn access_entries(&self) -> Vec<AccessLogEntry> {
+        self.access_log()
+            .iter()
+            .filter_map(|line| AccessLogEntry::parse(line))
+            .collect()
+    }
+
+    /// Waits until `count` access log lines exist; panics with the log otherwise.
+    pub fn wait_for_access_log(&self, count: usize, timeout: Duration) -> Vec<AccessLogEntry> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let entries = self.access_entries();
+            if entries.len() >= count {
+                return entries;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "Envoy in {}: {} access log lines after {timeout:?}, wanted {count}: {:?}",
+                    self.place.label,
+                    entries.len(),
+                    self.access_log()
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of Envoy's own log and of its stdout/stderr.
+    pub fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default();
+        format!(
+            "--- envoy.log ---\n{}\n--- stdout/stderr ---\n{}",
+            tail(&log, LOG_TAIL_LINES),
+            tail(&self.process.output(), LOG_TAIL_LINES)
+        )
+    }
+}
+
+/// The body of a `Transfer-Encoding: chunked` response (admin streams /stats).
+fn decode_chunked(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size_line, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size_line.trim(), 16).unwrap_or(0);
+        if size == 0 || after.len() < size {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    body
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

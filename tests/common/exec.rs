@@ -1,0 +1,112 @@
+//! Running a prepared `Command` to completion with a deadline: a hung plugin or probe
+//! must fail its test, not hang the whole run.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long output readers may lag behind the process's exit. A grandchild that
+/// inherited stdout can keep the pipe open forever; we stop waiting for it.
+const READER_GRACE: Duration = Duration::from_secs(2);
+
+/// What a finished (or timed-out and killed) process produced.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+}
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        !self.timed_out && self.status.success()
+    }
+}
+
+/// Spawns `cmd` with piped stdin (fed `stdin`), stdout and stderr, and waits up to
+/// `timeout`; on timeout the process is SIGKILLed and `timed_out` set.
+pub fn run_with_timeout(
+    mut cmd: Command,
+    stdin: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Finished> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+
+    if let Some(mut pipe) = child.stdin.take() {
+        let data = stdin.to_vec();
+        // A process that never reads stdin must not block us: write from a thread,
+        // and ignore EPIPE from one that exits early.
+        thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        });
+    }
+    let stdout = collect(child.stdout.take());
+    let stderr = collect(child.stderr.take());
+
+    let (status, timed_out) = wait_with_deadline(&mut child, timeout)?;
+    Ok(Finished {
+        status,
+        stdout: stdout.finish(),
+        stderr: stderr.finish(),
+        timed_out,
+    })
+}
+
+fn wait_with_deadline(child: &mut Child, timeout: Duration) -> std::io::Result<(ExitStatus, bool)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((status, false));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return Ok((child.wait()?, true));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Output gathered by a reader thread, readable even if the thread never finishes.
+struct Collector {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+fn collect(pipe: Option<impl Read + Send + 'static>) -> Collector {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let (tx, done) = mpsc::channel();
+    if let Some(mut pipe) = pipe {
+        let sink = Arc::clone(&buffer);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                let n = match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&chunk[..n]);
+            }
+            let _ = tx.send(());
+        });
+    }
+    Collector { buffer, done }
+}
+
+impl Collector {
+    fn finish(self) -> String {
+        let _ = self.done.recv_timeout(READER_GRACE);
+        let bytes = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}

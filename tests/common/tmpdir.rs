@@ -1,0 +1,66 @@
+//! The per-node temp dir `/tmp/meshlane-test-<pid>-<n>/`.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::mountinfo;
+
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+    removed: bool,
+}
+
+impl TempDir {
+    /// Creates the directory world-traversable (0755): UID 1337 and app users must
+    /// reach the files the harness writes for them.
+    pub fn create(path: PathBuf) -> io::Result<Self> {
+        fs::create_dir(&path)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+        Ok(TempDir {
+            path,
+            removed: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the tree; refuses while something is still mounted inside it, so a
+    /// failed unmount never turns into deleting files of a live filesystem.
+    pub fn remove(&mut self) -> Result<(), String> {
+        if self.removed {
+            return Ok(());
+        }
+        remove_unless_mounted(&self.path)?;
+        self.removed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(err) = self.remove() {
+            eprintln!("[harness] temp dir cleanup: {err}");
+        }
+    }
+}
+
+pub fn remove_unless_mounted(path: &Path) -> Result<(), String> {
+    let mounted = mountinfo::mounts_under(&format!("{}/", path.display()));
+    if !mounted.is_empty() {
+        return Err(format!(
+            "not removing {}: still mounted inside: {mounted:?}",
+            path.display()
+        ));
+    }
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        // Gone is gone: a concurrent run's sweep may be removing the same tree.
+        Err(_) if !path.exists() => Ok(()),
+        Err(err) => Err(format!("remove {}: {err}", path.display())),
+    }
+}

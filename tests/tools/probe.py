@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""Socket probe for meshlane's integration tests (python3 standard library only).
+
+The harness runs it inside a pod's network namespace and the hooked cgroup, as a
+chosen user, and parses the single JSON line each command prints.
+
+  serve --port P [--host ADDR] [--name NAME]
+      TCP server. For each connection: read one line, reply with one JSON line
+      {"name", "peer", "local", "got"}. Prints READY once listening; runs until killed.
+      --host :: (the default) accepts IPv4 and IPv6.
+  connect --to ADDR:PORT --send TEXT [--bind ADDR] [--family 4|6|mapped] [--timeout S]
+      One connection; prints {"ok", "reply", "local", "peer", "error"}.
+      mapped: an AF_INET6 socket with IPV6_V6ONLY off, to ::ffff:a.b.c.d.
+  istio-validation [--ipv6]
+      Istio's istio-validation init container check: listen on 127.0.0.1:15001 and
+      :15006, connect from 127.0.0.1 to 127.0.0.6:15002, accept on whichever listener
+      gets it, read SO_ORIGINAL_DST; prints {"ok", "listener", "original_dst", "error"}.
+  getsockopt-passthrough
+      Unrelated getsockopt calls must behave normally inside the hooked cgroup:
+      TCP_INFO (normal and with an oversized buffer), SO_RCVBUF, the legacy iptables
+      IPT_SO_GET_INFO / IPT_SO_GET_ENTRIES, and iptables-legacy-save as a subprocess.
+
+Addresses are printed as "ip:port" or "[ip6]:port"; IPv4-mapped IPv6 addresses are
+printed as plain IPv4 ("peer"), the raw form is in "peer_raw" / "local_raw".
+"""
+
+import argparse
+import ctypes
+import ctypes.util
+import errno
+import ipaddress
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import threading
+
+SO_ORIGINAL_DST = 80  # SOL_IP and SOL_IPV6 (IP6T_SO_ORIGINAL_DST)
+IPT_SO_GET_INFO = 64
+IPT_SO_GET_ENTRIES = 65
+IPT_TABLE_MAXNAMELEN = 32
+# struct ipt_getinfo: name[32], valid_hooks, hook_entry[5], underflow[5], num_entries, size
+IPT_GETINFO = struct.Struct("=32sI5I5III")
+# sizeof(struct ipt_get_entries): name[32], size, then padding to the 8-byte alignment
+# of the entries that follow (the kernel insists on exactly header + size).
+IPT_GET_ENTRIES_HEADER_SIZE = 40
+TCP_INFO_LEN = 232  # what iproute2/ss ask for; the kernel returns min(len, its size)
+LARGE_OPTLEN = 8192  # more than a page: the kernel hands BPF only the first page
+
+
+def emit(obj):
+    print(json.dumps(obj), flush=True)
+
+
+def format_addr(sockaddr, unmap=True):
+    host, port = sockaddr[0], sockaddr[1]
+    ip = ipaddress.ip_address(host.split("%")[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        # The dotted form, as the kernel and other tools print it.
+        return f"{ip.ipv4_mapped}:{port}" if unmap else f"[::ffff:{ip.ipv4_mapped}]:{port}"
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def addr_fields(prefix, sockaddr):
+    return {prefix: format_addr(sockaddr), prefix + "_raw": format_addr(sockaddr, unmap=False)}
+
+
+def split_host_port(text):
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+    else:
+        host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+# --- serve -------------------------------------------------------------------------
+
+
+def listening_socket(host, port):
+    if host in ("::", ""):
+        try:
+            return socket.create_server(("::", port), family=socket.AF_INET6,
+                                        dualstack_ipv6=True, backlog=128)
+        except OSError:  # IPv6 disabled in this netns
+            return socket.create_server(("0.0.0.0", port), backlog=128)
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=128)
+
+
+def answer(conn, name):
+    with conn:
+        conn.settimeout(10)
+        try:
+            data = b""
+            while not data.endswith(b"\n") and len(data) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            reply = {"name": name, "got": data.decode(errors="replace").rstrip("\n")}
+            reply.update(addr_fields("peer", conn.getpeername()))
+            reply.update(addr_fields("local", conn.getsockname()))
+            conn.sendall((json.dumps(reply) + "\n").encode())
+        except OSError as err:
+            print(f"connection error: {err}", file=sys.stderr, flush=True)
+
+
+def serve(args):
+    server = listening_socket(args.host, args.port)
+    print("READY", flush=True)
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=answer, args=(conn, args.name), daemon=True).start()
+
+
+# --- connect -----------------------------------------------------------------------
+
+
+def client_socket(family, host):
+    if family == "mapped":
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        return sock, f"::ffff:{ipaddress.ip_address(host)}"
+    if family == "6" or (family is None and ipaddress.ip_address(host).version == 6):
+        return socket.socket(socket.AF_INET6, socket.SOCK_STREAM), host
+    return socket.socket(socket.AF_INET, socket.SOCK_STREAM), host
+
+
+def bind_address(text, family):
+    """ADDR, IPv4:PORT or [IPv6]:PORT; an IPv4 address is mapped for --family mapped."""
+    if text.startswith("[") or text.count(":") == 1:
+        host, port = split_host_port(text)
+    else:
+        host, port = text, 0
+    if family == "mapped" and ipaddress.ip_address(host).version == 4:
+        host = f"::ffff:{host}"
+    return host, port
+
+
+def connect(args):
+    host, port = split_host_port(args.to)
+    out = {"ok": False, "reply": None, "local": None, "peer": None, "error": None}
+    try:
+        sock, target = client_socket(args.family, host)
+        with sock:
+            sock.settimeout(args.timeout)
+            if args.bind:
+                sock.bind(bind_address(args.bind, args.family))
+            sock.connect((target, port))
+            out.update(addr_fields("local", sock.getsockname()))
+            out.update(addr_fields("peer", sock.getpeername()))
+            sock.sendall((args.send + "\n").encode())
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            text = data.decode(errors="replace").strip()
+            try:
+                out["reply"] = json.loads(text) if text else None
+            except ValueError:
+                out["reply"] = None
+                out["error"] = f"reply is not JSON: {text!r}"
+            out["ok"] = out["reply"] is not None
+            if out["reply"] is None and out["error"] is None:
+                out["error"] = "connection closed without a reply"
+    except OSError as err:
+        out["error"] = describe_error(err)
+    emit(out)
+
+
+def describe_error(err):
+    if isinstance(err, socket.timeout):
+        return "timeout"
+    if err.errno is not None:
+        return f"{errno.errorcode.get(err.errno, err.errno)}: {err.strerror}"
+    return str(err)
+
+
+# --- istio-validation --------------------------------------------------------------
+
+
+def parse_original_dst(raw, ipv6):
+    if ipv6:  # struct sockaddr_in6
+        port = struct.unpack("!H", raw[2:4])[0]
+        return f"[{ipaddress.IPv6Address(raw[8:24])}]:{port}", port
+    port = struct.unpack("!H", raw[2:4])[0]  # struct sockaddr_in
+    return f"{ipaddress.IPv4Address(raw[4:8])}:{port}", port
+
+
+class NotAccepted(Exception):
+    """The client connected, but neither capture listener saw the connection."""
+
+
+def istio_validation(args):
+    listen_ip, server_ip = ("::1", "::6") if args.ipv6 else ("127.0.0.1", "127.0.0.6")
+    family = socket.AF_INET6 if args.ipv6 else socket.AF_INET
+    out = {"ok": False, "listener": None, "original_dst": None, "error": None}
+    listeners = {}
+    client = None
+    try:
+        for port in (15001, 15006):
+            listeners[port] = socket.create_server((listen_ip, port), family=family)
+        client = socket.socket(family, socket.SOCK_STREAM)
+        client.settimeout(args.timeout)
+        client.bind((listen_ip, 0))
+        client.connect((server_ip, 15002))
+        ready, _, _ = select.select(list(listeners.values()), [], [], args.timeout)
+        if not ready:
+            raise NotAccepted("connected, but neither 15001 nor 15006 got the connection")
+        port = next(p for p, s in listeners.items() if s is ready[0])
+        conn, _ = ready[0].accept()
+        with conn:
+            out["listener"] = port
+            level = socket.SOL_IPV6 if args.ipv6 else socket.SOL_IP
+            raw = conn.getsockopt(level, SO_ORIGINAL_DST, 28 if args.ipv6 else 16)
+            out["original_dst"], original_port = parse_original_dst(raw, args.ipv6)
+            out["ok"] = original_port == 15002
+    except OSError as err:
+        out["error"] = describe_error(err)
+    except NotAccepted as err:
+        out["error"] = str(err)
+    finally:
+        for sock in listeners.values():
+            sock.close()
+        if client is not None:
+            client.close()
+    emit(out)
+
+
+# --- getsockopt-passthrough --------------------------------------------------------
+
+
+def libc():
+    lib = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    lib.getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                               ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+    return lib
+
+
+def raw_getsockopt(lib, fd, level, name, buf):
+    """getsockopt with a caller-filled buffer (Python's own cannot pass input)."""
+    length = ctypes.c_uint32(len(buf))
+    rc = lib.getsockopt(fd, level, name, buf, ctypes.byref(length))
+    return (None if rc == 0 else errno.errorcode.get(ctypes.get_errno(), ctypes.get_errno()),
+            length.value)
+
+
+def check_tcp_info():
+    lib = libc()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with socket.create_connection(server.getsockname(), timeout=5) as client:
+            conn, _ = server.accept()
+            with conn:
+                info = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LEN)
+                # Python caps buflen at 1024: go through libc for the oversized call.
+                large = ctypes.create_string_buffer(LARGE_OPTLEN)
+                err, large_len = raw_getsockopt(lib, client.fileno(), socket.IPPROTO_TCP,
+                                                socket.TCP_INFO, large)
+                rcvbuf = client.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    # tcpi_state is the first byte; 1 = TCP_ESTABLISHED.
+    return {
+        "tcp_info": {"ok": len(info) > 0 and info[0] == 1, "len": len(info), "state": info[0]},
+        "tcp_info_large": {"ok": err is None and 0 < large_len <= LARGE_OPTLEN
+                           and large.raw[0] == 1,
+                           "error": err, "requested": LARGE_OPTLEN, "len": large_len},
+        "so_rcvbuf": {"ok": rcvbuf > 0, "value": rcvbuf},
+    }
+
+
+def check_iptables_getsockopt():
+    """What iptables-legacy does: GET_INFO for the table size, then GET_ENTRIES with a
+    buffer of exactly that size (often larger than a page on real nodes)."""
+    lib = libc()
+    out = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        info = ctypes.create_string_buffer(
+            IPT_GETINFO.pack(b"filter", 0, *([0] * 10), 0, 0), IPT_GETINFO.size)
+        err, length = raw_getsockopt(lib, sock.fileno(), socket.SOL_IP, IPT_SO_GET_INFO, info)
+        fields = IPT_GETINFO.unpack(info.raw)
+        size, num_entries = fields[-1], fields[-2]
+        out["ipt_get_info"] = {"ok": err is None and length == IPT_GETINFO.size,
+                               "error": err, "len": length,
+                               "num_entries": num_entries, "size": size}
+        if err is not None:
+            return out
+        total = IPT_GET_ENTRIES_HEADER_SIZE + size
+        entries = ctypes.create_string_buffer(total)
+        struct.pack_into("=32sI", entries, 0, b"filter", size)
+        err, length = raw_getsockopt(lib, sock.fileno(), socket.SOL_IP, IPT_SO_GET_ENTRIES,
+                                     entries)
+        out["ipt_get_entries"] = {"ok": err is None and length == total,
+                                  "error": err, "len": length, "requested": total}
+    return out
+
+
+def check_iptables_legacy_save():
+    try:
+        run = subprocess.run(["iptables-legacy-save"], capture_output=True, timeout=30)
+        return {"ok": run.returncode == 0 and b"*filter" in run.stdout,
+                "status": run.returncode, "bytes": len(run.stdout),
+                "stderr": run.stderr.decode(errors="replace").strip()}
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return {"ok": False, "status": None, "bytes": 0, "stderr": str(err)}
+
+
+def getsockopt_passthrough(_args):
+    out = {"ok": False, "error": None}
+    try:
+        out.update(check_tcp_info())
+        out.update(check_iptables_getsockopt())
+        out["iptables_legacy_save"] = check_iptables_legacy_save()
+        checks = [v for v in out.values() if isinstance(v, dict)]
+        out["ok"] = all(check.get("ok") for check in checks)
+    except OSError as err:
+        out["error"] = describe_error(err)
+    emit(out)
+
+
+# --- main --------------------------------------------------------------------------
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="::")
+    p.add_argument("--name", default="probe")
+    p.set_defaults(run=serve)
+
+    p = commands.add_parser("connect")
+    p.add_argument("--to", required=True)
+    p.add_argument("--send", default="hello")
+    p.add_argument("--bind")
+    p.add_argument("--family", choices=["4", "6", "mapped"])
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(run=connect)
+
+    p = commands.add_parser("istio-validation")
+    p.add_argument("--ipv6", action="store_true")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(run=istio_validation)
+
+    p = commands.add_parser("getsockopt-passthrough")
+    p.set_defaults(run=getsockopt_passthrough)
+
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
