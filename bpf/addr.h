@@ -9,10 +9,10 @@
 #include "meshlane.h"
 
 /* Not in the UAPI headers that BPF C can include. */
-#define ML_AF_INET 2
-#define ML_AF_INET6 10
+#define ML_AF_INET     2
+#define ML_AF_INET6    10
 #define ML_SOCK_STREAM 1
-#define ML_SOCK_DGRAM 2
+#define ML_SOCK_DGRAM  2
 
 static __always_inline struct ml_addr addr_from_ipv4(__u32 ip_be)
 {

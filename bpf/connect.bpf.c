@@ -17,7 +17,7 @@
 #include "outbound.h"
 
 /* Return codes of cgroup sock_addr programs. */
-#define ML_SOCK_ALLOW 1
+#define ML_SOCK_ALLOW  1
 #define ML_SOCK_REJECT 0 /* the caller gets EPERM */
 
 static __always_inline int is_tcp(const struct bpf_sock_addr *ctx)

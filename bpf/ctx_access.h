@@ -12,13 +12,13 @@
 
 #include <linux/types.h>
 
-#define READ_FIELD_U32(ptr, type, field)                                                 \
-	({                                                                               \
-		__u32 __value;                                                           \
-		asm volatile("%0 = *(u32 *)(%1 + %2)"                                    \
-			     : "=r"(__value)                                             \
-			     : "r"(ptr), "i"(__builtin_offsetof(type, field)));          \
-		__value;                                                                 \
+#define READ_FIELD_U32(ptr, type, field)                                        \
+	({                                                                      \
+		__u32 __value;                                                  \
+		asm volatile("%0 = *(u32 *)(%1 + %2)"                           \
+			     : "=r"(__value)                                    \
+			     : "r"(ptr), "i"(__builtin_offsetof(type, field))); \
+		__value;                                                        \
 	})
 
 /*
@@ -26,9 +26,9 @@
  * 32-bit stores: clang merges them into one 64-bit store otherwise, which the
  * verifier refuses ("invalid bpf_context access").
  */
-#define WRITE_FIELD_U32(ptr, type, field, value)                                         \
-	asm volatile("*(u32 *)(%0 + %1) = %2"                                            \
-		     :                                                                   \
+#define WRITE_FIELD_U32(ptr, type, field, value)                                           \
+	asm volatile("*(u32 *)(%0 + %1) = %2"                                              \
+		     :                                                                     \
 		     : "r"(ptr), "i"(__builtin_offsetof(type, field)), "r"((__u32)(value)) \
 		     : "memory")
 

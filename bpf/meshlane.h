@@ -70,13 +70,13 @@ struct ml_addr {
 
 /* One pod, keyed by its network namespace cookie (bpf_get_netns_cookie). */
 struct ml_pod {
-	__u32 flags;          /* ML_POD_* */
-	__u32 proxy_uid;      /* the sidecar's UID as the kernel sees it */
-	__u32 proxy_gid;      /* the sidecar's GID as the kernel sees it */
-	__u16 outbound_port;  /* Envoy virtualOutbound */
-	__u16 inbound_port;   /* Envoy virtualInbound */
-	__u16 dns_port;       /* istio-agent DNS proxy */
-	__u16 ip_count;       /* valid entries in ips */
+	__u32 flags;	     /* ML_POD_* */
+	__u32 proxy_uid;     /* the sidecar's UID as the kernel sees it */
+	__u32 proxy_gid;     /* the sidecar's GID as the kernel sees it */
+	__u16 outbound_port; /* Envoy virtualOutbound */
+	__u16 inbound_port;  /* Envoy virtualInbound */
+	__u16 dns_port;	     /* istio-agent DNS proxy */
+	__u16 ip_count;	     /* valid entries in ips */
 	struct ml_addr ips[ML_MAX_POD_IPS];
 };
 
@@ -91,9 +91,9 @@ enum ml_port_list {
 /* Membership of a port in one list of one pod; the value is unused (a u8). */
 struct ml_port_key {
 	__u64 netns_cookie;
-	__u16 port;           /* host order */
-	__u8 list;            /* enum ml_port_list */
-	__u8 pad[5];          /* zero: keys are compared bytewise */
+	__u16 port;  /* host order */
+	__u8 list;   /* enum ml_port_list */
+	__u8 pad[5]; /* zero: keys are compared bytewise */
 };
 
 /* Which per-pod CIDR list an LPM trie holds. */
@@ -122,8 +122,8 @@ enum ml_redirect_kind {
 /* The destination a connect asked for before it was rewritten. */
 struct ml_orig_dst {
 	struct ml_addr addr;
-	__u16 port;           /* host order */
-	__u8 kind;            /* enum ml_redirect_kind */
+	__u16 port; /* host order */
+	__u8 kind;  /* enum ml_redirect_kind */
 	__u8 pad;
 };
 
@@ -134,18 +134,18 @@ struct ml_orig_dst {
  */
 struct ml_conn_key {
 	__u64 netns_cookie;
-	struct ml_addr src;   /* connecting side */
-	struct ml_addr dst;   /* the proxy's listener after the rewrite */
-	__u16 sport;          /* host order */
-	__u16 dport;          /* host order */
+	struct ml_addr src; /* connecting side */
+	struct ml_addr dst; /* the proxy's listener after the rewrite */
+	__u16 sport;	    /* host order */
+	__u16 dport;	    /* host order */
 	__u32 pad;
 };
 
 /* Per-socket storage of a redirected connecting socket. */
 struct ml_sk_redirect {
 	struct ml_orig_dst orig;
-	struct ml_conn_key conn;  /* valid once published */
-	__u8 published;           /* conn was written to ml_conn_orig_dst */
+	struct ml_conn_key conn; /* valid once published */
+	__u8 published;		 /* conn was written to ml_conn_orig_dst */
 	__u8 pad[7];
 };
 
@@ -166,20 +166,20 @@ struct ml_attachment {
 
 /* Per-CPU event counters (ml_counters); metrics and tests read them. */
 enum ml_counter {
-	ML_CNT_OUTBOUND_REDIRECTED = 0,   /* app connect -> outbound listener */
-	ML_CNT_INBOUND_REDIRECTED,        /* proxy connect to own pod -> inbound listener */
-	ML_CNT_BYPASS_EXCLUDED_PORT,      /* rule 1 */
+	ML_CNT_OUTBOUND_REDIRECTED = 0,	  /* app connect -> outbound listener */
+	ML_CNT_INBOUND_REDIRECTED,	  /* proxy connect to own pod -> inbound listener */
+	ML_CNT_BYPASS_EXCLUDED_PORT,	  /* rule 1 */
 	ML_CNT_BYPASS_PASSTHROUGH_SOURCE, /* rule 2: bound to 127.0.0.6 / ::6 */
-	ML_CNT_BYPASS_APP_LOOPBACK,       /* rule 4 */
-	ML_CNT_BYPASS_PROXY,              /* rule 5: the proxy's upstream connects */
-	ML_CNT_BYPASS_LOCALHOST,          /* rule 6 */
-	ML_CNT_BYPASS_EXCLUDED_CIDR,      /* rule 7 */
-	ML_CNT_BYPASS_NOT_INCLUDED,       /* rule 10 */
-	ML_CNT_RECORD_FAILED,             /* no room to remember a destination: connect refused */
-	ML_CNT_ORIG_DST_ANSWERED,         /* SO_ORIGINAL_DST answered from a record */
-	ML_CNT_ORIG_DST_MISSED,           /* SO_ORIGINAL_DST asked in a pod, no record */
-	ML_CNT_CONN_PUBLISHED,            /* sockops wrote a conn record */
-	ML_CNT_CONN_PUBLISH_FAILED,       /* sockops could not write it */
+	ML_CNT_BYPASS_APP_LOOPBACK,	  /* rule 4 */
+	ML_CNT_BYPASS_PROXY,		  /* rule 5: the proxy's upstream connects */
+	ML_CNT_BYPASS_LOCALHOST,	  /* rule 6 */
+	ML_CNT_BYPASS_EXCLUDED_CIDR,	  /* rule 7 */
+	ML_CNT_BYPASS_NOT_INCLUDED,	  /* rule 10 */
+	ML_CNT_RECORD_FAILED,		  /* no room to remember a destination: connect refused */
+	ML_CNT_ORIG_DST_ANSWERED,	  /* SO_ORIGINAL_DST answered from a record */
+	ML_CNT_ORIG_DST_MISSED,		  /* SO_ORIGINAL_DST asked in a pod, no record */
+	ML_CNT_CONN_PUBLISHED,		  /* sockops wrote a conn record */
+	ML_CNT_CONN_PUBLISH_FAILED,	  /* sockops could not write it */
 	ML_CNT_MAX,
 };
 

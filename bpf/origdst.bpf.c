@@ -20,10 +20,10 @@
 /* Return code of cgroup sockopt programs: 1 = hand the (possibly changed) result on. */
 #define ML_SOCKOPT_OK 1
 
-#define ML_SOL_IP 0
-#define ML_SOL_IPV6 41
+#define ML_SOL_IP	   0
+#define ML_SOL_IPV6	   41
 #define ML_SO_ORIGINAL_DST 80 /* also IP6T_SO_ORIGINAL_DST */
-#define ML_PAGE_SIZE 4096
+#define ML_PAGE_SIZE	   4096
 
 /*
  * Leave the kernel's answer as it is. When the caller's buffer is larger than a

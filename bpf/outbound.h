@@ -18,7 +18,7 @@
 enum ml_outbound_verdict {
 	ML_OUT_UNTOUCHED = 0,
 	ML_OUT_TO_OUTBOUND = 1, /* the proxy's outbound listener (15001) */
-	ML_OUT_TO_INBOUND = 2,  /* the proxy's inbound listener (15006) */
+	ML_OUT_TO_INBOUND = 2,	/* the proxy's inbound listener (15006) */
 };
 
 /* One connect as the decision sees it. */
@@ -26,7 +26,7 @@ struct ml_connect {
 	__u64 netns_cookie;
 	struct ml_addr dst;
 	struct ml_addr bound_src; /* unspecified unless bound before connect */
-	__u16 dport;              /* host order */
+	__u16 dport;		  /* host order */
 	__u32 uid;
 	__u32 gid;
 };
@@ -69,12 +69,11 @@ static __always_inline int addr_is_pod_ip(const struct ml_pod *pod, const struct
 /* Addresses the pod routes over its loopback interface ("-o lo" in Istio's rules). */
 static __always_inline int routed_over_loopback(const struct ml_pod *pod, const struct ml_addr *dst)
 {
-	return addr_is_loopback_range(dst) || addr_is_unspecified(dst) ||
-	       addr_is_pod_ip(pod, dst);
+	return addr_is_loopback_range(dst) || addr_is_unspecified(dst) || addr_is_pod_ip(pod, dst);
 }
 
 static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_pod *pod,
-								 const struct ml_connect *c)
+								const struct ml_connect *c)
 {
 	int over_loopback = routed_over_loopback(pod, &c->dst);
 	/* connect() to 0.0.0.0 / :: reaches 127.0.0.1 / ::1. */

@@ -17,7 +17,7 @@
 
 /* sockops programs return 1; the value only matters for a few callbacks. */
 #define ML_SOCKOPS_OK 1
-#define ML_TCP_CLOSE 7 /* enum in include/net/tcp_states.h, not UAPI */
+#define ML_TCP_CLOSE  7 /* enum in include/net/tcp_states.h, not UAPI */
 
 static __always_inline void conn_key_of_connecting(struct bpf_sock_ops *skops,
 						   struct ml_conn_key *key)

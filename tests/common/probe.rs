@@ -58,6 +58,38 @@ impl ProbeServer {
         host: &str,
         identity: Identity,
     ) -> ProbeServer {
+        ProbeServer::start_args(place, port, name, host, identity, &[])
+    }
+
+    /// A stand-in for a proxy listener: runs as the proxy and answers each
+    /// connection with the `SO_ORIGINAL_DST` it reads (`original_dst` in the reply),
+    /// after waiting `answer_after`.
+    pub fn start_original_dst(
+        place: &Place,
+        host: &str,
+        port: u16,
+        name: &str,
+        answer_after: Duration,
+    ) -> ProbeServer {
+        let delay = answer_after.as_secs_f64().to_string();
+        ProbeServer::start_args(
+            place,
+            port,
+            name,
+            host,
+            Identity::PROXY,
+            &["--original-dst", "--answer-after", &delay],
+        )
+    }
+
+    fn start_args(
+        place: &Place,
+        port: u16,
+        name: &str,
+        host: &str,
+        identity: Identity,
+        extra: &[&str],
+    ) -> ProbeServer {
         let mut process = probe(place, identity)
             .args([
                 "serve",
@@ -68,6 +100,7 @@ impl ProbeServer {
                 "--name",
                 name,
             ])
+            .args(extra.iter().copied())
             .spawn();
         process.wait_for_line("READY", SERVER_READY_TIMEOUT);
         ProbeServer {
@@ -87,6 +120,8 @@ pub struct ServerReply {
     /// The server's local address of the connection.
     pub local: SocketAddr,
     pub got: String,
+    /// With `--original-dst`: the address SO_ORIGINAL_DST gave, or "error: ...".
+    pub original_dst: Option<String>,
 }
 
 impl ServerReply {
@@ -96,6 +131,7 @@ impl ServerReply {
             peer: addr_field(json, "peer")?,
             local: addr_field(json, "local")?,
             got: string_field(json, "got")?,
+            original_dst: string_field(json, "original_dst"),
         })
     }
 }
@@ -118,6 +154,7 @@ pub struct Connect {
     family: Option<Family>,
     identity: Identity,
     timeout_secs: f64,
+    hold: Duration,
 }
 
 /// The outcome of a connect probe.
@@ -143,7 +180,14 @@ impl Connect {
             family: None,
             identity: Identity::ROOT,
             timeout_secs: 5.0,
+            hold: Duration::ZERO,
         }
+    }
+
+    /// Keeps the connection open this long after the reply.
+    pub fn hold(mut self, hold: Duration) -> Self {
+        self.hold = hold;
+        self
     }
 
     pub fn send(mut self, text: &str) -> Self {
@@ -185,6 +229,9 @@ impl Connect {
         if let Some(bind) = &self.bind {
             spawn = spawn.args(["--bind", bind]);
         }
+        if !self.hold.is_zero() {
+            spawn = spawn.args(["--hold", &self.hold.as_secs_f64().to_string()]);
+        }
         if let Some(family) = self.family {
             let name = match family {
                 Family::V4 => "4",
@@ -193,7 +240,8 @@ impl Connect {
             };
             spawn = spawn.args(["--family", name]);
         }
-        let raw = run_json(spawn.timeout(Duration::from_secs_f64(self.timeout_secs + 10.0)));
+        let limit = self.timeout_secs + self.hold.as_secs_f64() + 10.0;
+        let raw = run_json(spawn.timeout(Duration::from_secs_f64(limit)));
         ConnectOutcome {
             ok: raw["ok"].as_bool().unwrap_or(false),
             reply: ServerReply::parse(&raw["reply"]),

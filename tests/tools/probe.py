@@ -4,13 +4,17 @@
 The harness runs it inside a pod's network namespace and the hooked cgroup, as a
 chosen user, and parses the single JSON line each command prints.
 
-  serve --port P [--host ADDR] [--name NAME]
+  serve --port P [--host ADDR] [--name NAME] [--original-dst] [--answer-after S]
       TCP server. For each connection: read one line, reply with one JSON line
       {"name", "peer", "local", "got"}. Prints READY once listening; runs until killed.
-      --host :: (the default) accepts IPv4 and IPv6.
+      --host :: (the default) accepts IPv4 and IPv6. --original-dst adds
+      "original_dst" (SO_ORIGINAL_DST of the accepted socket, as a proxy reads it);
+      --answer-after waits S seconds after reading the line before answering.
   connect --to ADDR:PORT --send TEXT [--bind ADDR] [--family 4|6|mapped] [--timeout S]
+          [--hold S]
       One connection; prints {"ok", "reply", "local", "peer", "error"}.
       mapped: an AF_INET6 socket with IPV6_V6ONLY off, to ::ffff:a.b.c.d.
+      --hold keeps the connection open S seconds after the reply.
   istio-validation [--ipv6]
       Istio's istio-validation init container check: listen on 127.0.0.1:15001 and
       :15006, connect from 127.0.0.1 to 127.0.0.6:15002, accept on whichever listener
@@ -37,6 +41,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 SO_ORIGINAL_DST = 80  # SOL_IP and SOL_IPV6 (IP6T_SO_ORIGINAL_DST)
 IPT_SO_GET_INFO = 64
@@ -90,9 +95,22 @@ def listening_socket(host, port):
     return socket.create_server((host, port), family=family, backlog=128)
 
 
-def answer(conn, name):
+def original_dst_of(conn):
+    """SO_ORIGINAL_DST as Envoy asks it: by the accepted socket's family."""
+    ipv6 = conn.family == socket.AF_INET6
+    try:
+        if ipv6:
+            raw = conn.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
+        else:
+            raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+        return parse_original_dst(raw, ipv6)[0]
+    except OSError as err:
+        return "error: " + describe_error(err)
+
+
+def answer(conn, args):
     with conn:
-        conn.settimeout(10)
+        conn.settimeout(10 + args.answer_after)
         try:
             data = b""
             while not data.endswith(b"\n") and len(data) < 65536:
@@ -100,7 +118,11 @@ def answer(conn, name):
                 if not chunk:
                     break
                 data += chunk
-            reply = {"name": name, "got": data.decode(errors="replace").rstrip("\n")}
+            if args.answer_after:
+                time.sleep(args.answer_after)
+            reply = {"name": args.name, "got": data.decode(errors="replace").rstrip("\n")}
+            if args.original_dst:
+                reply["original_dst"] = original_dst_of(conn)
             reply.update(addr_fields("peer", conn.getpeername()))
             reply.update(addr_fields("local", conn.getsockname()))
             conn.sendall((json.dumps(reply) + "\n").encode())
@@ -113,7 +135,7 @@ def serve(args):
     print("READY", flush=True)
     while True:
         conn, _ = server.accept()
-        threading.Thread(target=answer, args=(conn, args.name), daemon=True).start()
+        threading.Thread(target=answer, args=(conn, args), daemon=True).start()
 
 
 # --- connect -----------------------------------------------------------------------
@@ -168,6 +190,8 @@ def connect(args):
             out["ok"] = out["reply"] is not None
             if out["reply"] is None and out["error"] is None:
                 out["error"] = "connection closed without a reply"
+            if args.hold:
+                time.sleep(args.hold)
     except OSError as err:
         out["error"] = describe_error(err)
     emit(out)
@@ -332,6 +356,8 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="::")
     p.add_argument("--name", default="probe")
+    p.add_argument("--original-dst", action="store_true")
+    p.add_argument("--answer-after", type=float, default=0.0)
     p.set_defaults(run=serve)
 
     p = commands.add_parser("connect")
@@ -340,6 +366,7 @@ def main():
     p.add_argument("--bind")
     p.add_argument("--family", choices=["4", "6", "mapped"])
     p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--hold", type=float, default=0.0)
     p.set_defaults(run=connect)
 
     p = commands.add_parser("istio-validation")

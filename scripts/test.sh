@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (as root, on Debian 12):
+#
+#   sudo scripts/test.sh
+#
+# Installs what it needs (scripts/deps.sh), checks formatting and lints, then runs
+# every test: unit tests, CNI conformance, and the privileged integration tests
+# (real kernel, real CNI plugins, real Envoy). Privileged tests fail, never skip,
+# when they cannot run.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "dependencies"
+scripts/deps.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step "format (cargo fmt, clang-format)"
+cargo fmt --all --check
+clang-format --dry-run --Werror bpf/*.c bpf/*.h
+
+step "lint (clippy -D warnings)"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "tests"
+# Each test builds its own node (netns, cgroup, bpffs) and runs real Envoys; two
+# at a time keeps the 2-core CI machines from timing out under load.
+cargo test --locked -- --test-threads "${MESHLANE_TEST_THREADS:-2}"

@@ -1,0 +1,448 @@
+//! meshlane as the runtime drives it: the chain bridge + host-local → meshlane at
+//! cniVersion 1.0.0 (ADD, CHECK, DEL in reverse), meshlane alone at 1.1.0 (STATUS,
+//! GC), and every bad input answered with the right code and no state left behind.
+//! The BPF records are read back from the real pinned maps.
+//!
+//! Needs root; fails loudly (never skips) when it cannot run.
+
+mod common;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+
+use meshlane::datapath::{AttachmentKey, PinLayout, PodMaps};
+use serde_json::{json, Value};
+
+use common::{Pod, PodOptions, TestNode};
+
+fn captured() -> PodOptions {
+    PodOptions::new().cni_arg("MESHLANE_CAPTURE", "true")
+}
+
+fn maps(node: &TestNode) -> PodMaps {
+    PodMaps::open(&PinLayout::new(node.pin_root())).expect("meshlane's maps are pinned")
+}
+
+fn cookie_of(pod: &Pod) -> u64 {
+    meshlane::netns::inspect(pod.netns_path())
+        .expect("the pod netns exists")
+        .cookie
+}
+
+fn key_of(pod: &Pod) -> AttachmentKey {
+    AttachmentKey::new(pod.container_id(), "eth0")
+}
+
+/// Runs meshlane alone for `pod`'s netns with a hand-made config (as if it were
+/// the next plugin of the chain), under a fresh container ID unless told otherwise.
+fn meshlane_add(
+    node: &TestNode,
+    pod: &Pod,
+    container_id: &str,
+    config: Value,
+) -> common::PluginOutput {
+    let mut env = node.cni_env("ADD", Some(pod.runtime()));
+    for (key, value) in env.iter_mut() {
+        if key == "CNI_CONTAINERID" {
+            *value = container_id.to_owned();
+        }
+    }
+    node.run_meshlane(&env, config.to_string())
+}
+
+/// meshlane's config entry at 1.0.0 with a prevResult and extra keys merged in.
+fn netconf(node: &TestNode, prev_result: Value, extra: Value) -> Value {
+    let mut conf = node.meshlane_netconf("1.0.0");
+    conf["prevResult"] = prev_result;
+    if let (Some(conf), Some(extra)) = (conf.as_object_mut(), extra.as_object()) {
+        for (key, value) in extra {
+            conf.insert(key.clone(), value.clone());
+        }
+    }
+    conf
+}
+
+fn prev_result_for(pod: &Pod, address: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": pod.netns_path()}],
+        "ips": [{"address": address, "interface": 0}]
+    })
+}
+
+fn expect_error(output: &common::PluginOutput, code: u64, mentions: &[&str]) {
+    let error = output
+        .error()
+        .unwrap_or_else(|| panic!("expected error {code}, got {output:?}"));
+    assert_eq!(error.code, code, "{error:?}");
+    assert!(!output.status.success(), "an error must exit non-zero");
+    for mention in mentions {
+        assert!(
+            error.msg.contains(mention),
+            "message {:?} does not name {mention:?}",
+            error.msg
+        );
+    }
+}
+
+#[test]
+fn add_check_del_through_the_chain_writes_and_removes_the_pods_records() {
+    let node = TestNode::new("life-basic");
+    let mut pod = node.add_pod("web", captured().namespace("shop"));
+
+    // meshlane hands the primary plugin's result on unchanged.
+    let steps = &pod.add_output().steps;
+    assert_eq!(steps.len(), 2);
+    assert_eq!(
+        steps[1].json(),
+        steps[0].json(),
+        "prevResult must pass through"
+    );
+
+    let cookie = cookie_of(&pod);
+    let maps = maps(&node);
+    let record = maps
+        .pod(cookie)
+        .unwrap()
+        .expect("a pod record keyed by the netns cookie");
+    assert_eq!(record.ip_count, 1);
+    assert_eq!(record.ips[0].to_ip(), IpAddr::from(pod.ipv4()));
+    assert_eq!((record.proxy_uid, record.proxy_gid), (1337, 1337));
+    let attachment = maps
+        .attachment(&key_of(&pod))
+        .unwrap()
+        .expect("attachment remembered");
+    assert_eq!(attachment.netns_cookie, cookie);
+    assert_eq!(attachment.pod_namespace, "shop");
+    assert!(attachment.pod_name.starts_with("web"), "{attachment:?}");
+
+    pod.check();
+    pod.del();
+    assert_eq!(
+        maps.entries_of(cookie).unwrap(),
+        0,
+        "DEL left records behind"
+    );
+    assert!(maps.attachment(&key_of(&pod)).unwrap().is_none());
+    // Again: DEL is idempotent.
+    pod.del();
+}
+
+#[test]
+fn del_succeeds_after_the_netns_is_gone_and_without_prev_result() {
+    let node = TestNode::new("life-gone");
+    let mut pod = node.add_pod("a", captured());
+    let cookie = cookie_of(&pod);
+    let maps = maps(&node);
+    pod.remove_netns();
+    pod.del();
+    assert_eq!(maps.entries_of(cookie).unwrap(), 0);
+
+    // cniVersion 0.3.1 chains pass no prevResult to DEL.
+    let old = TestNode::builder("life-031").cni_version("0.3.1").build();
+    let mut pod = old.add_pod("a", captured());
+    let cookie = cookie_of(&pod);
+    pod.del();
+    assert_eq!(maps_of_root(old.pin_root()).entries_of(cookie).unwrap(), 0);
+}
+
+fn maps_of_root(root: &Path) -> PodMaps {
+    PodMaps::open(&PinLayout::new(root)).unwrap()
+}
+
+#[test]
+fn check_fails_when_the_pods_records_are_gone() {
+    let node = TestNode::new("life-check");
+    let pod = node.add_pod("a", captured());
+    maps(&node).remove_pod(cookie_of(&pod)).unwrap();
+    let check = pod.try_check();
+    let error = check
+        .steps
+        .last()
+        .and_then(|s| s.error())
+        .expect("CHECK must fail");
+    assert_eq!(error.code, 102, "{error:?}");
+    assert!(error.msg.contains("no pod record"), "{error:?}");
+}
+
+#[test]
+fn status_and_gc_at_cni_1_1() {
+    let node = TestNode::new("life-gc");
+    let status = node.meshlane_status();
+    assert!(status.status.success(), "STATUS: {status:?}");
+    assert!(
+        status.stdout.trim().is_empty(),
+        "STATUS prints nothing on success"
+    );
+
+    let keep = node.add_pod("keep", captured());
+    let mut gone = node.add_pod("gone", captured());
+    let (keep_cookie, gone_cookie) = (cookie_of(&keep), cookie_of(&gone));
+    let gc = node.meshlane_gc(&[(keep.container_id(), "eth0")]);
+    assert!(gc.status.success(), "GC: {gc:?}");
+    let maps = maps(&node);
+    assert!(
+        maps.pod(keep_cookie).unwrap().is_some(),
+        "GC removed a listed attachment"
+    );
+    assert_eq!(
+        maps.entries_of(gone_cookie).unwrap(),
+        0,
+        "GC kept an unlisted one"
+    );
+    gone.del(); // the runtime's later DEL still succeeds
+
+    // STATUS says "not available" when the configured cgroup is not cgroup v2.
+    let mut conf = node.meshlane_netconf("1.1.0");
+    conf["cgroupPath"] = json!(node.layout().tmp);
+    let output = node.run_meshlane(&node.cni_env("STATUS", None), conf.to_string());
+    expect_error(&output, 50, &["cgroup"]);
+}
+
+/// Multus: a second attachment (net1) in the same netns adds its IP to the one pod
+/// record; deleting one attachment keeps the pod captured with the other's IPs.
+#[test]
+fn several_attachments_of_one_netns_share_the_pod_record() {
+    let node = TestNode::new("life-multus");
+    let mut pod = node.add_pod("a", captured());
+    pod.ip(&[
+        "link", "add", "net1", "type", "veth", "peer", "name", "net1peer",
+    ]);
+    pod.ip(&["addr", "add", "192.168.77.5/24", "dev", "net1"]);
+    pod.ip(&["link", "set", "net1", "up"]);
+    let mut env = node.cni_env("ADD", Some(pod.runtime()));
+    for (key, value) in env.iter_mut() {
+        if key == "CNI_IFNAME" {
+            *value = "net1".into();
+        }
+    }
+    let prev = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "net1", "sandbox": pod.netns_path()}],
+        "ips": [{"address": "192.168.77.5/24", "interface": 0}]
+    });
+    let conf = netconf(&node, prev.clone(), json!({}));
+    let add = node.run_meshlane(&env, conf.to_string());
+    assert!(add.status.success(), "{add:?}");
+
+    let cookie = cookie_of(&pod);
+    let maps = maps(&node);
+    let ips = |maps: &PodMaps| -> std::collections::BTreeSet<IpAddr> {
+        let pod = maps.pod(cookie).unwrap().expect("pod record");
+        pod.ips[..usize::from(pod.ip_count)]
+            .iter()
+            .map(|a| a.to_ip())
+            .collect()
+    };
+    let multus_ip: IpAddr = "192.168.77.5".parse().unwrap();
+    assert_eq!(ips(&maps), [IpAddr::from(pod.ipv4()), multus_ip].into());
+
+    for (key, value) in env.iter_mut() {
+        if key == "CNI_COMMAND" {
+            *value = "DEL".into();
+        }
+    }
+    let del = node.run_meshlane(&env, conf.to_string());
+    assert!(del.status.success(), "{del:?}");
+    assert_eq!(
+        ips(&maps),
+        [IpAddr::from(pod.ipv4())].into(),
+        "net1's IP must go, eth0's stay"
+    );
+    pod.del();
+    assert_eq!(maps.entries_of(cookie).unwrap(), 0);
+}
+
+/// kubelet runs ADDs in parallel: every one succeeds and each node program is
+/// attached exactly once.
+#[test]
+fn concurrent_adds_attach_each_program_once() {
+    let node = TestNode::new("life-parallel");
+    let names = ["p0", "p1", "p2", "p3", "p4", "p5"];
+    let pods: Vec<Pod> = thread::scope(|scope| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|name| scope.spawn(|| node.try_add_pod(name, captured())))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for pod in &pods {
+        assert!(
+            pod.add_output().succeeded(),
+            "{}",
+            pod.add_output().describe()
+        );
+    }
+    let shown = Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(&node.layout().cgroup)
+        .output()
+        .expect("bpftool runs");
+    let attached: Value = serde_json::from_slice(&shown.stdout).expect("bpftool prints JSON");
+    let attached = attached.as_array().expect("a list of attachments");
+    assert_eq!(
+        attached.len(),
+        6,
+        "one link per node program: {attached:#?}"
+    );
+    let maps = maps(&node);
+    for pod in &pods {
+        assert!(maps.pod(cookie_of(pod)).unwrap().is_some());
+    }
+}
+
+/// A pod that is not captured costs nothing: nothing is loaded, nothing written.
+#[test]
+fn a_pod_that_is_not_captured_loads_and_writes_nothing() {
+    let node = TestNode::new("life-skip");
+    let mut pod = node.add_pod("plain", PodOptions::new());
+    let steps = &pod.add_output().steps;
+    assert_eq!(steps[1].json(), steps[0].json());
+    assert!(
+        !node.pin_root().exists(),
+        "meshlane created pins for an uncaptured pod"
+    );
+    pod.del();
+}
+
+/// Every bad input gets the spec's error JSON with the right code, a message
+/// naming the culprit, and leaves no state: the pin root is never even created.
+#[test]
+fn bad_inputs_are_refused_before_anything_is_written() {
+    let node = TestNode::new("life-bad");
+    let pod = node.add_pod("plain", PodOptions::new());
+    let good_prev = prev_result_for(&pod, &format!("{}/24", pod.ipv4()));
+    let capture = |extra: Value| -> Value {
+        let mut all = json!({"capture": "all"});
+        if let (Some(all), Some(extra)) = (all.as_object_mut(), extra.as_object()) {
+            all.extend(extra.clone());
+        }
+        netconf(&node, good_prev.clone(), all)
+    };
+
+    let cases: Vec<(&str, Value, u64, Vec<&str>)> = vec![
+        (
+            "malformed prevResult",
+            netconf(
+                &node,
+                prev_result_for(&pod, "10.0.0.300/24"),
+                json!({"capture": "all"}),
+            ),
+            6,
+            vec!["prevResult.ips[0].address", "10.0.0.300/24"],
+        ),
+        (
+            "unknown key",
+            capture(json!({"bpfRoot": "/sys/fs/bpf/x"})),
+            7,
+            vec!["bpfRoot"],
+        ),
+        (
+            "bad capture mode",
+            capture(json!({"capture": "some"})),
+            7,
+            vec!["capture", "some"],
+        ),
+        (
+            "bad proxy uid",
+            capture(json!({"proxyUID": 0})),
+            7,
+            vec!["proxyUID"],
+        ),
+        (
+            "IP not in the netns",
+            netconf(
+                &node,
+                prev_result_for(&pod, "10.254.254.254/24"),
+                json!({"capture": "all"}),
+            ),
+            7,
+            vec!["prevResult", "10.254.254.254"],
+        ),
+        (
+            "no IP for the pod",
+            netconf(
+                &node,
+                json!({"cniVersion": "1.0.0", "ips": []}),
+                json!({"capture": "all"}),
+            ),
+            104,
+            vec!["no IP"],
+        ),
+        (
+            "cgroup is not cgroup v2",
+            capture(json!({"cgroupPath": node.layout().tmp})),
+            7,
+            vec!["cgroupPath"],
+        ),
+        (
+            "pin root not on a bpffs",
+            capture(json!({"bpffsRoot": node.layout().tmp.join("not-bpffs")})),
+            7,
+            vec!["bpffsRoot"],
+        ),
+    ];
+    for (case, config, code, mentions) in cases {
+        let output = meshlane_add(&node, &pod, &format!("bad-{}", case.len()), config);
+        expect_error(&output, code, &mentions);
+        assert!(
+            !node.pin_root().exists(),
+            "{case}: meshlane created its pin root although the input was bad"
+        );
+    }
+    assert!(!node.layout().tmp.join("not-bpffs").exists());
+
+    let mut missing_prev = netconf(&node, Value::Null, json!({"capture": "all"}));
+    missing_prev.as_object_mut().unwrap().remove("prevResult");
+    expect_error(
+        &meshlane_add(&node, &pod, "no-prev", missing_prev),
+        7,
+        &["prevResult"],
+    );
+
+    let mut env = node.cni_env("ADD", Some(pod.runtime()));
+    for (key, value) in env.iter_mut() {
+        if key == "CNI_ARGS" {
+            value.push_str(";MESHLANE_CAPTURE=maybe");
+        }
+    }
+    let output = node.run_meshlane(
+        &env,
+        netconf(&node, good_prev.clone(), json!({})).to_string(),
+    );
+    expect_error(&output, 4, &["MESHLANE_CAPTURE", "maybe"]);
+
+    let mut env = node.cni_env("ADD", Some(pod.runtime()));
+    for (key, value) in env.iter_mut() {
+        if key == "CNI_NETNS" {
+            *value = "/run/netns/meshlane-test-no-such-netns".into();
+        }
+    }
+    let output = node.run_meshlane(&env, capture(json!({})).to_string());
+    expect_error(&output, 101, &["meshlane-test-no-such-netns"]);
+    assert!(!node.pin_root().exists());
+
+    // Once something is loaded, a bad ADD still writes nothing of its pod.
+    let good = meshlane_add(&node, &pod, "good-one", capture(json!({})));
+    assert!(good.status.success(), "{good:?}");
+    let maps = maps(&node);
+    let before = maps.attachments().unwrap().len();
+    let bad = meshlane_add(
+        &node,
+        &pod,
+        "bad-after-good",
+        netconf(
+            &node,
+            prev_result_for(&pod, "10.254.254.254/24"),
+            json!({"capture": "all"}),
+        ),
+    );
+    expect_error(&bad, 7, &["10.254.254.254"]);
+    assert_eq!(maps.attachments().unwrap().len(), before);
+    assert!(maps
+        .attachment(&AttachmentKey::new("bad-after-good", "eth0"))
+        .unwrap()
+        .is_none());
+}

@@ -1,0 +1,355 @@
+//! Outbound capture, for real: the chain bridge + host-local → meshlane sets up
+//! pods as network namespaces, a real Envoy runs as the sidecar (UID 1337), and
+//! real connections go through the kernel's cgroup hooks.
+//!
+//! Needs root; fails loudly (never skips) when it cannot run.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::thread;
+use std::time::Duration;
+
+use common::{Connect, EnvoyOptions, Family, Identity, PodOptions, ProbeServer, TestNode};
+
+const SERVER_PORT: u16 = 8080;
+const LOG_WAIT: Duration = Duration::from_secs(10);
+
+/// A pod meshlane captures (the switch until Istio's selection rules land).
+fn captured() -> PodOptions {
+    PodOptions::new().cni_arg("MESHLANE_CAPTURE", "true")
+}
+
+fn dual_stack_node(name: &str) -> TestNode {
+    TestNode::builder(name).dual_stack().build()
+}
+
+fn addr(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+#[test]
+fn an_apps_connect_goes_through_its_envoy_to_the_right_server() {
+    let node = dual_stack_node("out-v4");
+    let a = node.add_pod("a", captured());
+    let b = node.add_pod("b", PodOptions::new());
+    let envoy = a.start_envoy(EnvoyOptions::new());
+    let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
+
+    let destination = addr(b.ipv4(), SERVER_PORT);
+    let outcome = Connect::to(destination)
+        .send("through-envoy")
+        .identity(Identity::APP)
+        .run(&a.place());
+    let reply = outcome
+        .reply
+        .clone()
+        .unwrap_or_else(|| panic!("no reply: {outcome:?}"));
+    assert_eq!(reply.name, "b", "reached the wrong server");
+    assert_eq!(reply.got, "through-envoy", "bytes were changed on the way");
+    // Envoy's upstream connection leaves from pod A's own address.
+    assert_eq!(reply.peer.ip(), IpAddr::from(a.ipv4()));
+    // Like a NATed socket, the app still sees the destination it asked for.
+    assert_eq!(
+        outcome.peer,
+        Some(destination),
+        "getpeername shows the rewrite"
+    );
+
+    let log = envoy.wait_for_access_log(1, LOG_WAIT);
+    assert_eq!(
+        log.len(),
+        1,
+        "exactly the app's connection went through Envoy: {log:?}"
+    );
+    let entry = &log[0];
+    assert_eq!(entry.listener, "virtualOutbound");
+    assert_eq!(
+        entry.downstream_local,
+        destination.to_string(),
+        "original_dst restored"
+    );
+    assert_eq!(entry.upstream_host, destination.to_string());
+    assert!(
+        entry.downstream_remote.starts_with("127.0.0.1:"),
+        "{entry:?}"
+    );
+    assert_eq!(entry.bytes_received, "through-envoy\n".len() as u64);
+    assert_eq!(
+        envoy.stat("cluster.PassthroughCluster.upstream_cx_total"),
+        Some(1)
+    );
+}
+
+#[test]
+fn ipv6_connects_are_captured_to_the_ipv6_listener() {
+    let node = dual_stack_node("out-v6");
+    let a = node.add_pod("a", captured());
+    let b = node.add_pod("b", PodOptions::new());
+    let envoy = a.start_envoy(EnvoyOptions::new());
+    let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
+
+    let destination = addr(b.ipv6(), SERVER_PORT);
+    let outcome = Connect::to(destination)
+        .family(Family::V6)
+        .send("v6")
+        .identity(Identity::APP)
+        .run(&a.place());
+    let reply = outcome
+        .reply
+        .clone()
+        .unwrap_or_else(|| panic!("no reply: {outcome:?}"));
+    assert_eq!((reply.name.as_str(), reply.got.as_str()), ("b", "v6"));
+    assert_eq!(reply.peer.ip(), IpAddr::from(a.ipv6()));
+    assert_eq!(outcome.peer, Some(destination));
+
+    let log = envoy.wait_for_access_log(1, LOG_WAIT);
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].listener, "virtualOutboundIpv6");
+    assert_eq!(log[0].downstream_local, destination.to_string());
+    assert_eq!(log[0].upstream_host, destination.to_string());
+    assert!(
+        log[0].downstream_remote.starts_with("[::1]:"),
+        "{:?}",
+        log[0]
+    );
+}
+
+#[test]
+fn an_ipv4_mapped_destination_on_a_dual_stack_socket_is_captured_as_ipv4() {
+    let node = dual_stack_node("out-mapped");
+    let a = node.add_pod("a", captured());
+    let b = node.add_pod("b", PodOptions::new());
+    // Envoy listens on IPv4 only: the mapped connect must still reach it.
+    let envoy = a.start_envoy(EnvoyOptions::new().ipv4_only());
+    let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
+
+    let outcome = Connect::to(addr(b.ipv4(), SERVER_PORT))
+        .family(Family::Mapped)
+        .send("mapped")
+        .identity(Identity::APP)
+        .run(&a.place());
+    let reply = outcome
+        .reply
+        .clone()
+        .unwrap_or_else(|| panic!("no reply: {outcome:?}"));
+    assert_eq!((reply.name.as_str(), reply.got.as_str()), ("b", "mapped"));
+    assert_eq!(
+        outcome.raw["peer_raw"].as_str(),
+        Some(format!("[::ffff:{}]:{SERVER_PORT}", b.ipv4()).as_str()),
+        "the app sees the mapped destination it asked for"
+    );
+
+    let log = envoy.wait_for_access_log(1, LOG_WAIT);
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].listener, "virtualOutbound");
+    assert_eq!(
+        log[0].upstream_host,
+        addr(b.ipv4(), SERVER_PORT).to_string()
+    );
+}
+
+/// Only sockets of mesh pods are touched: a process in the hooked cgroup but in no
+/// pod, a pod that is not captured, and the proxy's own upstream connections all
+/// reach the server directly while the captured app goes through Envoy.
+#[test]
+fn sockets_outside_mesh_pods_and_the_proxys_own_are_untouched() {
+    let node = dual_stack_node("out-others");
+    let a = node.add_pod("a", captured());
+    let b = node.add_pod("b", PodOptions::new());
+    let plain = node.add_pod("plain", PodOptions::new());
+    let envoy = a.start_envoy(EnvoyOptions::new());
+    let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
+    let destination = addr(b.ipv4(), SERVER_PORT);
+
+    // All at the same time, so that the hooks see them interleaved.
+    let outside = node.outside_pods();
+    let (captured_app, from_node, from_plain, from_proxy) = thread::scope(|scope| {
+        let app = scope.spawn(|| {
+            Connect::to(destination)
+                .send("app")
+                .identity(Identity::APP)
+                .run(&a.place())
+        });
+        let from_node = scope.spawn(|| {
+            Connect::to(destination)
+                .send("node")
+                .identity(Identity::APP)
+                .run(&outside)
+        });
+        let from_plain = scope.spawn(|| {
+            Connect::to(destination)
+                .send("plain")
+                .identity(Identity::APP)
+                .run(&plain.place())
+        });
+        let from_proxy = scope.spawn(|| {
+            Connect::to(destination)
+                .send("proxy")
+                .identity(Identity::PROXY)
+                .run(&a.place())
+        });
+        (
+            app.join().unwrap(),
+            from_node.join().unwrap(),
+            from_plain.join().unwrap(),
+            from_proxy.join().unwrap(),
+        )
+    });
+
+    for (who, outcome) in [
+        ("app", &captured_app),
+        ("node", &from_node),
+        ("plain", &from_plain),
+        ("proxy", &from_proxy),
+    ] {
+        let reply = outcome
+            .reply
+            .as_ref()
+            .unwrap_or_else(|| panic!("{who}: no reply: {outcome:?}"));
+        assert_eq!((reply.name.as_str(), reply.got.as_str()), ("b", who));
+        assert_eq!(outcome.peer, Some(destination), "{who}");
+    }
+    // Untouched connections arrive from their own source, never via Envoy.
+    let peer_ip = |outcome: &common::ConnectOutcome| outcome.reply.as_ref().unwrap().peer.ip();
+    assert_eq!(peer_ip(&from_plain), IpAddr::from(plain.ipv4()));
+    assert_ne!(peer_ip(&from_node), IpAddr::from(a.ipv4()));
+    // Untouched sockets talk to the server directly: their local port is the one
+    // the server saw. The captured app's local port belongs to its loopback hop.
+    for (who, outcome) in [
+        ("node", &from_node),
+        ("plain", &from_plain),
+        ("proxy", &from_proxy),
+    ] {
+        assert_eq!(
+            outcome.local.map(|l| l.port()),
+            outcome.reply.as_ref().map(|r| r.peer.port()),
+            "{who} was not connected directly"
+        );
+    }
+
+    let log = envoy.wait_for_access_log(1, LOG_WAIT);
+    thread::sleep(Duration::from_millis(300)); // let any stray entry be flushed too
+    let log = if log.len() == 1 {
+        envoy.access_entries()
+    } else {
+        log
+    };
+    assert_eq!(
+        log.len(),
+        1,
+        "only the captured app may go through Envoy: {log:?}"
+    );
+    assert_eq!(
+        log[0].bytes_received,
+        "app\n".len() as u64,
+        "the Envoy connection is the app's"
+    );
+}
+
+/// Istio's `istio-validation` init container, as it runs when the CNI plugin does
+/// the capture: as UID 1337, 127.0.0.1 → 127.0.0.6:15002 must arrive at the 15006
+/// listener and report port 15002 as its original destination.
+#[test]
+fn istios_own_start_up_check_passes() {
+    let node = TestNode::new("out-validation");
+    let a = node.add_pod("a", captured());
+    let outcome = common::probe::istio_validation(&a.place(), false);
+    assert!(outcome.ok, "istio-validation failed: {:?}", outcome.raw);
+    assert_eq!(outcome.listener, Some(15006));
+    assert_eq!(
+        outcome.original_dst,
+        Some("127.0.0.6:15002".parse().unwrap())
+    );
+
+    // Without capture the same check fails (the test can tell the difference).
+    let plain = node.add_pod("plain", PodOptions::new());
+    let outcome = common::probe::istio_validation(&plain.place(), false);
+    assert!(
+        !outcome.ok,
+        "validation passed without capture: {:?}",
+        outcome.raw
+    );
+}
+
+/// The same `127.0.0.1:p → 127.0.0.1:15001` tuple can exist in many pods at once;
+/// each proxy must read its own pod's original destination.
+#[test]
+fn the_same_tuple_in_two_pods_keeps_each_pods_destination() {
+    let node = TestNode::new("out-collide");
+    let a = node.add_pod("a", captured());
+    let b = node.add_pod("b", captured());
+    // Proxy stand-ins: A's answers late, after B's identical tuple is recorded.
+    let _proxy_a = ProbeServer::start_original_dst(
+        &a.place(),
+        "127.0.0.1",
+        15001,
+        "proxy-a",
+        Duration::from_millis(1500),
+    );
+    let _proxy_b =
+        ProbeServer::start_original_dst(&b.place(), "127.0.0.1", 15001, "proxy-b", Duration::ZERO);
+    let source = "127.0.0.1:41001";
+    let (to_a, to_b) = ("10.250.1.1:1111", "10.250.2.2:2222");
+
+    let (from_a, from_b) = thread::scope(|scope| {
+        let from_a = scope.spawn(|| {
+            Connect::to(to_a)
+                .bind(source)
+                .identity(Identity::APP)
+                .run(&a.place())
+        });
+        thread::sleep(Duration::from_millis(400));
+        let from_b = scope.spawn(|| {
+            Connect::to(to_b)
+                .bind(source)
+                .hold(Duration::from_secs(3))
+                .identity(Identity::APP)
+                .run(&b.place())
+        });
+        (from_a.join().unwrap(), from_b.join().unwrap())
+    });
+
+    let reply_a = from_a
+        .reply
+        .unwrap_or_else(|| panic!("a: {:?}", from_a.raw));
+    let reply_b = from_b
+        .reply
+        .unwrap_or_else(|| panic!("b: {:?}", from_b.raw));
+    assert_eq!(reply_a.name, "proxy-a");
+    assert_eq!(reply_b.name, "proxy-b");
+    assert_eq!(
+        reply_a.peer.to_string(),
+        source,
+        "a's tuple is the shared one"
+    );
+    assert_eq!(
+        reply_b.peer.to_string(),
+        source,
+        "b's tuple is the shared one"
+    );
+    assert_eq!(reply_a.original_dst.as_deref(), Some(to_a));
+    assert_eq!(reply_b.original_dst.as_deref(), Some(to_b));
+}
+
+/// getsockopt calls that are not SO_ORIGINAL_DST pass through untouched, including
+/// ones with buffers larger than a page (iptables-legacy-save's IPT_SO_GET_ENTRIES).
+#[test]
+fn unrelated_getsockopt_calls_keep_working_in_a_captured_pod() {
+    let node = TestNode::new("out-sockopt");
+    let a = node.add_pod("a", captured());
+    let report = common::probe::getsockopt_passthrough(&a.place());
+    assert!(
+        report.ok,
+        "failures: {:?}\n{:#}",
+        report.failures(),
+        report.raw
+    );
+    let outside = common::probe::getsockopt_passthrough(&node.outside_pods());
+    assert!(
+        outside.ok,
+        "failures: {:?}\n{:#}",
+        outside.failures(),
+        outside.raw
+    );
+}
