@@ -157,7 +157,12 @@ int ml_connect6(struct bpf_sock_addr *ctx)
 /* The original destination of a socket this program redirected, if any. */
 static __always_inline struct ml_sk_redirect *redirect_of(struct bpf_sock_addr *ctx)
 {
-	return bpf_sk_storage_get(&ml_sk_redirects, ctx->sk, 0, 0);
+	struct ml_sk_redirect *redirect = bpf_sk_storage_get(&ml_sk_redirects, ctx->sk, 0, 0);
+
+	/* Steered accepted sockets carry their own address there: not a rewrite. */
+	if (!redirect || redirect->orig.kind == ML_REDIRECT_STEERED)
+		return NULL;
+	return redirect;
 }
 
 SEC("cgroup/getpeername4")

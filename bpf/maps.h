@@ -73,6 +73,30 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ml_conn_orig_dst SEC(".maps");
 
+/*
+ * Pod IP -> netns cookie of the pod that owns it. sk_lookup programs cannot read
+ * netns cookies, and a pod IP is unique on the node.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ML_MAX_PODS *ML_MAX_POD_IPS);
+	__type(key, struct ml_addr);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_pod_ips SEC(".maps");
+
+/*
+ * The proxies' wildcard inbound listeners, registered by sockops when they listen.
+ * The kernel drops a socket from the map when it closes.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, ML_MAX_PODS * 2 * ML_MAX_LISTENER_SLOTS);
+	__type(key, struct ml_listener_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_inbound_listeners SEC(".maps");
+
 /* CNI attachment -> its netns and IPs; only the control plane uses it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

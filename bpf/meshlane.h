@@ -29,6 +29,11 @@ enum ml_limits {
 	ML_MAX_PORT_RULES = 65536,
 	/* CIDR-list entries (all pods, all lists). */
 	ML_MAX_CIDR_RULES = 65536,
+	/*
+	 * Inbound listeners remembered per pod and family: Envoy opens one
+	 * SO_REUSEPORT listener per worker; any live one can take a connection.
+	 */
+	ML_MAX_LISTENER_SLOTS = 16,
 	/* Container IDs are 64 hex characters in containerd and CRI-O. */
 	ML_CONTAINER_ID_LEN = 128,
 	ML_IFNAME_LEN = 16,
@@ -113,10 +118,11 @@ struct ml_cidr_key {
 	struct ml_addr addr;
 };
 
-/* Why a connect was redirected; also tells getsockopt which answer it gives. */
+/* Why a socket's destination differs from what its peer asked for. */
 enum ml_redirect_kind {
-	ML_REDIRECT_OUTBOUND = 1, /* app -> proxy outbound listener (15001) */
-	ML_REDIRECT_INBOUND = 2,  /* proxy -> own pod address -> inbound listener (15006) */
+	ML_REDIRECT_OUTBOUND = 1, /* connect: app -> proxy outbound listener (15001) */
+	ML_REDIRECT_INBOUND = 2,  /* connect: proxy -> own pod address -> inbound listener */
+	ML_REDIRECT_STEERED = 3,  /* accepted: steered by sk_lookup to the inbound listener */
 };
 
 /* The destination a connect asked for before it was rewritten. */
@@ -141,7 +147,14 @@ struct ml_conn_key {
 	__u32 pad;
 };
 
-/* Per-socket storage of a redirected connecting socket. */
+/* A slot of the proxy's inbound listeners (SOCKHASH key). */
+struct ml_listener_key {
+	__u64 netns_cookie;
+	__u32 family; /* AF_INET or AF_INET6 of the listening socket */
+	__u32 slot;   /* 0 .. ML_MAX_LISTENER_SLOTS - 1 */
+};
+
+/* Per-socket storage: a redirected connecting socket, or a steered accepted one. */
 struct ml_sk_redirect {
 	struct ml_orig_dst orig;
 	struct ml_conn_key conn; /* valid once published */
@@ -180,6 +193,11 @@ enum ml_counter {
 	ML_CNT_ORIG_DST_MISSED,		  /* SO_ORIGINAL_DST asked in a pod, no record */
 	ML_CNT_CONN_PUBLISHED,		  /* sockops wrote a conn record */
 	ML_CNT_CONN_PUBLISH_FAILED,	  /* sockops could not write it */
+	ML_CNT_INBOUND_STEERED,		  /* sk_lookup handed a connection to the proxy */
+	ML_CNT_INBOUND_REFUSED,		  /* captured port, no proxy listener: refused */
+	ML_CNT_INBOUND_BYPASS_PORT,	  /* excluded or not included inbound port */
+	ML_CNT_LISTENER_REGISTERED,	  /* a proxy inbound listener was registered */
+	ML_CNT_LISTENER_SLOTS_FULL,	  /* ... or found no free slot */
 	ML_CNT_MAX,
 };
 

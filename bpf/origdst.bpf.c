@@ -119,6 +119,26 @@ static __always_inline int answer_ipv6(struct bpf_sockopt *ctx, const struct ml_
 	return ML_SOCKOPT_OK;
 }
 
+/* A socket accepted through inbound steering carries its own destination. */
+static __always_inline struct ml_orig_dst *steered_orig_dst(struct bpf_sockopt *ctx)
+{
+	struct ml_sk_redirect *steered;
+
+	if (!ctx->sk)
+		return NULL;
+	steered = bpf_sk_storage_get(&ml_sk_redirects, ctx->sk, 0, 0);
+	if (!steered || steered->orig.kind != ML_REDIRECT_STEERED)
+		return NULL;
+	return &steered->orig;
+}
+
+static __always_inline int answer(struct bpf_sockopt *ctx, const struct ml_orig_dst *orig)
+{
+	if (ctx->level == ML_SOL_IP)
+		return answer_ipv4(ctx, orig);
+	return answer_ipv6(ctx, orig);
+}
+
 SEC("cgroup/getsockopt")
 int ml_getsockopt(struct bpf_sockopt *ctx)
 {
@@ -127,6 +147,9 @@ int ml_getsockopt(struct bpf_sockopt *ctx)
 
 	if (!asks_original_dst(ctx))
 		return pass_through(ctx);
+	orig = steered_orig_dst(ctx);
+	if (orig)
+		return answer(ctx, orig);
 	if (conn_key_of_accepted(ctx, &key))
 		return pass_through(ctx);
 	orig = bpf_map_lookup_elem(&ml_conn_orig_dst, &key);
@@ -136,9 +159,7 @@ int ml_getsockopt(struct bpf_sockopt *ctx)
 			count_event(ML_CNT_ORIG_DST_MISSED);
 		return pass_through(ctx);
 	}
-	if (ctx->level == ML_SOL_IP)
-		return answer_ipv4(ctx, orig);
-	return answer_ipv6(ctx, orig);
+	return answer(ctx, orig);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * sockops: hands the original destination of a redirected connect over to the
- * proxy. connect4/6 can only store it on the connecting socket (its source port
- * is not chosen yet); here, right before the SYN leaves, the connection's tuple
- * is known, and the record is published under it for the proxy's accepted socket
- * to find. The record goes away when the connecting socket closes.
+ * sockops, three jobs:
+ * - hands the original destination of a redirected connect over to the proxy:
+ *   connect4/6 can only store it on the connecting socket (its source port is not
+ *   chosen yet); right before the SYN leaves the tuple is known, and the record is
+ *   published under it for the proxy's accepted socket to find, until close;
+ * - registers the proxy's wildcard inbound listeners for sk_lookup to use;
+ * - marks accepted sockets that sk_lookup steered, so that getsockopt can answer
+ *   SO_ORIGINAL_DST for them (their own local address).
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -12,6 +15,7 @@
 
 #include "addr.h"
 #include "ctx_access.h"
+#include "inbound.h"
 #include "maps.h"
 #include "meshlane.h"
 
@@ -19,27 +23,38 @@
 #define ML_SOCKOPS_OK 1
 #define ML_TCP_CLOSE  7 /* enum in include/net/tcp_states.h, not UAPI */
 
-static __always_inline void conn_key_of_connecting(struct bpf_sock_ops *skops,
-						   struct ml_conn_key *key)
+static __always_inline struct ml_addr local_addr(struct bpf_sock_ops *skops)
 {
 	__u32 words[4];
 
+	if (skops->family == ML_AF_INET)
+		return addr_from_ipv4(READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip4));
+	words[0] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[0]);
+	words[1] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[1]);
+	words[2] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[2]);
+	words[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[3]);
+	return addr_from_ipv6(words);
+}
+
+static __always_inline struct ml_addr remote_addr(struct bpf_sock_ops *skops)
+{
+	__u32 words[4];
+
+	if (skops->family == ML_AF_INET)
+		return addr_from_ipv4(READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip4));
+	words[0] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[0]);
+	words[1] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[1]);
+	words[2] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[2]);
+	words[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[3]);
+	return addr_from_ipv6(words);
+}
+
+static __always_inline void conn_key_of_connecting(struct bpf_sock_ops *skops,
+						   struct ml_conn_key *key)
+{
 	key->netns_cookie = bpf_get_netns_cookie(skops);
-	if (skops->family == ML_AF_INET) {
-		key->src = addr_from_ipv4(READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip4));
-		key->dst = addr_from_ipv4(READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip4));
-	} else {
-		words[0] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[0]);
-		words[1] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[1]);
-		words[2] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[2]);
-		words[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[3]);
-		key->src = addr_from_ipv6(words);
-		words[0] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[0]);
-		words[1] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[1]);
-		words[2] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[2]);
-		words[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[3]);
-		key->dst = addr_from_ipv6(words);
-	}
+	key->src = local_addr(skops);
+	key->dst = remote_addr(skops);
 	key->sport = (__u16)skops->local_port;
 	/* remote_port is a 32-bit network-order value: ntohl yields the port. */
 	key->dport = (__u16)bpf_ntohl(skops->remote_port);
@@ -82,12 +97,79 @@ static __always_inline void forget_on_close(struct bpf_sock_ops *skops)
 	redirect->published = 0;
 }
 
+/*
+ * TCP_LISTEN_CB: a wildcard listener on the pod's inbound port is the proxy's
+ * virtualInbound. Listeners on a specific address (Istio's own start-up check
+ * listens on 127.0.0.1:15006) are not registered.
+ */
+static __always_inline void register_inbound_listener(struct bpf_sock_ops *skops)
+{
+	struct ml_listener_key key = {};
+	struct ml_addr local;
+	struct ml_pod *pod;
+
+	key.netns_cookie = bpf_get_netns_cookie(skops);
+	pod = bpf_map_lookup_elem(&ml_pods, &key.netns_cookie);
+	if (!pod || !(pod->flags & ML_POD_CAPTURE_INBOUND))
+		return;
+	if (skops->local_port != pod->inbound_port)
+		return;
+	local = local_addr(skops);
+	if (!addr_is_unspecified(&local))
+		return;
+	key.family = skops->family;
+	/* Bounded for the verifier: the first free slot takes it. */
+	for (__u32 slot = 0; slot < ML_MAX_LISTENER_SLOTS; slot++) {
+		key.slot = slot;
+		if (!bpf_sock_hash_update(skops, &ml_inbound_listeners, &key, BPF_NOEXIST)) {
+			count_event(ML_CNT_LISTENER_REGISTERED);
+			return;
+		}
+	}
+	count_event(ML_CNT_LISTENER_SLOTS_FULL);
+}
+
+/* PASSIVE_ESTABLISHED_CB: remember the destination of a steered connection. */
+static __always_inline void mark_if_steered(struct bpf_sock_ops *skops)
+{
+	struct ml_sk_redirect *steered;
+	struct bpf_sock *sk = skops->sk;
+	struct ml_addr remote;
+	struct ml_pod *pod;
+	__u64 netns_cookie;
+	__u16 local_port;
+
+	if (!sk)
+		return;
+	netns_cookie = bpf_get_netns_cookie(skops);
+	pod = bpf_map_lookup_elem(&ml_pods, &netns_cookie);
+	if (!pod)
+		return;
+	local_port = (__u16)skops->local_port;
+	remote = remote_addr(skops);
+	if (decide_inbound(pod, netns_cookie, local_port, &remote) != ML_IN_TO_PROXY)
+		return;
+	steered = bpf_sk_storage_get(&ml_sk_redirects, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!steered)
+		return;
+	__builtin_memset(steered, 0, sizeof(*steered));
+	steered->orig.addr = local_addr(skops);
+	steered->orig.port = local_port;
+	steered->orig.kind = ML_REDIRECT_STEERED;
+}
+
 SEC("sockops")
 int ml_sockops(struct bpf_sock_ops *skops)
 {
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		publish_orig_dst(skops);
+		break;
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		register_inbound_listener(skops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		mark_if_steered(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		forget_on_close(skops);

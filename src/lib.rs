@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cni;
 pub mod datapath;
 pub mod log;
+pub mod netlink;
 pub mod netns;
 pub mod plugin;
 pub mod policy;

@@ -46,6 +46,7 @@ pub unsafe trait MapBytes: Copy + Default + Sized {
 // SAFETY: an integer; the netns-cookie key of ml_pods.
 unsafe impl MapBytes for u64 {}
 unsafe impl MapBytes for ml_pod {}
+unsafe impl MapBytes for ml_addr {}
 unsafe impl MapBytes for ml_port_key {}
 unsafe impl MapBytes for ml_cidr_key {}
 unsafe impl MapBytes for ml_conn_key {}

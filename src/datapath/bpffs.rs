@@ -37,6 +37,8 @@ pub fn prepare_root(layout: &PinLayout) -> Result<(), DatapathError> {
         layout.root().to_path_buf(),
         layout.maps_dir(),
         layout.links_dir(),
+        layout.progs_dir(),
+        layout.inbound_dir(),
     ] {
         DirBuilder::new()
             .recursive(true)

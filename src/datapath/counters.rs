@@ -6,7 +6,7 @@ use super::layout::PinLayout;
 use super::pinned_map::PinnedMap;
 
 /// Every counter with the name operators and metrics see.
-pub const COUNTERS: [(ml_counter, &str); 14] = [
+pub const COUNTERS: [(ml_counter, &str); 19] = [
     (
         ml_counter::ML_CNT_OUTBOUND_REDIRECTED,
         "outbound_redirected",
@@ -41,6 +41,23 @@ pub const COUNTERS: [(ml_counter, &str); 14] = [
     (
         ml_counter::ML_CNT_CONN_PUBLISH_FAILED,
         "conn_publish_failed",
+    ),
+    (ml_counter::ML_CNT_INBOUND_STEERED, "inbound_steered"),
+    (
+        ml_counter::ML_CNT_INBOUND_REFUSED,
+        "inbound_refused_no_listener",
+    ),
+    (
+        ml_counter::ML_CNT_INBOUND_BYPASS_PORT,
+        "inbound_bypass_port",
+    ),
+    (
+        ml_counter::ML_CNT_LISTENER_REGISTERED,
+        "inbound_listener_registered",
+    ),
+    (
+        ml_counter::ML_CNT_LISTENER_SLOTS_FULL,
+        "inbound_listener_slots_full",
     ),
 ];
 

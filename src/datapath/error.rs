@@ -84,6 +84,13 @@ pub enum DatapathError {
         expected: usize,
     },
 
+    #[error("linking inbound steering (sk_lookup) to {netns}: {step}: {source}")]
+    InboundLink {
+        netns: PathBuf,
+        step: &'static str,
+        source: std::io::Error,
+    },
+
     #[error("BPF object {object} has no program {program} (a build of another version?)")]
     MissingProgram {
         object: &'static str,

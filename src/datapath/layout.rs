@@ -1,8 +1,10 @@
 //! Where meshlane's pins live under its bpffs root (default `/sys/fs/bpf/meshlane`).
 //!
 //! ```text
-//! <root>/maps/ml_*          maps, shared by every object and process
-//! <root>/links/<program>    node-wide links (cgroup programs)
+//! <root>/maps/ml_*           maps, shared by every object and process
+//! <root>/links/<program>     node-wide links (cgroup programs)
+//! <root>/progs/<program>     programs linked per pod (sk_lookup)
+//! <root>/inbound/<cookie>    a pod's inbound steering link, by netns cookie
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -29,6 +31,23 @@ impl PinLayout {
 
     pub fn links_dir(&self) -> PathBuf {
         self.root.join("links")
+    }
+
+    pub fn progs_dir(&self) -> PathBuf {
+        self.root.join("progs")
+    }
+
+    pub fn inbound_dir(&self) -> PathBuf {
+        self.root.join("inbound")
+    }
+
+    pub fn prog(&self, name: &str) -> PathBuf {
+        self.progs_dir().join(name)
+    }
+
+    /// The pinned sk_lookup link of the pod whose netns has this cookie.
+    pub fn inbound_link(&self, netns_cookie: u64) -> PathBuf {
+        self.inbound_dir().join(netns_cookie.to_string())
     }
 
     pub fn map(&self, name: &str) -> PathBuf {

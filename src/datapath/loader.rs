@@ -65,6 +65,23 @@ pub const NODE_PROGRAMS: [NodeProgram; 6] = [
     },
 ];
 
+/// A program pinned for per-pod links (not attached to the node's cgroup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodProgram {
+    /// The program's pin name under `<root>/progs`.
+    pub pin: &'static str,
+    pub object: &'static str,
+    pub program: &'static str,
+}
+
+pub const POD_PROGRAMS: [PodProgram; 1] = [PodProgram {
+    pin: "sk_lookup",
+    object: "inbound",
+    program: "ml_sk_lookup",
+}];
+
+const OBJECTS: [&str; 4] = ["connect", "origdst", "sockops", "inbound"];
+
 /// What `ensure_attached` found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttachOutcome {
@@ -92,15 +109,19 @@ pub fn ensure_attached(
         return Ok(AttachOutcome::AlreadyAttached);
     }
     let mut attached = Vec::new();
-    for object in ["connect", "origdst", "sockops"] {
+    for object in OBJECTS {
         attached.extend(load_and_attach(object, layout, &cgroup)?);
     }
     Ok(AttachOutcome::Attached(attached))
 }
 
-/// True when every node program has a pinned link on this cgroup. A link pinned
-/// for another cgroup is an error: one pin root serves one cgroup.
+/// True when every node program has a pinned link on this cgroup and every pod
+/// program is pinned. A link pinned for another cgroup is an error: one pin root
+/// serves one cgroup.
 fn all_attached(layout: &PinLayout, cgroup: &Cgroup) -> Result<bool, DatapathError> {
+    if POD_PROGRAMS.iter().any(|p| !layout.prog(p.pin).exists()) {
+        return Ok(false);
+    }
     for program in NODE_PROGRAMS {
         match pinned_link_cgroup(&layout.link(program.link)) {
             None => return Ok(false),
@@ -155,6 +176,13 @@ fn load_and_attach(
         "sockops" => attach_from(
             object,
             skel::sockops::SockopsSkelBuilder::default(),
+            &mut storage,
+            layout,
+            cgroup,
+        ),
+        "inbound" => attach_from(
+            object,
+            skel::inbound::InboundSkelBuilder::default(),
             &mut storage,
             layout,
             cgroup,
@@ -215,6 +243,26 @@ where
             source,
         })?;
         attached.push(program.link);
+    }
+    for program in POD_PROGRAMS.iter().filter(|p| p.object == object) {
+        let pin = layout.prog(program.pin);
+        if pin.exists() {
+            continue;
+        }
+        let mut prog = skel
+            .object()
+            .progs_mut()
+            .find(|p| p.name() == program.program)
+            .ok_or(DatapathError::MissingProgram {
+                object,
+                program: program.program,
+            })?;
+        prog.pin(&pin).map_err(|source| DatapathError::Pin {
+            what: program.pin,
+            path: pin.clone(),
+            source,
+        })?;
+        attached.push(program.pin);
     }
     Ok(attached)
 }

@@ -7,6 +7,7 @@ pub mod bpffs;
 pub mod cgroup;
 pub mod counters;
 pub mod error;
+pub mod inbound_link;
 pub mod layout;
 pub mod loader;
 pub mod lock;

@@ -4,9 +4,13 @@
 
 use std::collections::BTreeSet;
 
-use super::abi::{ml_attachment, ml_attachment_key, ml_cidr_key, ml_conn_key, ml_pod, ml_port_key};
+use super::abi::MapBytes;
+use super::abi::{
+    ml_addr, ml_attachment, ml_attachment_key, ml_cidr_key, ml_conn_key, ml_pod, ml_port_key,
+};
 use super::attachment::{Attachment, AttachmentKey};
 use super::error::DatapathError;
+use super::inbound_link;
 use super::layout::PinLayout;
 use super::pinned_map::PinnedMap;
 use super::pod_record::{
@@ -18,8 +22,15 @@ const MEMBER: [u8; 1] = [1];
 
 const CIDR_TRIES: [CidrTrie; 2] = [CidrTrie::ExcludeOutbound, CidrTrie::IncludeOutbound];
 
+fn pod_ips(pod: &ml_pod) -> Vec<ml_addr> {
+    let count = usize::from(pod.ip_count).min(pod.ips.len());
+    pod.ips[..count].to_vec()
+}
+
 pub struct PodMaps {
+    layout: PinLayout,
     pods: PinnedMap,
+    pod_ips: PinnedMap,
     port_rules: PinnedMap,
     exclude_cidrs: PinnedMap,
     include_cidrs: PinnedMap,
@@ -30,7 +41,9 @@ pub struct PodMaps {
 impl PodMaps {
     pub fn open(layout: &PinLayout) -> Result<Self, DatapathError> {
         Ok(PodMaps {
+            layout: layout.clone(),
             pods: PinnedMap::open(layout, "ml_pods")?,
+            pod_ips: PinnedMap::open(layout, "ml_pod_ips")?,
             port_rules: PinnedMap::open(layout, "ml_port_rules")?,
             exclude_cidrs: PinnedMap::open(layout, "ml_out_exclude_cidrs")?,
             include_cidrs: PinnedMap::open(layout, "ml_out_include_cidrs")?,
@@ -50,9 +63,17 @@ impl PodMaps {
         self.pods.get(&netns_cookie)
     }
 
-    /// Replaces only the pod record (its list entries stay as they are).
+    /// Replaces only the pod record and its address entries (the list entries
+    /// stay as they are): an attachment left, taking its addresses with it.
     pub fn put_pod_record(&self, netns_cookie: u64, pod: &ml_pod) -> Result<(), DatapathError> {
-        self.pods.put(&netns_cookie, pod)
+        let wanted = pod_ips(pod);
+        self.pods.put(&netns_cookie, pod)?;
+        for old in self.ips_of(netns_cookie)? {
+            if !wanted.iter().any(|ip| ip.as_bytes() == old.as_bytes()) {
+                self.forget_ip_if_owned(&old, netns_cookie)?;
+            }
+        }
+        Ok(())
     }
 
     /// Every pod record, by netns cookie.
@@ -87,8 +108,6 @@ impl PodMaps {
     /// pod record last, because the record is what turns capture on; if anything
     /// fails, the entries this call added are removed again.
     pub fn write_pod(&self, netns_cookie: u64, entries: &PodEntries) -> Result<(), DatapathError> {
-        use super::abi::MapBytes;
-
         let old_ports = self.port_entries(netns_cookie)?;
         let mut old_cidrs = Vec::new();
         for trie in CIDR_TRIES {
@@ -105,9 +124,17 @@ impl PodMaps {
             a.0 == b.0 && a.1.as_bytes() == b.1.as_bytes()
         };
 
+        let old_ips = self.ips_of(netns_cookie)?;
+        let wanted_ips = pod_ips(&entries.pod);
         let mut added_ports = Vec::new();
         let mut added_cidrs = Vec::new();
+        let mut added_ips = Vec::new();
         let result = (|| {
+            for ip in &wanted_ips {
+                // A new pod may reuse an address: the latest ADD owns it.
+                self.pod_ips.put(ip, &netns_cookie)?;
+                added_ips.push(*ip);
+            }
             for entry in entries.ports.difference(&old_ports) {
                 let key = port_key(netns_cookie, *entry);
                 self.port_rules.put_raw(&key, &MEMBER)?;
@@ -122,6 +149,11 @@ impl PodMaps {
             self.pods.put(&netns_cookie, &entries.pod)
         })();
         if let Err(err) = result {
+            for ip in &added_ips {
+                if !old_ips.iter().any(|old| old.as_bytes() == ip.as_bytes()) {
+                    let _ = self.forget_ip_if_owned(ip, netns_cookie);
+                }
+            }
             for key in &added_ports {
                 let _ = self.port_rules.delete(key);
             }
@@ -139,13 +171,55 @@ impl PodMaps {
                 self.trie(old.0).delete(&old.1)?;
             }
         }
+        for old in &old_ips {
+            if !wanted_ips.iter().any(|ip| ip.as_bytes() == old.as_bytes()) {
+                self.forget_ip_if_owned(old, netns_cookie)?;
+            }
+        }
         Ok(())
+    }
+
+    /// The pod addresses currently mapped to this netns.
+    fn ips_of(&self, netns_cookie: u64) -> Result<Vec<ml_addr>, DatapathError> {
+        Ok(self
+            .pod_ips
+            .entries::<ml_addr, u64>()?
+            .into_iter()
+            .filter(|(_, cookie)| *cookie == netns_cookie)
+            .map(|(ip, _)| ip)
+            .collect())
+    }
+
+    /// Removes an address's entry only while it still points at this netns: a
+    /// newer pod that reuses the address keeps its own.
+    fn forget_ip_if_owned(&self, ip: &ml_addr, netns_cookie: u64) -> Result<(), DatapathError> {
+        if self.pod_ips.get::<_, u64>(ip)? == Some(netns_cookie) {
+            self.pod_ips.delete(ip)?;
+        }
+        Ok(())
+    }
+
+    /// Links inbound steering to the pod's netns (after `write_pod`).
+    pub fn attach_inbound(
+        &self,
+        netns_cookie: u64,
+        netns_path: &std::path::Path,
+    ) -> Result<(), DatapathError> {
+        inbound_link::attach(&self.layout, netns_cookie, netns_path)
+    }
+
+    pub fn inbound_attached(&self, netns_cookie: u64) -> bool {
+        inbound_link::is_attached(&self.layout, netns_cookie)
     }
 
     /// Removes everything of a pod: its record first (capture stops at once), then
     /// its list entries and the records of its connections in flight.
     pub fn remove_pod(&self, netns_cookie: u64) -> Result<(), DatapathError> {
         self.pods.delete(&netns_cookie)?;
+        inbound_link::detach(&self.layout, netns_cookie)?;
+        for ip in self.ips_of(netns_cookie)? {
+            self.forget_ip_if_owned(&ip, netns_cookie)?;
+        }
         for entry in self.port_entries(netns_cookie)? {
             self.port_rules.delete(&port_key(netns_cookie, entry))?;
         }
@@ -165,6 +239,8 @@ impl PodMaps {
     /// How many entries of any kind reference this netns (0 after `remove_pod`).
     pub fn entries_of(&self, netns_cookie: u64) -> Result<usize, DatapathError> {
         let mut count = usize::from(self.pod(netns_cookie)?.is_some());
+        count += usize::from(self.inbound_attached(netns_cookie));
+        count += self.ips_of(netns_cookie)?.len();
         count += self.port_entries(netns_cookie)?.len();
         for trie in CIDR_TRIES {
             count += self.cidr_keys(trie, netns_cookie)?.len();

@@ -13,6 +13,9 @@ pub mod connect {
 pub mod origdst {
     include!(concat!(env!("OUT_DIR"), "/origdst.skel.rs"));
 }
+pub mod inbound {
+    include!(concat!(env!("OUT_DIR"), "/inbound.skel.rs"));
+}
 pub mod sockops {
     include!(concat!(env!("OUT_DIR"), "/sockops.skel.rs"));
 }

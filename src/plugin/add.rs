@@ -48,6 +48,10 @@ pub fn add(request: &AttachmentRequest) -> Result<Value, CniError> {
     // Validate the records before anything is loaded or written.
     PodEntries::from_capture(&capture)?;
 
+    if capture.capture_inbound && capture.ips.iter().any(IpAddr::is_ipv6) {
+        add_passthrough_source_v6(netns_path)?;
+    }
+
     let cgroup = context.cgroup()?;
     if let AttachOutcome::Attached(programs) = ensure_attached(&context.layout, &cgroup)? {
         log_info!(
@@ -77,6 +81,14 @@ pub fn add(request: &AttachmentRequest) -> Result<Value, CniError> {
         // Leave nothing half-written: this attachment did not happen.
         let _ = restore_attachment(&maps, &attachment, replaced);
         return Err(err.into());
+    }
+    if capture.capture_inbound {
+        if let Err(err) = maps.attach_inbound(facts.cookie, netns_path) {
+            // Fail closed: a pod whose inbound cannot be captured does not start.
+            let _ = restore_attachment(&maps, &attachment, replaced.clone());
+            let _ = super::del::forget_netns_if_unused(&maps, facts.cookie);
+            return Err(err.into());
+        }
     }
     if let Some(old) = replaced.filter(|old| old.netns_cookie != facts.cookie) {
         log_warn!(
@@ -111,6 +123,18 @@ fn pod_ips_with_siblings(maps: &PodMaps, attachment: &Attachment) -> Result<Vec<
         }
     }
     Ok(ips)
+}
+
+/// Envoy's inbound passthrough binds `::6` to call the app; Istio's init puts that
+/// address on the pod's loopback, so meshlane, replacing it, does too.
+fn add_passthrough_source_v6(netns_path: &std::path::Path) -> Result<(), CniError> {
+    let _inside = netns::NetnsGuard::enter(netns_path)?;
+    crate::netlink::add_address(
+        "lo",
+        IpAddr::V6(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6)),
+        128,
+    )
+    .map_err(|err| CniError::netns(format!("{err} in {}", netns_path.display())))
 }
 
 fn restore_attachment(

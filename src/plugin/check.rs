@@ -58,6 +58,15 @@ pub fn check(request: &AttachmentRequest) -> Result<(), CniError> {
             facts.cookie
         ))
     })?;
+    if pod.flags & crate::datapath::abi::ml_pod_flag::ML_POD_CAPTURE_INBOUND.0 != 0
+        && !maps.inbound_attached(facts.cookie)
+    {
+        return Err(CniError::datapath(format!(
+            "inbound steering is not linked to {} (no pin at {})",
+            netns_path.display(),
+            context.layout.inbound_link(facts.cookie).display()
+        )));
+    }
     for ip in &attachment.ips {
         if !facts.addresses.contains(ip) {
             return Err(CniError::pod_state(format!(

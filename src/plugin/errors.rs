@@ -56,6 +56,7 @@ fn datapath_code(err: &DatapathError) -> CniError {
             | DatapathError::Load { .. }
             | DatapathError::Attach { .. }
             | DatapathError::Pin { .. }
+            | DatapathError::InboundLink { .. }
             | DatapathError::MissingProgram { .. } => CniError::datapath(err.to_string()),
         }
     }

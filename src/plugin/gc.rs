@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use crate::cni::{CniError, GcRequest};
 use crate::datapath::lock::RootLock;
-use crate::datapath::{AttachmentKey, PodMaps};
+use crate::datapath::{inbound_link, AttachmentKey, PodMaps};
 use crate::log_info;
 
 use super::context::Context;
@@ -36,9 +36,11 @@ pub fn gc(request: &GcRequest) -> Result<(), CniError> {
         }
     }
     let referenced: HashSet<u64> = maps.attachments()?.iter().map(|a| a.netns_cookie).collect();
-    for (cookie, _) in maps.pods()? {
+    let mut orphans: HashSet<u64> = maps.pods()?.into_iter().map(|(cookie, _)| cookie).collect();
+    orphans.extend(inbound_link::linked_cookies(&context.layout));
+    for cookie in orphans {
         if !referenced.contains(&cookie) {
-            log_info!("gc: removing orphaned pod record of netns cookie {cookie}");
+            log_info!("gc: removing orphaned records of netns cookie {cookie}");
             maps.remove_pod(cookie)?;
         }
     }

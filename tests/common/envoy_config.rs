@@ -42,6 +42,8 @@ pub struct EnvoyOptions {
     pub extra_clusters: Vec<Value>,
     pub log_level: String,
     pub ready_timeout: Duration,
+    /// Worker threads; each opens its own SO_REUSEPORT socket per listener.
+    pub concurrency: u32,
 }
 
 impl Default for EnvoyOptions {
@@ -55,6 +57,7 @@ impl Default for EnvoyOptions {
             extra_clusters: Vec::new(),
             log_level: "info".to_string(),
             ready_timeout: Duration::from_secs(30),
+            concurrency: 1,
         }
     }
 }
@@ -62,6 +65,11 @@ impl Default for EnvoyOptions {
 impl EnvoyOptions {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn concurrency(mut self, workers: u32) -> Self {
+        self.concurrency = workers;
+        self
     }
 
     pub fn with_inbound(mut self) -> Self {

@@ -143,11 +143,18 @@ impl TestNode {
             capability_args,
         };
         let add_output = self.chain().add(&runtime);
-        let addresses = add_output
+        let addresses: Vec<(IpAddr, u8)> = add_output
             .result
             .as_ref()
             .map(result_addresses)
             .unwrap_or_default();
+        if addresses.iter().any(|(ip, _)| ip.is_ipv6()) {
+            // A fresh IPv6 address is "tentative" until duplicate address
+            // detection ends (about a second): packets to it are dropped, and a
+            // test's first connect would time out. Kubernetes pods wait the same.
+            wait_for_dad(netns.path(), &format!("pod {name}"));
+            wait_for_dad(&self.layout().node_netns, "the node");
+        }
         Pod {
             node: self,
             name: name.to_string(),
@@ -159,6 +166,27 @@ impl TestNode {
             runtime,
             addresses,
         }
+    }
+}
+
+/// Waits until no IPv6 address in the netns is tentative (DAD done).
+fn wait_for_dad(netns: &Path, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let shown = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .args(["ip", "-6", "addr", "show", "tentative"])
+            .output()
+            .unwrap_or_else(|err| panic!("nsenter ip for {what}: {err}"));
+        if shown.status.success() && !String::from_utf8_lossy(&shown.stdout).contains("inet6") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "IPv6 addresses of {what} still tentative after 10 s: {}",
+            String::from_utf8_lossy(&shown.stdout)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

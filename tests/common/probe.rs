@@ -82,6 +82,24 @@ impl ProbeServer {
         )
     }
 
+    /// A stand-in for one worker's inbound listener: `SO_REUSEPORT` on
+    /// `host:port`, as the proxy, answering with `SO_ORIGINAL_DST`.
+    pub fn start_reuseport_original_dst(
+        place: &Place,
+        host: &str,
+        port: u16,
+        name: &str,
+    ) -> ProbeServer {
+        ProbeServer::start_args(
+            place,
+            port,
+            name,
+            host,
+            Identity::PROXY,
+            &["--original-dst", "--reuseport"],
+        )
+    }
+
     fn start_args(
         place: &Place,
         port: u16,

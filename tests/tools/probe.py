@@ -9,7 +9,9 @@ chosen user, and parses the single JSON line each command prints.
       {"name", "peer", "local", "got"}. Prints READY once listening; runs until killed.
       --host :: (the default) accepts IPv4 and IPv6. --original-dst adds
       "original_dst" (SO_ORIGINAL_DST of the accepted socket, as a proxy reads it);
-      --answer-after waits S seconds after reading the line before answering.
+      --answer-after waits S seconds after reading the line before answering;
+      --reuseport sets SO_REUSEPORT (several servers share the port, as Envoy's
+      workers do).
   connect --to ADDR:PORT --send TEXT [--bind ADDR] [--family 4|6|mapped] [--timeout S]
           [--hold S]
       One connection; prints {"ok", "reply", "local", "peer", "error"}.
@@ -84,15 +86,18 @@ def split_host_port(text):
 # --- serve -------------------------------------------------------------------------
 
 
-def listening_socket(host, port):
+def listening_socket(host, port, reuse_port=False):
     if host in ("::", ""):
         try:
             return socket.create_server(("::", port), family=socket.AF_INET6,
-                                        dualstack_ipv6=True, backlog=128)
+                                        dualstack_ipv6=True, backlog=128,
+                                        reuse_port=reuse_port)
         except OSError:  # IPv6 disabled in this netns
-            return socket.create_server(("0.0.0.0", port), backlog=128)
+            return socket.create_server(("0.0.0.0", port), backlog=128,
+                                        reuse_port=reuse_port)
     family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=128)
+    return socket.create_server((host, port), family=family, backlog=128,
+                                reuse_port=reuse_port)
 
 
 def original_dst_of(conn):
@@ -131,7 +136,7 @@ def answer(conn, args):
 
 
 def serve(args):
-    server = listening_socket(args.host, args.port)
+    server = listening_socket(args.host, args.port, args.reuseport)
     print("READY", flush=True)
     while True:
         conn, _ = server.accept()
@@ -357,6 +362,7 @@ def main():
     p.add_argument("--host", default="::")
     p.add_argument("--name", default="probe")
     p.add_argument("--original-dst", action="store_true")
+    p.add_argument("--reuseport", action="store_true")
     p.add_argument("--answer-after", type=float, default=0.0)
     p.set_defaults(run=serve)
 

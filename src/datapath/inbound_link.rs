@@ -1,0 +1,107 @@
+//! A pod's inbound steering: the pinned sk_lookup program linked to the pod's
+//! network namespace, the link pinned under `<root>/inbound/<netns cookie>` so that
+//! it outlives the CNI process and DEL can find it even when the netns is gone.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use libbpf_rs::libbpf_sys;
+
+use super::error::DatapathError;
+use super::layout::PinLayout;
+
+const SK_LOOKUP_PROGRAM: &str = "sk_lookup";
+
+/// Links the sk_lookup program to the netns at `netns_path` (idempotent).
+pub fn attach(
+    layout: &PinLayout,
+    netns_cookie: u64,
+    netns_path: &Path,
+) -> Result<(), DatapathError> {
+    let pin = layout.inbound_link(netns_cookie);
+    if pin.exists() {
+        return Ok(());
+    }
+    let link_err = |step: &'static str| {
+        move |source: std::io::Error| DatapathError::InboundLink {
+            netns: netns_path.to_path_buf(),
+            step,
+            source,
+        }
+    };
+    // Pin roots made by an older meshlane lack this directory.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(layout.inbound_dir())
+        .map_err(|source| DatapathError::PinDir {
+            path: layout.inbound_dir(),
+            source,
+        })?;
+    let program = libbpf_rs::Program::fd_from_pinned_path(layout.prog(SK_LOOKUP_PROGRAM)).map_err(
+        |source| DatapathError::OpenMap {
+            path: layout.prog(SK_LOOKUP_PROGRAM),
+            source,
+        },
+    )?;
+    let netns = File::open(netns_path).map_err(link_err("opening the netns"))?;
+    // SAFETY: both descriptors are open for the duration of the call; no options.
+    let fd = unsafe {
+        libbpf_sys::bpf_link_create(
+            program.as_raw_fd(),
+            netns.as_raw_fd(),
+            libbpf_sys::BPF_SK_LOOKUP,
+            std::ptr::null(),
+        )
+    };
+    if fd < 0 {
+        return Err(link_err("creating the link")(
+            std::io::Error::from_raw_os_error(-fd),
+        ));
+    }
+    // SAFETY: a fresh link descriptor that nothing else owns.
+    let link = unsafe { OwnedFd::from_raw_fd(fd) };
+    let path = CString::new(pin.as_os_str().as_bytes()).map_err(|_| {
+        link_err("naming the pin")(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "pin path contains NUL",
+        ))
+    })?;
+    // SAFETY: a valid descriptor and a NUL-terminated path.
+    let rc = unsafe { libbpf_sys::bpf_obj_pin(link.as_raw_fd(), path.as_ptr()) };
+    if rc < 0 {
+        return Err(link_err("pinning the link")(
+            std::io::Error::from_raw_os_error(-rc),
+        ));
+    }
+    Ok(())
+}
+
+/// Unpins a pod's link; the kernel detaches it once no descriptor holds it.
+pub fn detach(layout: &PinLayout, netns_cookie: u64) -> Result<(), DatapathError> {
+    let pin = layout.inbound_link(netns_cookie);
+    match std::fs::remove_file(&pin) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DatapathError::PinDir { path: pin, source }),
+    }
+}
+
+pub fn is_attached(layout: &PinLayout, netns_cookie: u64) -> bool {
+    layout.inbound_link(netns_cookie).exists()
+}
+
+/// The netns cookies that have a pinned inbound link.
+pub fn linked_cookies(layout: &PinLayout) -> Vec<u64> {
+    std::fs::read_dir(layout.inbound_dir())
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}

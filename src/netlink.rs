@@ -1,0 +1,112 @@
+//! The few rtnetlink requests meshlane makes, synchronously (a CNI plugin is a
+//! short-lived single-threaded process: no async runtime).
+
+use std::net::IpAddr;
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("netlink socket: {0}")]
+    Socket(std::io::Error),
+    #[error("no interface named {0}")]
+    NoInterface(String),
+    #[error("adding {address}/{prefix_len} to {interface}: {source}")]
+    AddAddress {
+        address: IpAddr,
+        prefix_len: u8,
+        interface: String,
+        source: std::io::Error,
+    },
+}
+
+/// Adds an address to an interface of the current network namespace; an address
+/// that is already there is fine.
+pub fn add_address(interface: &str, address: IpAddr, prefix_len: u8) -> Result<(), NetlinkError> {
+    let index = interface_index(interface)?;
+    let mut message = AddressMessage::default();
+    message.header.family = match address {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    message.header.prefix_len = prefix_len;
+    message.header.index = index;
+    message.header.scope = if address.is_loopback() || interface == "lo" {
+        AddressScope::Host
+    } else {
+        AddressScope::Universe
+    };
+    message.attributes.push(AddressAttribute::Local(address));
+    message.attributes.push(AddressAttribute::Address(address));
+
+    let mut request = NetlinkMessage::new(
+        NetlinkHeader::default(),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(message)),
+    );
+    request.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    let add_err = |source| NetlinkError::AddAddress {
+        address,
+        prefix_len,
+        interface: interface.to_owned(),
+        source,
+    };
+    match request_ack(request) {
+        Ok(()) => Ok(()),
+        Err(err) if err.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(err) => Err(add_err(err)),
+    }
+}
+
+fn interface_index(name: &str) -> Result<u32, NetlinkError> {
+    let c_name =
+        std::ffi::CString::new(name).map_err(|_| NetlinkError::NoInterface(name.to_owned()))?;
+    // SAFETY: c_name is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(NetlinkError::NoInterface(name.to_owned()));
+    }
+    Ok(index)
+}
+
+/// Sends one request and waits for its acknowledgement (or error).
+fn request_ack(mut request: NetlinkMessage<RouteNetlinkMessage>) -> std::io::Result<()> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    request.header.sequence_number = 1;
+    request.finalize();
+    let mut buffer = vec![0u8; request.buffer_len()];
+    request.serialize(&mut buffer);
+    socket.send(&buffer, 0)?;
+
+    let mut receive = vec![0u8; 8192];
+    loop {
+        let size = socket.recv(&mut &mut receive[..], 0)?;
+        let mut offset = 0;
+        while offset < size {
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&receive[offset..size])
+                .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))?;
+            let length = reply.header.length as usize;
+            match reply.payload {
+                NetlinkPayload::Error(error) => {
+                    return match error.code {
+                        None => Ok(()),
+                        Some(code) => Err(std::io::Error::from_raw_os_error(-code.get())),
+                    };
+                }
+                NetlinkPayload::Done(_) => return Ok(()),
+                _ => {}
+            }
+            if length == 0 {
+                break;
+            }
+            offset += length;
+        }
+    }
+}
