@@ -3,6 +3,7 @@
 
 pub mod cidr;
 pub mod pod_capture;
+pub mod pod_meta;
 pub mod selection;
 
 pub use cidr::Cidr;

@@ -1,0 +1,63 @@
+//! What meshlane knows about a pod when it decides: always its name and, from the
+//! runtime (`io.kubernetes.cri.pod-annotations` in runtimeConfig) or the API, its
+//! annotations; from the Kubernetes API only, its labels and the parts of its spec
+//! that Istio's decision reads.
+
+use std::collections::BTreeMap;
+
+/// The Istio proxy container's name, whether a regular or a native-sidecar (init)
+/// container.
+pub const ISTIO_PROXY: &str = "istio-proxy";
+/// The init container of iptables mode: a pod that has it is captured by it.
+pub const ISTIO_INIT: &str = "istio-init";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodMeta {
+    pub namespace: String,
+    pub name: String,
+    /// `None` when neither the runtime nor the API provided them.
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Only the API knows labels (runtimes pass annotations only).
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Only the API knows the spec.
+    pub spec: Option<PodSpecFacts>,
+}
+
+/// The parts of a pod's spec that Istio's capture decision reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSpecFacts {
+    /// Names of the init containers (Istio's native sidecar is one of them).
+    pub init_containers: Vec<String>,
+    /// Names of the regular containers.
+    pub containers: Vec<String>,
+    /// The istio-proxy container, if the pod has one.
+    pub proxy: Option<ProxyContainer>,
+    /// `spec.hostUsers` (false: the pod runs in a user namespace).
+    pub host_users: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyContainer {
+    /// Literal `env` values (`valueFrom` entries are not resolvable here).
+    pub env: BTreeMap<String, String>,
+    pub args: Vec<String>,
+    /// `securityContext.runAsUser` / `runAsGroup` of the container.
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+}
+
+impl PodSpecFacts {
+    pub fn has_container(&self, name: &str) -> bool {
+        self.init_containers.iter().chain(&self.containers).any(|c| c == name)
+    }
+}
+
+impl ProxyContainer {
+    /// `router` for gateways, `sidecar` for sidecars: `proxy <type> ...` in args.
+    pub fn proxy_type(&self) -> Option<&str> {
+        match self.args.as_slice() {
+            [first, kind, ..] if first == "proxy" => Some(kind),
+            _ => None,
+        }
+    }
+}
