@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * cgroup/connect4 and cgroup/connect6: the outbound capture. Attached once per node;
- * a socket outside every mesh pod costs one netns-cookie hash lookup and is never
- * changed. cgroup/getpeername4/6 keep the rewrite invisible: like a NATed socket,
- * a redirected one reports the destination the app asked for as its peer.
+ * The outbound capture, attached once per node. A socket outside every mesh pod
+ * costs one netns-cookie hash lookup and is never changed.
+ * - cgroup/connect4, connect6: TCP connects (and connected UDP to port 53 when DNS
+ *   is captured) are rewritten to the proxy's listeners;
+ * - cgroup/sendmsg4, sendmsg6: unconnected UDP datagrams to port 53 likewise;
+ * - cgroup/recvmsg4, recvmsg6 and getpeername4, getpeername6 keep the rewrite
+ *   invisible: like a NATed socket, a redirected one sees the server it asked for.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -25,6 +28,11 @@ static __always_inline int is_tcp(const struct bpf_sock_addr *ctx)
 	return ctx->type == ML_SOCK_STREAM && ctx->protocol == IPPROTO_TCP;
 }
 
+static __always_inline int is_udp(const struct bpf_sock_addr *ctx)
+{
+	return ctx->type == ML_SOCK_DGRAM && ctx->protocol == IPPROTO_UDP;
+}
+
 static __always_inline struct ml_addr bound_source(struct bpf_sock_addr *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;
@@ -39,9 +47,51 @@ static __always_inline struct ml_addr bound_source(struct bpf_sock_addr *ctx)
 	return addr_from_ipv6(words);
 }
 
+/* The address the context holds (destination, or source for recvmsg). */
+static __always_inline struct ml_addr user_addr(struct bpf_sock_addr *ctx, int ipv6)
+{
+	__u32 words[4];
+
+	if (!ipv6)
+		return addr_from_ipv4(ctx->user_ip4);
+	words[0] = READ_FIELD_U32(ctx, struct bpf_sock_addr, user_ip6[0]);
+	words[1] = READ_FIELD_U32(ctx, struct bpf_sock_addr, user_ip6[1]);
+	words[2] = READ_FIELD_U32(ctx, struct bpf_sock_addr, user_ip6[2]);
+	words[3] = READ_FIELD_U32(ctx, struct bpf_sock_addr, user_ip6[3]);
+	return addr_from_ipv6(words);
+}
+
+/* Writes an address back: IPv4 as is, IPv6 (IPv4 mapped where it was) by words. */
+static __always_inline void set_user_addr(struct bpf_sock_addr *ctx, int ipv6,
+					  const struct ml_addr *addr, __u16 port)
+{
+	if (!ipv6) {
+		ctx->user_ip4 = addr_ipv4(addr);
+	} else {
+		ctx->user_ip6[0] = addr->words[0];
+		ctx->user_ip6[1] = addr->words[1];
+		ctx->user_ip6[2] = addr->words[2];
+		ctx->user_ip6[3] = addr->words[3];
+	}
+	ctx->user_port = bpf_htons(port);
+}
+
+static __always_inline enum ml_redirect_kind kind_of(enum ml_outbound_verdict verdict)
+{
+	switch (verdict) {
+	case ML_OUT_TO_INBOUND:
+		return ML_REDIRECT_INBOUND;
+	case ML_OUT_TO_DNS:
+		return ML_REDIRECT_DNS;
+	default:
+		return ML_REDIRECT_OUTBOUND;
+	}
+}
+
 /*
- * Remember where the connect was going, on the socket itself; sockops publishes
- * it under the connection's tuple once the source port is chosen.
+ * Remember where the socket was going, on the socket itself: sockops publishes it
+ * under the connection's tuple once the source port is chosen (TCP), recvmsg and
+ * getpeername read it back.
  */
 static __always_inline int record_orig_dst(struct bpf_sock_addr *ctx, const struct ml_connect *c,
 					   enum ml_outbound_verdict verdict)
@@ -54,26 +104,48 @@ static __always_inline int record_orig_dst(struct bpf_sock_addr *ctx, const stru
 	__builtin_memset(redirect, 0, sizeof(*redirect));
 	redirect->orig.addr = c->dst;
 	redirect->orig.port = c->dport;
-	redirect->orig.kind =
-		verdict == ML_OUT_TO_INBOUND ? ML_REDIRECT_INBOUND : ML_REDIRECT_OUTBOUND;
+	redirect->orig.kind = kind_of(verdict);
 	return 0;
 }
 
 static __always_inline __u16 listener_port(const struct ml_pod *pod,
 					   enum ml_outbound_verdict verdict)
 {
-	return verdict == ML_OUT_TO_INBOUND ? pod->inbound_port : pod->outbound_port;
+	switch (verdict) {
+	case ML_OUT_TO_INBOUND:
+		return pod->inbound_port;
+	case ML_OUT_TO_DNS:
+		return pod->dns_port;
+	default:
+		return pod->outbound_port;
+	}
+}
+
+/* 127.0.0.1, [::1], or ::ffff:127.0.0.1 for IPv4 on a dual-stack socket. */
+static __always_inline struct ml_addr listener_addr(int ipv6_socket, const struct ml_addr *dst)
+{
+	struct ml_addr localhost = addr_from_ipv4(bpf_htonl(0x7f000001));
+
+	if (ipv6_socket && !addr_is_ipv4(dst)) {
+		localhost.words[2] = 0;
+		localhost.words[3] = bpf_htonl(1);
+	}
+	return localhost;
 }
 
 /* Decide and, when captured, record and rewrite. Returns the sock_addr verdict. */
-static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct ml_connect *c,
-					   const struct ml_pod *pod, int ipv6_socket)
+static __always_inline int capture(struct bpf_sock_addr *ctx, struct ml_connect *c,
+				   const struct ml_pod *pod, int ipv6_socket)
 {
 	enum ml_outbound_verdict verdict = decide_outbound(pod, c);
-	__u16 port;
+	struct ml_addr listener;
 
-	if (verdict == ML_OUT_UNTOUCHED)
+	if (verdict == ML_OUT_UNTOUCHED) {
+		/* A UDP socket connected elsewhere must not keep an old DNS record. */
+		if (c->udp)
+			bpf_sk_storage_delete(&ml_sk_redirects, ctx->sk);
 		return ML_SOCK_ALLOW;
+	}
 	/*
 	 * A capture we cannot record would reach the proxy without a destination:
 	 * refuse the connect rather than let it escape or loop.
@@ -82,79 +154,70 @@ static __always_inline int capture_connect(struct bpf_sock_addr *ctx, struct ml_
 		count_event(ML_CNT_RECORD_FAILED);
 		return ML_SOCK_REJECT;
 	}
-	port = listener_port(pod, verdict);
-	ctx->user_port = bpf_htons(port);
-	if (!ipv6_socket) {
-		ctx->user_ip4 = bpf_htonl(0x7f000001);
-	} else if (addr_is_ipv4(&c->dst)) {
-		/* IPv4 on a dual-stack socket: Envoy may listen on IPv4 only. */
-		ctx->user_ip6[0] = 0;
-		ctx->user_ip6[1] = 0;
-		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
-		ctx->user_ip6[3] = bpf_htonl(0x7f000001);
-	} else {
-		ctx->user_ip6[0] = 0;
-		ctx->user_ip6[1] = 0;
-		ctx->user_ip6[2] = 0;
-		ctx->user_ip6[3] = bpf_htonl(1);
-	}
+	listener = listener_addr(ipv6_socket, &c->dst);
+	set_user_addr(ctx, ipv6_socket, &listener, listener_port(pod, verdict));
 	return ML_SOCK_ALLOW;
 }
 
-static __always_inline void read_caller(struct ml_connect *c)
+/* The pod of the socket, if it is in one whose outbound is captured. */
+static __always_inline struct ml_pod *captured_pod(struct bpf_sock_addr *ctx, __u64 *netns_cookie)
 {
-	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct ml_pod *pod;
 
-	c->uid = (__u32)uid_gid;
-	c->gid = (__u32)(uid_gid >> 32);
+	*netns_cookie = bpf_get_netns_cookie(ctx);
+	pod = bpf_map_lookup_elem(&ml_pods, netns_cookie);
+	if (!pod || !(pod->flags & ML_POD_CAPTURE_OUTBOUND))
+		return NULL;
+	return pod;
+}
+
+static __always_inline int capture_outbound(struct bpf_sock_addr *ctx, int ipv6_socket)
+{
+	struct ml_connect c = {};
+	struct ml_pod *pod;
+	__u64 uid_gid;
+
+	c.udp = is_udp(ctx);
+	if (!c.udp && !is_tcp(ctx))
+		return ML_SOCK_ALLOW;
+	pod = captured_pod(ctx, &c.netns_cookie);
+	if (!pod)
+		return ML_SOCK_ALLOW;
+	c.dst = user_addr(ctx, ipv6_socket);
+	c.dport = bpf_ntohs((__u16)ctx->user_port);
+	c.bound_src = bound_source(ctx);
+	uid_gid = bpf_get_current_uid_gid();
+	c.uid = (__u32)uid_gid;
+	c.gid = (__u32)(uid_gid >> 32);
+	return capture(ctx, &c, pod, ipv6_socket);
 }
 
 SEC("cgroup/connect4")
 int ml_connect4(struct bpf_sock_addr *ctx)
 {
-	struct ml_connect c = {};
-	struct ml_pod *pod;
-
-	if (!is_tcp(ctx))
-		return ML_SOCK_ALLOW;
-	c.netns_cookie = bpf_get_netns_cookie(ctx);
-	pod = bpf_map_lookup_elem(&ml_pods, &c.netns_cookie);
-	if (!pod || !(pod->flags & ML_POD_CAPTURE_OUTBOUND))
-		return ML_SOCK_ALLOW;
-
-	c.dst = addr_from_ipv4(ctx->user_ip4);
-	c.dport = bpf_ntohs((__u16)ctx->user_port);
-	c.bound_src = bound_source(ctx);
-	read_caller(&c);
-	return capture_connect(ctx, &c, pod, 0);
+	return capture_outbound(ctx, 0);
 }
 
 SEC("cgroup/connect6")
 int ml_connect6(struct bpf_sock_addr *ctx)
 {
-	struct ml_connect c = {};
-	struct ml_pod *pod;
-	__u32 dst[4];
-
-	if (!is_tcp(ctx))
-		return ML_SOCK_ALLOW;
-	c.netns_cookie = bpf_get_netns_cookie(ctx);
-	pod = bpf_map_lookup_elem(&ml_pods, &c.netns_cookie);
-	if (!pod || !(pod->flags & ML_POD_CAPTURE_OUTBOUND))
-		return ML_SOCK_ALLOW;
-
-	dst[0] = READ_FIELD_U32(ctx, struct bpf_sock_addr, user_ip6[0]);
-	dst[1] = READ_FIELD_U32(ctx, struct bpf_sock_addr, user_ip6[1]);
-	dst[2] = READ_FIELD_U32(ctx, struct bpf_sock_addr, user_ip6[2]);
-	dst[3] = READ_FIELD_U32(ctx, struct bpf_sock_addr, user_ip6[3]);
-	c.dst = addr_from_ipv6(dst);
-	c.dport = bpf_ntohs((__u16)ctx->user_port);
-	c.bound_src = bound_source(ctx);
-	read_caller(&c);
-	return capture_connect(ctx, &c, pod, 1);
+	return capture_outbound(ctx, 1);
 }
 
-/* The original destination of a socket this program redirected, if any. */
+/* Unconnected UDP: only DNS is ever redirected, decided per datagram. */
+SEC("cgroup/sendmsg4")
+int ml_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return capture_outbound(ctx, 0);
+}
+
+SEC("cgroup/sendmsg6")
+int ml_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return capture_outbound(ctx, 1);
+}
+
+/* The original destination of a socket these programs redirected, if any. */
 static __always_inline struct ml_sk_redirect *redirect_of(struct bpf_sock_addr *ctx)
 {
 	struct ml_sk_redirect *redirect = bpf_sk_storage_get(&ml_sk_redirects, ctx->sk, 0, 0);
@@ -165,32 +228,70 @@ static __always_inline struct ml_sk_redirect *redirect_of(struct bpf_sock_addr *
 	return redirect;
 }
 
-SEC("cgroup/getpeername4")
-int ml_getpeername4(struct bpf_sock_addr *ctx)
-{
-	struct ml_sk_redirect *redirect = redirect_of(ctx);
-
-	if (!redirect || !addr_is_ipv4(&redirect->orig.addr))
-		return ML_SOCK_ALLOW;
-	ctx->user_ip4 = addr_ipv4(&redirect->orig.addr);
-	ctx->user_port = bpf_htons(redirect->orig.port);
-	return ML_SOCK_ALLOW;
-}
-
-SEC("cgroup/getpeername6")
-int ml_getpeername6(struct bpf_sock_addr *ctx)
+static __always_inline int restore_peer(struct bpf_sock_addr *ctx, int ipv6_socket)
 {
 	struct ml_sk_redirect *redirect = redirect_of(ctx);
 
 	if (!redirect)
 		return ML_SOCK_ALLOW;
+	if (!ipv6_socket && !addr_is_ipv4(&redirect->orig.addr))
+		return ML_SOCK_ALLOW;
 	/* IPv4 destinations of a dual-stack socket come back IPv4-mapped, as asked. */
-	ctx->user_ip6[0] = redirect->orig.addr.words[0];
-	ctx->user_ip6[1] = redirect->orig.addr.words[1];
-	ctx->user_ip6[2] = redirect->orig.addr.words[2];
-	ctx->user_ip6[3] = redirect->orig.addr.words[3];
-	ctx->user_port = bpf_htons(redirect->orig.port);
+	set_user_addr(ctx, ipv6_socket, &redirect->orig.addr, redirect->orig.port);
 	return ML_SOCK_ALLOW;
+}
+
+SEC("cgroup/getpeername4")
+int ml_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return restore_peer(ctx, 0);
+}
+
+SEC("cgroup/getpeername6")
+int ml_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return restore_peer(ctx, 1);
+}
+
+/*
+ * A DNS reply comes from the DNS proxy's address; resolvers (glibc among them)
+ * drop replies whose source is not the server they asked, so it must read as that
+ * server. With one unconnected socket asking several servers at once, replies all
+ * read as the last one asked.
+ */
+static __always_inline int restore_reply_source(struct bpf_sock_addr *ctx, int ipv6_socket)
+{
+	struct ml_sk_redirect *redirect = redirect_of(ctx);
+	struct ml_addr source;
+	struct ml_pod *pod;
+	__u64 netns_cookie;
+
+	if (!redirect || redirect->orig.kind != ML_REDIRECT_DNS)
+		return ML_SOCK_ALLOW;
+	netns_cookie = bpf_get_netns_cookie(ctx);
+	pod = bpf_map_lookup_elem(&ml_pods, &netns_cookie);
+	if (!pod || bpf_ntohs((__u16)ctx->user_port) != pod->dns_port)
+		return ML_SOCK_ALLOW;
+	source = user_addr(ctx, ipv6_socket);
+	if (!addr_is_localhost(&source))
+		return ML_SOCK_ALLOW;
+	if (!ipv6_socket && !addr_is_ipv4(&redirect->orig.addr))
+		return ML_SOCK_ALLOW;
+	set_user_addr(ctx, ipv6_socket, &redirect->orig.addr, redirect->orig.port);
+	count_event(ML_CNT_DNS_REPLY_RESTORED);
+	return ML_SOCK_ALLOW;
+}
+
+SEC("cgroup/recvmsg4")
+int ml_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return restore_reply_source(ctx, 0);
+}
+
+SEC("cgroup/recvmsg6")
+int ml_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return restore_reply_source(ctx, 1);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

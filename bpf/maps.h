@@ -51,6 +51,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ml_out_include_cidrs SEC(".maps");
 
+/*
+ * (netns cookie, prefix) -> 1 when the pod routes the prefix through an interface
+ * of its traffic.sidecar.istio.io/excludeInterfaces, 0 for its other routes: the
+ * longest match answers like the pod's route lookup (main table) would.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, ML_MAX_CIDR_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__type(key, struct ml_cidr_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_out_iface_routes SEC(".maps");
+
 /* Connecting socket -> its original destination; freed with the socket. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);

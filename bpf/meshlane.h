@@ -66,6 +66,8 @@ enum ml_pod_flag {
 	ML_POD_CAPTURE_DNS = 1 << 4,
 	/* Sockets of this pod may take the sockmap short path. */
 	ML_POD_SHORT_PATH = 1 << 5,
+	/* Some destinations route through excluded interfaces (ml_out_iface_routes). */
+	ML_POD_EXCLUDES_INTERFACES = 1 << 6,
 };
 
 /* What ml_pod.ips[i] is; the loopback rules need to know which are the pod's own. */
@@ -123,6 +125,7 @@ enum ml_redirect_kind {
 	ML_REDIRECT_OUTBOUND = 1, /* connect: app -> proxy outbound listener (15001) */
 	ML_REDIRECT_INBOUND = 2,  /* connect: proxy -> own pod address -> inbound listener */
 	ML_REDIRECT_STEERED = 3,  /* accepted: steered by sk_lookup to the inbound listener */
+	ML_REDIRECT_DNS = 4,	  /* connect/sendmsg: app DNS -> the agent's DNS proxy (15053) */
 };
 
 /* The destination a connect asked for before it was rewritten. */
@@ -198,6 +201,10 @@ enum ml_counter {
 	ML_CNT_INBOUND_BYPASS_PORT,	  /* excluded or not included inbound port */
 	ML_CNT_LISTENER_REGISTERED,	  /* a proxy inbound listener was registered */
 	ML_CNT_LISTENER_SLOTS_FULL,	  /* ... or found no free slot */
+	ML_CNT_DNS_REDIRECTED,		  /* app DNS (TCP, UDP) -> DNS proxy */
+	ML_CNT_DNS_REPLY_RESTORED,	  /* a DNS reply shows the server the app asked */
+	ML_CNT_BYPASS_PROXY_DNS,	  /* the proxy's own DNS */
+	ML_CNT_BYPASS_EXCLUDED_INTERFACE, /* routed through an excluded interface */
 	ML_CNT_MAX,
 };
 

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The outbound decision of ISTIO-CAPTURE.md ("Outbound", rules 1-10) for one TCP
- * connect made inside a pod. Shared by connect4 and connect6: both hand in
- * 16-byte addresses, IPv4 mapped.
+ * The outbound decision of ISTIO-CAPTURE.md ("Outbound", rules 1-10, and "DNS
+ * capture") for one TCP connect, connected UDP socket or UDP datagram made inside a
+ * pod. Shared by connect4/6 and sendmsg4/6: all hand in 16-byte addresses, IPv4
+ * mapped.
  */
 #ifndef MESHLANE_OUTBOUND_H
 #define MESHLANE_OUTBOUND_H
@@ -15,19 +16,23 @@
 #include "meshlane.h"
 #include "pod.h"
 
-/* Where a connect ends up. */
+#define ML_DNS_PORT 53
+
+/* Where a connect (or datagram) ends up. */
 enum ml_outbound_verdict {
 	ML_OUT_UNTOUCHED = 0,
 	ML_OUT_TO_OUTBOUND = 1, /* the proxy's outbound listener (15001) */
 	ML_OUT_TO_INBOUND = 2,	/* the proxy's inbound listener (15006) */
+	ML_OUT_TO_DNS = 3,	/* the agent's DNS proxy (15053) */
 };
 
-/* One connect as the decision sees it. */
+/* One connect (or datagram) as the decision sees it. */
 struct ml_connect {
 	__u64 netns_cookie;
 	struct ml_addr dst;
 	struct ml_addr bound_src; /* unspecified unless bound before connect */
 	__u16 dport;		  /* host order */
+	__u8 udp;		  /* a UDP socket (else TCP) */
 	__u32 uid;
 	__u32 gid;
 };
@@ -38,6 +43,33 @@ static __always_inline int routed_over_loopback(const struct ml_pod *pod, const 
 	return addr_is_loopback_range(dst) || addr_is_unspecified(dst) || addr_is_pod_ip(pod, dst);
 }
 
+/* Rule 0: Istio inserts "-o <iface> -j RETURN" at the top of OUTPUT. */
+static __always_inline int routed_through_excluded_interface(const struct ml_pod *pod,
+							     const struct ml_connect *c)
+{
+	__u8 *excluded;
+
+	if (!(pod->flags & ML_POD_EXCLUDES_INTERFACES))
+		return 0;
+	excluded = cidr_match(&ml_out_iface_routes, c->netns_cookie, &c->dst);
+	return excluded && *excluded;
+}
+
+/*
+ * DNS, when captured: TCP and UDP to port 53 wherever they go (loopback included:
+ * Istio's loopback rules leave port 53 out), except the proxy's own queries.
+ */
+static __always_inline enum ml_outbound_verdict decide_dns(const struct ml_pod *pod,
+							   const struct ml_connect *c)
+{
+	if (c->uid == pod->proxy_uid || c->gid == pod->proxy_gid) {
+		count_event(ML_CNT_BYPASS_PROXY_DNS);
+		return ML_OUT_UNTOUCHED;
+	}
+	count_event(ML_CNT_DNS_REDIRECTED);
+	return ML_OUT_TO_DNS;
+}
+
 static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_pod *pod,
 								const struct ml_connect *c)
 {
@@ -45,7 +77,11 @@ static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_
 	/* connect() to 0.0.0.0 / :: reaches 127.0.0.1 / ::1. */
 	int to_localhost = addr_is_localhost(&c->dst) || addr_is_unspecified(&c->dst);
 
-	/* 1. Excluded outbound ports are never touched. */
+	if (routed_through_excluded_interface(pod, c)) {
+		count_event(ML_CNT_BYPASS_EXCLUDED_INTERFACE);
+		return ML_OUT_UNTOUCHED;
+	}
+	/* 1. Excluded outbound ports are never touched (TCP and UDP alike). */
 	if (port_listed(c->netns_cookie, c->dport, ML_PORTS_EXCLUDE_OUTBOUND)) {
 		count_event(ML_CNT_BYPASS_EXCLUDED_PORT);
 		return ML_OUT_UNTOUCHED;
@@ -55,6 +91,11 @@ static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_
 		count_event(ML_CNT_BYPASS_PASSTHROUGH_SOURCE);
 		return ML_OUT_UNTOUCHED;
 	}
+	if ((pod->flags & ML_POD_CAPTURE_DNS) && c->dport == ML_DNS_PORT)
+		return decide_dns(pod, c);
+	/* Other UDP is never redirected. */
+	if (c->udp)
+		return ML_OUT_UNTOUCHED;
 	/*
 	 * 3. The proxy reaching its own pod over loopback (not 127.0.0.1, not the
 	 * tunnel port) must traverse the inbound listener. Only the proxy UID gets

@@ -21,7 +21,8 @@ static __always_inline int port_listed(__u64 netns_cookie, __u16 port, enum ml_p
 	return bpf_map_lookup_elem(&ml_port_rules, &key) != NULL;
 }
 
-static __always_inline int cidr_listed(void *trie, __u64 netns_cookie, const struct ml_addr *addr)
+/* The value of the longest prefix of the pod's list that holds the address. */
+static __always_inline __u8 *cidr_match(void *trie, __u64 netns_cookie, const struct ml_addr *addr)
 {
 	struct ml_cidr_key key = {
 		/* The whole cookie and the whole address: the longest possible match. */
@@ -30,7 +31,12 @@ static __always_inline int cidr_listed(void *trie, __u64 netns_cookie, const str
 	};
 
 	__builtin_memcpy(key.netns_cookie, &netns_cookie, sizeof(netns_cookie));
-	return bpf_map_lookup_elem(trie, &key) != NULL;
+	return bpf_map_lookup_elem(trie, &key);
+}
+
+static __always_inline int cidr_listed(void *trie, __u64 netns_cookie, const struct ml_addr *addr)
+{
+	return cidr_match(trie, netns_cookie, addr) != NULL;
 }
 
 static __always_inline int addr_is_pod_ip(const struct ml_pod *pod, const struct ml_addr *addr)

@@ -8,7 +8,11 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::MetadataExt;
+
 use nix::sched::{setns, CloneFlags};
+
+use crate::netlink::Route;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -25,6 +29,11 @@ pub enum NetnsError {
     Cookie { path: PathBuf, source: nix::Error },
     #[error("listing addresses in {path}: {source}")]
     Addresses { path: PathBuf, source: nix::Error },
+    #[error("listing routes in {path}: {source}")]
+    Routes {
+        path: PathBuf,
+        source: crate::netlink::NetlinkError,
+    },
 }
 
 /// While alive, the current thread is inside another network namespace.
@@ -76,32 +85,85 @@ impl Drop for NetnsGuard {
 pub struct NetnsFacts {
     /// The kernel's cookie for the namespace (`bpf_get_netns_cookie` on the BPF side).
     pub cookie: u64,
-    /// Every address configured on an interface of the namespace.
-    pub addresses: Vec<IpAddr>,
+    /// Every address configured in the namespace, with its interface.
+    pub interface_addresses: Vec<(String, IpAddr)>,
+    /// The main table's routes (read only when asked for).
+    pub routes: Vec<Route>,
+    /// The namespace belongs to a user namespace other than meshlane's (a pod
+    /// with `hostUsers: false`): UIDs seen by the kernel are then mapped.
+    pub in_user_namespace: bool,
 }
 
-/// Reads the cookie and the addresses of the network namespace at `path`.
-pub fn inspect(path: &Path) -> Result<NetnsFacts, NetnsError> {
+impl NetnsFacts {
+    pub fn has_address(&self, ip: &IpAddr) -> bool {
+        self.interface_addresses.iter().any(|(_, addr)| addr == ip)
+    }
+}
+
+/// Reads the cookie, addresses (and, when asked, routes) of the netns at `path`.
+pub fn inspect(path: &Path, with_routes: bool) -> Result<NetnsFacts, NetnsError> {
+    let in_user_namespace = owned_by_other_user_namespace(path)?;
     let _inside = NetnsGuard::enter(path)?;
     let cookie = current_netns_cookie().map_err(|source| NetnsError::Cookie {
         path: path.to_path_buf(),
         source,
     })?;
-    let addresses = nix::ifaddrs::getifaddrs()
+    let interface_addresses = nix::ifaddrs::getifaddrs()
         .map_err(|source| NetnsError::Addresses {
             path: path.to_path_buf(),
             source,
         })?
-        .filter_map(|ifaddr| ifaddr.address)
-        .filter_map(|addr| {
-            if let Some(v4) = addr.as_sockaddr_in() {
-                Some(IpAddr::V4(v4.ip()))
+        .filter_map(|ifaddr| {
+            let addr = ifaddr.address?;
+            let ip = if let Some(v4) = addr.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
             } else {
-                addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-            }
+                IpAddr::V6(addr.as_sockaddr_in6()?.ip())
+            };
+            Some((ifaddr.interface_name, ip))
         })
         .collect();
-    Ok(NetnsFacts { cookie, addresses })
+    let routes = if with_routes {
+        crate::netlink::main_routes().map_err(|source| NetnsError::Routes {
+            path: path.to_path_buf(),
+            source,
+        })?
+    } else {
+        Vec::new()
+    };
+    Ok(NetnsFacts {
+        cookie,
+        interface_addresses,
+        routes,
+        in_user_namespace,
+    })
+}
+
+/// `ioctl(NS_GET_USERNS)`: the user namespace that owns a namespace.
+const NS_GET_USERNS: libc::c_ulong = 0xb701;
+
+/// True when the netns at `path` belongs to another user namespace than ours.
+fn owned_by_other_user_namespace(path: &Path) -> Result<bool, NetnsError> {
+    let open_err = |source| NetnsError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let netns = File::open(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => NetnsError::Gone {
+            path: path.to_path_buf(),
+        },
+        _ => open_err(source),
+    })?;
+    // SAFETY: an ioctl without argument on a namespace descriptor we own.
+    let owner = unsafe { libc::ioctl(netns.as_raw_fd(), NS_GET_USERNS) };
+    if owner < 0 {
+        return Err(open_err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh descriptor returned by the kernel, owned by nobody else.
+    let owner = File::from(unsafe { OwnedFd::from_raw_fd(owner) });
+    let ours = std::fs::metadata("/proc/self/ns/user").map_err(open_err)?;
+    let theirs = owner.metadata().map_err(open_err)?;
+    Ok(theirs.ino() != ours.ino() || theirs.dev() != ours.dev())
 }
 
 /// The cookie of the calling thread's network namespace.

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use common::{Pod, PodOptions, TestNode};
 
 fn captured() -> PodOptions {
-    PodOptions::new().cni_arg("MESHLANE_CAPTURE", "true")
+    PodOptions::new().injected()
 }
 
 fn maps(node: &TestNode) -> PodMaps {
@@ -26,7 +26,7 @@ fn maps(node: &TestNode) -> PodMaps {
 }
 
 fn cookie_of(pod: &Pod) -> u64 {
-    meshlane::netns::inspect(pod.netns_path())
+    meshlane::netns::inspect(pod.netns_path(), false)
         .expect("the pod netns exists")
         .cookie
 }
@@ -56,6 +56,12 @@ fn meshlane_add(
 fn netconf(node: &TestNode, prev_result: Value, extra: Value) -> Value {
     let mut conf = node.meshlane_netconf("1.0.0");
     conf["prevResult"] = prev_result;
+    // As containerd passes them to a plugin with the capability: an injected pod.
+    conf["runtimeConfig"] = json!({
+        "io.kubernetes.cri.pod-annotations": {
+            "sidecar.istio.io/status": common::pod::INJECTED_STATUS
+        }
+    });
     if let (Some(conf), Some(extra)) = (conf.as_object_mut(), extra.as_object()) {
         for (key, value) in extra {
             conf.insert(key.clone(), value.clone());
@@ -284,7 +290,7 @@ fn concurrent_adds_attach_each_program_once() {
     let attached = attached.as_array().expect("a list of attachments");
     assert_eq!(
         attached.len(),
-        6,
+        meshlane::datapath::loader::NODE_PROGRAMS.len(),
         "one link per node program: {attached:#?}"
     );
     let maps = maps(&node);

@@ -20,7 +20,7 @@ const APP_PORT: u16 = 8080;
 const LOG_WAIT: Duration = Duration::from_secs(10);
 
 fn captured() -> PodOptions {
-    PodOptions::new().cni_arg("MESHLANE_CAPTURE", "true")
+    PodOptions::new().injected()
 }
 
 fn addr(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {

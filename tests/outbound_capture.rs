@@ -17,7 +17,7 @@ const LOG_WAIT: Duration = Duration::from_secs(10);
 
 /// A pod meshlane captures (the switch until Istio's selection rules land).
 fn captured() -> PodOptions {
-    PodOptions::new().cni_arg("MESHLANE_CAPTURE", "true")
+    PodOptions::new().injected()
 }
 
 fn dual_stack_node(name: &str) -> TestNode {

@@ -6,7 +6,7 @@ use super::layout::PinLayout;
 use super::pinned_map::PinnedMap;
 
 /// Every counter with the name operators and metrics see.
-pub const COUNTERS: [(ml_counter, &str); 19] = [
+pub const COUNTERS: [(ml_counter, &str); 23] = [
     (
         ml_counter::ML_CNT_OUTBOUND_REDIRECTED,
         "outbound_redirected",
@@ -58,6 +58,13 @@ pub const COUNTERS: [(ml_counter, &str); 19] = [
     (
         ml_counter::ML_CNT_LISTENER_SLOTS_FULL,
         "inbound_listener_slots_full",
+    ),
+    (ml_counter::ML_CNT_DNS_REDIRECTED, "dns_redirected"),
+    (ml_counter::ML_CNT_DNS_REPLY_RESTORED, "dns_reply_restored"),
+    (ml_counter::ML_CNT_BYPASS_PROXY_DNS, "bypass_proxy_dns"),
+    (
+        ml_counter::ML_CNT_BYPASS_EXCLUDED_INTERFACE,
+        "bypass_excluded_interface",
     ),
 ];
 

@@ -32,7 +32,7 @@ pub struct NodeProgram {
     pub program: &'static str,
 }
 
-pub const NODE_PROGRAMS: [NodeProgram; 6] = [
+pub const NODE_PROGRAMS: [NodeProgram; 10] = [
     NodeProgram {
         link: "connect4",
         object: "connect",
@@ -42,6 +42,26 @@ pub const NODE_PROGRAMS: [NodeProgram; 6] = [
         link: "connect6",
         object: "connect",
         program: "ml_connect6",
+    },
+    NodeProgram {
+        link: "sendmsg4",
+        object: "connect",
+        program: "ml_sendmsg4",
+    },
+    NodeProgram {
+        link: "sendmsg6",
+        object: "connect",
+        program: "ml_sendmsg6",
+    },
+    NodeProgram {
+        link: "recvmsg4",
+        object: "connect",
+        program: "ml_recvmsg4",
+    },
+    NodeProgram {
+        link: "recvmsg6",
+        object: "connect",
+        program: "ml_recvmsg6",
     },
     NodeProgram {
         link: "getpeername4",

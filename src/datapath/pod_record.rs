@@ -1,6 +1,7 @@
 //! Turns a policy decision (`PodCapture`) into the BPF records of one pod.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use super::abi::{ml_addr, ml_cidr_key, ml_limits, ml_pod, ml_pod_flag, ml_port_key, ml_port_list};
 use super::error::DatapathError;
@@ -11,14 +12,26 @@ use crate::policy::{Cidr, CidrSelection, PodCapture, PortSelection};
 pub enum CidrTrie {
     ExcludeOutbound,
     IncludeOutbound,
+    /// The pod's routes; value 1 through an excluded interface, 0 otherwise.
+    InterfaceRoutes,
 }
+
+pub const CIDR_TRIES: [CidrTrie; 3] = [
+    CidrTrie::ExcludeOutbound,
+    CidrTrie::IncludeOutbound,
+    CidrTrie::InterfaceRoutes,
+];
 
 /// Everything the datapath stores for one pod.
 #[derive(Debug, Clone)]
 pub struct PodEntries {
     pub pod: ml_pod,
     pub ports: BTreeSet<PortEntry>,
-    pub cidrs: BTreeSet<(CidrTrie, CidrEntry)>,
+    /// Trie, prefix and the byte stored for it.
+    pub cidrs: BTreeSet<(CidrTrie, CidrEntry, u8)>,
+    /// The pod addresses inbound steering answers for (not those of excluded
+    /// interfaces).
+    pub steered_ips: Vec<IpAddr>,
 }
 
 /// A port-list membership, comparable so that stale entries can be found.
@@ -59,9 +72,15 @@ impl PodEntries {
         ) | flag(capture.capture_inbound, ml_pod_flag::ML_POD_CAPTURE_INBOUND)
             | flag(capture.capture_dns, ml_pod_flag::ML_POD_CAPTURE_DNS)
             | flag(capture.short_path, ml_pod_flag::ML_POD_SHORT_PATH)
+            // Including every port captures every destination just the same.
             | flag(
-                capture.include_outbound_cidrs == CidrSelection::All,
+                capture.include_outbound_cidrs == CidrSelection::All
+                    || capture.include_outbound_ports == PortSelection::All,
                 ml_pod_flag::ML_POD_INCLUDE_ALL_OUTBOUND,
+            )
+            | flag(
+                capture.interface_routes.iter().any(|(_, excluded)| *excluded),
+                ml_pod_flag::ML_POD_EXCLUDES_INTERFACES,
             )
             | flag(
                 capture.include_inbound_ports == PortSelection::All,
@@ -76,10 +95,9 @@ impl PodEntries {
             ml_port_list::ML_PORTS_EXCLUDE_OUTBOUND,
             &capture.exclude_outbound_ports,
         );
-        add_ports(
-            ml_port_list::ML_PORTS_INCLUDE_OUTBOUND,
-            &capture.include_outbound_ports,
-        );
+        if let PortSelection::Only(only) = &capture.include_outbound_ports {
+            add_ports(ml_port_list::ML_PORTS_INCLUDE_OUTBOUND, only);
+        }
         add_ports(
             ml_port_list::ML_PORTS_EXCLUDE_INBOUND,
             &capture.exclude_inbound_ports,
@@ -90,14 +108,34 @@ impl PodEntries {
 
         let mut cidrs = BTreeSet::new();
         for cidr in &capture.exclude_outbound_cidrs {
-            cidrs.insert((CidrTrie::ExcludeOutbound, CidrEntry(*cidr)));
+            cidrs.insert((CidrTrie::ExcludeOutbound, CidrEntry(*cidr), 1));
         }
         if let CidrSelection::Only(only) = &capture.include_outbound_cidrs {
             for cidr in only {
-                cidrs.insert((CidrTrie::IncludeOutbound, CidrEntry(*cidr)));
+                cidrs.insert((CidrTrie::IncludeOutbound, CidrEntry(*cidr), 1));
             }
         }
-        Ok(PodEntries { pod, ports, cidrs })
+        if pod.flags & ml_pod_flag::ML_POD_EXCLUDES_INTERFACES.0 != 0 {
+            for (cidr, excluded) in &capture.interface_routes {
+                cidrs.insert((
+                    CidrTrie::InterfaceRoutes,
+                    CidrEntry(*cidr),
+                    u8::from(*excluded),
+                ));
+            }
+        }
+        let steered_ips = capture
+            .ips
+            .iter()
+            .filter(|ip| !capture.unsteered_ips.contains(ip))
+            .copied()
+            .collect();
+        Ok(PodEntries {
+            pod,
+            ports,
+            cidrs,
+            steered_ips,
+        })
     }
 }
 

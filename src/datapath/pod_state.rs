@@ -15,12 +15,11 @@ use super::layout::PinLayout;
 use super::pinned_map::PinnedMap;
 use super::pod_record::{
     cidr_key, cookie_of_cidr_key, port_entry_of, port_key, CidrTrie, PodEntries, PortEntry,
+    CIDR_TRIES,
 };
 
 /// The rule maps hold membership only; the value is a byte.
 const MEMBER: [u8; 1] = [1];
-
-const CIDR_TRIES: [CidrTrie; 2] = [CidrTrie::ExcludeOutbound, CidrTrie::IncludeOutbound];
 
 fn pod_ips(pod: &ml_pod) -> Vec<ml_addr> {
     let count = usize::from(pod.ip_count).min(pod.ips.len());
@@ -34,6 +33,7 @@ pub struct PodMaps {
     port_rules: PinnedMap,
     exclude_cidrs: PinnedMap,
     include_cidrs: PinnedMap,
+    interface_routes: PinnedMap,
     conns: PinnedMap,
     attachments: PinnedMap,
 }
@@ -47,6 +47,7 @@ impl PodMaps {
             port_rules: PinnedMap::open(layout, "ml_port_rules")?,
             exclude_cidrs: PinnedMap::open(layout, "ml_out_exclude_cidrs")?,
             include_cidrs: PinnedMap::open(layout, "ml_out_include_cidrs")?,
+            interface_routes: PinnedMap::open(layout, "ml_out_iface_routes")?,
             conns: PinnedMap::open(layout, "ml_conn_orig_dst")?,
             attachments: PinnedMap::open(layout, "ml_attachments")?,
         })
@@ -56,6 +57,7 @@ impl PodMaps {
         match trie {
             CidrTrie::ExcludeOutbound => &self.exclude_cidrs,
             CidrTrie::IncludeOutbound => &self.include_cidrs,
+            CidrTrie::InterfaceRoutes => &self.interface_routes,
         }
     }
 
@@ -118,14 +120,18 @@ impl PodMaps {
         let wanted_cidrs: Vec<(CidrTrie, ml_cidr_key)> = entries
             .cidrs
             .iter()
-            .map(|(trie, cidr)| (*trie, cidr_key(netns_cookie, &cidr.0)))
+            .map(|(trie, cidr, _)| (*trie, cidr_key(netns_cookie, &cidr.0)))
             .collect();
         let same = |a: &(CidrTrie, ml_cidr_key), b: &(CidrTrie, ml_cidr_key)| {
             a.0 == b.0 && a.1.as_bytes() == b.1.as_bytes()
         };
 
         let old_ips = self.ips_of(netns_cookie)?;
-        let wanted_ips = pod_ips(&entries.pod);
+        let wanted_ips: Vec<ml_addr> = entries
+            .steered_ips
+            .iter()
+            .map(|ip| ml_addr::from_ip(*ip))
+            .collect();
         let mut added_ports = Vec::new();
         let mut added_cidrs = Vec::new();
         let mut added_ips = Vec::new();
@@ -140,9 +146,10 @@ impl PodMaps {
                 self.port_rules.put_raw(&key, &MEMBER)?;
                 added_ports.push(key);
             }
-            for wanted in &wanted_cidrs {
+            for (wanted, (_, _, value)) in wanted_cidrs.iter().zip(&entries.cidrs) {
+                // Always written: an interface route's value may have changed.
+                self.trie(wanted.0).put_raw(&wanted.1, &[*value])?;
                 if !old_cidrs.iter().any(|old| same(old, wanted)) {
-                    self.trie(wanted.0).put_raw(&wanted.1, &MEMBER)?;
                     added_cidrs.push(*wanted);
                 }
             }

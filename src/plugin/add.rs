@@ -1,20 +1,25 @@
-//! CNI ADD: decide, validate everything, then load the node programs if needed
-//! and write the pod's records. Nothing is written before every input is known
-//! to be good, and a pod that must be captured but cannot be set up fails.
+//! CNI ADD: classify the pod, validate everything, then load the node programs if
+//! needed and write the pod's records. Nothing is written before every input is
+//! known to be good, and a pod that must be captured but cannot be set up fails.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::Path;
 
 use serde_json::Value;
 
 use crate::cni::{AttachmentRequest, CniError, PrevResult};
 use crate::datapath::lock::RootLock;
 use crate::datapath::{ensure_attached, AttachOutcome, Attachment, PodEntries, PodMaps};
-use crate::netns;
-use crate::policy::selection::{select, Selection};
+use crate::netns::{self, NetnsFacts};
+use crate::policy::annotations::TrafficAnnotations;
+use crate::policy::pod_capture::{CaptureInputs, MeshSettings};
+use crate::policy::selection::Selection;
 use crate::policy::PodCapture;
 use crate::{log_info, log_warn};
 
 use super::context::{attachment_key, pod_name, Context};
+use super::excluded_interfaces::excluded_interfaces;
+use super::pod_info::classify;
 use super::pod_ips;
 
 pub fn add(request: &AttachmentRequest) -> Result<Value, CniError> {
@@ -29,22 +34,39 @@ pub fn add(request: &AttachmentRequest) -> Result<Value, CniError> {
     let prev = PrevResult::parse(prev_value)?;
     let result = PrevResult::pass_through(prev_value, request.config.cni_version);
 
-    if let Selection::Skip(reason) = select(context.config.capture, &request.args)? {
+    let classified = classify(&context.config, request)?;
+    if let Selection::Skip(reason) = &classified.selection {
         log_info!("not captured: {reason}");
         return Ok(result);
     }
+    let pod = classified.pod;
+    let traffic = TrafficAnnotations::parse(&pod.annotations.clone().unwrap_or_default())
+        .map_err(|err| CniError::config(err.annotation, &err))?;
 
     let netns_path = request
         .netns
         .as_deref()
         .ok_or_else(|| CniError::invalid_env("CNI_NETNS", "required for ADD"))?;
-    let facts = netns::inspect(netns_path)?;
-    let ips = pod_ips::checked_pod_ips(&prev, &facts.addresses, netns_path)?;
-    let mut capture = PodCapture::istio_defaults(
-        ips.clone(),
-        context.config.proxy_uid,
-        context.config.proxy_gid,
-    );
+    let facts = netns::inspect(netns_path, !traffic.exclude_interfaces.is_empty())?;
+    refuse_user_namespaces(&facts, netns_path)?;
+    let addresses: Vec<IpAddr> = facts
+        .interface_addresses
+        .iter()
+        .map(|(_, ip)| *ip)
+        .collect();
+    let ips = pod_ips::checked_pod_ips(&prev, &addresses, netns_path)?;
+    let interfaces = excluded_interfaces(&traffic.exclude_interfaces, &facts);
+    let mut capture = PodCapture::for_istio_pod(&CaptureInputs {
+        traffic: &traffic,
+        spec: pod.spec.as_ref(),
+        mesh: MeshSettings {
+            proxy_uid: context.config.proxy_uid,
+            proxy_gid: context.config.proxy_gid,
+            dns_capture: context.config.dns_capture,
+        },
+        ips: &ips,
+        interfaces: &interfaces,
+    });
     // Validate the records before anything is loaded or written.
     PodEntries::from_capture(&capture)?;
 
@@ -99,14 +121,37 @@ pub fn add(request: &AttachmentRequest) -> Result<Value, CniError> {
         super::del::forget_netns_if_unused(&maps, old.netns_cookie)?;
     }
     log_info!(
-        "captured: netns cookie {}, pod IPs {}",
+        "captured: netns cookie {}, {}",
         facts.cookie,
-        ips.iter()
-            .map(IpAddr::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        describe(&capture)
     );
     Ok(result)
+}
+
+/// A pod in a user namespace (`hostUsers: false`): the kernel reports its proxy's
+/// UID mapped, not 1337. Refuse rather than capture the proxy's own traffic.
+fn refuse_user_namespaces(facts: &NetnsFacts, netns: &Path) -> Result<(), CniError> {
+    if facts.in_user_namespace {
+        return Err(CniError::pod_policy(format!(
+            "network namespace {} belongs to a user namespace (a pod with hostUsers: false): \
+             meshlane cannot identify the proxy's UID there yet, and will not risk \
+             capturing the proxy's own traffic",
+            netns.display()
+        )));
+    }
+    Ok(())
+}
+
+fn describe(capture: &PodCapture) -> String {
+    let ips: Vec<String> = capture.ips.iter().map(IpAddr::to_string).collect();
+    format!(
+        "pod IPs {}, proxy {}:{}, inbound {}, dns {}",
+        ips.join(","),
+        capture.proxy_uid,
+        capture.proxy_gid,
+        capture.capture_inbound,
+        capture.capture_dns
+    )
 }
 
 /// A netns with several attachments (Multus) is one pod: its record lists the
@@ -127,14 +172,10 @@ fn pod_ips_with_siblings(maps: &PodMaps, attachment: &Attachment) -> Result<Vec<
 
 /// Envoy's inbound passthrough binds `::6` to call the app; Istio's init puts that
 /// address on the pod's loopback, so meshlane, replacing it, does too.
-fn add_passthrough_source_v6(netns_path: &std::path::Path) -> Result<(), CniError> {
+fn add_passthrough_source_v6(netns_path: &Path) -> Result<(), CniError> {
     let _inside = netns::NetnsGuard::enter(netns_path)?;
-    crate::netlink::add_address(
-        "lo",
-        IpAddr::V6(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6)),
-        128,
-    )
-    .map_err(|err| CniError::netns(format!("{err} in {}", netns_path.display())))
+    crate::netlink::add_address("lo", IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6)), 128)
+        .map_err(|err| CniError::netns(format!("{err} in {}", netns_path.display())))
 }
 
 fn restore_attachment(

@@ -5,9 +5,10 @@ use crate::cni::{AttachmentRequest, CniError};
 use crate::datapath::loader::{pinned_link_cgroup, NODE_PROGRAMS};
 use crate::datapath::PodMaps;
 use crate::netns;
-use crate::policy::selection::{select, Selection};
+use crate::policy::selection::Selection;
 
 use super::context::{attachment_key, Context};
+use super::pod_info::classify;
 
 pub fn check(request: &AttachmentRequest) -> Result<(), CniError> {
     let context = Context::for_attachment("CHECK", request)?;
@@ -17,7 +18,7 @@ pub fn check(request: &AttachmentRequest) -> Result<(), CniError> {
             "missing: CHECK needs the ADD result",
         ));
     }
-    if let Selection::Skip(_) = select(context.config.capture, &request.args)? {
+    if let Selection::Skip(_) = classify(&context.config, request)?.selection {
         return Ok(());
     }
     for program in NODE_PROGRAMS {
@@ -33,7 +34,7 @@ pub fn check(request: &AttachmentRequest) -> Result<(), CniError> {
         .netns
         .as_deref()
         .ok_or_else(|| CniError::invalid_env("CNI_NETNS", "required for CHECK"))?;
-    let facts = netns::inspect(netns_path)?;
+    let facts = netns::inspect(netns_path, false)?;
     let maps = PodMaps::open(&context.layout)?;
     let key = attachment_key(request);
     let attachment = maps.attachment(&key)?.ok_or_else(|| {
@@ -68,7 +69,7 @@ pub fn check(request: &AttachmentRequest) -> Result<(), CniError> {
         )));
     }
     for ip in &attachment.ips {
-        if !facts.addresses.contains(ip) {
+        if !facts.has_address(ip) {
             return Err(CniError::pod_state(format!(
                 "captured IP {ip} is no longer configured in {}",
                 netns_path.display()

@@ -13,7 +13,7 @@ use crate::policy::CaptureMode;
 pub const DEFAULT_LOG_FILE: &str = "/var/log/meshlane/cni.log";
 
 /// Every key meshlane reads, with what it means (the README lists the same).
-pub const KEYS: [(&str, &str); 7] = [
+pub const KEYS: [(&str, &str); 12] = [
     (
         "bpffsRoot",
         "pin root on a bpffs (default /sys/fs/bpf/meshlane)",
@@ -24,16 +24,55 @@ pub const KEYS: [(&str, &str); 7] = [
     ),
     (
         "capture",
-        "which pods are captured: \"cni-args\" (default), \"all\" or \"none\"",
+        "which pods: \"istio\" (default), \"all\", \"cni-args\" or \"none\"",
     ),
-    ("proxyUID", "the sidecar's UID (default 1337)"),
-    ("proxyGID", "the sidecar's GID (default 1337)"),
+    (
+        "excludeNamespaces",
+        "namespaces never captured (default [\"kube-system\"])",
+    ),
+    (
+        "proxyUID",
+        "the sidecar's UID when the pod sets none (default 1337)",
+    ),
+    (
+        "proxyGID",
+        "the sidecar's GID when the pod sets none (default 1337)",
+    ),
+    (
+        "dnsCapture",
+        "capture DNS mesh-wide, as ISTIO_META_DNS_CAPTURE does (default false)",
+    ),
+    (
+        "kubeconfig",
+        "kubeconfig for reading pods from the API (default: none)",
+    ),
+    (
+        "podSpecLookup",
+        "read the pod from the API: \"fallback\" (default), \"always\" or \"never\"",
+    ),
     (
         "logFile",
         "log file, \"\" for stderr only (default /var/log/meshlane/cni.log)",
     ),
     ("logLevel", "debug, info (default), warn or error"),
+    (
+        "shortPath",
+        "sockmap short path between local sockets (default true)",
+    ),
 ];
+
+/// When the plugin reads a pod from the Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodSpecLookup {
+    /// Only when the runtime did not pass the pod's annotations.
+    #[default]
+    Fallback,
+    /// For every pod that may be captured: per-pod proxy settings (runAsUser,
+    /// DNS capture in the proxy's env), the inject label, a gateway's proxy type.
+    Always,
+    /// Never: a pod without annotations cannot be classified and fails.
+    Never,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginConfig {
@@ -41,10 +80,15 @@ pub struct PluginConfig {
     /// `None`: the host's cgroup2 mount.
     pub cgroup: Option<PathBuf>,
     pub capture: CaptureMode,
+    pub exclude_namespaces: Vec<String>,
     pub proxy_uid: u32,
     pub proxy_gid: u32,
+    pub dns_capture: bool,
+    pub kubeconfig: Option<PathBuf>,
+    pub pod_spec_lookup: PodSpecLookup,
     pub log_file: Option<PathBuf>,
     pub log_level: Level,
+    pub short_path: bool,
 }
 
 impl Default for PluginConfig {
@@ -53,10 +97,15 @@ impl Default for PluginConfig {
             pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
             cgroup: None,
             capture: CaptureMode::default(),
+            exclude_namespaces: vec!["kube-system".to_owned()],
             proxy_uid: ISTIO_PROXY_UID,
             proxy_gid: ISTIO_PROXY_GID,
+            dns_capture: false,
+            kubeconfig: None,
+            pod_spec_lookup: PodSpecLookup::default(),
             log_file: Some(PathBuf::from(DEFAULT_LOG_FILE)),
             log_level: Level::Info,
+            short_path: true,
         }
     }
 }
@@ -84,17 +133,13 @@ impl PluginConfig {
             match key.as_str() {
                 "bpffsRoot" => config.pin_root = absolute_path(key, value)?,
                 "cgroupPath" => config.cgroup = Some(absolute_path(key, value)?),
-                "capture" => {
-                    let text = string(key, value)?;
-                    config.capture = CaptureMode::parse(text).ok_or_else(|| {
-                        bad(
-                            key,
-                            format!("{text:?} is not one of \"cni-args\", \"all\", \"none\""),
-                        )
-                    })?;
-                }
+                "capture" => config.capture = capture_mode(key, value)?,
+                "excludeNamespaces" => config.exclude_namespaces = string_list(key, value)?,
                 "proxyUID" => config.proxy_uid = proxy_id(key, value)?,
                 "proxyGID" => config.proxy_gid = proxy_id(key, value)?,
+                "dnsCapture" => config.dns_capture = boolean(key, value)?,
+                "kubeconfig" => config.kubeconfig = Some(absolute_path(key, value)?),
+                "podSpecLookup" => config.pod_spec_lookup = pod_spec_lookup(key, value)?,
                 "logFile" => {
                     config.log_file = match string(key, value)? {
                         "" => None,
@@ -110,6 +155,7 @@ impl PluginConfig {
                         )
                     })?;
                 }
+                "shortPath" => config.short_path = boolean(key, value)?,
                 _ => {
                     let known: Vec<&str> = KEYS.iter().map(|(name, _)| *name).collect();
                     return Err(bad(
@@ -127,6 +173,48 @@ fn string<'v>(key: &str, value: &'v Value) -> Result<&'v str, ConfigError> {
     value
         .as_str()
         .ok_or_else(|| bad(key, format!("{value} is not a string")))
+}
+
+fn boolean(key: &str, value: &Value) -> Result<bool, ConfigError> {
+    value
+        .as_bool()
+        .ok_or_else(|| bad(key, format!("{value} is not true or false")))
+}
+
+fn string_list(key: &str, value: &Value) -> Result<Vec<String>, ConfigError> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| bad(key, format!("{value} is not a list of strings")))?;
+    items
+        .iter()
+        .map(|item| {
+            item.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| bad(key, format!("{item} in the list is not a string")))
+        })
+        .collect()
+}
+
+fn capture_mode(key: &str, value: &Value) -> Result<CaptureMode, ConfigError> {
+    let text = string(key, value)?;
+    CaptureMode::parse(text).ok_or_else(|| {
+        bad(
+            key,
+            format!("{text:?} is not one of \"istio\", \"all\", \"cni-args\", \"none\""),
+        )
+    })
+}
+
+fn pod_spec_lookup(key: &str, value: &Value) -> Result<PodSpecLookup, ConfigError> {
+    match string(key, value)? {
+        "fallback" => Ok(PodSpecLookup::Fallback),
+        "always" => Ok(PodSpecLookup::Always),
+        "never" => Ok(PodSpecLookup::Never),
+        other => Err(bad(
+            key,
+            format!("{other:?} is not one of \"fallback\", \"always\", \"never\""),
+        )),
+    }
 }
 
 fn absolute_path(key: &str, value: &Value) -> Result<PathBuf, ConfigError> {
@@ -160,7 +248,10 @@ mod tests {
 
     #[test]
     fn empty_means_defaults() {
-        assert_eq!(parse(json!({})).unwrap(), PluginConfig::default());
+        let config = parse(json!({})).unwrap();
+        assert_eq!(config, PluginConfig::default());
+        assert_eq!(config.capture, CaptureMode::Istio);
+        assert_eq!(config.exclude_namespaces, vec!["kube-system"]);
     }
 
     #[test]
@@ -169,10 +260,15 @@ mod tests {
             "bpffsRoot": "/tmp/t/bpffs/meshlane",
             "cgroupPath": "/sys/fs/cgroup/unified/test",
             "capture": "all",
+            "excludeNamespaces": ["kube-system", "istio-system"],
             "proxyUID": 1500,
             "proxyGID": 1501,
+            "dnsCapture": true,
+            "kubeconfig": "/etc/cni/net.d/meshlane-kubeconfig",
+            "podSpecLookup": "always",
             "logFile": "/tmp/t/cni.log",
-            "logLevel": "debug"
+            "logLevel": "debug",
+            "shortPath": false
         }))
         .unwrap();
         assert_eq!(config.pin_root, PathBuf::from("/tmp/t/bpffs/meshlane"));
@@ -181,10 +277,27 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup/unified/test"))
         );
         assert_eq!(config.capture, CaptureMode::All);
+        assert_eq!(
+            config.exclude_namespaces,
+            vec!["kube-system", "istio-system"]
+        );
         assert_eq!((config.proxy_uid, config.proxy_gid), (1500, 1501));
+        assert!(config.dns_capture);
+        assert_eq!(
+            config.kubeconfig,
+            Some(PathBuf::from("/etc/cni/net.d/meshlane-kubeconfig"))
+        );
+        assert_eq!(config.pod_spec_lookup, PodSpecLookup::Always);
         assert_eq!(config.log_file, Some(PathBuf::from("/tmp/t/cni.log")));
         assert_eq!(config.log_level, Level::Debug);
+        assert!(!config.short_path);
         assert_eq!(parse(json!({"logFile": ""})).unwrap().log_file, None);
+        assert_eq!(
+            parse(json!({"excludeNamespaces": []}))
+                .unwrap()
+                .exclude_namespaces,
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -208,6 +321,24 @@ mod tests {
                 "bpfRoot",
                 "unknown key",
             ),
+            (
+                json!({"excludeNamespaces": "kube-system"}),
+                "excludeNamespaces",
+                "kube-system",
+            ),
+            (json!({"excludeNamespaces": [1]}), "excludeNamespaces", "1"),
+            (json!({"dnsCapture": "yes"}), "dnsCapture", "yes"),
+            (
+                json!({"podSpecLookup": "sometimes"}),
+                "podSpecLookup",
+                "sometimes",
+            ),
+            (
+                json!({"kubeconfig": "kubeconfig"}),
+                "kubeconfig",
+                "kubeconfig",
+            ),
+            (json!({"shortPath": 1}), "shortPath", "1"),
         ];
         for (input, key, mention) in cases {
             let err = parse(input.clone()).unwrap_err();

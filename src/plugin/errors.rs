@@ -3,19 +3,12 @@
 use crate::cni::CniError;
 use crate::datapath::DatapathError;
 use crate::netns::NetnsError;
-use crate::policy::selection::SelectionError;
 
 use super::config::ConfigError;
 
 impl From<ConfigError> for CniError {
     fn from(err: ConfigError) -> Self {
         CniError::config(&err.key, &err.problem)
-    }
-}
-
-impl From<SelectionError> for CniError {
-    fn from(err: SelectionError) -> Self {
-        CniError::invalid_env("CNI_ARGS", err)
     }
 }
 

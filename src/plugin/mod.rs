@@ -6,7 +6,9 @@ pub mod config;
 pub mod context;
 pub mod del;
 mod errors;
+pub mod excluded_interfaces;
 pub mod gc;
+pub mod pod_info;
 pub mod pod_ips;
 pub mod status;
 

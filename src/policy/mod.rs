@@ -1,7 +1,9 @@
 //! Pure decisions: which pods are captured and with what settings. No I/O here,
 //! so every rule is unit tested as a table.
 
+pub mod annotations;
 pub mod cidr;
+pub mod istio_selection;
 pub mod pod_capture;
 pub mod pod_meta;
 pub mod selection;

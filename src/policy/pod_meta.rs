@@ -41,14 +41,18 @@ pub struct ProxyContainer {
     /// Literal `env` values (`valueFrom` entries are not resolvable here).
     pub env: BTreeMap<String, String>,
     pub args: Vec<String>,
-    /// `securityContext.runAsUser` / `runAsGroup` of the container.
+    /// `securityContext.runAsUser` / `runAsGroup` of the container, else of the pod
+    /// (the identity the kernel then sees).
     pub run_as_user: Option<i64>,
     pub run_as_group: Option<i64>,
 }
 
 impl PodSpecFacts {
     pub fn has_container(&self, name: &str) -> bool {
-        self.init_containers.iter().chain(&self.containers).any(|c| c == name)
+        self.init_containers
+            .iter()
+            .chain(&self.containers)
+            .any(|c| c == name)
     }
 }
 

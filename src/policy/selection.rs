@@ -1,22 +1,29 @@
-//! Which pods are captured. Until Istio's own selection rules land, the plugin
-//! configuration and the pod's CNI_ARGS decide; this is the one place that decides.
+//! Which pods are captured: the one place that decides. By default Istio's own
+//! rules (`istio_selection`); the `capture` setting can instead capture every pod,
+//! pods whose CNI_ARGS ask for it, or none.
+
+use super::istio_selection::{self, IstioVerdict, UnclassifiedPod};
+use super::pod_meta::PodMeta;
 
 /// The `capture` key of the plugin configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CaptureMode {
-    /// Capture pods whose CNI_ARGS carry `MESHLANE_CAPTURE=true`.
+    /// Istio's selection: injected sidecar pods (see `istio_selection`).
     #[default]
-    CniArgs,
-    /// Capture every pod, except one whose CNI_ARGS carry `MESHLANE_CAPTURE=false`.
+    Istio,
+    /// Every pod, except one whose CNI_ARGS carry `MESHLANE_CAPTURE=false`.
     All,
-    /// Capture nothing (the plugin only passes results through).
+    /// Pods whose CNI_ARGS carry `MESHLANE_CAPTURE=true`.
+    CniArgs,
+    /// None (the plugin only passes results through).
     None,
 }
 
 impl CaptureMode {
-    pub const KEY_VALUES: [(&'static str, CaptureMode); 3] = [
-        ("cni-args", CaptureMode::CniArgs),
+    pub const KEY_VALUES: [(&'static str, CaptureMode); 4] = [
+        ("istio", CaptureMode::Istio),
         ("all", CaptureMode::All),
+        ("cni-args", CaptureMode::CniArgs),
         ("none", CaptureMode::None),
     ];
 
@@ -34,45 +41,56 @@ pub const CAPTURE_ARG: &str = "MESHLANE_CAPTURE";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     Capture,
-    Skip(&'static str),
+    Skip(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("CNI_ARGS {CAPTURE_ARG}={value:?} is not \"true\" or \"false\"")]
-pub struct SelectionError {
-    pub value: String,
+pub enum SelectionError {
+    #[error("CNI_ARGS {CAPTURE_ARG}={0:?} is not \"true\" or \"false\"")]
+    BadCaptureArg(String),
+    #[error(transparent)]
+    Unclassified(#[from] UnclassifiedPod),
 }
 
-/// Decides whether the pod is captured.
-pub fn select(
-    mode: CaptureMode,
-    cni_args: &[(String, String)],
-) -> Result<Selection, SelectionError> {
-    let asked = cni_args
+/// What the CNI_ARGS switch says, if present.
+pub fn capture_arg(cni_args: &[(String, String)]) -> Result<Option<bool>, SelectionError> {
+    cni_args
         .iter()
         .rev()
         .find(|(key, _)| key == CAPTURE_ARG)
         .map(|(_, value)| match value.as_str() {
             "true" => Ok(true),
             "false" => Ok(false),
-            other => Err(SelectionError {
-                value: other.to_owned(),
-            }),
+            other => Err(SelectionError::BadCaptureArg(other.to_owned())),
         })
-        .transpose()?;
-    Ok(match (mode, asked) {
-        (CaptureMode::None, _) => {
-            Selection::Skip("capture is \"none\" in the plugin configuration")
-        }
-        (_, Some(false)) => Selection::Skip("CNI_ARGS has MESHLANE_CAPTURE=false"),
-        (_, Some(true)) | (CaptureMode::All, None) => Selection::Capture,
-        (CaptureMode::CniArgs, None) => Selection::Skip("CNI_ARGS does not ask for capture"),
-    })
+        .transpose()
+}
+
+/// Decides whether the pod is captured.
+pub fn select(
+    mode: CaptureMode,
+    cni_args: &[(String, String)],
+    pod: &PodMeta,
+    excluded_namespaces: &[String],
+) -> Result<Selection, SelectionError> {
+    let asked = capture_arg(cni_args)?;
+    let skip = |why: &str| Ok(Selection::Skip(why.to_owned()));
+    match (mode, asked) {
+        (CaptureMode::None, _) => skip("capture is \"none\" in the plugin configuration"),
+        (CaptureMode::Istio, _) => Ok(match istio_selection::decide(pod, excluded_namespaces)? {
+            IstioVerdict::Capture => Selection::Capture,
+            IstioVerdict::Skip(why) => Selection::Skip(why),
+        }),
+        (_, Some(false)) => skip("CNI_ARGS has MESHLANE_CAPTURE=false"),
+        (_, Some(true)) | (CaptureMode::All, None) => Ok(Selection::Capture),
+        (CaptureMode::CniArgs, None) => skip("CNI_ARGS does not ask for capture"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::annotations::SIDECAR_STATUS;
 
     fn args(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -81,44 +99,78 @@ mod tests {
             .collect()
     }
 
-    type Case = (CaptureMode, &'static [(&'static str, &'static str)], bool);
+    fn pod(injected: bool) -> PodMeta {
+        let mut annotations = std::collections::BTreeMap::new();
+        if injected {
+            annotations.insert(
+                SIDECAR_STATUS.to_string(),
+                r#"{"containers":["istio-proxy"]}"#.to_string(),
+            );
+        }
+        PodMeta {
+            namespace: "default".into(),
+            name: "web".into(),
+            annotations: Some(annotations),
+            ..Default::default()
+        }
+    }
+
+    type Case = (
+        CaptureMode,
+        &'static [(&'static str, &'static str)],
+        bool,
+        bool,
+    );
 
     #[test]
     fn the_decision_table() {
         use CaptureMode::*;
-        let cases: [Case; 9] = [
-            (CniArgs, &[], false),
-            (CniArgs, &[("MESHLANE_CAPTURE", "true")], true),
-            (CniArgs, &[("MESHLANE_CAPTURE", "false")], false),
-            (All, &[], true),
-            (All, &[("MESHLANE_CAPTURE", "false")], false),
-            (All, &[("MESHLANE_CAPTURE", "true")], true),
-            (None, &[("MESHLANE_CAPTURE", "true")], false),
-            (None, &[], false),
+        // (mode, CNI_ARGS, pod injected, captured)
+        let cases: [Case; 12] = [
+            (Istio, &[], true, true),
+            (Istio, &[], false, false),
+            // The CNI_ARGS switch does not override Istio's decision.
+            (Istio, &[("MESHLANE_CAPTURE", "true")], false, false),
+            (Istio, &[("MESHLANE_CAPTURE", "false")], true, true),
+            (CniArgs, &[], true, false),
+            (CniArgs, &[("MESHLANE_CAPTURE", "true")], false, true),
+            (CniArgs, &[("MESHLANE_CAPTURE", "false")], true, false),
+            (All, &[], false, true),
+            (All, &[("MESHLANE_CAPTURE", "false")], true, false),
+            (All, &[("MESHLANE_CAPTURE", "true")], false, true),
+            (None, &[("MESHLANE_CAPTURE", "true")], true, false),
             (
                 CniArgs,
                 &[("K8S_POD_NAME", "x"), ("MESHLANE_CAPTURE", "true")],
+                false,
                 true,
             ),
         ];
-        for (mode, pairs, captured) in cases {
-            let selection = select(mode, &args(pairs)).unwrap();
+        for (mode, pairs, injected, captured) in cases {
+            let selection = select(mode, &args(pairs), &pod(injected), &[]).unwrap();
             assert_eq!(
                 selection == Selection::Capture,
                 captured,
-                "{mode:?} {pairs:?}"
+                "{mode:?} {pairs:?} injected={injected}"
             );
         }
     }
 
     #[test]
-    fn a_bad_value_is_an_error_naming_it() {
-        let err = select(CaptureMode::All, &args(&[("MESHLANE_CAPTURE", "yes")])).unwrap_err();
+    fn a_bad_switch_is_an_error_naming_it() {
+        let err = select(
+            CaptureMode::All,
+            &args(&[("MESHLANE_CAPTURE", "yes")]),
+            &pod(false),
+            &[],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("MESHLANE_CAPTURE=\"yes\""));
     }
 
     #[test]
     fn modes_parse_by_name() {
+        assert_eq!(CaptureMode::parse("istio"), Some(CaptureMode::Istio));
         assert_eq!(CaptureMode::parse("all"), Some(CaptureMode::All));
         assert_eq!(CaptureMode::parse("cni-args"), Some(CaptureMode::CniArgs));
         assert_eq!(CaptureMode::parse("none"), Some(CaptureMode::None));

@@ -17,6 +17,10 @@ use super::netns::{self, NamedNetns};
 use super::node::TestNode;
 use super::process::{Place, Spawn};
 
+/// `sidecar.istio.io/status` as Istio's injector writes it with the CNI plugin
+/// enabled (istio-validation instead of istio-init).
+pub const INJECTED_STATUS: &str = r#"{"initContainers":["istio-validation"],"containers":["istio-proxy"],"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"templates":["sidecar"],"revision":"default"}"#;
+
 /// What the runtime knows about a pod besides its name.
 #[derive(Debug, Clone)]
 pub struct PodOptions {
@@ -51,6 +55,13 @@ impl PodOptions {
     pub fn namespace(mut self, namespace: &str) -> Self {
         self.namespace = namespace.to_string();
         self
+    }
+
+    /// A pod Istio's injector has processed (sidecar template): what the
+    /// `sidecar.istio.io/status` annotation of an injected pod says, so that
+    /// meshlane's Istio selection captures it.
+    pub fn injected(self) -> Self {
+        self.annotation("sidecar.istio.io/status", INJECTED_STATUS)
     }
 
     pub fn annotation(mut self, key: &str, value: &str) -> Self {

@@ -1,0 +1,258 @@
+//! Istio's pod selection and per-pod settings, through the real chain: which pods
+//! meshlane captures (from the annotations containerd/CRI-O pass in runtimeConfig),
+//! which it leaves alone, which it refuses (fail closed), and how annotations land
+//! in the pod's BPF records.
+//!
+//! Needs root; fails loudly (never skips) when it cannot run.
+
+mod common;
+
+use std::process::Command;
+
+use meshlane::datapath::abi::ml_pod_flag;
+use meshlane::datapath::{PinLayout, PodMaps};
+use serde_json::json;
+
+use common::pod::INJECTED_STATUS;
+use common::{Pod, PodOptions, TestNode};
+
+fn cookie_of(pod: &Pod) -> u64 {
+    meshlane::netns::inspect(pod.netns_path(), false)
+        .expect("the pod netns exists")
+        .cookie
+}
+
+fn maps(node: &TestNode) -> PodMaps {
+    PodMaps::open(&PinLayout::new(node.pin_root())).expect("meshlane's maps are pinned")
+}
+
+fn meshlane_error(pod: &Pod) -> (u64, String) {
+    let output = pod.add_output();
+    let step = output
+        .failed_step()
+        .unwrap_or_else(|| panic!("ADD was expected to fail: {}", output.describe()));
+    assert_eq!(step.plugin, "meshlane", "{}", output.describe());
+    let error = step.error().expect("meshlane printed an error JSON");
+    (error.code, error.msg)
+}
+
+fn captured(node: &TestNode, pod: &Pod) -> bool {
+    node.pin_root().exists() && maps(node).pod(cookie_of(pod)).unwrap().is_some()
+}
+
+#[test]
+fn pods_istio_does_not_capture_are_left_alone() {
+    let node = TestNode::new("istio-skip");
+    let skipped = [
+        ("plain", PodOptions::new()),
+        (
+            "gateway",
+            PodOptions::new().annotation(
+                "sidecar.istio.io/status",
+                r#"{"containers":["istio-proxy"],"templates":["gateway"]}"#,
+            ),
+        ),
+        (
+            "iptables",
+            PodOptions::new().annotation(
+                "sidecar.istio.io/status",
+                r#"{"initContainers":["istio-init"],"containers":["istio-proxy"]}"#,
+            ),
+        ),
+        (
+            "optout",
+            PodOptions::new()
+                .injected()
+                .annotation("sidecar.istio.io/inject", "false"),
+        ),
+        (
+            "none",
+            PodOptions::new()
+                .injected()
+                .annotation("sidecar.istio.io/interceptionMode", "NONE"),
+        ),
+        (
+            "ambient",
+            PodOptions::new()
+                .injected()
+                .annotation("ambient.istio.io/redirection", "enabled"),
+        ),
+        (
+            "system",
+            PodOptions::new().injected().namespace("kube-system"),
+        ),
+    ];
+    for (name, options) in skipped {
+        let pod = node.add_pod(name, options);
+        assert!(!captured(&node, &pod), "{name} was captured");
+    }
+    let sidecar = node.add_pod("sidecar", PodOptions::new().injected());
+    assert!(
+        captured(&node, &sidecar),
+        "an injected sidecar pod must be captured"
+    );
+}
+
+#[test]
+fn pods_that_must_not_run_uncaptured_fail_their_add() {
+    let node = TestNode::new("istio-refuse");
+    let tproxy = node.try_add_pod(
+        "tproxy",
+        PodOptions::new()
+            .injected()
+            .annotation("sidecar.istio.io/interceptionMode", "TPROXY"),
+    );
+    let (code, msg) = meshlane_error(&tproxy);
+    assert_eq!(code, 104, "{msg}");
+    assert!(msg.contains("TPROXY"), "{msg}");
+
+    let bad = node.try_add_pod(
+        "badrange",
+        PodOptions::new().injected().annotation(
+            "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+            "10.0.0.0/33",
+        ),
+    );
+    let (code, msg) = meshlane_error(&bad);
+    assert_eq!(code, 7, "{msg}");
+    assert!(
+        msg.contains("traffic.sidecar.istio.io/excludeOutboundIPRanges")
+            && msg.contains("10.0.0.0/33"),
+        "{msg}"
+    );
+    let bad_port = node.try_add_pod(
+        "badport",
+        PodOptions::new()
+            .injected()
+            .annotation("traffic.sidecar.istio.io/includeInboundPorts", "80,99999"),
+    );
+    let (code, msg) = meshlane_error(&bad_port);
+    assert_eq!(code, 7, "{msg}");
+    assert!(
+        msg.contains("includeInboundPorts") && msg.contains("99999"),
+        "{msg}"
+    );
+    // Refused before anything was loaded or written.
+    assert!(!node.pin_root().exists(), "a refused ADD left state behind");
+}
+
+#[test]
+fn a_runtime_that_passes_no_annotations_cannot_have_its_pods_classified() {
+    // The entry does not declare the capability, so no runtimeConfig arrives (as
+    // with a runtime that does not support it), and no kubeconfig is configured.
+    let node = TestNode::builder("istio-noannot")
+        .edit_conflist(|_, conflist| {
+            let meshlane = conflist.plugins.last_mut().expect("meshlane's entry");
+            meshlane.as_object_mut().unwrap().remove("capabilities");
+        })
+        .build();
+    let pod = node.try_add_pod("web", PodOptions::new().injected());
+    let (code, msg) = meshlane_error(&pod);
+    assert_eq!(code, 104, "{msg}");
+    assert!(
+        msg.contains("annotations") && msg.contains("kubeconfig"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn annotations_become_the_pods_records() {
+    let node = TestNode::builder("istio-records").dual_stack().build();
+    let pod = node.add_pod(
+        "web",
+        PodOptions::new()
+            .injected()
+            .annotation("traffic.sidecar.istio.io/includeInboundPorts", "")
+            .annotation(
+                "traffic.sidecar.istio.io/excludeOutboundPorts",
+                "3306, 5432",
+            )
+            .annotation(
+                "traffic.sidecar.istio.io/includeOutboundIPRanges",
+                "10.96.0.0/12,fd00::/8",
+            ),
+    );
+    let cookie = cookie_of(&pod);
+    let maps = maps(&node);
+    let record = maps.pod(cookie).unwrap().expect("captured");
+    assert_eq!(
+        record.flags & ml_pod_flag::ML_POD_CAPTURE_INBOUND.0,
+        0,
+        "inbound list is empty"
+    );
+    assert_eq!(record.flags & ml_pod_flag::ML_POD_INCLUDE_ALL_OUTBOUND.0, 0);
+    assert!(
+        !maps.inbound_attached(cookie),
+        "no inbound capture, no sk_lookup link"
+    );
+    // Inbound off: no ::6 either (it is only for the inbound passthrough).
+    let lo = pod.ip(&["-6", "addr", "show", "dev", "lo"]);
+    assert!(!lo.contains("::6/128"), "{lo}");
+}
+
+#[test]
+fn a_pod_in_a_user_namespace_is_refused() {
+    let node = TestNode::new("istio-userns");
+    // A network namespace owned by a new user namespace, as a pod with
+    // hostUsers: false has; kept alive by a sleeping process, bind-mounted so
+    // that it has a path like any CNI_NETNS.
+    let mut holder = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--net", "sleep", "60"])
+        .spawn()
+        .expect("unshare runs");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let path = node.layout().tmp.join("userns-netns");
+    std::fs::write(&path, "").unwrap();
+    let bind = Command::new("mount")
+        .arg("--bind")
+        .arg(format!("/proc/{}/ns/net", holder.id()))
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(bind.success(), "bind-mount the netns");
+    let cleanup = || {
+        let _ = Command::new("umount").arg(&path).status();
+    };
+    let ip = Command::new("nsenter")
+        .arg(format!("--net={}", path.display()))
+        .args(["ip", "addr", "add", "10.77.0.5/24", "dev", "lo"])
+        .status()
+        .unwrap();
+    assert!(ip.success());
+
+    let mut conf = node.meshlane_netconf("1.0.0");
+    conf["prevResult"] = json!({
+        "cniVersion": "1.0.0",
+        "ips": [{"address": "10.77.0.5/24"}]
+    });
+    conf["runtimeConfig"] = json!({
+        "io.kubernetes.cri.pod-annotations": {"sidecar.istio.io/status": INJECTED_STATUS}
+    });
+    let env: Vec<(String, String)> = vec![
+        ("CNI_COMMAND".into(), "ADD".into()),
+        ("CNI_CONTAINERID".into(), "userns-pod".into()),
+        ("CNI_NETNS".into(), path.display().to_string()),
+        ("CNI_IFNAME".into(), "eth0".into()),
+        (
+            "CNI_PATH".into(),
+            node.layout().bin_dir.display().to_string(),
+        ),
+        (
+            "CNI_ARGS".into(),
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=userns".into(),
+        ),
+    ];
+    let output = node.run_meshlane(&env, conf.to_string());
+    cleanup();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let error = output
+        .error()
+        .unwrap_or_else(|| panic!("expected an error: {output:?}"));
+    assert_eq!(error.code, 104, "{error:?}");
+    assert!(error.msg.contains("user namespace"), "{error:?}");
+    assert!(
+        !node.pin_root().exists(),
+        "nothing may be loaded for a refused pod"
+    );
+}

@@ -1,0 +1,1033 @@
+//! The Kubernetes API client against a real HTTPS endpoint: a small rustls
+//! server on 127.0.0.1 with a CA and certificates generated per test, serving
+//! Pod JSON from tests/fixtures/kube/. No root, loopback only, nothing mocked
+//! below HTTP: TCP, TLS verification, bearer tokens, client certificates,
+//! timeouts and retries all run for real.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess, KubeError};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+
+const SIDECAR_POD: &str = include_str!("fixtures/kube/sidecar-pod.json");
+const PLAIN_POD: &str = include_str!("fixtures/kube/plain-pod.json");
+const SIDECAR_PATH: &str = "/api/v1/namespaces/bookinfo/pods/reviews-v1-7d9c8f5b6-x2k4p";
+const PLAIN_PATH: &str = "/api/v1/namespaces/default/pods/web-0";
+const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.meshlane-test-token.sig";
+
+/// Timing assertions leave this much room for a loaded 2-core CI machine.
+const SLACK: Duration = Duration::from_secs(2);
+
+// ---------------------------------------------------------------- certificates
+
+/// A certificate authority that can issue server and client certificates.
+struct Authority {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+struct Issued {
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    key_pem: String,
+    key_der: Vec<u8>,
+}
+
+impl Authority {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Authority { issuer }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    fn issue(&self, names: &[&str], usage: rcgen::ExtendedKeyUsagePurpose) -> Issued {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "meshlane-test");
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Issued {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            key_pem: key.serialize_pem(),
+            key_der: key.serialize_der(),
+        }
+    }
+
+    fn server_cert(&self, names: &[&str]) -> Issued {
+        self.issue(names, rcgen::ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    fn client_cert(&self, user: &str) -> Issued {
+        self.issue(&[user], rcgen::ExtendedKeyUsagePurpose::ClientAuth)
+    }
+}
+
+// ------------------------------------------------------------- the API server
+
+/// What the server saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    accept: Option<String>,
+}
+
+enum Reply {
+    Json(u16, String),
+    /// Read the request, then never answer (until the client hangs up).
+    Silent,
+}
+
+fn status_json(code: u16, reason: &str, message: &str) -> String {
+    serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code,
+    })
+    .to_string()
+}
+
+type Handler = Box<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+struct ServerOptions {
+    names: &'static [&'static str],
+    client_ca: Option<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            names: &["127.0.0.1", "localhost"],
+            client_ca: None,
+        }
+    }
+}
+
+/// A TLS HTTP/1.1 server on 127.0.0.1 that answers one request per
+/// connection with what the handler says. Stopped and joined on drop.
+struct ApiServer {
+    addr: SocketAddr,
+    /// Connections accepted, including ones whose handshake failed.
+    connections: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ApiServer {
+    fn start(ca: &Authority, options: ServerOptions, handler: Handler) -> Self {
+        let issued = ca.server_cert(options.names);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match &options.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(client_ca_pem) => {
+                let mut roots = RootCertStore::empty();
+                for cert in rustls_pemfile_certs(client_ca_pem) {
+                    roots.add(cert).unwrap();
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = Arc::new(
+            builder
+                .with_single_cert(
+                    vec![issued.cert_der],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key_der)),
+                )
+                .unwrap(),
+        );
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (connections, seen, stop) = (connections.clone(), seen.clone(), stop.clone());
+            thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    serve(stream, config.clone(), &handler, &seen);
+                }
+            })
+        };
+        ApiServer {
+            addr,
+            connections,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept so the thread sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn rustls_pemfile_certs(pem: &str) -> Vec<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject as _;
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|cert| cert.unwrap())
+        .collect()
+}
+
+/// One connection: TLS handshake, one request, one answer. Failures (a client
+/// that rejected our certificate, say) just end the connection.
+fn serve(stream: TcpStream, config: Arc<ServerConfig>, handler: &Handler, seen: &Mutex<Vec<Seen>>) {
+    // Bounds a test that goes wrong; never reached when tests pass.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(connection) = ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = StreamOwned::new(connection, stream);
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+        if request.len() > 64 * 1024 {
+            return;
+        }
+    }
+    let text = String::from_utf8_lossy(&request).into_owned();
+    let mut lines = text.split("\r\n");
+    let mut start = lines.next().unwrap_or_default().split(' ');
+    let header = |name: &str| {
+        text.split("\r\n")
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+            .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.trim().to_owned())
+    };
+    let request = Seen {
+        method: start.next().unwrap_or_default().to_owned(),
+        path: start.next().unwrap_or_default().to_owned(),
+        authorization: header("authorization"),
+        accept: header("accept"),
+    };
+    seen.lock().unwrap().push(request.clone());
+
+    match handler(&request) {
+        Reply::Json(status, body) => {
+            let reason = match status {
+                200 => "OK",
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                404 => "Not Found",
+                429 => "Too Many Requests",
+                500 => "Internal Server Error",
+                503 => "Service Unavailable",
+                _ => "Other",
+            };
+            let head = format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = tls.write_all(head.as_bytes());
+            let _ = tls.write_all(body.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        Reply::Silent => {
+            // Hold the connection until the client gives up and closes it.
+            while matches!(tls.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+}
+
+/// Answers `path` with `body` when the bearer token is right; 401 otherwise;
+/// 404 for any other path.
+fn pod_handler(path: &'static str, body: &'static str, token: &'static str) -> Handler {
+    Box::new(move |seen: &Seen| {
+        if seen.authorization.as_deref() != Some(&format!("Bearer {token}")) {
+            return Reply::Json(401, status_json(401, "Unauthorized", "Unauthorized"));
+        }
+        if seen.path == path {
+            Reply::Json(200, body.to_owned())
+        } else {
+            Reply::Json(404, status_json(404, "NotFound", "pods not found"))
+        }
+    })
+}
+
+/// Plays the given replies in order, then repeats the last one.
+fn scripted(replies: Vec<(u16, String)>) -> Handler {
+    let replies = Mutex::new(VecDeque::from(replies));
+    Box::new(move |_: &Seen| {
+        let mut replies = replies.lock().unwrap();
+        let (status, body) = if replies.len() > 1 {
+            replies.pop_front().unwrap()
+        } else {
+            replies.front().cloned().unwrap()
+        };
+        Reply::Json(status, body)
+    })
+}
+
+// ----------------------------------------------------------------- kubeconfig
+
+/// A per-test directory under the system temp dir, removed on drop. The first
+/// use sweeps directories left by earlier runs that crashed.
+struct TempDir(PathBuf);
+
+const TEMP_PREFIX: &str = "meshlane-kube-api-";
+
+impl TempDir {
+    fn new() -> Self {
+        static SWEEP: Once = Once::new();
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        SWEEP.call_once(sweep_stale_temp_dirs);
+        let dir = std::env::temp_dir().join(format!(
+            "{TEMP_PREFIX}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sweep_stale_temp_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or_default();
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A kubeconfig as the installer writes it: one context, the CA inline.
+fn kubeconfig(server: &str, cluster_extra: &str, user: &str) -> String {
+    format!(
+        "apiVersion: v1\n\
+         kind: Config\n\
+         current-context: meshlane\n\
+         contexts:\n\
+         - name: meshlane\n  context:\n    cluster: local\n    user: meshlane\n\
+         clusters:\n\
+         - name: local\n  cluster:\n    server: {server}\n{cluster_extra}\
+         users:\n\
+         - name: meshlane\n  user:\n{user}"
+    )
+}
+
+fn ca_data(ca: &Authority) -> String {
+    format!("    certificate-authority-data: {}\n", b64(&ca.pem()))
+}
+
+fn token_file_user(dir: &TempDir, token: &str) -> String {
+    let file = dir.write("token", token);
+    format!("    tokenFile: {}\n", file.display())
+}
+
+fn access(dir: &TempDir, text: &str) -> KubeAccess {
+    let path = dir.write("kubeconfig", text);
+    KubeAccess::from_kubeconfig(&path).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// Short timeouts keep the failure tests quick; retries stay on.
+fn quick_policy() -> FetchPolicy {
+    FetchPolicy {
+        timeout: Duration::from_millis(800),
+        attempts: 3,
+        backoff: Duration::from_millis(50),
+    }
+}
+
+// ---------------------------------------------------------------------- tests
+
+#[test]
+fn fetches_and_maps_an_injected_pod_with_a_bearer_token() {
+    let ca = Authority::new("cluster-ca");
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions::default(),
+        pod_handler(SIDECAR_PATH, SIDECAR_POD, TOKEN),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(&server.url(), &ca_data(&ca), &token_file_user(&dir, TOKEN)),
+    );
+
+    let pod = fetch_pod(
+        &access,
+        "bookinfo",
+        "reviews-v1-7d9c8f5b6-x2k4p",
+        &FetchPolicy::default(),
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+
+    assert_eq!(pod.namespace, "bookinfo");
+    assert_eq!(pod.name, "reviews-v1-7d9c8f5b6-x2k4p");
+    assert!(pod
+        .annotations
+        .as_ref()
+        .unwrap()
+        .contains_key("sidecar.istio.io/status"));
+    assert_eq!(pod.labels.as_ref().unwrap()["app"], "reviews");
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.init_containers, ["istio-validation"]);
+    assert_eq!(spec.containers, ["reviews", "istio-proxy"]);
+    let proxy = spec.proxy.as_ref().unwrap();
+    assert_eq!(proxy.proxy_type(), Some("sidecar"));
+    assert_eq!(proxy.env["ISTIO_META_DNS_CAPTURE"], "true");
+    assert_eq!(
+        (proxy.run_as_user, proxy.run_as_group),
+        (Some(1337), Some(1337))
+    );
+
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "GET");
+    assert_eq!(seen[0].path, SIDECAR_PATH);
+    assert_eq!(seen[0].accept.as_deref(), Some("application/json"));
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+}
+
+#[test]
+fn server_url_path_prefix_is_kept() {
+    let ca = Authority::new("cluster-ca");
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions::default(),
+        pod_handler(
+            "/k8s/clusters/c-7x2/api/v1/namespaces/default/pods/web-0",
+            PLAIN_POD,
+            TOKEN,
+        ),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &format!("{}/k8s/clusters/c-7x2/", server.url()),
+            &ca_data(&ca),
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    let pod = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap();
+    assert_eq!(pod.spec.unwrap().proxy, None);
+}
+
+#[test]
+fn wrong_token_is_unauthorized_at_once_and_a_rotated_token_file_is_reread() {
+    let ca = Authority::new("cluster-ca");
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions::default(),
+        pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN),
+    );
+    let dir = TempDir::new();
+    let user = token_file_user(&dir, "expired-token\n");
+    let access = access(&dir, &kubeconfig(&server.url(), &ca_data(&ca), &user));
+
+    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    assert!(matches!(err, KubeError::Unauthorized { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "unauthorized: the Kubernetes API server {}{PLAIN_PATH} rejected meshlane's \
+             credentials (check the kubeconfig's token, tokenFile or client certificate): \
+             Unauthorized",
+            server.url()
+        )
+    );
+    assert_eq!(server.seen().len(), 1, "a 401 is not retried");
+    assert_eq!(
+        server.seen()[0].authorization.as_deref(),
+        Some("Bearer expired-token")
+    );
+
+    // The kubelet rotates the projected token; the same KubeAccess picks it up.
+    dir.write("token", TOKEN);
+    let pod = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap();
+    assert_eq!(pod.name, "web-0");
+    assert_eq!(server.seen().len(), 2);
+}
+
+#[test]
+fn missing_pod_is_not_found_without_retry() {
+    let ca = Authority::new("cluster-ca");
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions::default(),
+        pod_handler(SIDECAR_PATH, SIDECAR_POD, TOKEN),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&ca),
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    assert!(matches!(err, KubeError::NotFound { .. }), "{err:?}");
+    assert_eq!(err.to_string(), "pod default/web-0 not found");
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn forbidden_names_the_missing_permission() {
+    let ca = Authority::new("cluster-ca");
+    let message =
+        "pods \"web-0\" is forbidden: User \"system:serviceaccount:kube-system:meshlane\" \
+                   cannot get resource \"pods\" in API group \"\" in the namespace \"default\"";
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions::default(),
+        scripted(vec![(403, status_json(403, "Forbidden", message))]),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&ca),
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    assert!(matches!(err, KubeError::Forbidden { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "forbidden: the service account needs get on pods (reading pod default/web-0): \
+             {message}"
+        )
+    );
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn server_errors_are_retried_until_success() {
+    let ca = Authority::new("cluster-ca");
+    let busy = status_json(500, "InternalError", "etcdserver: leader changed");
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions::default(),
+        scripted(vec![
+            (500, busy.clone()),
+            (500, busy),
+            (200, PLAIN_POD.to_owned()),
+        ]),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&ca),
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    let pod = fetch_pod(&access, "default", "web-0", &FetchPolicy::default())
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(pod.name, "web-0");
+    assert_eq!(server.seen().len(), 3);
+}
+
+#[test]
+fn throttling_is_retried_too() {
+    let ca = Authority::new("cluster-ca");
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions::default(),
+        scripted(vec![
+            (
+                429,
+                status_json(429, "TooManyRequests", "too many requests"),
+            ),
+            (200, PLAIN_POD.to_owned()),
+        ]),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&ca),
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    assert!(fetch_pod(&access, "default", "web-0", &quick_policy()).is_ok());
+    assert_eq!(server.seen().len(), 2);
+}
+
+#[test]
+fn a_server_that_keeps_failing_exhausts_the_attempts() {
+    let ca = Authority::new("cluster-ca");
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions::default(),
+        scripted(vec![(
+            503,
+            status_json(503, "ServiceUnavailable", "apiserver is shutting down"),
+        )]),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&ca),
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    match &err {
+        KubeError::ServerBusy {
+            status, attempts, ..
+        } => assert_eq!((*status, *attempts), (503, 3)),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .ends_with("answered HTTP 503 on all 3 attempt(s): apiserver is shutting down"),
+        "{err}"
+    );
+    assert_eq!(server.seen().len(), 3);
+}
+
+#[test]
+fn unreachable_api_server_fails_cleanly_within_the_bound() {
+    // A port that was just free: nothing listens, connections are refused.
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let ca = Authority::new("cluster-ca");
+    let dir = TempDir::new();
+    let url = format!("https://{closed}");
+    let access = access(
+        &dir,
+        &kubeconfig(&url, &ca_data(&ca), &format!("    token: {TOKEN}\n")),
+    );
+    let policy = FetchPolicy::default();
+    let started = Instant::now();
+    let err = fetch_pod(&access, "default", "web-0", &policy).unwrap_err();
+    let elapsed = started.elapsed();
+
+    match &err {
+        KubeError::Unreachable {
+            url: failed,
+            attempts,
+            last_error,
+        } => {
+            assert_eq!(failed, &format!("{url}{PLAIN_PATH}"));
+            assert_eq!(*attempts, 3);
+            assert!(last_error.contains("refused"), "{last_error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        err.to_string().starts_with(&format!(
+            "Kubernetes API server {url}{PLAIN_PATH} unreachable after 3 attempt(s)"
+        )),
+        "{err}"
+    );
+    let bound = policy.timeout * policy.attempts + SLACK;
+    assert!(elapsed < bound, "took {elapsed:?}, bound {bound:?}");
+    // The backoffs (200 ms + 400 ms) were waited: it did retry.
+    assert!(elapsed >= Duration::from_millis(600), "took {elapsed:?}");
+}
+
+#[test]
+fn a_server_that_never_completes_the_handshake_times_out() {
+    // Listening but never accepting: the kernel completes TCP, nobody speaks TLS.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ca = Authority::new("cluster-ca");
+    let dir = TempDir::new();
+    let url = format!("https://{}", silent.local_addr().unwrap());
+    let access = access(
+        &dir,
+        &kubeconfig(&url, &ca_data(&ca), &format!("    token: {TOKEN}\n")),
+    );
+    let policy = FetchPolicy {
+        timeout: Duration::from_millis(500),
+        attempts: 2,
+        backoff: Duration::from_millis(100),
+    };
+    let started = Instant::now();
+    let err = fetch_pod(&access, "default", "web-0", &policy).unwrap_err();
+    let elapsed = started.elapsed();
+
+    match &err {
+        KubeError::Unreachable {
+            attempts,
+            last_error,
+            ..
+        } => {
+            assert_eq!(*attempts, 2);
+            assert_eq!(last_error, "no answer within 500ms");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        elapsed >= Duration::from_millis(2 * 500 + 100),
+        "took {elapsed:?}"
+    );
+    assert!(elapsed < policy.worst_case() + SLACK, "took {elapsed:?}");
+}
+
+#[test]
+fn a_server_that_never_answers_the_request_times_out() {
+    let ca = Authority::new("cluster-ca");
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions::default(),
+        Box::new(|_: &Seen| Reply::Silent),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&ca),
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    let policy = FetchPolicy {
+        timeout: Duration::from_millis(600),
+        attempts: 2,
+        backoff: Duration::from_millis(50),
+    };
+    let started = Instant::now();
+    let err = fetch_pod(&access, "default", "web-0", &policy).unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(&err, KubeError::Unreachable { last_error, .. } if last_error == "no answer within 600ms"),
+        "{err:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(2 * 600),
+        "took {elapsed:?}"
+    );
+    assert!(elapsed < policy.worst_case() + SLACK, "took {elapsed:?}");
+    // Both attempts reached the server and were held unanswered.
+    assert_eq!(server.seen().len(), 2);
+}
+
+#[test]
+fn a_wrong_ca_is_a_tls_error_without_retry() {
+    let cluster_ca = Authority::new("cluster-ca");
+    let other_ca = Authority::new("some-other-ca");
+    let server = ApiServer::start(
+        &cluster_ca,
+        ServerOptions::default(),
+        pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&other_ca),
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    assert!(matches!(err, KubeError::Tls { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "TLS with the Kubernetes API server {}{PLAIN_PATH} failed: the server's certificate \
+             is not signed by the configured certificate authority: invalid peer certificate: \
+             UnknownIssuer (check the kubeconfig's certificate-authority / \
+             certificate-authority-data against the server's certificate)",
+            server.url()
+        )
+    );
+    assert!(server.seen().is_empty(), "no request may leave before TLS");
+    assert_eq!(server.connections(), 1, "a TLS failure is not retried");
+}
+
+#[test]
+fn a_certificate_for_another_host_is_named() {
+    let ca = Authority::new("cluster-ca");
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions {
+            names: &["kubernetes.default.svc"],
+            client_ca: None,
+        },
+        pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&ca),
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    match &err {
+        KubeError::Tls { detail, .. } => assert!(
+            detail.starts_with("the server's certificate does not name the host"),
+            "{detail}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(server.seen().is_empty());
+}
+
+#[test]
+fn client_certificate_authentication() {
+    let cluster_ca = Authority::new("cluster-ca");
+    let client_ca = Authority::new("client-ca");
+    let client = client_ca.client_cert("system:node:meshlane");
+    let server = ApiServer::start(
+        &cluster_ca,
+        ServerOptions {
+            names: &["127.0.0.1"],
+            client_ca: Some(client_ca.pem()),
+        },
+        // The TLS layer authenticates; no bearer token is expected.
+        Box::new(|seen: &Seen| {
+            assert_eq!(seen.authorization, None);
+            Reply::Json(200, PLAIN_POD.to_owned())
+        }),
+    );
+    let dir = TempDir::new();
+    dir.write("client.crt", &client.cert_pem);
+    dir.write("client.key", &client.key_pem);
+
+    // From files, relative to the kubeconfig.
+    let with_files = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&cluster_ca),
+            "    client-certificate: client.crt\n    client-key: client.key\n",
+        ),
+    );
+    let pod = fetch_pod(&with_files, "default", "web-0", &quick_policy())
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(pod.name, "web-0");
+
+    // Inline, as the installer may write it.
+    let inline = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&cluster_ca),
+            &format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&client.cert_pem),
+                b64(&client.key_pem)
+            ),
+        ),
+    );
+    assert!(fetch_pod(&inline, "default", "web-0", &quick_policy()).is_ok());
+    assert_eq!(server.seen().len(), 2);
+
+    // Without a certificate the server refuses the handshake: a TLS error,
+    // reported at once.
+    let before = server.connections();
+    let token_only = access(
+        &dir,
+        &kubeconfig(&server.url(), &ca_data(&cluster_ca), "    token: t\n"),
+    );
+    let err = fetch_pod(&token_only, "default", "web-0", &quick_policy()).unwrap_err();
+    assert!(matches!(err, KubeError::Tls { .. }), "{err:?}");
+    assert_eq!(server.connections() - before, 1);
+    assert_eq!(server.seen().len(), 2);
+}
+
+#[test]
+fn insecure_skip_tls_verify_connects_without_a_ca() {
+    let ca = Authority::new("cluster-ca");
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions::default(),
+        pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            "    insecure-skip-tls-verify: true\n",
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    assert!(fetch_pod(&access, "default", "web-0", &quick_policy()).is_ok());
+}
+
+#[test]
+fn malformed_answers_name_the_path() {
+    let ca = Authority::new("cluster-ca");
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions::default(),
+        scripted(vec![
+            (
+                200,
+                r#"{"kind":"Pod","metadata":{"namespace":"default","name":"web-0"},
+                    "spec":{"hostUsers":"no"}}"#
+                    .to_owned(),
+            ),
+            (200, "<html>login</html>".to_owned()),
+        ]),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&ca),
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "malformed Pod JSON at spec.hostUsers: expected a boolean, found a string"
+    );
+    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    match &err {
+        KubeError::MalformedPod { path, problem } => {
+            assert_eq!(path, "(document)");
+            assert!(problem.contains("is not JSON"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_oversized_answer_is_refused_without_retry() {
+    let ca = Authority::new("cluster-ca");
+    let huge = format!("{{\"padding\": \"{}\"}}", "x".repeat(5 * 1024 * 1024));
+    let server = ApiServer::start(&ca, ServerOptions::default(), scripted(vec![(200, huge)]));
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&ca),
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    match &err {
+        KubeError::MalformedPod { path, problem } => {
+            assert_eq!(path, "(document)");
+            assert!(problem.contains("larger than 4194304 bytes"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn invalid_pod_references_never_reach_the_server() {
+    let ca = Authority::new("cluster-ca");
+    let server = ApiServer::start(
+        &ca,
+        ServerOptions::default(),
+        pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN),
+    );
+    let dir = TempDir::new();
+    let access = access(
+        &dir,
+        &kubeconfig(
+            &server.url(),
+            &ca_data(&ca),
+            &format!("    token: {TOKEN}\n"),
+        ),
+    );
+    let err = fetch_pod(&access, "default", "../secrets/x", &quick_policy()).unwrap_err();
+    assert!(matches!(err, KubeError::InvalidPodRef { .. }), "{err:?}");
+    assert_eq!(server.connections(), 0);
+}
