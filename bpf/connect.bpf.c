@@ -135,14 +135,18 @@ static __always_inline struct ml_addr listener_addr(int ipv6_socket, const struc
 
 /* Decide and, when captured, record and rewrite. Returns the sock_addr verdict. */
 static __always_inline int capture(struct bpf_sock_addr *ctx, struct ml_connect *c,
-				   const struct ml_pod *pod, int ipv6_socket)
+				   const struct ml_pod *pod, int ipv6_socket, int on_connect)
 {
 	enum ml_outbound_verdict verdict = decide_outbound(pod, c);
 	struct ml_addr listener;
 
 	if (verdict == ML_OUT_UNTOUCHED) {
-		/* A UDP socket connected elsewhere must not keep an old DNS record. */
-		if (c->udp)
+		/*
+		 * A UDP socket connected elsewhere must not keep an old DNS record. Only
+		 * on connect: a connected IPv4-mapped socket's every datagram passes
+		 * sendmsg4 too, addressed to where connect already sent it.
+		 */
+		if (c->udp && on_connect)
 			bpf_sk_storage_delete(&ml_sk_redirects, ctx->sk);
 		return ML_SOCK_ALLOW;
 	}
@@ -171,7 +175,8 @@ static __always_inline struct ml_pod *captured_pod(struct bpf_sock_addr *ctx, __
 	return pod;
 }
 
-static __always_inline int capture_outbound(struct bpf_sock_addr *ctx, int ipv6_socket)
+static __always_inline int capture_outbound(struct bpf_sock_addr *ctx, int ipv6_socket,
+					    int on_connect)
 {
 	struct ml_connect c = {};
 	struct ml_pod *pod;
@@ -189,32 +194,32 @@ static __always_inline int capture_outbound(struct bpf_sock_addr *ctx, int ipv6_
 	uid_gid = bpf_get_current_uid_gid();
 	c.uid = (__u32)uid_gid;
 	c.gid = (__u32)(uid_gid >> 32);
-	return capture(ctx, &c, pod, ipv6_socket);
+	return capture(ctx, &c, pod, ipv6_socket, on_connect);
 }
 
 SEC("cgroup/connect4")
 int ml_connect4(struct bpf_sock_addr *ctx)
 {
-	return capture_outbound(ctx, 0);
+	return capture_outbound(ctx, 0, 1);
 }
 
 SEC("cgroup/connect6")
 int ml_connect6(struct bpf_sock_addr *ctx)
 {
-	return capture_outbound(ctx, 1);
+	return capture_outbound(ctx, 1, 1);
 }
 
 /* Unconnected UDP: only DNS is ever redirected, decided per datagram. */
 SEC("cgroup/sendmsg4")
 int ml_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return capture_outbound(ctx, 0);
+	return capture_outbound(ctx, 0, 0);
 }
 
 SEC("cgroup/sendmsg6")
 int ml_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	return capture_outbound(ctx, 1);
+	return capture_outbound(ctx, 1, 0);
 }
 
 /* The original destination of a socket these programs redirected, if any. */

@@ -36,12 +36,18 @@ static __always_inline enum ml_inbound_verdict decide_inbound(const struct ml_po
 	 */
 	if (addr_is_loopback_range(remote) || addr_is_pod_ip(pod, remote))
 		return ML_IN_FROM_POD;
-	/* The excluded list holds 15008, 15020, 15021, 15090 and the pod's own. */
-	if (port_listed(netns_cookie, local_port, ML_PORTS_EXCLUDE_INBOUND))
+	/*
+	 * "*": every port but the excluded ones (15008, 15020, 15021, 15090 and the
+	 * pod's own). A list: exactly those ports but the tunnel port — Istio applies
+	 * no exclusion in list mode.
+	 */
+	if (pod->flags & ML_POD_INCLUDE_ALL_INBOUND) {
+		if (port_listed(netns_cookie, local_port, ML_PORTS_EXCLUDE_INBOUND))
+			return ML_IN_PORT_BYPASS;
+	} else if (local_port == ML_PORT_TUNNEL ||
+		   !port_listed(netns_cookie, local_port, ML_PORTS_INCLUDE_INBOUND)) {
 		return ML_IN_PORT_BYPASS;
-	if (!(pod->flags & ML_POD_INCLUDE_ALL_INBOUND) &&
-	    !port_listed(netns_cookie, local_port, ML_PORTS_INCLUDE_INBOUND))
-		return ML_IN_PORT_BYPASS;
+	}
 	return ML_IN_TO_PROXY;
 }
 

@@ -68,6 +68,14 @@ enum ml_pod_flag {
 	ML_POD_SHORT_PATH = 1 << 5,
 	/* Some destinations route through excluded interfaces (ml_out_iface_routes). */
 	ML_POD_EXCLUDES_INTERFACES = 1 << 6,
+	/*
+	 * An include-outbound range is a loopback address: Istio then omits its
+	 * "apps over loopback are left alone" rules (HasLoopBackIP in istio-iptables).
+	 */
+	ML_POD_INCLUDES_LOOPBACK = 1 << 7,
+	/* The pod has IPv4 / IPv6 addresses: without them its connects cannot route. */
+	ML_POD_HAS_IPV4 = 1 << 8,
+	ML_POD_HAS_IPV6 = 1 << 9,
 };
 
 /* What ml_pod.ips[i] is; the loopback rules need to know which are the pod's own. */

@@ -139,6 +139,30 @@ static __always_inline int answer(struct bpf_sockopt *ctx, const struct ml_orig_
 	return answer_ipv6(ctx, orig);
 }
 
+/*
+ * No record: a connection that reached one of the proxy's own ports without being
+ * redirected (a direct connect to :15006 or :15001). Conntrack answers with the
+ * connection's own destination then; so does this. Anything else keeps the
+ * kernel's answer.
+ */
+static __always_inline int answer_unredirected(struct bpf_sockopt *ctx,
+					       const struct ml_conn_key *key)
+{
+	struct ml_orig_dst own = {};
+	struct ml_pod *pod;
+
+	pod = bpf_map_lookup_elem(&ml_pods, &key->netns_cookie);
+	if (!pod)
+		return pass_through(ctx);
+	if (key->dport != pod->inbound_port && key->dport != pod->outbound_port) {
+		count_event(ML_CNT_ORIG_DST_MISSED);
+		return pass_through(ctx);
+	}
+	own.addr = key->dst;
+	own.port = key->dport;
+	return answer(ctx, &own);
+}
+
 SEC("cgroup/getsockopt")
 int ml_getsockopt(struct bpf_sockopt *ctx)
 {
@@ -153,12 +177,8 @@ int ml_getsockopt(struct bpf_sockopt *ctx)
 	if (conn_key_of_accepted(ctx, &key))
 		return pass_through(ctx);
 	orig = bpf_map_lookup_elem(&ml_conn_orig_dst, &key);
-	if (!orig) {
-		/* Not ours: leave netfilter's answer (or its error) alone. */
-		if (bpf_map_lookup_elem(&ml_pods, &key.netns_cookie))
-			count_event(ML_CNT_ORIG_DST_MISSED);
-		return pass_through(ctx);
-	}
+	if (!orig)
+		return answer_unredirected(ctx, &key);
 	return answer(ctx, orig);
 }
 

@@ -2,8 +2,9 @@
 /*
  * The outbound decision of ISTIO-CAPTURE.md ("Outbound", rules 1-10, and "DNS
  * capture") for one TCP connect, connected UDP socket or UDP datagram made inside a
- * pod. Shared by connect4/6 and sendmsg4/6: all hand in 16-byte addresses, IPv4
- * mapped.
+ * pod, in the order Istio's nat OUTPUT chain applies its rules (the differential
+ * test against kernel iptables, tests/parity_iptables.rs, is the arbiter). Shared
+ * by connect4/6 and sendmsg4/6: all hand in 16-byte addresses, IPv4 mapped.
  */
 #ifndef MESHLANE_OUTBOUND_H
 #define MESHLANE_OUTBOUND_H
@@ -56,13 +57,57 @@ static __always_inline int routed_through_excluded_interface(const struct ml_pod
 }
 
 /*
- * DNS, when captured: TCP and UDP to port 53 wherever they go (loopback included:
- * Istio's loopback rules leave port 53 out), except the proxy's own queries.
+ * Connects the kernel refuses before netfilter ever sees them: a family the pod has
+ * no address (hence no route) for, or a loopback-scoped source (127.0.0.0/8, ::1)
+ * towards a destination outside the pod. Left alone, they fail as they would under
+ * iptables. (::6 is an ordinary address of lo: routing accepts it as a source.)
+ */
+static __always_inline int unroutable(const struct ml_pod *pod, const struct ml_connect *c,
+				      int over_loopback)
+{
+	const struct ml_addr *src = &c->bound_src;
+
+	if (over_loopback)
+		return 0;
+	if (addr_is_ipv4(&c->dst) ? !(pod->flags & ML_POD_HAS_IPV4)
+				  : !(pod->flags & ML_POD_HAS_IPV6))
+		return 1;
+	return addr_is_ipv4(src) ? (bpf_ntohl(addr_ipv4(src)) >> 24) == 127
+				 : addr_is_localhost(src);
+}
+
+/*
+ * The source the kernel will use: the bound one, or for an unbound IPv6 connect to
+ * ::6 that address itself (IPv6 source selection prefers the destination when it is
+ * local; an IPv4 connect to 127.0.0.6 gets 127.0.0.1 instead).
+ */
+static __always_inline struct ml_addr effective_source(const struct ml_connect *c)
+{
+	if (addr_is_unspecified(&c->bound_src) && !addr_is_ipv4(&c->dst) &&
+	    addr_is_passthrough_source(&c->dst))
+		return c->dst;
+	return c->bound_src;
+}
+
+/*
+ * DNS, when captured: TCP and UDP to port 53, wherever they go (loopback included:
+ * Istio's loopback rules leave port 53 out), except the proxy's own queries. Istio's
+ * GID rule towards the inbound listener has no port 53 exception, so a GID-only
+ * process reaching its own pod over TCP still goes there.
  */
 static __always_inline enum ml_outbound_verdict decide_dns(const struct ml_pod *pod,
-							   const struct ml_connect *c)
+							   const struct ml_connect *c,
+							   int over_loopback, int to_localhost)
 {
-	if (c->uid == pod->proxy_uid || c->gid == pod->proxy_gid) {
+	if (c->uid == pod->proxy_uid) {
+		count_event(ML_CNT_BYPASS_PROXY_DNS);
+		return ML_OUT_UNTOUCHED;
+	}
+	if (c->gid == pod->proxy_gid) {
+		if (!c->udp && over_loopback && !to_localhost) {
+			count_event(ML_CNT_INBOUND_REDIRECTED);
+			return ML_OUT_TO_INBOUND;
+		}
 		count_event(ML_CNT_BYPASS_PROXY_DNS);
 		return ML_OUT_UNTOUCHED;
 	}
@@ -76,7 +121,10 @@ static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_
 	int over_loopback = routed_over_loopback(pod, &c->dst);
 	/* connect() to 0.0.0.0 / :: reaches 127.0.0.1 / ::1. */
 	int to_localhost = addr_is_localhost(&c->dst) || addr_is_unspecified(&c->dst);
+	struct ml_addr source = effective_source(c);
 
+	if (unroutable(pod, c, over_loopback))
+		return ML_OUT_UNTOUCHED;
 	if (routed_through_excluded_interface(pod, c)) {
 		count_event(ML_CNT_BYPASS_EXCLUDED_INTERFACE);
 		return ML_OUT_UNTOUCHED;
@@ -87,20 +135,18 @@ static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_
 		return ML_OUT_UNTOUCHED;
 	}
 	/* 2. Envoy calling the local app from the inbound passthrough source. */
-	if (over_loopback && addr_is_passthrough_source(&c->bound_src)) {
+	if (over_loopback && addr_is_passthrough_source(&source)) {
 		count_event(ML_CNT_BYPASS_PASSTHROUGH_SOURCE);
 		return ML_OUT_UNTOUCHED;
 	}
 	if ((pod->flags & ML_POD_CAPTURE_DNS) && c->dport == ML_DNS_PORT)
-		return decide_dns(pod, c);
+		return decide_dns(pod, c, over_loopback, to_localhost);
 	/* Other UDP is never redirected. */
 	if (c->udp)
 		return ML_OUT_UNTOUCHED;
 	/*
 	 * 3. The proxy reaching its own pod over loopback (not 127.0.0.1, not the
-	 * tunnel port) must traverse the inbound listener. Only the proxy UID gets
-	 * here: in Istio's chain "-o lo ! --uid-owner -j RETURN" comes before the
-	 * GID variant of this rule, so a GID-only match never reaches 15006.
+	 * tunnel port) must traverse the inbound listener.
 	 */
 	if (over_loopback && c->uid == pod->proxy_uid) {
 		if (!to_localhost && c->dport != ML_PORT_TUNNEL) {
@@ -110,17 +156,30 @@ static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_
 		count_event(ML_CNT_BYPASS_PROXY);
 		return ML_OUT_UNTOUCHED;
 	}
-	/* 4. Anyone else reaching the pod itself over loopback. */
-	if (over_loopback) {
+	/*
+	 * 4. Anyone else reaching the pod itself over loopback is left alone — unless
+	 * an included range is a loopback address, which removes this rule in Istio.
+	 * It comes before the GID variant of rule 3, so a GID-only process reaches 15006
+	 * only then.
+	 */
+	if (over_loopback && !(pod->flags & ML_POD_INCLUDES_LOOPBACK)) {
 		count_event(ML_CNT_BYPASS_APP_LOOPBACK);
 		return ML_OUT_UNTOUCHED;
 	}
 	/* 5. The proxy's own upstream connections. */
-	if (c->uid == pod->proxy_uid || c->gid == pod->proxy_gid) {
+	if (c->uid == pod->proxy_uid) {
 		count_event(ML_CNT_BYPASS_PROXY);
 		return ML_OUT_UNTOUCHED;
 	}
-	/* 6. 127.0.0.1 / ::1 (unreachable after rule 4, kept for the table's sake). */
+	if (c->gid == pod->proxy_gid) {
+		if (over_loopback && !to_localhost && c->dport != ML_PORT_TUNNEL) {
+			count_event(ML_CNT_INBOUND_REDIRECTED);
+			return ML_OUT_TO_INBOUND;
+		}
+		count_event(ML_CNT_BYPASS_PROXY);
+		return ML_OUT_UNTOUCHED;
+	}
+	/* 6. 127.0.0.1 / ::1. */
 	if (to_localhost) {
 		count_event(ML_CNT_BYPASS_LOCALHOST);
 		return ML_OUT_UNTOUCHED;

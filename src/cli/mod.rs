@@ -1,8 +1,11 @@
 //! `meshlane` without `CNI_COMMAND`: the operator's command line.
 
 mod args;
+mod install;
 mod pods;
+mod precheck;
 mod status;
+mod uninstall;
 
 use anyhow::Result;
 
@@ -17,16 +20,32 @@ Otherwise it is this command line:
   meshlane status [--bpffs-root DIR]   what is loaded and attached, and the counters
   meshlane pods   [--bpffs-root DIR]   the captured pods and their attachments
   meshlane version                     meshlane's version and CNI versions
+  meshlane precheck [--bpffs-root DIR] [--cgroup DIR]
+                                       can this node run meshlane? (exit 1 on FAIL)
+  meshlane install  [settings]         the install DaemonSet's agent (runs until SIGTERM)
+  meshlane uninstall [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--bpffs-root DIR] [--force]
+                                       remove meshlane from this node (exit 3 while
+                                       captured pods remain, unless --force)
   meshlane help
 
---bpffs-root defaults to /sys/fs/bpf/meshlane (the plugin's bpffsRoot).";
+--bpffs-root defaults to /sys/fs/bpf/meshlane (the plugin's bpffsRoot).
 
-pub fn run(argv: Vec<String>) -> Result<i32> {
+Settings of install (flag, else environment variable):";
+
+pub fn run(mut argv: Vec<String>) -> Result<i32> {
+    // `--force` is the one bare flag (uninstall's); the other options take values.
+    let force = argv.iter().skip(2).any(|arg| arg == "--force");
+    if argv.get(1).map(String::as_str) == Some("uninstall") {
+        argv.retain(|arg| arg != "--force");
+    }
     let mut args = Args::new(argv);
     let command = args.command();
     match command.as_deref() {
         Some("status") => status::run(&mut args),
         Some("pods") => pods::run(&mut args),
+        Some("install") => install::run(&mut args),
+        Some("uninstall") => uninstall::run(&mut args, force),
+        Some("precheck") => precheck::run(&mut args),
         Some("version") | Some("--version") => {
             println!(
                 "meshlane {} (CNI spec {})",
@@ -40,11 +59,14 @@ pub fn run(argv: Vec<String>) -> Result<i32> {
             Ok(0)
         }
         None | Some("help") | Some("--help") | Some("-h") => {
-            println!("{USAGE}");
+            println!("{USAGE}\n{}", install::usage());
             Ok(0)
         }
         Some(other) => {
-            eprintln!("meshlane: unknown command {other:?}\n\n{USAGE}");
+            eprintln!(
+                "meshlane: unknown command {other:?}\n\n{USAGE}\n{}",
+                install::usage()
+            );
             Ok(2)
         }
     }

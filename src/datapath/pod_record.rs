@@ -82,6 +82,15 @@ impl PodEntries {
                 capture.interface_routes.iter().any(|(_, excluded)| *excluded),
                 ml_pod_flag::ML_POD_EXCLUDES_INTERFACES,
             )
+            | flag(includes_loopback(capture), ml_pod_flag::ML_POD_INCLUDES_LOOPBACK)
+            | flag(
+                capture.ips.iter().any(IpAddr::is_ipv4),
+                ml_pod_flag::ML_POD_HAS_IPV4,
+            )
+            | flag(
+                capture.ips.iter().any(IpAddr::is_ipv6),
+                ml_pod_flag::ML_POD_HAS_IPV6,
+            )
             | flag(
                 capture.include_inbound_ports == PortSelection::All,
                 ml_pod_flag::ML_POD_INCLUDE_ALL_INBOUND,
@@ -136,6 +145,15 @@ impl PodEntries {
             cidrs,
             steered_ips,
         })
+    }
+}
+
+/// Istio's `HasLoopBackIP`: an include-outbound range whose address is a loopback
+/// address switches off its "apps over loopback are left alone" rules.
+fn includes_loopback(capture: &PodCapture) -> bool {
+    match &capture.include_outbound_cidrs {
+        CidrSelection::All => false,
+        CidrSelection::Only(cidrs) => cidrs.iter().any(|cidr| cidr.addr().is_loopback()),
     }
 }
 
@@ -222,6 +240,24 @@ mod tests {
             0
         );
         assert_eq!(entries.cidrs.len(), 2);
+    }
+
+    #[test]
+    fn families_and_loopback_ranges_become_flags() {
+        let mut v4_only = capture();
+        v4_only.ips = vec!["10.0.0.5".parse().unwrap()];
+        let flags = PodEntries::from_capture(&v4_only).unwrap().pod.flags;
+        assert_ne!(flags & ml_pod_flag::ML_POD_HAS_IPV4.0, 0);
+        assert_eq!(flags & ml_pod_flag::ML_POD_HAS_IPV6.0, 0);
+        assert_eq!(flags & ml_pod_flag::ML_POD_INCLUDES_LOOPBACK.0, 0);
+
+        let mut loopback = capture();
+        loopback.include_outbound_cidrs = CidrSelection::Only(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.0/8".parse().unwrap(),
+        ]);
+        let flags = PodEntries::from_capture(&loopback).unwrap().pod.flags;
+        assert_ne!(flags & ml_pod_flag::ML_POD_INCLUDES_LOOPBACK.0, 0);
     }
 
     #[test]

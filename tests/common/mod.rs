@@ -40,6 +40,8 @@ pub mod conflist;
 pub mod envoy;
 pub mod envoy_config;
 pub mod exec;
+pub mod istio_iptables;
+pub mod landing;
 pub mod mountinfo;
 pub mod names;
 pub mod netns;

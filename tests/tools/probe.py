@@ -25,6 +25,18 @@ chosen user, and parses the single JSON line each command prints.
       Unrelated getsockopt calls must behave normally inside the hooked cgroup:
       TCP_INFO (normal and with an oversized buffer), SO_RCVBUF, the legacy iptables
       IPT_SO_GET_INFO / IPT_SO_GET_ENTRIES, and iptables-legacy-save as a subprocess.
+  landing-serve --name NAME [--tcp P,P] [--udp P,P] [--original-dst]
+      Servers on many ports at once, each on 0.0.0.0 and [::] (IPv6-only socket).
+      TCP: read a line, answer {"name", "proto", "port", "local", "peer"} (plus
+      "original_dst" with --original-dst). UDP: answer each datagram the same way
+      (plus "got"), from the address it was sent to. Prints READY; runs until killed.
+  landing-ops
+      Reads a JSON list of operations on stdin, runs them one after the other, each
+      in a forked child as its own user, and prints {"results": [...]}. An operation:
+      {"proto": "tcp"|"udp", "udp": "connected"|"sendto", "to": ADDR:PORT,
+       "family": "4"|"6"|"mapped", "bind": ADDR, "uid", "gid", "timeout"}.
+      A result: {"ok", "error", "reply", "peer" (getpeername), "from" (UDP reply
+      source)}; addresses keep their IPv4-mapped form.
 
 Addresses are printed as "ip:port" or "[ip6]:port"; IPv4-mapped IPv6 addresses are
 printed as plain IPv4 ("peer"), the raw form is in "peer_raw" / "local_raw".
@@ -350,6 +362,229 @@ def getsockopt_passthrough(_args):
     emit(out)
 
 
+# --- landing-serve / landing-ops (the iptables parity test) ------------------------
+
+IP_PKTINFO = 8  # not exported by Python's socket module
+IN_PKTINFO = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
+IN6_PKTINFO = struct.Struct("=16si")  # ipi6_addr, ipi6_ifindex
+LANDING_LINE_LIMIT = 4096
+
+
+def port_list(text):
+    return [int(p) for p in text.split(",") if p.strip()] if text else []
+
+
+def family_sockets(kind, port):
+    """One socket per family on the wildcard address: IPv4 on 0.0.0.0, IPv6 on [::]
+    with IPV6_V6ONLY (no IPv6 in the netns: IPv4 only)."""
+    socks = []
+    for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            sock = socket.socket(family, kind)
+        except OSError:
+            continue
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            if family == socket.AF_INET6:
+                continue  # IPv6 disabled or no ::1 yet
+            raise
+        if kind == socket.SOCK_STREAM:
+            sock.listen(128)
+        elif family == socket.AF_INET:
+            sock.setsockopt(socket.SOL_IP, IP_PKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        socks.append(sock)
+    return socks
+
+
+def landing_tcp_answer(conn, port, args):
+    with conn:
+        conn.settimeout(5)
+        try:
+            data = b""
+            while not data.endswith(b"\n") and len(data) < LANDING_LINE_LIMIT:
+                chunk = conn.recv(LANDING_LINE_LIMIT)
+                if not chunk:
+                    break
+                data += chunk
+            reply = {"name": args.name, "proto": "tcp", "port": port,
+                     "local": format_addr(conn.getsockname(), unmap=False),
+                     "peer": format_addr(conn.getpeername(), unmap=False)}
+            if args.original_dst:
+                reply["original_dst"] = original_dst_of(conn)
+            conn.sendall((json.dumps(reply) + "\n").encode())
+        except OSError as err:
+            print(f"connection error on {port}: {err}", file=sys.stderr, flush=True)
+
+
+def landing_udp_answer(sock, port, args):
+    """Answers from the address the datagram was sent to (IP_PKTINFO), so that a
+    connected client accepts the reply."""
+    try:
+        data, ancdata, _flags, peer = sock.recvmsg(LANDING_LINE_LIMIT, 256)
+    except OSError as err:
+        print(f"udp error on {port}: {err}", file=sys.stderr, flush=True)
+        return
+    local_ip, cmsg = None, []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_IP and kind == IP_PKTINFO:
+            _ifindex, _spec, addr = IN_PKTINFO.unpack(payload[:IN_PKTINFO.size])
+            local_ip = socket.inet_ntop(socket.AF_INET, addr)
+            cmsg = [(socket.SOL_IP, IP_PKTINFO, IN_PKTINFO.pack(0, addr, b"\0" * 4))]
+        elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+            addr, _ifindex = IN6_PKTINFO.unpack(payload[:IN6_PKTINFO.size])
+            local_ip = socket.inet_ntop(socket.AF_INET6, addr)
+            cmsg = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, IN6_PKTINFO.pack(addr, 0))]
+    local = None if local_ip is None else format_addr((local_ip, port), unmap=False)
+    reply = {"name": args.name, "proto": "udp", "port": port, "local": local,
+             "peer": format_addr(peer, unmap=False),
+             "got": data.decode(errors="replace").rstrip("\n")}
+    try:
+        sock.sendmsg([(json.dumps(reply) + "\n").encode()], cmsg, 0, peer)
+    except OSError as err:
+        print(f"udp reply error on {port}: {err}", file=sys.stderr, flush=True)
+
+
+def landing_serve(args):
+    import selectors
+    selector = selectors.DefaultSelector()
+    for port in port_list(args.tcp):
+        for sock in family_sockets(socket.SOCK_STREAM, port):
+            selector.register(sock, selectors.EVENT_READ, ("tcp", port))
+    for port in port_list(args.udp):
+        for sock in family_sockets(socket.SOCK_DGRAM, port):
+            selector.register(sock, selectors.EVENT_READ, ("udp", port))
+    print("READY", flush=True)
+    while True:
+        for key, _ in selector.select():
+            proto, port = key.data
+            if proto == "udp":
+                landing_udp_answer(key.fileobj, port, args)
+                continue
+            try:
+                conn, _ = key.fileobj.accept()
+            except OSError:
+                continue
+            threading.Thread(target=landing_tcp_answer, args=(conn, port, args),
+                             daemon=True).start()
+
+
+def landing_socket(op, kind):
+    host, port = split_host_port(op["to"])
+    family = op.get("family")
+    if family == "mapped":
+        sock = socket.socket(socket.AF_INET6, kind)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        return sock, (f"::ffff:{ipaddress.ip_address(host)}", port)
+    if ipaddress.ip_address(host).version == 6:
+        return socket.socket(socket.AF_INET6, kind), (host, port)
+    return socket.socket(socket.AF_INET, kind), (host, port)
+
+
+def landing_reply(data):
+    text = data.decode(errors="replace").strip()
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return {"unparsed": text}
+
+
+def landing_op(op):
+    """One socket operation; returns what the caller saw."""
+    out = {"ok": False, "error": None, "reply": None, "peer": None, "from": None}
+    kind = socket.SOCK_STREAM if op["proto"] == "tcp" else socket.SOCK_DGRAM
+    try:
+        sock, target = landing_socket(op, kind)
+        with sock:
+            sock.settimeout(op.get("timeout", 2.0))
+            if op.get("bind"):
+                sock.bind(bind_address(op["bind"], op.get("family")))
+            payload = (op.get("send", "probe") + "\n").encode()
+            if kind == socket.SOCK_STREAM:
+                sock.connect(target)
+                out["peer"] = format_addr(sock.getpeername(), unmap=False)
+                sock.sendall(payload)
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = sock.recv(LANDING_LINE_LIMIT)
+                    if not chunk:
+                        break
+                    data += chunk
+            else:
+                if op.get("udp") == "connected":
+                    sock.connect(target)
+                    out["peer"] = format_addr(sock.getpeername(), unmap=False)
+                    sock.send(payload)
+                else:
+                    sock.sendto(payload, target)
+                data, source = sock.recvfrom(LANDING_LINE_LIMIT)
+                out["from"] = format_addr(source, unmap=False)
+            out["reply"] = landing_reply(data)
+            out["ok"] = out["reply"] is not None
+            if not out["ok"]:
+                out["error"] = "closed without a reply"
+    except OSError as err:
+        out["error"] = describe_error(err)
+    return out
+
+
+def landing_child(op, write_fd):
+    """In a forked child: become the op's user, run it, write the result, exit."""
+    code = 0
+    try:
+        os.setgroups([op["gid"]])
+        os.setgid(op["gid"])
+        os.setuid(op["uid"])
+        result = landing_op(op)
+    except BaseException as err:  # report anything, never fall back into the parent
+        result = {"ok": False, "error": f"probe: {err!r}", "reply": None,
+                  "peer": None, "from": None}
+        code = 1
+    try:
+        os.write(write_fd, json.dumps(result).encode())
+    finally:
+        os._exit(code)
+
+
+def landing_run(op):
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        landing_child(op, write_fd)
+    os.close(write_fd)
+    deadline = time.monotonic() + op.get("timeout", 2.0) + 5
+    data = b""
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([pipe], [], [], max(left, 0))
+            if not ready:
+                os.kill(pid, 9)
+                break
+            chunk = pipe.read(65536)
+            if not chunk:
+                break
+            data += chunk
+    os.waitpid(pid, 0)
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {"ok": False, "error": "probe: no result (hung or crashed)", "reply": None,
+                "peer": None, "from": None}
+
+
+def landing_ops(_args):
+    ops = json.load(sys.stdin)
+    emit({"results": [landing_run(op) for op in ops]})
+
+
 # --- main --------------------------------------------------------------------------
 
 
@@ -382,6 +617,16 @@ def main():
 
     p = commands.add_parser("getsockopt-passthrough")
     p.set_defaults(run=getsockopt_passthrough)
+
+    p = commands.add_parser("landing-serve")
+    p.add_argument("--name", required=True)
+    p.add_argument("--tcp", default="")
+    p.add_argument("--udp", default="")
+    p.add_argument("--original-dst", action="store_true")
+    p.set_defaults(run=landing_serve)
+
+    p = commands.add_parser("landing-ops")
+    p.set_defaults(run=landing_ops)
 
     args = parser.parse_args()
     args.run(args)

@@ -1,0 +1,400 @@
+//! `meshlane install`: the install DaemonSet's main process.
+//!
+//! At start it copies its own binary into the host's CNI bin dir, attaches the
+//! node programs, and puts meshlane's entry into the primary CNI config; then it
+//! keeps all three in place — waking on every change in the config dir and on a
+//! periodic re-check — serves `/healthz`, `/readyz` and `/metrics`, and copies
+//! the plugin's log lines to stdout.
+//!
+//! On SIGTERM (a rolling update, a node drain) it exits and leaves everything
+//! in place: pods keep being captured, and new pods are captured by the plugin
+//! alone (it loads the programs itself when it finds them missing). Only
+//! `meshlane uninstall` removes things.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::datapath::cgroup::{host_cgroup2_root, Cgroup};
+use crate::datapath::counters::read_counters;
+use crate::datapath::loader::{pinned_link_cgroup, NODE_PROGRAMS, POD_PROGRAMS};
+use crate::datapath::{ensure_attached, AttachOutcome, PinLayout, PodMaps};
+
+use super::agent_log::{error, info, warn};
+use super::conflist::{self, Action, ChainEntry, InstallOutcome};
+use super::error::InstallError;
+use super::files;
+use super::http::{self, Response};
+use super::log_tail::{ErrorCounts, LogTail};
+use super::metrics::{self, Snapshot};
+use super::netdir::Skipped;
+use super::settings::InstallSettings;
+use super::watch::{Wake, Watcher};
+
+/// How often the plugin's log is read for new lines.
+const TAIL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What the health endpoints and the loop share; everything is re-read from the
+/// node on each request, so a probe never answers from stale memory.
+struct Node {
+    conf_dir: PathBuf,
+    conf_name: Option<String>,
+    entry: ChainEntry,
+    layout: PinLayout,
+    cgroup: PathBuf,
+    errors: Arc<ErrorCounts>,
+}
+
+impl Node {
+    fn chain_in_place(&self) -> bool {
+        files::read_net_dir(&self.conf_dir)
+            .map(|dir| conflist::is_in_place(&dir, self.conf_name.as_deref(), &self.entry))
+            .unwrap_or(false)
+    }
+
+    /// Node programs whose pinned link is attached to our cgroup, and whether
+    /// the per-pod programs are pinned too.
+    fn programs(&self) -> (u64, bool) {
+        let Ok(cgroup) = Cgroup::open(&self.cgroup) else {
+            return (0, false);
+        };
+        let attached = NODE_PROGRAMS
+            .iter()
+            .filter(|p| pinned_link_cgroup(&self.layout.link(p.link)) == Some(cgroup.id))
+            .count() as u64;
+        let pod_programs = POD_PROGRAMS
+            .iter()
+            .all(|p| self.layout.prog(p.pin).exists());
+        (attached, pod_programs)
+    }
+
+    fn readiness(&self) -> Response {
+        let chain = self.chain_in_place();
+        let (attached, pod_programs) = self.programs();
+        let expected = NODE_PROGRAMS.len() as u64;
+        if chain && attached == expected && pod_programs {
+            return Response::text(200, "ready\n");
+        }
+        let mut problems = Vec::new();
+        if !chain {
+            problems.push(format!(
+                "meshlane's entry is not in the primary CNI config in {}",
+                self.conf_dir.display()
+            ));
+        }
+        if attached != expected || !pod_programs {
+            problems.push(format!(
+                "node programs attached {attached}/{expected}, per-pod programs pinned: {pod_programs}"
+            ));
+        }
+        Response::text(503, format!("not ready: {}\n", problems.join("; ")))
+    }
+
+    fn metrics(&self) -> Response {
+        let (attached, _) = self.programs();
+        let snapshot = Snapshot {
+            counters: read_counters(&self.layout).unwrap_or_default(),
+            enrolled_pods: PodMaps::open(&self.layout)
+                .and_then(|maps| maps.pods())
+                .map(|pods| pods.len() as u64)
+                .ok(),
+            cni_errors: self.errors.snapshot(),
+            chain_in_place: self.chain_in_place(),
+            programs_attached: attached,
+            programs_expected: NODE_PROGRAMS.len() as u64,
+        };
+        Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: metrics::render(&snapshot),
+        }
+    }
+
+    fn handle(&self, path: &str) -> Response {
+        match path {
+            "/healthz" => Response::text(200, "ok\n"),
+            "/readyz" => self.readiness(),
+            "/metrics" => self.metrics(),
+            _ => Response::text(404, "not found (try /healthz, /readyz, /metrics)\n"),
+        }
+    }
+}
+
+/// The cgroup to attach to: the configured one — or, on a hybrid host whose
+/// cgroup2 sits at `<mount>/unified`, that — else the cgroup2 mount.
+pub fn resolve_cgroup(configured: Option<&Path>) -> Result<PathBuf, InstallError> {
+    let Some(path) = configured else {
+        return Ok(host_cgroup2_root()?);
+    };
+    let is_cgroup2 = |p: &Path| {
+        nix::sys::statfs::statfs(p)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    };
+    let unified = path.join("unified");
+    if !is_cgroup2(path) && is_cgroup2(&unified) {
+        return Ok(unified);
+    }
+    Ok(path.to_path_buf())
+}
+
+/// What the loop remembers between rounds, so it logs changes, not states.
+#[derive(Default)]
+struct Memory {
+    in_place: Option<bool>,
+    last_problem: Option<String>,
+    skipped: BTreeSet<(String, String)>,
+    programs_ok: Option<bool>,
+}
+
+impl Memory {
+    /// Logs the invalid configs the runtime passes over, each once.
+    fn note_skipped(&mut self, skipped: &[Skipped]) {
+        let now: BTreeSet<(String, String)> = skipped
+            .iter()
+            .map(|s| (s.file.clone(), s.reason.clone()))
+            .collect();
+        for (file, reason) in now.difference(&self.skipped) {
+            warn(
+                "skipping an invalid CNI config, as the runtime does",
+                &[("file", file), ("reason", reason)],
+            );
+        }
+        self.skipped = now;
+    }
+
+    fn problem(&mut self, message: String) {
+        if self.last_problem.as_ref() != Some(&message) {
+            error(
+                "cannot put meshlane's chain entry in place",
+                &[("error", &message)],
+            );
+            self.last_problem = Some(message);
+        }
+        self.in_place = Some(false);
+    }
+}
+
+struct Agent {
+    settings: InstallSettings,
+    node: Arc<Node>,
+    memory: Memory,
+}
+
+impl Agent {
+    fn reconcile_chain(&mut self) {
+        let dir = match files::read_net_dir(&self.settings.cni_conf_dir) {
+            Ok(dir) => dir,
+            Err(err) => return self.memory.problem(err.to_string()),
+        };
+        let conf_name = self.settings.cni_conf_name.as_deref();
+        let plan = match conflist::plan_install(&dir, conf_name, &self.node.entry) {
+            Ok(InstallOutcome::Planned(plan)) => plan,
+            Ok(InstallOutcome::NoPrimary { skipped }) => {
+                self.memory.note_skipped(&skipped);
+                if self.memory.in_place != Some(false) || self.memory.last_problem.is_some() {
+                    info(
+                        "waiting for the primary CNI to write its config",
+                        &[
+                            ("dir", &self.settings.cni_conf_dir.display()),
+                            ("name", &conf_name.unwrap_or("(first valid)")),
+                        ],
+                    );
+                }
+                self.memory.last_problem = None;
+                self.memory.in_place = Some(false);
+                return;
+            }
+            Err(err) => return self.memory.problem(err.to_string()),
+        };
+        self.memory.note_skipped(&plan.skipped);
+        if plan.action == Action::InPlace {
+            if self.memory.in_place != Some(true) {
+                info("chain entry in place", &[("file", &plan.primary)]);
+            }
+            self.memory.in_place = Some(true);
+            self.memory.last_problem = None;
+            return;
+        }
+        if let Err(err) = files::apply_changes(&self.settings.cni_conf_dir, &plan.changes) {
+            return self.memory.problem(err.to_string());
+        }
+        let restored = self.memory.in_place == Some(true);
+        match &plan.action {
+            Action::Wrapped { conflist } => info(
+                "wrapped the single-plugin config into a conflist with meshlane's entry",
+                &[("from", &plan.primary), ("file", conflist)],
+            ),
+            Action::Appended if restored => info(
+                "chain entry restored (the primary CNI rewrote its config)",
+                &[("file", &plan.primary)],
+            ),
+            Action::Appended => info("chain entry added", &[("file", &plan.primary)]),
+            Action::Replaced => info(
+                "chain entry replaced with the current settings",
+                &[("file", &plan.primary)],
+            ),
+            Action::InPlace => {}
+        }
+        self.memory.in_place = Some(true);
+        self.memory.last_problem = None;
+    }
+
+    fn reconcile_programs(&mut self) {
+        let (attached, pod_programs) = self.node.programs();
+        if attached == NODE_PROGRAMS.len() as u64 && pod_programs {
+            if self.memory.programs_ok != Some(true) {
+                info(
+                    "node programs already attached",
+                    &[("pins", &self.node.layout.root().display())],
+                );
+            }
+            self.memory.programs_ok = Some(true);
+            return;
+        }
+        match ensure_attached(&self.node.layout, &self.node.cgroup) {
+            Ok(AttachOutcome::Attached(programs)) => {
+                info(
+                    "node programs attached",
+                    &[
+                        ("programs", &programs.join(",")),
+                        ("cgroup", &self.node.cgroup.display()),
+                        ("pins", &self.node.layout.root().display()),
+                    ],
+                );
+                self.memory.programs_ok = Some(true);
+            }
+            Ok(AttachOutcome::AlreadyAttached) => self.memory.programs_ok = Some(true),
+            Err(err) => {
+                if self.memory.programs_ok != Some(false) {
+                    let log = err.verifier_log().unwrap_or("").trim().to_owned();
+                    error(
+                        "cannot attach the node programs (will retry)",
+                        &[
+                            ("error", &err),
+                            ("cgroup", &self.node.cgroup.display()),
+                            ("verifier_log", &log),
+                        ],
+                    );
+                }
+                self.memory.programs_ok = Some(false);
+            }
+        }
+    }
+
+    /// The binary must stay in the bin dir: a missing one fails every pod ADD.
+    fn reconcile_binary(&self, self_exe: &Path, full_compare: bool) {
+        let target = self.settings.cni_bin_dir.join("meshlane");
+        let same_size = std::fs::metadata(self_exe)
+            .and_then(|ours| Ok(std::fs::metadata(&target)?.len() == ours.len()))
+            .unwrap_or(false);
+        if !full_compare && same_size {
+            return;
+        }
+        match files::install_binary(self_exe, &self.settings.cni_bin_dir) {
+            Ok(true) => info(
+                "installed the plugin binary",
+                &[("path", &target.display())],
+            ),
+            Ok(false) => info(
+                "plugin binary already up to date",
+                &[("path", &target.display())],
+            ),
+            Err(err) => error("cannot install the plugin binary", &[("error", &err)]),
+        }
+    }
+}
+
+fn start_log_tail(path: PathBuf, errors: Arc<ErrorCounts>) {
+    let spawned = std::thread::Builder::new()
+        .name("log-tail".into())
+        .spawn(move || {
+            let mut tail = LogTail::new(path, errors);
+            tail.start();
+            loop {
+                std::thread::sleep(TAIL_INTERVAL);
+                tail.poll(&mut std::io::stdout().lock());
+            }
+        });
+    if let Err(err) = spawned {
+        warn("cannot follow the plugin's log", &[("error", &err)]);
+    }
+}
+
+/// Runs until SIGTERM/SIGINT; returns the exit code.
+pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallError> {
+    let entry = ChainEntry::new(&settings.plugin)?;
+    let cgroup = resolve_cgroup(settings.cgroup.as_deref())?;
+    std::fs::create_dir_all(&settings.cni_conf_dir)
+        .map_err(InstallError::io("creating", &settings.cni_conf_dir))?;
+    // Before any thread exists: the signal mask is inherited.
+    let mut watcher = Watcher::new(&settings.cni_conf_dir)?;
+    info(
+        "starting",
+        &[
+            ("version", &env!("CARGO_PKG_VERSION")),
+            ("cni_bin_dir", &settings.cni_bin_dir.display()),
+            ("cni_conf_dir", &settings.cni_conf_dir.display()),
+            ("pins", &settings.pin_root.display()),
+            ("cgroup", &cgroup.display()),
+            ("entry", &entry.value()),
+        ],
+    );
+    let errors = Arc::new(ErrorCounts::default());
+    let node = Arc::new(Node {
+        conf_dir: settings.cni_conf_dir.clone(),
+        conf_name: settings.cni_conf_name.clone(),
+        entry,
+        layout: PinLayout::new(&settings.pin_root),
+        cgroup,
+        errors: errors.clone(),
+    });
+    let mut agent = Agent {
+        settings,
+        node: node.clone(),
+        memory: Memory::default(),
+    };
+
+    // The binary first: the chain entry must never name a plugin that is absent.
+    agent.reconcile_binary(self_exe, true);
+    agent.reconcile_programs();
+    agent.reconcile_chain();
+
+    let listener = TcpListener::bind(&agent.settings.listen).map_err(InstallError::io(
+        "listening on",
+        PathBuf::from(&agent.settings.listen),
+    ))?;
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| agent.settings.listen.clone());
+    info("serving /healthz /readyz /metrics", &[("addr", &address)]);
+    let handler_node = node.clone();
+    http::serve(
+        listener,
+        Arc::new(move |path: &str| handler_node.handle(path)),
+    );
+    if let Some(path) = agent.settings.tail_log.clone() {
+        info("following the plugin's log", &[("file", &path.display())]);
+        start_log_tail(path, errors);
+    }
+
+    loop {
+        match watcher.wait(agent.settings.recheck)? {
+            Wake::Terminate(signal) => {
+                info(
+                    "stopping; the chain entry, the binary and the attached programs stay in place",
+                    &[("signal", &signal)],
+                );
+                return Ok(0);
+            }
+            Wake::Changed => agent.reconcile_chain(),
+            Wake::Timeout => {
+                agent.reconcile_binary(self_exe, false);
+                agent.reconcile_programs();
+                agent.reconcile_chain();
+            }
+        }
+    }
+}

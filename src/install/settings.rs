@@ -1,0 +1,366 @@
+//! The settings of `meshlane install` / `uninstall` / `precheck`: each from its
+//! flag, else its environment variable (what the DaemonSet's ConfigMap sets),
+//! else a default that fits the DaemonSet's mounts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::datapath::DEFAULT_PIN_ROOT;
+use crate::plugin::config::DEFAULT_LOG_FILE;
+
+use super::error::InstallError;
+
+/// One setting: flag name (without `--`), environment variable, what it is.
+pub struct Setting {
+    pub flag: &'static str,
+    pub env: &'static str,
+    pub help: &'static str,
+}
+
+const fn setting(flag: &'static str, env: &'static str, help: &'static str) -> Setting {
+    Setting { flag, env, help }
+}
+
+pub const CNI_BIN_DIR: Setting = setting(
+    "cni-bin-dir",
+    "MESHLANE_CNI_BIN_DIR",
+    "host CNI bin dir as mounted (default /host/opt/cni/bin)",
+);
+pub const CNI_CONF_DIR: Setting = setting(
+    "cni-conf-dir",
+    "MESHLANE_CNI_CONF_DIR",
+    "host CNI config dir as mounted (default /host/etc/cni/net.d)",
+);
+pub const CNI_CONF_NAME: Setting = setting(
+    "cni-conf-name",
+    "MESHLANE_CNI_CONF_NAME",
+    "primary config file name (default: the file the runtime picks)",
+);
+pub const BPFFS_ROOT: Setting = setting(
+    "bpffs-root",
+    "MESHLANE_BPFFS_ROOT",
+    "pin root on a bpffs, same path on the host (default /sys/fs/bpf/meshlane)",
+);
+pub const CGROUP: Setting = setting(
+    "cgroup",
+    "MESHLANE_CGROUP",
+    "host cgroup v2 root as mounted here (default: this mount namespace's cgroup2; set it in a container)",
+);
+pub const PLUGIN_CGROUP_PATH: Setting = setting(
+    "plugin-cgroup-path",
+    "MESHLANE_PLUGIN_CGROUP_PATH",
+    "cgroupPath for the plugin, a host path (default: the plugin finds it)",
+);
+pub const CAPTURE: Setting = setting(
+    "capture",
+    "MESHLANE_CAPTURE",
+    "which pods the plugin captures: istio (default), all, cni-args or none",
+);
+pub const PROXY_UID: Setting = setting("proxy-uid", "MESHLANE_PROXY_UID", "sidecar UID (1337)");
+pub const PROXY_GID: Setting = setting("proxy-gid", "MESHLANE_PROXY_GID", "sidecar GID (1337)");
+pub const LOG_FILE: Setting = setting(
+    "log-file",
+    "MESHLANE_LOG_FILE",
+    "the plugin's log file, a host path (default /var/log/meshlane/cni.log)",
+);
+pub const LOG_LEVEL: Setting = setting(
+    "log-level",
+    "MESHLANE_LOG_LEVEL",
+    "the plugin's log level: debug, info, warn, error",
+);
+pub const EXCLUDE_NAMESPACES: Setting = setting(
+    "exclude-namespaces",
+    "MESHLANE_EXCLUDE_NAMESPACES",
+    "namespaces never captured, comma-separated (plugin default kube-system)",
+);
+pub const DNS_CAPTURE: Setting = setting(
+    "dns-capture",
+    "MESHLANE_DNS_CAPTURE",
+    "capture DNS mesh-wide: true or false",
+);
+pub const KUBECONFIG: Setting = setting(
+    "kubeconfig",
+    "MESHLANE_KUBECONFIG",
+    "kubeconfig the plugin reads pods with, a host path",
+);
+pub const POD_SPEC_LOOKUP: Setting = setting(
+    "pod-spec-lookup",
+    "MESHLANE_POD_SPEC_LOOKUP",
+    "when the plugin reads the pod from the API: fallback, always or never",
+);
+pub const SHORT_PATH: Setting = setting(
+    "short-path",
+    "MESHLANE_SHORT_PATH",
+    "sockmap short path between local sockets: true or false",
+);
+pub const TAIL_LOG: Setting = setting(
+    "tail-log",
+    "MESHLANE_TAIL_LOG",
+    "where the plugin's log file is seen here (default: --log-file)",
+);
+pub const LISTEN: Setting = setting(
+    "listen",
+    "MESHLANE_LISTEN",
+    "health and metrics address (default 0.0.0.0:9967)",
+);
+pub const RECHECK_SECONDS: Setting = setting(
+    "recheck-seconds",
+    "MESHLANE_RECHECK_SECONDS",
+    "re-check the chain and programs at least this often (default 10)",
+);
+
+/// Every setting `meshlane install` reads.
+pub const INSTALL_SETTINGS: [&Setting; 19] = [
+    &CNI_BIN_DIR,
+    &CNI_CONF_DIR,
+    &CNI_CONF_NAME,
+    &BPFFS_ROOT,
+    &CGROUP,
+    &PLUGIN_CGROUP_PATH,
+    &CAPTURE,
+    &PROXY_UID,
+    &PROXY_GID,
+    &LOG_FILE,
+    &LOG_LEVEL,
+    &EXCLUDE_NAMESPACES,
+    &DNS_CAPTURE,
+    &KUBECONFIG,
+    &POD_SPEC_LOOKUP,
+    &SHORT_PATH,
+    &TAIL_LOG,
+    &LISTEN,
+    &RECHECK_SECONDS,
+];
+
+pub const DEFAULT_CNI_BIN_DIR: &str = "/host/opt/cni/bin";
+pub const DEFAULT_CNI_CONF_DIR: &str = "/host/etc/cni/net.d";
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9967";
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(10);
+
+/// Raw values, already resolved flag-over-environment, by flag name.
+pub type Values = BTreeMap<&'static str, String>;
+
+/// Resolves each setting: `flag` first, then `env`.
+pub fn resolve(
+    settings: &[&Setting],
+    mut flag: impl FnMut(&str) -> Option<String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Values {
+    settings
+        .iter()
+        .filter_map(|s| {
+            let value = flag(s.flag).or_else(|| env(s.env).filter(|v| !v.is_empty()))?;
+            Some((s.flag, value))
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstallSettings {
+    pub cni_bin_dir: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    pub cni_conf_name: Option<String>,
+    pub pin_root: PathBuf,
+    /// The cgroup the node programs attach to, as this process sees it.
+    pub cgroup: Option<PathBuf>,
+    /// The keys of meshlane's chain entry (plugin settings, host paths).
+    pub plugin: Map<String, Value>,
+    /// The plugin's log file as this process sees it (`None`: not tailed).
+    pub tail_log: Option<PathBuf>,
+    pub listen: String,
+    pub recheck: Duration,
+}
+
+fn bad(setting: &'static Setting, problem: impl Into<String>) -> InstallError {
+    InstallError::Setting {
+        setting: setting.flag,
+        problem: problem.into(),
+    }
+}
+
+fn absolute(setting: &'static Setting, value: &str) -> Result<PathBuf, InstallError> {
+    let path = PathBuf::from(value);
+    if !path.is_absolute() {
+        return Err(bad(setting, format!("{value:?} is not an absolute path")));
+    }
+    Ok(path)
+}
+
+fn boolean(setting: &'static Setting, value: &str) -> Result<bool, InstallError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(bad(setting, format!("{value:?} is not true or false"))),
+    }
+}
+
+fn number(setting: &'static Setting, value: &str) -> Result<u64, InstallError> {
+    value
+        .parse()
+        .map_err(|_| bad(setting, format!("{value:?} is not a number")))
+}
+
+impl InstallSettings {
+    pub fn from_values(values: &Values) -> Result<Self, InstallError> {
+        let get = |s: &Setting| values.get(s.flag).map(String::as_str);
+        let path_or = |s: &'static Setting, default: &str| absolute(s, get(s).unwrap_or(default));
+        let pin_root = path_or(&BPFFS_ROOT, DEFAULT_PIN_ROOT)?;
+
+        let mut plugin = Map::new();
+        plugin.insert("bpffsRoot".into(), Value::from(pin_root.to_string_lossy()));
+        if let Some(path) = get(&PLUGIN_CGROUP_PATH) {
+            absolute(&PLUGIN_CGROUP_PATH, path)?;
+            plugin.insert("cgroupPath".into(), Value::from(path));
+        }
+        if let Some(capture) = get(&CAPTURE) {
+            plugin.insert("capture".into(), Value::from(capture));
+        }
+        for (s, key) in [(&PROXY_UID, "proxyUID"), (&PROXY_GID, "proxyGID")] {
+            if let Some(id) = get(s) {
+                plugin.insert(key.into(), Value::from(number(s, id)?));
+            }
+        }
+        if let Some(list) = get(&EXCLUDE_NAMESPACES) {
+            let namespaces: Vec<Value> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|ns| !ns.is_empty())
+                .map(Value::from)
+                .collect();
+            plugin.insert("excludeNamespaces".into(), Value::Array(namespaces));
+        }
+        for (s, key) in [(&DNS_CAPTURE, "dnsCapture"), (&SHORT_PATH, "shortPath")] {
+            if let Some(flag) = get(s) {
+                plugin.insert(key.into(), Value::from(boolean(s, flag)?));
+            }
+        }
+        for (s, key) in [
+            (&KUBECONFIG, "kubeconfig"),
+            (&POD_SPEC_LOOKUP, "podSpecLookup"),
+        ] {
+            if let Some(text) = get(s) {
+                plugin.insert(key.into(), Value::from(text));
+            }
+        }
+        let log_file = get(&LOG_FILE).unwrap_or(DEFAULT_LOG_FILE);
+        plugin.insert("logFile".into(), Value::from(log_file));
+        if let Some(level) = get(&LOG_LEVEL) {
+            plugin.insert("logLevel".into(), Value::from(level));
+        }
+        let tail_log = match get(&TAIL_LOG).unwrap_or(log_file) {
+            "" => None,
+            path => Some(absolute(&TAIL_LOG, path)?),
+        };
+        let recheck = match get(&RECHECK_SECONDS) {
+            Some(text) => Duration::from_secs(number(&RECHECK_SECONDS, text)?.max(1)),
+            None => DEFAULT_RECHECK,
+        };
+        let cni_conf_name = get(&CNI_CONF_NAME).map(str::to_owned);
+        if let Some(name) = &cni_conf_name {
+            if name.contains('/') {
+                return Err(bad(
+                    &CNI_CONF_NAME,
+                    format!("{name:?} must be a file name, not a path"),
+                ));
+            }
+        }
+        Ok(InstallSettings {
+            cni_bin_dir: path_or(&CNI_BIN_DIR, DEFAULT_CNI_BIN_DIR)?,
+            cni_conf_dir: path_or(&CNI_CONF_DIR, DEFAULT_CNI_CONF_DIR)?,
+            cni_conf_name,
+            pin_root,
+            cgroup: get(&CGROUP).map(|p| absolute(&CGROUP, p)).transpose()?,
+            plugin,
+            tail_log,
+            listen: get(&LISTEN).unwrap_or(DEFAULT_LISTEN).to_owned(),
+            recheck,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&'static str, &str)]) -> Values {
+        pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_fit_the_daemonset() {
+        let s = InstallSettings::from_values(&Values::new()).unwrap();
+        assert_eq!(s.cni_bin_dir, PathBuf::from("/host/opt/cni/bin"));
+        assert_eq!(s.cni_conf_dir, PathBuf::from("/host/etc/cni/net.d"));
+        assert_eq!(s.pin_root, PathBuf::from("/sys/fs/bpf/meshlane"));
+        assert_eq!(s.plugin["bpffsRoot"], "/sys/fs/bpf/meshlane");
+        assert_eq!(s.plugin["logFile"], "/var/log/meshlane/cni.log");
+        assert_eq!(s.tail_log, Some(PathBuf::from("/var/log/meshlane/cni.log")));
+        assert_eq!(s.listen, "0.0.0.0:9967");
+        assert_eq!(s.recheck, DEFAULT_RECHECK);
+        assert!(!s.plugin.contains_key("proxyUID"));
+    }
+
+    #[test]
+    fn plugin_settings_become_entry_keys() {
+        let s = InstallSettings::from_values(&values(&[
+            ("proxy-uid", "1500"),
+            ("proxy-gid", "1501"),
+            ("capture", "all"),
+            ("log-level", "debug"),
+            ("plugin-cgroup-path", "/sys/fs/cgroup"),
+            ("tail-log", ""),
+            ("exclude-namespaces", "kube-system, istio-system"),
+            ("dns-capture", "true"),
+            ("short-path", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.plugin["excludeNamespaces"],
+            serde_json::json!(["kube-system", "istio-system"])
+        );
+        assert_eq!(s.plugin["dnsCapture"], true);
+        assert_eq!(s.plugin["shortPath"], false);
+        assert_eq!(s.plugin["proxyUID"], 1500);
+        assert_eq!(s.plugin["proxyGID"], 1501);
+        assert_eq!(s.plugin["capture"], "all");
+        assert_eq!(s.plugin["logLevel"], "debug");
+        assert_eq!(s.plugin["cgroupPath"], "/sys/fs/cgroup");
+        assert_eq!(s.tail_log, None);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        for (pairs, flag) in [
+            (values(&[("cni-bin-dir", "bin")]), "cni-bin-dir"),
+            (values(&[("proxy-uid", "x")]), "proxy-uid"),
+            (values(&[("cni-conf-name", "a/b.conf")]), "cni-conf-name"),
+            (values(&[("recheck-seconds", "-1")]), "recheck-seconds"),
+            (values(&[("dns-capture", "yes")]), "dns-capture"),
+        ] {
+            match InstallSettings::from_values(&pairs) {
+                Err(InstallError::Setting { setting, .. }) => assert_eq!(setting, flag),
+                other => panic!("{flag}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn flags_win_over_environment() {
+        let got = resolve(
+            &[&CNI_BIN_DIR, &CNI_CONF_DIR, &LISTEN],
+            |flag| (flag == "cni-bin-dir").then(|| "/flag".to_owned()),
+            |env| match env {
+                "MESHLANE_CNI_BIN_DIR" => Some("/env".to_owned()),
+                "MESHLANE_CNI_CONF_DIR" => Some("/env-conf".to_owned()),
+                "MESHLANE_LISTEN" => Some(String::new()),
+                _ => None,
+            },
+        );
+        assert_eq!(got["cni-bin-dir"], "/flag");
+        assert_eq!(got["cni-conf-dir"], "/env-conf");
+        assert!(!got.contains_key("listen"));
+    }
+}

@@ -1,0 +1,537 @@
+//! `meshlane install` and `meshlane uninstall` on a test node, as on a real one:
+//! the agent runs as its own process with a private CNI bin dir, net.d dir, pin
+//! root and hooked cgroup (never the host's /etc/cni, /opt/cni, /sys/fs/bpf or
+//! root cgroup), and a pod is created through the conflist the agent wrote,
+//! with the binary the agent copied.
+//!
+//! Needs root; fails loudly (never skips) when it cannot run.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use meshlane::datapath::cgroup::Cgroup;
+use meshlane::datapath::loader::{pinned_link_cgroup, NODE_PROGRAMS};
+use meshlane::datapath::PinLayout;
+use serde_json::{json, Map, Value};
+
+use common::chain::ChainRunner;
+use common::netns::NamedNetns;
+use common::{Conflist, RuntimeConf, TestNode, POD_ANNOTATIONS_CAPABILITY};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn meshlane() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_meshlane"))
+}
+
+/// The node-side dirs the agent manages (inside the test node's temp dir).
+struct Dirs {
+    bin: PathBuf,
+    net_d: PathBuf,
+    cni_log: PathBuf,
+    pin_root: PathBuf,
+    cgroup: PathBuf,
+}
+
+impl Dirs {
+    fn of(node: &TestNode) -> Dirs {
+        let layout = node.layout();
+        let net_d = layout.work_dir.join("net.d");
+        fs::create_dir_all(&net_d).unwrap();
+        Dirs {
+            // Holds bridge, host-local and loopback already; the agent adds meshlane.
+            bin: layout.bin_dir.clone(),
+            net_d,
+            cni_log: layout.work_dir.join("meshlane-cni.log"),
+            pin_root: layout.pin_root.clone(),
+            cgroup: layout.cgroup.clone(),
+        }
+    }
+
+    fn common_args(&self) -> Vec<String> {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        vec![
+            "--cni-bin-dir".into(),
+            path(&self.bin),
+            "--cni-conf-dir".into(),
+            path(&self.net_d),
+            "--bpffs-root".into(),
+            path(&self.pin_root),
+        ]
+    }
+}
+
+/// Output of a child process, collected line by line as it comes.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn follow(pipe: impl Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        let sink = lines.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                sink.0.lock().unwrap().push(line);
+            }
+        });
+        lines
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+
+    fn find(&self, needle: &str) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|line| line.contains(needle))
+            .cloned()
+    }
+}
+
+/// A running `meshlane install`; killed on drop if a test fails midway.
+struct Agent {
+    child: Option<Child>,
+    stdout: Lines,
+    stderr: Lines,
+    addr: String,
+}
+
+impl Agent {
+    fn start(dirs: &Dirs) -> Agent {
+        let mut args = vec!["install".to_string()];
+        args.extend(dirs.common_args());
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        args.extend([
+            "--cgroup".into(),
+            path(&dirs.cgroup),
+            // The plugin runs where the agent does here, so the paths agree; on a
+            // node the plugin finds the host's cgroup2 root by itself.
+            "--plugin-cgroup-path".into(),
+            path(&dirs.cgroup),
+            "--log-file".into(),
+            path(&dirs.cni_log),
+            "--capture".into(),
+            "cni-args".into(),
+            "--proxy-uid".into(),
+            "1337".into(),
+            "--proxy-gid".into(),
+            "1337".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--recheck-seconds".into(),
+            "1".into(),
+        ]);
+        // The agent joins the node's cgroup before it execs, so the node's
+        // cleanup (and the sweep after a crashed run) kills it with the rest.
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg("echo 0 > \"$0/cgroup.procs\" && exec \"$@\"")
+            .arg(&dirs.cgroup)
+            .arg(meshlane())
+            .args(&args)
+            // Only what we pass: no MESHLANE_* of the caller's environment.
+            .env_clear()
+            .env("PATH", common::prereq::CHILD_PATH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting meshlane install");
+        let stdout = Lines::follow(child.stdout.take().unwrap());
+        let stderr = Lines::follow(child.stderr.take().unwrap());
+        let mut agent = Agent {
+            child: Some(child),
+            stdout,
+            stderr,
+            addr: String::new(),
+        };
+        let line = agent.wait_for_log("serving /healthz");
+        agent.addr = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("addr="))
+            .expect("the agent logs its address")
+            .to_owned();
+        agent
+    }
+
+    fn wait_for_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.stderr.find(needle) {
+                return line;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "the agent exited ({status}) before logging {needle:?}:\n{}",
+                    self.stderr.text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not log {needle:?} within {WAIT:?}:\n{}",
+                self.stderr.text()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GET over a plain socket: (status, body).
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.addr).expect("connecting to the agent");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        let status = reply
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP reply: {reply:?}"));
+        let body = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    fn wait_until_ready(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, body) = self.get("/readyz");
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never ready: {body}\n{}",
+                self.stderr.text()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM (what a rolling update sends) and the exit status.
+    fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the agent ignored SIGTERM:\n{}", self.stderr.text());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+}
+
+fn meshlane_entries(conflist: &Value) -> Vec<Value> {
+    conflist["plugins"]
+        .as_array()
+        .map(|plugins| {
+            plugins
+                .iter()
+                .filter(|p| p["type"] == "meshlane")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the file exists and carries exactly one meshlane entry.
+fn wait_for_entry(path: &Path) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if path.exists() {
+            let value = read_json(path);
+            if meshlane_entries(&value).len() == 1 {
+                return value;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no meshlane entry in {} within {WAIT:?}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn links_attached(dirs: &Dirs) -> usize {
+    let cgroup = Cgroup::open(&dirs.cgroup).unwrap();
+    let layout = PinLayout::new(&dirs.pin_root);
+    NODE_PROGRAMS
+        .iter()
+        .filter(|p| pinned_link_cgroup(&layout.link(p.link)) == Some(cgroup.id))
+        .count()
+}
+
+/// Parses the Prometheus text: every sample line is `name{labels} value`.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {line:?}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
+fn metric(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .unwrap_or_else(|| panic!("no {series} in {samples:?}"))
+        .1
+}
+
+fn uninstall(dirs: &Dirs, force: bool) -> std::process::Output {
+    let mut args = vec!["uninstall".to_string()];
+    args.extend(dirs.common_args());
+    if force {
+        args.push("--force".into());
+    }
+    Command::new(meshlane())
+        .args(&args)
+        .env_clear()
+        .env("PATH", common::prereq::CHILD_PATH)
+        .output()
+        .expect("running meshlane uninstall")
+}
+
+/// A captured pod created through `conflist` (the agent's), as a runtime would.
+fn add_captured_pod(node: &TestNode, dirs: &Dirs, conflist: &Value) -> NamedNetns {
+    let netns = NamedNetns::create(&node.layout().id.netns_name("web")).unwrap();
+    let runner = ChainRunner::new(
+        Conflist::from_json(conflist),
+        dirs.bin.clone(),
+        node.layout().node_netns.clone(),
+        Vec::new(),
+    );
+    let container_id = format!("{:0>64x}", std::process::id() as u64 * 7919 + 17);
+    let mut capability_args = Map::new();
+    capability_args.insert(
+        POD_ANNOTATIONS_CAPABILITY.into(),
+        json!({ "sidecar.istio.io/status": "{}" }),
+    );
+    let runtime = RuntimeConf {
+        container_id: container_id.clone(),
+        netns: Some(netns.path().to_path_buf()),
+        ifname: "eth0".into(),
+        args: vec![
+            ("IgnoreUnknown".into(), "1".into()),
+            ("K8S_POD_NAMESPACE".into(), "shop".into()),
+            ("K8S_POD_NAME".into(), "web-0".into()),
+            ("K8S_POD_INFRA_CONTAINER_ID".into(), container_id),
+            ("MESHLANE_CAPTURE".into(), "true".into()),
+        ],
+        capability_args,
+    };
+    let output = runner.add(&runtime);
+    assert!(
+        output.succeeded(),
+        "pod ADD through the agent's conflist failed: {}",
+        output.describe()
+    );
+    netns
+}
+
+#[test]
+fn install_keeps_the_chain_survives_sigterm_and_uninstalls_cleanly() {
+    let node = TestNode::builder("installer").without_meshlane().build();
+    let dirs = Dirs::of(&node);
+    let primary_path = dirs.net_d.join("10-bridge.conflist");
+    // The primary CNI's own conflist (bridge + host-local), as it would write it.
+    let primary = serde_json::to_string_pretty(&node.chain().conflist.to_json()).unwrap() + "\n";
+
+    // Start before the primary config exists: the agent must wait for it.
+    let mut agent = Agent::start(&dirs);
+    assert_eq!(agent.get("/healthz").0, 200);
+    agent.wait_for_log("waiting for the primary CNI");
+    let (status, body) = agent.get("/readyz");
+    assert_eq!(status, 503, "ready without a chain entry: {body}");
+    assert!(body.contains("not in the primary CNI config"), "{body}");
+
+    // The binary was copied (a real file, not the test's symlink), executable.
+    let installed = dirs.bin.join("meshlane");
+    let meta = fs::symlink_metadata(&installed).unwrap();
+    assert!(
+        meta.file_type().is_file(),
+        "installed binary is not a regular file"
+    );
+    assert_eq!(meta.permissions().mode() & 0o777, 0o755);
+    assert_eq!(fs::read(&installed).unwrap(), fs::read(meshlane()).unwrap());
+    assert_eq!(
+        links_attached(&dirs),
+        NODE_PROGRAMS.len(),
+        "node programs attached at start"
+    );
+
+    // The primary appears after the agent started.
+    fs::write(&primary_path, &primary).unwrap();
+    let chained = wait_for_entry(&primary_path);
+    let entry = &meshlane_entries(&chained)[0];
+    assert_eq!(chained["plugins"][0]["type"], "bridge");
+    assert_eq!(
+        chained["plugins"].as_array().unwrap().last().unwrap()["type"],
+        "meshlane"
+    );
+    assert_eq!(entry["capabilities"][POD_ANNOTATIONS_CAPABILITY], true);
+    assert_eq!(entry["bpffsRoot"], dirs.pin_root.to_string_lossy().as_ref());
+    assert_eq!(entry["logFile"], dirs.cni_log.to_string_lossy().as_ref());
+    assert_eq!(entry["proxyUID"], 1337);
+    assert_eq!(
+        chained["cniVersion"],
+        node.chain().conflist.cni_version.as_str()
+    );
+    agent.wait_until_ready();
+
+    // The primary CNI rewrites its file (as Calico and Cilium do): the entry
+    // comes back within seconds.
+    let before_rewrite = Instant::now();
+    fs::write(&primary_path, &primary).unwrap();
+    let restored = wait_for_entry(&primary_path);
+    assert!(before_rewrite.elapsed() < Duration::from_secs(5));
+    assert_eq!(restored, chained);
+    agent.wait_for_log("chain entry restored");
+    agent.wait_until_ready();
+
+    // A pod created through the agent's chain is captured, and the plugin's log
+    // line about it shows up in the agent's stdout.
+    let pod_netns = add_captured_pod(&node, &dirs, &restored);
+    let deadline = Instant::now() + WAIT;
+    while !agent.stdout.text().contains("shop/web-0") {
+        assert!(
+            Instant::now() < deadline,
+            "plugin log not tailed; stdout:\n{}",
+            agent.stdout.text()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let (status, text) = agent.get("/metrics");
+    assert_eq!(status, 200);
+    let samples = parse_metrics(&text);
+    assert_eq!(metric(&samples, "meshlane_enrolled_pods"), 1.0);
+    assert_eq!(metric(&samples, "meshlane_chain_entry_present"), 1.0);
+    assert_eq!(
+        metric(&samples, "meshlane_node_programs_attached"),
+        NODE_PROGRAMS.len() as f64
+    );
+    assert_eq!(
+        metric(&samples, "meshlane_cni_errors_total{command=\"ADD\"}"),
+        0.0
+    );
+    metric(
+        &samples,
+        "meshlane_captured_connections_total{direction=\"outbound\"}",
+    );
+    assert!(samples
+        .iter()
+        .any(|(s, _)| s.starts_with("meshlane_bypassed_connections_total{")));
+
+    // SIGTERM (an upgrade): the agent exits, everything stays.
+    let status = agent.terminate();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    assert!(agent.stderr.text().contains("stay in place"));
+    assert_eq!(
+        links_attached(&dirs),
+        NODE_PROGRAMS.len(),
+        "programs detached by SIGTERM"
+    );
+    assert_eq!(
+        read_json(&primary_path),
+        restored,
+        "chain entry removed by SIGTERM"
+    );
+    assert!(installed.exists());
+
+    // The new agent finds everything in place and rewrites nothing.
+    let chain_bytes = fs::read(&primary_path).unwrap();
+    let mut agent = Agent::start(&dirs);
+    agent.wait_for_log("node programs already attached");
+    agent.wait_for_log("chain entry in place");
+    agent.wait_until_ready();
+    assert_eq!(fs::read(&primary_path).unwrap(), chain_bytes);
+    assert!(agent.terminate().success());
+
+    // Uninstall refuses while the pod is captured, and names it.
+    let refused = uninstall(&dirs, false);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("shop/web-0"), "{stderr}");
+    assert_eq!(links_attached(&dirs), NODE_PROGRAMS.len());
+    assert_eq!(fs::read(&primary_path).unwrap(), chain_bytes);
+
+    // --force removes everything: entry (the original file comes back byte for
+    // byte), binary, pins — and with the pins, the attachments.
+    let forced = uninstall(&dirs, true);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert_eq!(fs::read_to_string(&primary_path).unwrap(), primary);
+    assert!(!installed.exists(), "binary left behind");
+    assert!(!dirs.pin_root.exists(), "pins left behind");
+    let precheck = Command::new(meshlane())
+        .args(["precheck", "--cgroup"])
+        .arg(&dirs.cgroup)
+        .arg("--bpffs-root")
+        .arg(&dirs.pin_root)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&precheck.stdout);
+    for hook in ["connect4", "connect6", "getsockopt", "sock_ops"] {
+        let line = report
+            .lines()
+            .find(|l| l.contains(&format!("other programs on {hook} ")))
+            .unwrap_or_else(|| panic!("no {hook} line in\n{report}"));
+        assert!(
+            line.ends_with("none"),
+            "still attached after uninstall: {line}"
+        );
+    }
+
+    // Uninstalling again is harmless.
+    assert!(uninstall(&dirs, false).status.success());
+    drop(pod_netns);
+}
