@@ -749,7 +749,7 @@ show_meshlane() {
     say "(counters that are 0 are not shown)"
     # A cgroup's ID is its inode number on the cgroup2 filesystem.
     id="$(stat -c %i "$cgroup")"
-    if [[ "$(grep -o 'cgroup id [0-9]*$' <<<"$status" | sort -u)" != "cgroup id $id" ]]; then
+    if [[ "$(grep -o 'cgroup id [0-9]*' <<<"$status" | sort -u)" != "cgroup id $id" ]]; then
         die "meshlane's programs are not all attached to the demo cgroup (id $id)" "$status"
     fi
     say "Every program is attached to the demo cgroup (id $id), not to the machine's root cgroup."
