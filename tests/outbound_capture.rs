@@ -289,20 +289,28 @@ fn the_same_tuple_in_two_pods_keeps_each_pods_destination() {
     );
     let _proxy_b =
         ProbeServer::start_original_dst(&b.place(), "127.0.0.1", 15001, "proxy-b", Duration::ZERO);
+    // The kernel picks the source port of the rewritten connect; with a one-port
+    // ephemeral range in each pod (a per-netns setting) both pick the same one.
     let source = "127.0.0.1:41001";
+    for pod in [&a, &b] {
+        let set = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", pod.netns_path().display()))
+            .args(["sysctl", "-qw", "net.ipv4.ip_local_port_range=41001 41001"])
+            .status()
+            .expect("nsenter sysctl");
+        assert!(set.success(), "narrowing the ephemeral port range");
+    }
     let (to_a, to_b) = ("10.250.1.1:1111", "10.250.2.2:2222");
 
     let (from_a, from_b) = thread::scope(|scope| {
         let from_a = scope.spawn(|| {
             Connect::to(to_a)
-                .bind(source)
                 .identity(Identity::APP)
                 .run(&a.place())
         });
         thread::sleep(Duration::from_millis(400));
         let from_b = scope.spawn(|| {
             Connect::to(to_b)
-                .bind(source)
                 .hold(Duration::from_secs(3))
                 .identity(Identity::APP)
                 .run(&b.place())
