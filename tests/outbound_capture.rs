@@ -303,11 +303,7 @@ fn the_same_tuple_in_two_pods_keeps_each_pods_destination() {
     let (to_a, to_b) = ("10.250.1.1:1111", "10.250.2.2:2222");
 
     let (from_a, from_b) = thread::scope(|scope| {
-        let from_a = scope.spawn(|| {
-            Connect::to(to_a)
-                .identity(Identity::APP)
-                .run(&a.place())
-        });
+        let from_a = scope.spawn(|| Connect::to(to_a).identity(Identity::APP).run(&a.place()));
         thread::sleep(Duration::from_millis(400));
         let from_b = scope.spawn(|| {
             Connect::to(to_b)
