@@ -129,16 +129,67 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ml_counters SEC(".maps");
 
+/*
+ * The short path (docs/shortpath.md). Sockets whose sends are handed over: the
+ * sk_msg program is attached to this map, so that every socket in it runs the
+ * program on each sendmsg. The kernel removes a socket when it closes.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, ML_MAX_SHORT_SOCKETS);
+	__type(key, struct ml_short_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_short_tx SEC(".maps");
+
+/*
+ * Proxy sockets that may receive handed-over messages. No program here: a socket
+ * only in this map keeps the kernel's own sendmsg (no cost on its sends).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, ML_MAX_SHORT_SOCKETS);
+	__type(key, struct ml_short_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_short_rx SEC(".maps");
+
+/* Short-path socket -> its peer's key and what sk_msg decided; freed with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for socket storage */
+	__type(key, int);
+	__type(value, struct ml_short_sock);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_short_socks SEC(".maps");
+
+/*
+ * Active end's key -> what it offered, until the passive end reads it (a few
+ * microseconds later). LRU: an offer nobody takes (the peer went elsewhere) ages out.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ML_MAX_SHORT_OFFERS);
+	__type(key, struct ml_short_key);
+	__type(value, struct ml_short_offer);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_short_offers SEC(".maps");
+
 /* See struct ml_contract: makes the contract's enums visible to Rust. */
 const volatile struct ml_contract ml_contract_types;
 
-static __always_inline void count_event(enum ml_counter counter)
+static __always_inline void count_events(enum ml_counter counter, __u64 events)
 {
 	__u32 index = counter;
 	__u64 *value = bpf_map_lookup_elem(&ml_counters, &index);
 
 	if (value)
-		*value += 1;
+		*value += events;
+}
+
+static __always_inline void count_event(enum ml_counter counter)
+{
+	count_events(counter, 1);
 }
 
 #endif /* MESHLANE_MAPS_H */

@@ -39,6 +39,9 @@ enum ml_limits {
 	ML_IFNAME_LEN = 16,
 	ML_POD_NAMESPACE_LEN = 64,
 	ML_POD_NAME_LEN = 256,
+	/* Sockets on the short path at once (each map), and handshakes in flight. */
+	ML_MAX_SHORT_SOCKETS = 262144,
+	ML_MAX_SHORT_OFFERS = 16384,
 };
 
 /* Ports of Istio's sidecar (ISTIO-CAPTURE.md, "Constants"). */
@@ -64,7 +67,7 @@ enum ml_pod_flag {
 	ML_POD_INCLUDE_ALL_INBOUND = 1 << 3,
 	/* DNS (port 53) from the app goes to the proxy's DNS listener. */
 	ML_POD_CAPTURE_DNS = 1 << 4,
-	/* Sockets of this pod may take the sockmap short path. */
+	/* The pod's proxy sockets may take the sockmap short path (docs/shortpath.md). */
 	ML_POD_SHORT_PATH = 1 << 5,
 	/* Some destinations route through excluded interfaces (ml_out_iface_routes). */
 	ML_POD_EXCLUDES_INTERFACES = 1 << 6,
@@ -76,6 +79,11 @@ enum ml_pod_flag {
 	/* The pod has IPv4 / IPv6 addresses: without them its connects cannot route. */
 	ML_POD_HAS_IPV4 = 1 << 8,
 	ML_POD_HAS_IPV6 = 1 << 9,
+	/*
+	 * With ML_POD_SHORT_PATH: the app's own sends to a proxy take it too (its
+	 * sidecar over loopback, another pod's). Opt-in, docs/shortpath.md says why.
+	 */
+	ML_POD_SHORT_PATH_APP = 1 << 10,
 };
 
 /* What ml_pod.ips[i] is; the loopback rules need to know which are the pod's own. */
@@ -213,7 +221,90 @@ enum ml_counter {
 	ML_CNT_DNS_REPLY_RESTORED,	  /* a DNS reply shows the server the app asked */
 	ML_CNT_BYPASS_PROXY_DNS,	  /* the proxy's own DNS */
 	ML_CNT_BYPASS_EXCLUDED_INTERFACE, /* routed through an excluded interface */
+	ML_CNT_SHORT_TX_INSERTED,	  /* a socket's sends may take the short path */
+	ML_CNT_SHORT_RX_INSERTED,	  /* a proxy socket may receive over the short path */
+	ML_CNT_SHORT_INSERT_FAILED,	  /* a sockhash refused a socket (full?) */
+	ML_CNT_SHORT_REDIRECTED_MSGS,	  /* messages handed to the peer socket directly */
+	ML_CNT_SHORT_REDIRECTED_BYTES,	  /* ... and their bytes */
+	ML_CNT_SHORT_PEER_MISSING,	  /* first message found no peer: TCP */
+	ML_CNT_SHORT_PEER_GONE,		  /* the peer left the map: TCP from then on */
+	ML_CNT_SHORT_FELL_BACK,		  /* small messages streamed: TCP is faster */
+	ML_CNT_SHORT_EVICTED,		  /* a socket that went back to TCP left the map */
+	ML_CNT_SHORT_UNPAIRED,		  /* the passive end declined an offer */
+	ML_CNT_SHORT_BACKPRESSURE,	  /* the reader is behind: TCP (and its window) */
+	ML_CNT_SHORT_RESUMED,		  /* ... until it caught up: short path again */
 	ML_CNT_MAX,
+};
+
+/*
+ * The short path: both ends of a TCP connection on this node, the sender's
+ * messages handed to the receiving socket by sk_msg (bpf_msg_redirect_hash),
+ * skipping TCP/IP. docs/shortpath.md has the classes, the policy and the
+ * measurements behind it.
+ */
+
+/* A socket on the short path, from its own point of view (ml_short_tx / _rx key). */
+struct ml_short_key {
+	/*
+	 * The socket's network namespace: the same 127.0.0.1:p -> 127.0.0.1:15001
+	 * tuple exists in many pods at once. Between pods the addresses alone are
+	 * unique on the node; the cookie (from ml_pod_ips) keeps one key format.
+	 */
+	__u64 netns_cookie;
+	struct ml_addr local;
+	struct ml_addr remote;
+	__u16 local_port;  /* host order */
+	__u16 remote_port; /* host order */
+	__u32 pad;	   /* zero: keys are compared bytewise */
+};
+
+/* Bits of ml_short_offer.roles and ml_short_sock.roles. */
+enum ml_short_role {
+	/* In ml_short_tx: its sends are handed to the peer (it needs a receiving peer). */
+	ML_SHORT_TX = 1 << 0,
+	/* In ml_short_rx: a proxy socket that may receive handed-over messages. */
+	ML_SHORT_RX = 1 << 1,
+};
+
+/* Where the two ends are; the fallback's thresholds differ (docs/shortpath.md). */
+enum ml_short_class {
+	ML_SHORT_LOOPBACK = 1,	 /* app and proxy of one pod */
+	ML_SHORT_POD_TO_POD = 2, /* two pods of this node */
+};
+
+/* What sk_msg does with a socket's sends. */
+enum ml_short_state {
+	ML_SHORT_UNDECIDED = 0,	  /* nothing sent yet: the first message decides */
+	ML_SHORT_REDIRECTING = 1, /* every message goes to the peer's socket */
+	ML_SHORT_PASSING = 2,	  /* over TCP; back only once TCP is drained */
+};
+
+/*
+ * Written by the active end at ESTABLISHED under its own key, read (and deleted)
+ * by the passive end a moment later: what the active end did, so that the passive
+ * end pairs with it or releases it.
+ */
+struct ml_short_offer {
+	__u32 roles; /* enum ml_short_role of the active end */
+	__u32 pad;
+};
+
+/* Per-socket storage of a short-path socket (ml_short_socks). */
+struct ml_short_sock {
+	struct ml_short_key peer; /* the receiving end's key in ml_short_rx */
+	/*
+	 * The receiving socket's kernel address, learnt from the first handed-over
+	 * message, for reading its backlog (bpf_probe_read_kernel; the socket stays
+	 * allocated while it is in ml_short_rx, and a peer that left fails the
+	 * redirect whatever was read). 0 until then.
+	 */
+	__u64 peer_sk;
+	__u64 last_small_ns; /* when it last sent a small message */
+	__u32 last_rcv_nxt;  /* its rcv_nxt then: has the peer answered since? */
+	__u8 small_run;	     /* small messages in a row, unanswered, close together */
+	__u8 state;	     /* enum ml_short_state */
+	__u8 roles;	     /* enum ml_short_role */
+	__u8 class;	     /* enum ml_short_class */
 };
 
 /*
@@ -228,6 +319,9 @@ struct ml_contract {
 	enum ml_cidr_list cidr_list;
 	enum ml_redirect_kind redirect_kind;
 	enum ml_counter counter;
+	enum ml_short_role short_role;
+	enum ml_short_class short_class;
+	enum ml_short_state short_state;
 };
 
 #endif /* MESHLANE_H */

@@ -7,7 +7,9 @@
  *   published under it for the proxy's accepted socket to find, until close;
  * - registers the proxy's wildcard inbound listeners for sk_lookup to use;
  * - marks accepted sockets that sk_lookup steered, so that getsockopt can answer
- *   SO_ORIGINAL_DST for them (their own local address).
+ *   SO_ORIGINAL_DST for them (their own local address);
+ * - puts both ends of connections between local sockets on the short path
+ *   (shortpath.h), and takes senders that went back to TCP off it.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -18,6 +20,7 @@
 #include "inbound.h"
 #include "maps.h"
 #include "meshlane.h"
+#include "shortpath.h"
 
 /* sockops programs return 1; the value only matters for a few callbacks. */
 #define ML_SOCKOPS_OK 1
@@ -158,18 +161,54 @@ static __always_inline void mark_if_steered(struct bpf_sock_ops *skops)
 	steered->orig.kind = ML_REDIRECT_STEERED;
 }
 
+/* The established socket's own view of its connection; false outside mesh pods. */
+static __always_inline int describe_end(struct bpf_sock_ops *skops, struct short_end *end)
+{
+	end->netns_cookie = bpf_get_netns_cookie(skops);
+	end->pod = bpf_map_lookup_elem(&ml_pods, &end->netns_cookie);
+	if (!end->pod)
+		return 0;
+	end->local = local_addr(skops);
+	end->remote = remote_addr(skops);
+	end->local_port = (__u16)skops->local_port;
+	end->remote_port = (__u16)bpf_ntohl(skops->remote_port);
+	return 1;
+}
+
+/* ACTIVE/PASSIVE_ESTABLISHED_CB and RTT_CB of the short path. */
+static __always_inline void short_path(struct bpf_sock_ops *skops, __u32 op)
+{
+	struct short_end end = {};
+
+	if (!describe_end(skops, &end))
+		return;
+	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+		short_path_active(skops, &end);
+	else if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		short_path_passive(skops, &end);
+	else
+		short_path_on_ack(skops, &end);
+}
+
 SEC("sockops")
 int ml_sockops(struct bpf_sock_ops *skops)
 {
-	switch (skops->op) {
+	__u32 op = skops->op;
+
+	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		publish_orig_dst(skops);
 		break;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		register_inbound_listener(skops);
 		break;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_RTT_CB:
+		short_path(skops, op);
+		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		mark_if_steered(skops);
+		short_path(skops, op);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		forget_on_close(skops);

@@ -3,7 +3,8 @@
 
 pub use super::skel::connect::types::{
     ml_addr, ml_attachment, ml_attachment_key, ml_cidr_key, ml_conn_key, ml_counter, ml_istio_port,
-    ml_limits, ml_orig_dst, ml_pod, ml_pod_flag, ml_port_key, ml_port_list,
+    ml_limits, ml_orig_dst, ml_pod, ml_pod_flag, ml_port_key, ml_port_list, ml_short_key,
+    ml_short_offer, ml_short_role, ml_short_sock, ml_short_state,
 };
 
 use std::mem::size_of;
@@ -53,6 +54,8 @@ unsafe impl MapBytes for ml_conn_key {}
 unsafe impl MapBytes for ml_orig_dst {}
 unsafe impl MapBytes for ml_attachment_key {}
 unsafe impl MapBytes for ml_attachment {}
+unsafe impl MapBytes for ml_short_key {}
+unsafe impl MapBytes for ml_short_offer {}
 
 impl ml_addr {
     /// The 16-byte form the BPF side uses: IPv4 as `::ffff:a.b.c.d`.
@@ -122,6 +125,9 @@ mod tests {
         assert_eq!(size_of::<ml_conn_key>(), 8 + 16 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<ml_attachment_key>(), 128 + 16);
         assert_eq!(size_of::<ml_attachment>(), 8 + 2 + 6 + 16 * 8 + 64 + 256);
+        assert_eq!(size_of::<ml_short_key>(), 8 + 16 + 16 + 2 + 2 + 4);
+        assert_eq!(size_of::<ml_short_offer>(), 8);
+        assert_eq!(size_of::<ml_short_sock>(), 48 + 8 + 8 + 4 + 4);
     }
 
     #[test]

@@ -48,3 +48,19 @@ pub fn prepare_root(layout: &PinLayout) -> Result<(), DatapathError> {
     }
     Ok(())
 }
+
+/// Pins a BPF object (a link, a program) by descriptor at `path`.
+pub fn pin_fd(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "pin path contains NUL")
+    })?;
+    // SAFETY: a valid descriptor and a NUL-terminated path, both alive for the call.
+    let rc = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), path.as_ptr()) };
+    if rc < 0 {
+        return Err(std::io::Error::from_raw_os_error(-rc));
+    }
+    Ok(())
+}

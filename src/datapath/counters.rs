@@ -6,7 +6,7 @@ use super::layout::PinLayout;
 use super::pinned_map::PinnedMap;
 
 /// Every counter with the name operators and metrics see.
-pub const COUNTERS: [(ml_counter, &str); 23] = [
+pub const COUNTERS: [(ml_counter, &str); 35] = [
     (
         ml_counter::ML_CNT_OUTBOUND_REDIRECTED,
         "outbound_redirected",
@@ -66,6 +66,39 @@ pub const COUNTERS: [(ml_counter, &str); 23] = [
         ml_counter::ML_CNT_BYPASS_EXCLUDED_INTERFACE,
         "bypass_excluded_interface",
     ),
+    (
+        ml_counter::ML_CNT_SHORT_TX_INSERTED,
+        "short_path_tx_sockets",
+    ),
+    (
+        ml_counter::ML_CNT_SHORT_RX_INSERTED,
+        "short_path_rx_sockets",
+    ),
+    (
+        ml_counter::ML_CNT_SHORT_INSERT_FAILED,
+        "short_path_insert_failed",
+    ),
+    (
+        ml_counter::ML_CNT_SHORT_REDIRECTED_MSGS,
+        "short_path_redirected_messages",
+    ),
+    (
+        ml_counter::ML_CNT_SHORT_REDIRECTED_BYTES,
+        "short_path_redirected_bytes",
+    ),
+    (
+        ml_counter::ML_CNT_SHORT_PEER_MISSING,
+        "short_path_peer_missing",
+    ),
+    (ml_counter::ML_CNT_SHORT_PEER_GONE, "short_path_peer_gone"),
+    (ml_counter::ML_CNT_SHORT_FELL_BACK, "short_path_fell_back"),
+    (ml_counter::ML_CNT_SHORT_EVICTED, "short_path_evicted"),
+    (ml_counter::ML_CNT_SHORT_UNPAIRED, "short_path_unpaired"),
+    (
+        ml_counter::ML_CNT_SHORT_BACKPRESSURE,
+        "short_path_backpressure",
+    ),
+    (ml_counter::ML_CNT_SHORT_RESUMED, "short_path_resumed"),
 ];
 
 /// Reads every counter, in the order of `COUNTERS`.

@@ -91,6 +91,14 @@ pub enum DatapathError {
         source: std::io::Error,
     },
 
+    #[error("attaching {program} to map {map}: {step}: {source}")]
+    MapAttach {
+        program: &'static str,
+        map: &'static str,
+        step: &'static str,
+        source: std::io::Error,
+    },
+
     #[error("BPF object {object} has no program {program} (a build of another version?)")]
     MissingProgram {
         object: &'static str,

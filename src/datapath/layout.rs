@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! <root>/maps/ml_*           maps, shared by every object and process
-//! <root>/links/<program>     node-wide links (cgroup programs)
-//! <root>/progs/<program>     programs linked per pod (sk_lookup)
+//! <root>/links/<program>     node-wide links (cgroup programs; sk_msg on ml_short_tx)
+//! <root>/progs/<program>     programs linked per pod (sk_lookup); sk_msg when the
+//!                            kernel has no sk_msg links (< 6.10) and it is attached
+//!                            to the map itself
 //! <root>/inbound/<cookie>    a pod's inbound steering link, by netns cookie
 //! ```
 

@@ -4,14 +4,16 @@
 //! Maps are pinned under `<root>/maps` (libbpf reuses them by name, so every
 //! object shares one set); each cgroup program is attached through a link pinned
 //! under `<root>/links`, which keeps it attached after the loading process exits.
+//! The short path's `sk_msg` program is attached to a map instead (see
+//! [`MAP_PROGRAMS`]).
 
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use libbpf_rs::query::LinkTypeInfo;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, OpenObject};
+use libbpf_rs::{Link, MapCore, MapHandle, OpenObject};
 
 use super::bpffs;
 use super::cgroup::Cgroup;
@@ -100,7 +102,49 @@ pub const POD_PROGRAMS: [PodProgram; 1] = [PodProgram {
     program: "ml_sk_lookup",
 }];
 
-const OBJECTS: [&str; 4] = ["connect", "origdst", "sockops", "inbound"];
+/// A program attached to one of meshlane's maps rather than to the cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapProgram {
+    /// Its link's pin name under `<root>/links` (kernels with `sk_msg` links, 6.10+),
+    /// and the program's pin name under `<root>/progs` when the kernel has no such
+    /// links and the program is attached to the map itself (`BPF_PROG_ATTACH`).
+    pub pin: &'static str,
+    pub object: &'static str,
+    pub program: &'static str,
+    /// The map it is attached to, pinned under `<root>/maps`.
+    pub map: &'static str,
+}
+
+/// The short path's `sk_msg` program runs for every socket in `ml_short_tx`.
+pub const MAP_PROGRAMS: [MapProgram; 1] = [MapProgram {
+    pin: "sk_msg",
+    object: "shortpath",
+    program: "ml_short_msg",
+    map: "ml_short_tx",
+}];
+
+/// `shortpath` before `sockops`: sockets that sockops puts into `ml_short_tx` get
+/// the program the map has at that moment, and keep it.
+const OBJECTS: [&str; 5] = ["connect", "origdst", "shortpath", "sockops", "inbound"];
+
+/// How a map program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapAttach {
+    /// A link where the kernel has them (6.10+ for `sk_msg`), else the map itself.
+    Auto,
+    /// Always `BPF_PROG_ATTACH` to the map: what kernels before 6.10 get. For tests
+    /// of that path on newer kernels.
+    ProgAttach,
+}
+
+/// How a map program is attached now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapAttachment {
+    /// Through the link pinned at `<root>/links/<pin>`, to the pinned map.
+    Link { link_id: u32, map_id: u32 },
+    /// To the map itself (no link); `<root>/progs/<pin>` marks it.
+    Map,
+}
 
 /// What `ensure_attached` found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +161,15 @@ pub fn ensure_attached(
     layout: &PinLayout,
     cgroup_path: &Path,
 ) -> Result<AttachOutcome, DatapathError> {
+    ensure_attached_with(layout, cgroup_path, MapAttach::Auto)
+}
+
+/// `ensure_attached`, choosing how map programs get attached.
+pub fn ensure_attached_with(
+    layout: &PinLayout,
+    cgroup_path: &Path,
+    map_attach: MapAttach,
+) -> Result<AttachOutcome, DatapathError> {
     let cgroup = Cgroup::open(cgroup_path)?;
     bpffs::check_root(layout)?;
     if all_attached(layout, &cgroup)? {
@@ -130,7 +183,7 @@ pub fn ensure_attached(
     }
     let mut attached = Vec::new();
     for object in OBJECTS {
-        attached.extend(load_and_attach(object, layout, &cgroup)?);
+        attached.extend(load_and_attach(object, layout, &cgroup, map_attach)?);
     }
     Ok(AttachOutcome::Attached(attached))
 }
@@ -140,6 +193,12 @@ pub fn ensure_attached(
 /// serves one cgroup.
 fn all_attached(layout: &PinLayout, cgroup: &Cgroup) -> Result<bool, DatapathError> {
     if POD_PROGRAMS.iter().any(|p| !layout.prog(p.pin).exists()) {
+        return Ok(false);
+    }
+    if MAP_PROGRAMS
+        .iter()
+        .any(|p| map_program_attachment(layout, p).is_none())
+    {
         return Ok(false);
     }
     for program in NODE_PROGRAMS {
@@ -172,10 +231,34 @@ pub fn pinned_link_cgroup(path: &Path) -> Option<u64> {
     }
 }
 
+/// How a map program is attached, `None` when it is not (or its link is pinned
+/// for a map that is no longer the pinned one).
+pub fn map_program_attachment(layout: &PinLayout, program: &MapProgram) -> Option<MapAttachment> {
+    let link_pin = layout.link(program.pin);
+    // Checked first so that libbpf does not warn about a pin that is simply absent.
+    if link_pin.exists() {
+        let info = Link::open(&link_pin).ok()?.info().ok()?;
+        let LinkTypeInfo::SockMap(sockmap) = info.info else {
+            return None;
+        };
+        let map = MapHandle::from_pinned_path(layout.map(program.map)).ok()?;
+        let map_id = map.info().ok()?.info.id;
+        return (sockmap.map_id == map_id).then_some(MapAttachment::Link {
+            link_id: info.id,
+            map_id,
+        });
+    }
+    layout
+        .prog(program.pin)
+        .exists()
+        .then_some(MapAttachment::Map)
+}
+
 fn load_and_attach(
     object: &'static str,
     layout: &PinLayout,
     cgroup: &Cgroup,
+    map_attach: MapAttach,
 ) -> Result<Vec<&'static str>, DatapathError> {
     let mut storage = MaybeUninit::uninit();
     match object {
@@ -185,6 +268,7 @@ fn load_and_attach(
             &mut storage,
             layout,
             cgroup,
+            map_attach,
         ),
         "origdst" => attach_from(
             object,
@@ -192,6 +276,7 @@ fn load_and_attach(
             &mut storage,
             layout,
             cgroup,
+            map_attach,
         ),
         "sockops" => attach_from(
             object,
@@ -199,6 +284,7 @@ fn load_and_attach(
             &mut storage,
             layout,
             cgroup,
+            map_attach,
         ),
         "inbound" => attach_from(
             object,
@@ -206,6 +292,15 @@ fn load_and_attach(
             &mut storage,
             layout,
             cgroup,
+            map_attach,
+        ),
+        "shortpath" => attach_from(
+            object,
+            skel::shortpath::ShortpathSkelBuilder::default(),
+            &mut storage,
+            layout,
+            cgroup,
+            map_attach,
         ),
         other => unreachable!("no BPF object named {other}"),
     }
@@ -219,6 +314,7 @@ fn attach_from<'obj, B>(
     storage: &'obj mut MaybeUninit<OpenObject>,
     layout: &PinLayout,
     cgroup: &Cgroup,
+    map_attach: MapAttach,
 ) -> Result<Vec<&'static str>, DatapathError>
 where
     B: SkelBuilder<'obj>,
@@ -284,5 +380,105 @@ where
         })?;
         attached.push(program.pin);
     }
+    for program in MAP_PROGRAMS.iter().filter(|p| p.object == object) {
+        if map_program_attachment(layout, program).is_some() {
+            continue;
+        }
+        // A link pinned for a map that is no longer the pinned one: replace it.
+        let stale = layout.link(program.pin);
+        if stale.exists() {
+            std::fs::remove_file(&stale).map_err(|source| DatapathError::PinDir {
+                path: stale.clone(),
+                source,
+            })?;
+        }
+        let missing = DatapathError::MissingProgram {
+            object,
+            program: program.program,
+        };
+        let mut prog = skel
+            .object()
+            .progs_mut()
+            .find(|p| p.name() == program.program)
+            .ok_or(missing)?;
+        let map = skel
+            .object()
+            .maps()
+            .find(|m| m.name() == program.map)
+            .ok_or(DatapathError::MissingProgram {
+                object,
+                program: program.map,
+            })?;
+        if attach_to_map(prog.as_fd(), map.as_fd(), layout, program, map_attach)? {
+            attached.push(program.pin);
+            continue;
+        }
+        // No link: the map holds the program; the pinned program marks it attached.
+        let pin = layout.prog(program.pin);
+        prog.pin(&pin).map_err(|source| DatapathError::Pin {
+            what: program.pin,
+            path: pin.clone(),
+            source,
+        })?;
+        attached.push(program.pin);
+    }
     Ok(attached)
+}
+
+/// Kernels before 6.10 refuse `BPF_LINK_CREATE` for `sk_msg` with one of these.
+const NO_SK_MSG_LINKS: [i32; 3] = [libc::EINVAL, libc::EOPNOTSUPP, 524 /* ENOTSUPP */];
+
+/// Attaches an `sk_msg` program to a sockhash: through a link pinned under
+/// `<root>/links` (true) where the kernel has them, else to the map itself (false;
+/// sockets already in the map keep the program they had, and replacing it needs
+/// a new attach rather than `bpf_link_update`).
+fn attach_to_map(
+    prog: BorrowedFd<'_>,
+    map: BorrowedFd<'_>,
+    layout: &PinLayout,
+    program: &MapProgram,
+    how: MapAttach,
+) -> Result<bool, DatapathError> {
+    let attach_err = |step: &'static str| {
+        move |source: std::io::Error| DatapathError::MapAttach {
+            program: program.program,
+            map: program.map,
+            step,
+            source,
+        }
+    };
+    let attach_type = libbpf_rs::libbpf_sys::BPF_SK_MSG_VERDICT;
+    if how == MapAttach::Auto {
+        // SAFETY: both descriptors are open for the duration of the call; no options.
+        let fd = unsafe {
+            libbpf_rs::libbpf_sys::bpf_link_create(
+                prog.as_raw_fd(),
+                map.as_raw_fd(),
+                attach_type,
+                std::ptr::null(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: a fresh link descriptor that nothing else owns.
+            let link = unsafe { OwnedFd::from_raw_fd(fd) };
+            let pin = layout.link(program.pin);
+            bpffs::pin_fd(link.as_fd(), &pin).map_err(attach_err("pinning the link"))?;
+            return Ok(true);
+        }
+        if !NO_SK_MSG_LINKS.contains(&-fd) {
+            return Err(attach_err("creating the link")(
+                std::io::Error::from_raw_os_error(-fd),
+            ));
+        }
+    }
+    // SAFETY: both descriptors are open for the duration of the call.
+    let rc = unsafe {
+        libbpf_rs::libbpf_sys::bpf_prog_attach(prog.as_raw_fd(), map.as_raw_fd(), attach_type, 0)
+    };
+    if rc < 0 {
+        return Err(attach_err("attaching to the map")(
+            std::io::Error::from_raw_os_error(-rc),
+        ));
+    }
+    Ok(false)
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use super::abi::{ml_addr, ml_cidr_key, ml_limits, ml_pod, ml_pod_flag, ml_port_key, ml_port_list};
 use super::error::DatapathError;
+use crate::policy::short_path::ShortPath;
 use crate::policy::{Cidr, CidrSelection, PodCapture, PortSelection};
 
 /// Which LPM trie a CIDR entry goes to.
@@ -71,7 +72,11 @@ impl PodEntries {
             ml_pod_flag::ML_POD_CAPTURE_OUTBOUND,
         ) | flag(capture.capture_inbound, ml_pod_flag::ML_POD_CAPTURE_INBOUND)
             | flag(capture.capture_dns, ml_pod_flag::ML_POD_CAPTURE_DNS)
-            | flag(capture.short_path, ml_pod_flag::ML_POD_SHORT_PATH)
+            | flag(capture.short_path.is_on(), ml_pod_flag::ML_POD_SHORT_PATH)
+            | flag(
+                capture.short_path == ShortPath::ProxyAndApp,
+                ml_pod_flag::ML_POD_SHORT_PATH_APP,
+            )
             // Including every port captures every destination just the same.
             | flag(
                 capture.include_outbound_cidrs == CidrSelection::All
@@ -219,6 +224,8 @@ mod tests {
             assert_ne!(flags & bit.0, 0, "{bit:?}");
         }
         assert_eq!(flags & ml_pod_flag::ML_POD_CAPTURE_DNS.0, 0);
+        assert_ne!(flags & ml_pod_flag::ML_POD_SHORT_PATH.0, 0);
+        assert_eq!(flags & ml_pod_flag::ML_POD_SHORT_PATH_APP.0, 0);
         assert_eq!(entries.pod.ip_count, 2);
         assert_eq!(entries.pod.ips[1].to_ip().to_string(), "fd00::5");
         assert!(entries.ports.contains(&PortEntry {
@@ -258,6 +265,21 @@ mod tests {
         ]);
         let flags = PodEntries::from_capture(&loopback).unwrap().pod.flags;
         assert_ne!(flags & ml_pod_flag::ML_POD_INCLUDES_LOOPBACK.0, 0);
+    }
+
+    #[test]
+    fn the_short_path_setting_becomes_two_flags() {
+        let both = ml_pod_flag::ML_POD_SHORT_PATH.0 | ml_pod_flag::ML_POD_SHORT_PATH_APP.0;
+        for (setting, expected) in [
+            (ShortPath::Off, 0),
+            (ShortPath::Proxy, ml_pod_flag::ML_POD_SHORT_PATH.0),
+            (ShortPath::ProxyAndApp, both),
+        ] {
+            let mut capture = capture();
+            capture.short_path = setting;
+            let flags = PodEntries::from_capture(&capture).unwrap().pod.flags;
+            assert_eq!(flags & both, expected, "{setting:?}");
+        }
     }
 
     #[test]

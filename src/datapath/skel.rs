@@ -19,3 +19,6 @@ pub mod inbound {
 pub mod sockops {
     include!(concat!(env!("OUT_DIR"), "/sockops.skel.rs"));
 }
+pub mod shortpath {
+    include!(concat!(env!("OUT_DIR"), "/shortpath.skel.rs"));
+}

@@ -14,6 +14,7 @@ use crate::netns::{self, NetnsFacts};
 use crate::policy::annotations::TrafficAnnotations;
 use crate::policy::pod_capture::{CaptureInputs, MeshSettings};
 use crate::policy::selection::Selection;
+use crate::policy::short_path::pod_short_path;
 use crate::policy::PodCapture;
 use crate::{log_info, log_warn};
 
@@ -40,7 +41,10 @@ pub fn add(request: &AttachmentRequest) -> Result<Value, CniError> {
         return Ok(result);
     }
     let pod = classified.pod;
-    let traffic = TrafficAnnotations::parse(&pod.annotations.clone().unwrap_or_default())
+    let annotations = pod.annotations.clone().unwrap_or_default();
+    let traffic = TrafficAnnotations::parse(&annotations)
+        .map_err(|err| CniError::config(err.annotation, &err))?;
+    let short_path = pod_short_path(context.config.short_path, &annotations)
         .map_err(|err| CniError::config(err.annotation, &err))?;
 
     let netns_path = request
@@ -66,6 +70,7 @@ pub fn add(request: &AttachmentRequest) -> Result<Value, CniError> {
         },
         ips: &ips,
         interfaces: &interfaces,
+        short_path,
     });
     // Validate the records before anything is loaded or written.
     PodEntries::from_capture(&capture)?;
@@ -145,12 +150,13 @@ fn refuse_user_namespaces(facts: &NetnsFacts, netns: &Path) -> Result<(), CniErr
 fn describe(capture: &PodCapture) -> String {
     let ips: Vec<String> = capture.ips.iter().map(IpAddr::to_string).collect();
     format!(
-        "pod IPs {}, proxy {}:{}, inbound {}, dns {}",
+        "pod IPs {}, proxy {}:{}, inbound {}, dns {}, short path {:?}",
         ips.join(","),
         capture.proxy_uid,
         capture.proxy_gid,
         capture.capture_inbound,
-        capture.capture_dns
+        capture.capture_dns,
+        capture.short_path
     )
 }
 

@@ -2,7 +2,9 @@
 //! still attached.
 
 use crate::cni::{AttachmentRequest, CniError};
-use crate::datapath::loader::{pinned_link_cgroup, NODE_PROGRAMS};
+use crate::datapath::loader::{
+    map_program_attachment, pinned_link_cgroup, MAP_PROGRAMS, NODE_PROGRAMS,
+};
 use crate::datapath::PodMaps;
 use crate::netns;
 use crate::policy::selection::Selection;
@@ -27,6 +29,17 @@ pub fn check(request: &AttachmentRequest) -> Result<(), CniError> {
                 "node program {} is not attached (no link pinned at {})",
                 program.program,
                 context.layout.link(program.link).display()
+            )));
+        }
+    }
+    for program in MAP_PROGRAMS {
+        if map_program_attachment(&context.layout, &program).is_none() {
+            return Err(CniError::datapath(format!(
+                "{} is not attached to map {} (no link at {}, no program at {})",
+                program.program,
+                program.map,
+                context.layout.link(program.pin).display(),
+                context.layout.prog(program.pin).display()
             )));
         }
     }

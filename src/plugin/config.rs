@@ -57,7 +57,8 @@ pub const KEYS: [(&str, &str); 12] = [
     ("logLevel", "debug, info (default), warn or error"),
     (
         "shortPath",
-        "sockmap short path between local sockets (default true)",
+        "sockmap short path between sidecars on the node (default true; per pod: the \
+         annotation meshlane.io/short-path: \"false\" or \"app\")",
     ),
 ];
 

@@ -50,6 +50,7 @@ fn datapath_code(err: &DatapathError) -> CniError {
             | DatapathError::Attach { .. }
             | DatapathError::Pin { .. }
             | DatapathError::InboundLink { .. }
+            | DatapathError::MapAttach { .. }
             | DatapathError::MissingProgram { .. } => CniError::datapath(err.to_string()),
         }
     }

@@ -7,6 +7,7 @@ pub mod istio_selection;
 pub mod pod_capture;
 pub mod pod_meta;
 pub mod selection;
+pub mod short_path;
 
 pub use cidr::Cidr;
 pub use pod_capture::{CidrSelection, PodCapture, PortSelection};

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use super::annotations::{parse_go_bool, TrafficAnnotations};
 use super::cidr::Cidr;
 use super::pod_meta::PodSpecFacts;
+pub use super::short_path::ShortPath;
 
 /// Istio's sidecar ports and identity (ISTIO-CAPTURE.md, "Constants").
 pub const ISTIO_PROXY_UID: u32 = 1337;
@@ -40,7 +41,7 @@ pub struct PodCapture {
     pub capture_outbound: bool,
     pub capture_inbound: bool,
     pub capture_dns: bool,
-    pub short_path: bool,
+    pub short_path: ShortPath,
     pub proxy_uid: u32,
     pub proxy_gid: u32,
     pub outbound_port: u16,
@@ -69,7 +70,8 @@ impl PodCapture {
             capture_outbound: true,
             capture_inbound: true,
             capture_dns: false,
-            short_path: false,
+            // meshlane's default (`shortPath`), not Istio's: Istio has no short path.
+            short_path: ShortPath::Proxy,
             proxy_uid,
             proxy_gid,
             outbound_port: OUTBOUND_PORT,
@@ -109,7 +111,7 @@ impl PodCapture {
             capture_outbound: true,
             capture_inbound: traffic.include_inbound_ports != PortSelection::Only(BTreeSet::new()),
             capture_dns,
-            short_path: false,
+            short_path: inputs.short_path,
             proxy_uid: proxy_id(proxy.and_then(|p| p.run_as_user), inputs.mesh.proxy_uid),
             proxy_gid: proxy_id(proxy.and_then(|p| p.run_as_group), inputs.mesh.proxy_gid),
             outbound_port: OUTBOUND_PORT,
@@ -154,6 +156,9 @@ pub struct CaptureInputs<'a> {
     pub mesh: MeshSettings,
     pub ips: &'a [IpAddr],
     pub interfaces: &'a ExcludedInterfaces,
+    /// The pod's short path setting: the node-wide `shortPath` and its
+    /// `meshlane.io/short-path` annotation (`short_path::pod_short_path`).
+    pub short_path: ShortPath,
 }
 
 #[cfg(test)]
@@ -179,6 +184,7 @@ mod tests {
             },
             ips,
             interfaces,
+            short_path: ShortPath::Proxy,
         }
     }
 
@@ -237,6 +243,17 @@ mod tests {
         let pod = PodCapture::for_istio_pod(&inputs(&traffic, None, &[], &none));
         assert!(!pod.capture_inbound);
         assert!(pod.capture_outbound);
+    }
+
+    #[test]
+    fn the_short_path_setting_is_passed_on() {
+        let traffic = TrafficAnnotations::parse(&BTreeMap::new()).unwrap();
+        let none = ExcludedInterfaces::default();
+        for setting in [ShortPath::Off, ShortPath::Proxy, ShortPath::ProxyAndApp] {
+            let mut pod = inputs(&traffic, None, &[], &none);
+            pod.short_path = setting;
+            assert_eq!(PodCapture::for_istio_pod(&pod).short_path, setting);
+        }
     }
 
     #[test]

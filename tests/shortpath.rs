@@ -1,0 +1,1064 @@
+//! The short path, for real (docs/shortpath.md): sockops puts paired local sockets
+//! into sockhashes and sk_msg hands each message to the peer socket. Pods are
+//! network namespaces on the bridge CNI, the sidecars are real Envoys (UID 1337),
+//! and every payload is random and compared byte for byte (SHA-256) in both
+//! directions: app A → Envoy A → Envoy B → app B and back.
+//!
+//! By default only the sidecars' sockets take the short path (Envoy A ⇄ Envoy B);
+//! pods annotated `meshlane.io/short-path: "app"` add their app's sends to a
+//! sidecar (app A → Envoy A, app B → Envoy B). That the short path is taken is
+//! shown by meshlane's per-CPU counters and by the app's own socket: a handed-over
+//! send never becomes a TCP data segment, so the app's TCP_INFO shows none.
+//!
+//! Needs root; fails loudly (never skips) when it cannot run.
+
+mod common;
+
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use meshlane::datapath::abi::ml_short_key;
+use meshlane::datapath::counters::read_counters;
+use meshlane::datapath::loader::{
+    ensure_attached_with, map_program_attachment, AttachOutcome, MapAttach, MapAttachment,
+    MAP_PROGRAMS,
+};
+use meshlane::datapath::pinned_map::PinnedMap;
+use meshlane::datapath::PinLayout;
+
+use common::{Envoy, EnvoyOptions, Identity, Place, Pod, PodOptions, Spawn, TestNode, TestProcess};
+
+const APP_PORT: u16 = 8080;
+const SHORT_PATH_ANNOTATION: &str = "meshlane.io/short-path";
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const SETTLE: Duration = Duration::from_secs(10);
+
+fn stream_script() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/tools/stream.py"
+    ))
+}
+
+fn stream(place: &Place, identity: Identity) -> Spawn {
+    Spawn::new(place, common::prereq::python())
+        .arg(stream_script())
+        .identity(identity)
+}
+
+/// How the stream server reads and answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serve {
+    /// Reads with recv, writes back what it reads as it reads it.
+    Echo,
+    /// Many partial reads (1-100 bytes), echoing.
+    SmallReadsEcho,
+    /// splice(2) from the socket into a pipe, echoing.
+    SpliceEcho,
+    /// Reads to EOF, then writes everything back (the peer half-closed).
+    EchoAfterEof,
+    /// Reads only.
+    Sink,
+}
+
+/// `stream.py serve`; killed on drop.
+struct StreamServer {
+    process: TestProcess,
+}
+
+impl StreamServer {
+    fn start(place: &Place, host: &str, port: u16, identity: Identity, how: Serve) -> Self {
+        StreamServer::start_with(place, host, port, identity, how, &[])
+    }
+
+    /// With more of `stream.py serve`'s options.
+    fn start_with(
+        place: &Place,
+        host: &str,
+        port: u16,
+        identity: Identity,
+        how: Serve,
+        extra: &[&str],
+    ) -> Self {
+        let mode: &[&str] = match how {
+            Serve::Echo => &["--echo"],
+            Serve::SmallReadsEcho => &["--read", "small", "--echo"],
+            Serve::SpliceEcho => &["--read", "splice", "--echo"],
+            Serve::EchoAfterEof => &["--echo-after-eof"],
+            Serve::Sink => &[],
+        };
+        let mut process = stream(place, identity)
+            .args(["serve", "--host", host, "--port", &port.to_string()])
+            .args(mode.iter().copied())
+            .args(extra.iter().copied())
+            .spawn();
+        process.wait_for_line("READY", READY_TIMEOUT);
+        StreamServer { process }
+    }
+
+    /// The report of each finished connection so far.
+    fn connections(&self) -> Vec<Value> {
+        self.process
+            .output()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    fn wait_for_connections(&self, count: usize) -> Vec<Value> {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let done = self.connections();
+            if done.len() >= count {
+                return done;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server reported {} of {count} connections: {}",
+                done.len(),
+                self.process.output()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `stream.py send`, built then run at a place.
+#[derive(Debug, Clone)]
+struct Send {
+    to: String,
+    bytes: usize,
+    connections: usize,
+    chunk: String,
+    sendfile: bool,
+    expect_echo: bool,
+    rst: bool,
+    pause_ms: u32,
+    seed: Option<u64>,
+    identity: Identity,
+}
+
+/// What one connection of `Send` saw.
+#[derive(Debug, Clone)]
+struct Sent {
+    sent: u64,
+    sent_sha256: String,
+    echo_ok: Option<bool>,
+    echo_bytes: u64,
+    error: Option<String>,
+    /// TCP_INFO of the client socket.
+    data_segs_out: u64,
+    data_segs_in: u64,
+    raw: Value,
+}
+
+impl Send {
+    fn to(to: impl ToString) -> Self {
+        Send {
+            to: to.to_string(),
+            bytes: 1 << 20,
+            connections: 1,
+            chunk: "random".to_string(),
+            sendfile: false,
+            expect_echo: true,
+            rst: false,
+            pause_ms: 0,
+            seed: None,
+            identity: Identity::APP,
+        }
+    }
+
+    fn bytes(mut self, bytes: usize) -> Self {
+        self.bytes = bytes;
+        self
+    }
+
+    fn connections(mut self, connections: usize) -> Self {
+        self.connections = connections;
+        self
+    }
+
+    fn chunk(mut self, chunk: &str) -> Self {
+        self.chunk = chunk.to_string();
+        self
+    }
+
+    fn sendfile(mut self) -> Self {
+        self.sendfile = true;
+        self
+    }
+
+    fn no_echo(mut self) -> Self {
+        self.expect_echo = false;
+        self
+    }
+
+    fn rst(mut self) -> Self {
+        self.rst = true;
+        self.expect_echo = false;
+        self
+    }
+
+    fn pause_ms(mut self, pause: u32) -> Self {
+        self.pause_ms = pause;
+        self
+    }
+
+    /// Connection i sends the bytes of Python's `random.Random(seed + i)`.
+    fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    fn run(&self, place: &Place) -> Vec<Sent> {
+        let mut spawn = stream(place, self.identity)
+            .args(["send", "--to", &self.to])
+            .args(["--bytes", &self.bytes.to_string()])
+            .args(["--connections", &self.connections.to_string()])
+            .args(["--chunk", &self.chunk])
+            .args(["--pause-ms", &self.pause_ms.to_string()])
+            .timeout(Duration::from_secs(180));
+        if self.sendfile {
+            spawn = spawn.args(["--write", "sendfile"]);
+        }
+        if self.expect_echo {
+            spawn = spawn.arg("--expect-echo");
+        }
+        if self.rst {
+            spawn = spawn.arg("--rst");
+        }
+        if let Some(seed) = self.seed {
+            spawn = spawn.args(["--seed", &seed.to_string()]);
+        }
+        let finished = spawn.run();
+        let line = finished.stdout.lines().last().unwrap_or_default();
+        let report: Value = serde_json::from_str(line).unwrap_or_else(|err| {
+            panic!(
+                "stream.py send printed no JSON ({err}); status {}\nstdout: {}\nstderr: {}",
+                finished.status, finished.stdout, finished.stderr
+            )
+        });
+        report["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| Sent {
+                sent: r["sent"].as_u64().unwrap_or(0),
+                sent_sha256: r["sent_sha256"].as_str().unwrap_or_default().to_string(),
+                echo_ok: r["echo_ok"].as_bool(),
+                echo_bytes: r["echo_bytes"].as_u64().unwrap_or(0),
+                error: r["error"].as_str().map(str::to_string),
+                data_segs_out: r["tcp"]["data_segs_out"].as_u64().unwrap_or(u64::MAX),
+                data_segs_in: r["tcp"]["data_segs_in"].as_u64().unwrap_or(u64::MAX),
+                raw: r.clone(),
+            })
+            .collect()
+    }
+}
+
+fn counters(node: &TestNode) -> Vec<(&'static str, u64)> {
+    read_counters(&PinLayout::new(node.pin_root())).expect("counters readable")
+}
+
+fn counter(node: &TestNode, name: &str) -> u64 {
+    counters(node)
+        .into_iter()
+        .find(|(counter, _)| *counter == name)
+        .unwrap_or_else(|| panic!("no counter {name}"))
+        .1
+}
+
+/// Sockets in a short-path sockhash right now.
+fn sockets_in(node: &TestNode, map: &'static str) -> usize {
+    PinnedMap::open(&PinLayout::new(node.pin_root()), map)
+        .expect("map pinned")
+        .keys::<ml_short_key>()
+        .expect("keys readable")
+        .len()
+}
+
+/// Waits until both sockhashes are empty: the kernel removes closed sockets.
+fn wait_for_empty_maps(node: &TestNode) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (tx, rx) = (
+            sockets_in(node, "ml_short_tx"),
+            sockets_in(node, "ml_short_rx"),
+        );
+        if tx == 0 && rx == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "closed sockets are still in the short-path maps: {tx} in ml_short_tx, {rx} in ml_short_rx"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn captured() -> PodOptions {
+    PodOptions::new().injected()
+}
+
+fn opted_out() -> PodOptions {
+    captured().annotation(SHORT_PATH_ANNOTATION, "false")
+}
+
+/// A pod whose app's own sends take the short path too.
+fn with_app() -> PodOptions {
+    captured().annotation(SHORT_PATH_ANNOTATION, "app")
+}
+
+/// Two captured pods with their sidecars (A calls, B's app echoes on 8080).
+struct Mesh<'n> {
+    a: Pod<'n>,
+    b: Pod<'n>,
+    envoy_a: Envoy,
+    envoy_b: Envoy,
+    app_b: StreamServer,
+}
+
+fn mesh(node: &TestNode, a: PodOptions, b: PodOptions, serve: Serve) -> Mesh<'_> {
+    let a = node.add_pod("a", a);
+    let b = node.add_pod("b", b);
+    let envoy_a = a.start_envoy(EnvoyOptions::new());
+    let envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
+    let app_b = StreamServer::start(&b.place(), "::", APP_PORT, Identity::ROOT, serve);
+    Mesh {
+        a,
+        b,
+        envoy_a,
+        envoy_b,
+        app_b,
+    }
+}
+
+fn assert_all_echoed(results: &[Sent], bytes: u64) {
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.error, None, "connection {i}: {}", r.raw);
+        assert_eq!(r.sent, bytes, "connection {i}: {}", r.raw);
+        assert_eq!(r.echo_bytes, bytes, "connection {i}: {}", r.raw);
+        assert_eq!(
+            r.echo_ok,
+            Some(true),
+            "connection {i}: bytes changed: {}",
+            r.raw
+        );
+    }
+}
+
+/// Every connection's bytes arrived at the server unchanged (waits for them).
+fn assert_server_got(server: &StreamServer, sent: &[Sent]) {
+    let arrived = |got: &[Value], r: &Sent| {
+        got.iter().any(|c| {
+            c["sha256"] == r.sent_sha256.as_str() && c["bytes"] == r.sent && c["error"].is_null()
+        })
+    };
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let got = server.connections();
+        let missing: Vec<&Sent> = sent.iter().filter(|r| !arrived(&got, r)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no server connection got {} bytes with SHA-256 {}: {got:?}",
+            missing[0].sent,
+            missing[0].sent_sha256
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The whole path both ways: app A → Envoy A (loopback) → Envoy B (pod to pod)
+/// → app B (loopback), large random payloads in random chunks, several at once,
+/// both pods letting their app in. Bulk streams meet backpressure (the sender is
+/// faster than the proxy reads) and continue over TCP: every byte arrives all the
+/// same.
+fn large_payloads_both_ways(family: &str) {
+    let node = TestNode::builder(&format!("sp-large-{family}"))
+        .dual_stack()
+        .build();
+    let m = mesh(&node, with_app(), with_app(), Serve::Echo);
+    let to = match family {
+        "v6" => format!("[{}]:{APP_PORT}", m.b.ipv6()),
+        _ => format!("{}:{APP_PORT}", m.b.ipv4()),
+    };
+    let bytes = 16 << 20;
+    let results = Send::to(&to).bytes(bytes).connections(4).run(&m.a.place());
+    assert_all_echoed(&results, bytes as u64);
+    assert_server_got(&m.app_b, &results);
+    // Each connection: two app senders, and both Envoy ends sending and receiving.
+    assert_eq!(counter(&node, "short_path_tx_sockets"), 4 * 4);
+    assert_eq!(counter(&node, "short_path_rx_sockets"), 4 * 4);
+    let redirected = counter(&node, "short_path_redirected_bytes");
+    assert!(
+        redirected >= 4 * bytes as u64,
+        "{redirected} bytes redirected: {:?}",
+        counters(&node)
+    );
+    assert_eq!(counter(&node, "short_path_peer_missing"), 0);
+    assert_eq!(counter(&node, "short_path_insert_failed"), 0);
+    let out = m.envoy_a.wait_for_access_log(4, SETTLE);
+    assert!(
+        out.iter().all(|e| e.bytes_received == bytes as u64),
+        "{out:?}"
+    );
+    let inbound = m.envoy_b.wait_for_access_log(4, SETTLE);
+    assert!(
+        inbound.iter().all(|e| e.bytes_sent == bytes as u64),
+        "{inbound:?}"
+    );
+    wait_for_empty_maps(&node);
+}
+
+/// Request/response, both pods letting their app in: every byte crosses every hop
+/// over the short path (four hops, each byte exactly once), and the apps' sends
+/// never become TCP segments.
+#[test]
+fn with_app_every_hop_takes_the_short_path() {
+    let node = TestNode::new("sp-every-hop");
+    let m = mesh(&node, with_app(), with_app(), Serve::Echo);
+    let to = format!("{}:{APP_PORT}", m.b.ipv4());
+    let bytes = 256 << 10;
+    let results = Send::to(&to).bytes(bytes).connections(8).run(&m.a.place());
+    assert_all_echoed(&results, bytes as u64);
+    assert_server_got(&m.app_b, &results);
+    for r in &results {
+        assert_eq!(
+            r.data_segs_out, 0,
+            "the app's data went over TCP: {}",
+            r.raw
+        );
+        assert!(r.data_segs_in > 0, "the echo comes over TCP: {}", r.raw);
+    }
+    assert_eq!(counter(&node, "short_path_tx_sockets"), 8 * 4);
+    assert_eq!(counter(&node, "short_path_rx_sockets"), 8 * 4);
+    assert_eq!(
+        counter(&node, "short_path_redirected_bytes"),
+        4 * 8 * bytes as u64,
+        "{:?}",
+        counters(&node)
+    );
+    wait_for_empty_maps(&node);
+}
+
+/// The default: Envoy A ⇄ Envoy B on the short path both ways, the apps' sockets
+/// on TCP (an app may read with splice or block in recv, see docs/shortpath.md).
+#[test]
+fn by_default_the_sidecars_talk_over_the_short_path_and_the_apps_over_tcp() {
+    let node = TestNode::new("sp-default");
+    let m = mesh(&node, captured(), captured(), Serve::Echo);
+    let to = format!("{}:{APP_PORT}", m.b.ipv4());
+    let bytes = 16 << 20;
+    let results = Send::to(&to).bytes(bytes).connections(4).run(&m.a.place());
+    assert_all_echoed(&results, bytes as u64);
+    assert_server_got(&m.app_b, &results);
+    assert!(results.iter().all(|r| r.data_segs_out > 0), "{results:?}");
+    // Each connection: Envoy A's upstream socket and Envoy B's accepted one, each
+    // sending and receiving. Each payload crosses between them twice (echo), over
+    // the short path but for the stretches where backpressure sent it over TCP.
+    assert_eq!(counter(&node, "short_path_tx_sockets"), 4 * 2);
+    assert_eq!(counter(&node, "short_path_rx_sockets"), 4 * 2);
+    let redirected = counter(&node, "short_path_redirected_bytes");
+    assert!(
+        redirected >= 4 * bytes as u64,
+        "{redirected} bytes redirected: {:?}",
+        counters(&node)
+    );
+    // Request/response sizes: every byte between the sidecars, none over TCP.
+    let before = counter(&node, "short_path_redirected_bytes");
+    let small = Send::to(&to)
+        .bytes(64 << 10)
+        .connections(4)
+        .run(&m.a.place());
+    assert_all_echoed(&small, 64 << 10);
+    assert_eq!(
+        counter(&node, "short_path_redirected_bytes") - before,
+        4 * 2 * (64 << 10),
+        "{:?}",
+        counters(&node)
+    );
+    assert_eq!(counter(&node, "short_path_peer_missing"), 0);
+    wait_for_empty_maps(&node);
+}
+
+/// A slow reader: app B reads nothing for two seconds while app A sends 64 MiB.
+/// Envoy B stops reading Envoy A, and the kernel would queue handed-over messages
+/// at Envoy B without any limit; the sender goes to TCP (whose window stops it)
+/// once 4 MiB wait, and back to the short path when the reader has caught up.
+#[test]
+fn a_slow_reader_gets_backpressure_not_an_unbounded_queue() {
+    let node = TestNode::new("sp-backpressure");
+    let a = node.add_pod("a", captured());
+    let b = node.add_pod("b", captured());
+    let _envoy_a = a.start_envoy(EnvoyOptions::new());
+    let _envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
+    let app_b = StreamServer::start_with(
+        &b.place(),
+        "::",
+        APP_PORT,
+        Identity::ROOT,
+        Serve::Sink,
+        &["--start-after-ms", "2000"],
+    );
+    let to = format!("{}:{APP_PORT}", b.ipv4());
+    // 1 MiB at a time with short pauses: once the reader has caught up, a pause
+    // lets TCP drain and the next megabyte goes over the short path again.
+    let send = Send::to(&to)
+        .bytes(64 << 20)
+        .chunk("1048576")
+        .pause_ms(20)
+        .no_echo();
+    let (results, held) = thread::scope(|scope| {
+        let sender = scope.spawn(|| send.run(&a.place()));
+        thread::sleep(Duration::from_millis(1500));
+        // What Envoy B's socket from Envoy A holds unread, mid-stall.
+        let held = unread_bytes(&b.place(), &a.ipv4().to_string());
+        (sender.join().unwrap(), held)
+    });
+    eprintln!("Envoy B held {held} bytes unread mid-stall");
+    assert_eq!(results[0].error, None, "{}", results[0].raw);
+    assert_server_got(&app_b, &results);
+    // 4 MiB handed over plus what TCP's own window lets through; without the
+    // backpressure all 64 MiB would be queued there.
+    assert!(
+        held > 0 && held < 8 << 20,
+        "Envoy B holds {held} bytes unread"
+    );
+    assert!(
+        counter(&node, "short_path_backpressure") >= 1,
+        "{:?}",
+        counters(&node)
+    );
+    assert!(
+        counter(&node, "short_path_resumed") >= 1,
+        "{:?}",
+        counters(&node)
+    );
+}
+
+/// The most bytes a socket of this place connected to `peer_ip` holds unread
+/// (`ss`'s skmem r: handed-over messages count there too).
+fn unread_bytes(place: &Place, peer_ip: &str) -> u64 {
+    let out = Spawn::new(place, "ss").args(["-tmnH"]).run();
+    let mut most = 0;
+    let mut lines = out.stdout.lines();
+    while let Some(line) = lines.next() {
+        let matches = line
+            .split_whitespace()
+            .nth(4)
+            .is_some_and(|remote| remote.contains(peer_ip));
+        let Some(skmem) = lines.next() else { break };
+        if !matches {
+            continue;
+        }
+        let unread = skmem
+            .split(['(', ','])
+            .find_map(|field| field.trim().strip_prefix('r')?.parse::<u64>().ok())
+            .unwrap_or(0);
+        most = most.max(unread);
+    }
+    most
+}
+
+#[test]
+fn large_payloads_cross_both_sidecars_byte_exact_ipv4() {
+    large_payloads_both_ways("v4");
+}
+
+#[test]
+fn large_payloads_cross_both_sidecars_byte_exact_ipv6() {
+    large_payloads_both_ways("v6");
+}
+
+/// Partial reads (1-100 bytes per recv) at app B, random writes at app A, and
+/// many connections at once: all byte-exact, and the maps empty afterwards.
+#[test]
+fn partial_reads_and_many_concurrent_connections() {
+    let node = TestNode::new("sp-many");
+    let m = mesh(&node, with_app(), with_app(), Serve::SmallReadsEcho);
+    let to = format!("{}:{APP_PORT}", m.b.ipv4());
+    let small = Send::to(&to)
+        .bytes(512 << 10)
+        .connections(4)
+        .run(&m.a.place());
+    assert_all_echoed(&small, 512 << 10);
+
+    let app_b = StreamServer::start(
+        &m.b.place(),
+        "::",
+        APP_PORT + 1,
+        Identity::ROOT,
+        Serve::Echo,
+    );
+    let to = format!("{}:{}", m.b.ipv4(), APP_PORT + 1);
+    let bytes = 256 << 10;
+    let many = Send::to(&to).bytes(bytes).connections(64).run(&m.a.place());
+    assert_all_echoed(&many, bytes as u64);
+    assert_server_got(&app_b, &many);
+    assert!(many.iter().all(|r| r.data_segs_out == 0), "{many:?}");
+    assert_eq!(counter(&node, "short_path_tx_sockets"), (4 + 64) * 4);
+    assert_eq!(counter(&node, "short_path_peer_missing"), 0);
+    wait_for_empty_maps(&node);
+}
+
+/// App A half-closes (shutdown(SHUT_WR)) and keeps reading; app B answers only
+/// after the FIN. And the other way round: app B closes first, app A still reads.
+#[test]
+fn half_close_then_the_peer_still_reads() {
+    let node = TestNode::new("sp-halfclose");
+    let m = mesh(&node, with_app(), with_app(), Serve::EchoAfterEof);
+    let to = format!("{}:{APP_PORT}", m.b.ipv4());
+    let bytes = 4 << 20;
+    let results = Send::to(&to).bytes(bytes).connections(2).run(&m.a.place());
+    assert_all_echoed(&results, bytes as u64);
+    assert_server_got(&m.app_b, &results);
+    assert!(counter(&node, "short_path_redirected_bytes") >= 2 * bytes as u64);
+    wait_for_empty_maps(&node);
+}
+
+/// An RST after data: the proxy (a stand-in that reads late) sees a prefix of the
+/// bytes, never anything else, then the reset; nothing hangs and the next
+/// connection works. (TCP drops what the sender had not transmitted yet; over the
+/// short path everything `send` accepted is already queued at the reader.)
+#[test]
+fn an_rst_after_data_ends_the_connection_with_a_prefix_of_the_bytes() {
+    for short_path in [true, false] {
+        let node = TestNode::builder(if short_path { "sp-rst" } else { "sp-rst-off" })
+            .meshlane_config(move |_| json!({ "shortPath": short_path }))
+            .build();
+        let a = node.add_pod("a", with_app());
+        let bytes = 1 << 20;
+        // A stand-in for the proxy's outbound listener: it only reads, late.
+        let proxy = StreamServer::start_with(
+            &a.place(),
+            "127.0.0.1",
+            15001,
+            Identity::PROXY,
+            Serve::Sink,
+            &[
+                "--start-after-ms",
+                "300",
+                "--prefix-of-seed",
+                "7",
+                "--prefix-bytes",
+                &bytes.to_string(),
+            ],
+        );
+        let sent = Send::to("10.250.1.1:1111")
+            .bytes(bytes)
+            .seed(7)
+            .rst()
+            .run(&a.place());
+        assert_eq!(sent[0].error, None, "{}", sent[0].raw);
+        let got = proxy.wait_for_connections(1);
+        assert!(got[0]["bytes"].as_u64().unwrap() <= bytes as u64, "{got:?}");
+        assert_eq!(
+            got[0]["prefix_ok"], true,
+            "short path {short_path}: {got:?}"
+        );
+        let error = got[0]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("ConnectionReset") || error.contains("not connected"),
+            "short path {short_path}: {got:?}"
+        );
+        assert_eq!(
+            counter(&node, "short_path_redirected_bytes") >= bytes as u64,
+            short_path,
+            "{:?}",
+            counters(&node)
+        );
+        let next = Send::to("10.250.1.1:1111")
+            .bytes(1000)
+            .seed(8)
+            .no_echo()
+            .run(&a.place());
+        assert_eq!(next[0].error, None);
+        assert_eq!(proxy.wait_for_connections(2)[1]["bytes"], 1000);
+    }
+}
+
+/// Through the sidecars an RST ends the whole chain: whatever reached app B is a
+/// prefix of what app A sent, no connection is left open, the next one works.
+#[test]
+fn an_rst_through_both_sidecars_ends_the_chain() {
+    let node = TestNode::new("sp-rst-chain");
+    let a = node.add_pod("a", with_app());
+    let b = node.add_pod("b", with_app());
+    let _envoy_a = a.start_envoy(EnvoyOptions::new());
+    let _envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
+    let bytes: usize = 2 << 20;
+    let app_b = StreamServer::start_with(
+        &b.place(),
+        "::",
+        APP_PORT,
+        Identity::ROOT,
+        Serve::Sink,
+        &[
+            "--prefix-of-seed",
+            "11",
+            "--prefix-bytes",
+            &bytes.to_string(),
+        ],
+    );
+    let to = format!("{}:{APP_PORT}", b.ipv4());
+    let sent = Send::to(&to).bytes(bytes).seed(11).rst().run(&a.place());
+    assert_eq!(sent[0].error, None, "{}", sent[0].raw);
+    wait_until_closed(&b.place(), APP_PORT);
+    for conn in app_b.connections() {
+        assert_eq!(conn["prefix_ok"], true, "{conn}");
+    }
+    // Same seed, half the bytes: a prefix too, and all of it must arrive.
+    let next = Send::to(&to)
+        .bytes(bytes / 2)
+        .seed(11)
+        .no_echo()
+        .run(&a.place());
+    assert_server_got(&app_b, &next);
+    wait_for_empty_maps(&node);
+}
+
+/// Waits until no TCP connection of this place uses `port` (any state but
+/// TIME-WAIT): the chain was torn down, nothing hangs half-open.
+fn wait_until_closed(place: &Place, port: u16) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let out = Spawn::new(place, "ss")
+            .args([
+                "-tnH",
+                "state",
+                "connected",
+                "state",
+                "exclude",
+                "time-wait",
+            ])
+            .run();
+        let open: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter(|line| line.contains(&format!(":{port} ")))
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections on port {port} still open: {open:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Apps that read with splice(2) (HAProxy, Go's io.Copy) or write with
+/// sendfile(2): an app is never a receiver of handed-over messages (splice reads
+/// only the TCP receive queue and would miss them), so every byte arrives.
+#[test]
+fn apps_reading_with_splice_and_writing_with_sendfile_get_every_byte() {
+    let node = TestNode::new("sp-splice");
+    let m = mesh(&node, with_app(), with_app(), Serve::SpliceEcho);
+    let to = format!("{}:{APP_PORT}", m.b.ipv4());
+    let bytes = 8 << 20;
+    let results = Send::to(&to)
+        .bytes(bytes)
+        .connections(2)
+        .sendfile()
+        .run(&m.a.place());
+    assert_all_echoed(&results, bytes as u64);
+    assert_server_got(&m.app_b, &results);
+    assert!(counter(&node, "short_path_redirected_bytes") >= 2 * bytes as u64);
+}
+
+/// Small messages streamed one way (no answers) are faster over TCP: the app's
+/// socket goes back to TCP and leaves the map, and not a byte is lost or reordered.
+#[test]
+fn a_stream_of_small_messages_goes_back_to_tcp_without_losing_a_byte() {
+    let node = TestNode::new("sp-fallback");
+    let m = mesh(&node, with_app(), with_app(), Serve::Sink);
+    let to = format!("{}:{APP_PORT}", m.b.ipv4());
+    let results = Send::to(&to)
+        .bytes(256 << 10)
+        .chunk("tiny")
+        .no_echo()
+        .run(&m.a.place());
+    assert_eq!(results[0].error, None, "{}", results[0].raw);
+    assert_server_got(&m.app_b, &results);
+    assert!(
+        counter(&node, "short_path_fell_back") >= 1,
+        "{:?}",
+        counters(&node)
+    );
+    assert!(
+        counter(&node, "short_path_evicted") >= 1,
+        "{:?}",
+        counters(&node)
+    );
+    assert!(results[0].data_segs_out > 0, "{}", results[0].raw);
+
+    // Request/response stays on the short path however small the messages.
+    let fell_back = counter(&node, "short_path_fell_back");
+    let pairs = Send::to(&to).bytes(64).connections(8).run(&m.a.place());
+    assert!(pairs.iter().all(|r| r.data_segs_out == 0), "{pairs:?}");
+    assert_eq!(counter(&node, "short_path_fell_back"), fell_back);
+}
+
+/// The same `127.0.0.1:p → 127.0.0.1:15001` tuple in two pods at once: loopback
+/// keys carry the netns cookie, so each proxy gets its own app's bytes.
+#[test]
+fn the_same_loopback_tuple_in_two_pods_does_not_collide() {
+    let node = TestNode::new("sp-collide");
+    let a = node.add_pod("a", with_app());
+    let b = node.add_pod("b", with_app());
+    let _proxy_a =
+        StreamServer::start(&a.place(), "127.0.0.1", 15001, Identity::PROXY, Serve::Echo);
+    let _proxy_b =
+        StreamServer::start(&b.place(), "127.0.0.1", 15001, Identity::PROXY, Serve::Echo);
+    // The kernel picks the source port of the rewritten connect; with a one-port
+    // ephemeral range in each pod (a per-netns setting) both pick the same one.
+    for pod in [&a, &b] {
+        let set = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", pod.netns_path().display()))
+            .args(["sysctl", "-qw", "net.ipv4.ip_local_port_range=41001 41001"])
+            .status()
+            .expect("nsenter sysctl");
+        assert!(set.success(), "narrowing the ephemeral port range");
+    }
+    // 64 KiB every 20 ms for about a second: both connections overlap.
+    let send = |to: &str| Send::to(to).bytes(4 << 20).chunk("65536").pause_ms(20);
+    let (from_a, from_b) = thread::scope(|scope| {
+        let from_a = scope.spawn(|| send("10.250.1.1:1111").run(&a.place()));
+        let from_b = scope.spawn(|| send("10.250.2.2:2222").run(&b.place()));
+        (from_a.join().unwrap(), from_b.join().unwrap())
+    });
+    assert_all_echoed(&from_a, 4 << 20);
+    assert_all_echoed(&from_b, 4 << 20);
+    assert_ne!(from_a[0].sent_sha256, from_b[0].sent_sha256);
+    assert_eq!(from_a[0].data_segs_out, 0, "{}", from_a[0].raw);
+    assert_eq!(from_b[0].data_segs_out, 0, "{}", from_b[0].raw);
+    assert_eq!(counter(&node, "short_path_tx_sockets"), 2);
+    assert_eq!(counter(&node, "short_path_rx_sockets"), 2);
+}
+
+/// `shortPath: false` in the plugin configuration: no socket joins, every byte
+/// goes over TCP, and the traffic is just as exact.
+#[test]
+fn the_node_wide_switch_turns_the_short_path_off() {
+    let node = TestNode::builder("sp-node-off")
+        .meshlane_config(|_| json!({ "shortPath": false }))
+        .build();
+    // The pods' annotation cannot turn it on against the node.
+    let m = mesh(&node, with_app(), with_app(), Serve::Echo);
+    let to = format!("{}:{APP_PORT}", m.b.ipv4());
+    let results = Send::to(&to)
+        .bytes(4 << 20)
+        .connections(2)
+        .run(&m.a.place());
+    assert_all_echoed(&results, 4 << 20);
+    assert!(results.iter().all(|r| r.data_segs_out > 0), "{results:?}");
+    for name in [
+        "short_path_tx_sockets",
+        "short_path_rx_sockets",
+        "short_path_redirected_messages",
+    ] {
+        assert_eq!(counter(&node, name), 0, "{name}: {:?}", counters(&node));
+    }
+    // The program is attached all the same: the switch is the pods' setting.
+    assert!(map_program_attachment(&PinLayout::new(node.pin_root()), &MAP_PROGRAMS[0]).is_some());
+}
+
+/// `meshlane.io/short-path: "false"` on pod A: none of A's sockets join, and B's
+/// sockets do not pair with A's; B's own hop (app B → Envoy B, B lets its app in)
+/// keeps the short path. And the other way round.
+#[test]
+fn a_pod_opts_out_with_its_annotation() {
+    let node = TestNode::new("sp-pod-off");
+    let m = mesh(&node, opted_out(), with_app(), Serve::Echo);
+    let to = format!("{}:{APP_PORT}", m.b.ipv4());
+    let bytes = 2 << 20;
+    let results = Send::to(&to).bytes(bytes).run(&m.a.place());
+    assert_all_echoed(&results, bytes as u64);
+    assert!(results[0].data_segs_out > 0, "{}", results[0].raw);
+    // Only app B → Envoy B: one sender, one receiver, the echoed payload.
+    assert_eq!(
+        counter(&node, "short_path_tx_sockets"),
+        1,
+        "{:?}",
+        counters(&node)
+    );
+    assert_eq!(
+        counter(&node, "short_path_rx_sockets"),
+        1,
+        "{:?}",
+        counters(&node)
+    );
+    let redirected = counter(&node, "short_path_redirected_bytes");
+    assert_eq!(redirected, bytes as u64, "{:?}", counters(&node));
+
+    let node = TestNode::new("sp-pod-off-b");
+    let m = mesh(&node, with_app(), opted_out(), Serve::Echo);
+    let to = format!("{}:{APP_PORT}", m.b.ipv4());
+    let results = Send::to(&to).bytes(bytes).run(&m.a.place());
+    assert_all_echoed(&results, bytes as u64);
+    assert_eq!(results[0].data_segs_out, 0, "{}", results[0].raw);
+    assert_eq!(
+        counter(&node, "short_path_tx_sockets"),
+        1,
+        "{:?}",
+        counters(&node)
+    );
+    assert_eq!(
+        counter(&node, "short_path_redirected_bytes"),
+        bytes as u64,
+        "{:?}",
+        counters(&node)
+    );
+}
+
+/// The sk_msg program is attached through a link pinned under `<root>/links`
+/// (kernel 6.10+), to the pinned `ml_short_tx`.
+#[test]
+fn sk_msg_is_attached_through_a_pinned_link() {
+    let node = TestNode::new("sp-link");
+    let _a = node.add_pod("a", captured());
+    let layout = PinLayout::new(node.pin_root());
+    match map_program_attachment(&layout, &MAP_PROGRAMS[0]) {
+        Some(MapAttachment::Link { map_id, .. }) => assert!(map_id > 0),
+        other => panic!("sk_msg is not attached through a link: {other:?}"),
+    }
+    assert!(layout.link("sk_msg").exists());
+    assert!(!layout.prog("sk_msg").exists());
+    // CHECK sees it.
+    _a.check();
+}
+
+/// Kernels before 6.10 have no sk_msg links: the program is attached to the map
+/// itself. The same path, forced on this kernel, carries traffic just as well.
+#[test]
+fn without_sk_msg_links_the_program_is_attached_to_the_map() {
+    let node = TestNode::new("sp-legacy");
+    let layout = PinLayout::new(node.pin_root());
+    let outcome = ensure_attached_with(&layout, &node.layout().cgroup, MapAttach::ProgAttach)
+        .expect("loading with BPF_PROG_ATTACH");
+    assert!(matches!(outcome, AttachOutcome::Attached(_)), "{outcome:?}");
+    assert_eq!(
+        map_program_attachment(&layout, &MAP_PROGRAMS[0]),
+        Some(MapAttachment::Map)
+    );
+    assert!(!layout.link("sk_msg").exists());
+
+    let m = mesh(&node, captured(), captured(), Serve::Echo);
+    let to = format!("{}:{APP_PORT}", m.b.ipv4());
+    let results = Send::to(&to).bytes(2 << 20).run(&m.a.place());
+    assert_all_echoed(&results, 2 << 20);
+    assert!(counter(&node, "short_path_redirected_bytes") >= 2 * (2 << 20));
+    // The ADD found everything attached and left it so.
+    assert_eq!(
+        map_program_attachment(&layout, &MAP_PROGRAMS[0]),
+        Some(MapAttachment::Map)
+    );
+    m.a.check();
+}
+
+/// Not a test: the end-to-end measurements of docs/shortpath.md, through real
+/// Envoys, for each pod setting on one node ("false", the default, "app"),
+/// alternating, medians over repetitions. Run on a quiet machine:
+///
+/// `sudo -E cargo test --release --test shortpath -- --ignored measure --nocapture`
+#[test]
+#[ignore]
+fn measure_end_to_end() {
+    let sizes: Vec<usize> = std::env::var("MESHLANE_MEASURE_SIZES")
+        .unwrap_or_else(|_| "1,64,256,1024,4096,16384,65536".to_string())
+        .split(',')
+        .map(|s| s.parse().expect("sizes"))
+        .collect();
+    let reps: usize = std::env::var("MESHLANE_MEASURE_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let node = TestNode::new("sp-measure");
+    let settings = [
+        ("off", opted_out()),
+        ("proxy", captured()),
+        ("app", with_app()),
+    ];
+    let mut pairs = Vec::new();
+    for (i, (name, options)) in settings.iter().enumerate() {
+        let a = node.add_pod(&format!("a{i}"), options.clone());
+        let b = node.add_pod(&format!("b{i}"), options.clone());
+        let envoy_a = a.start_envoy(EnvoyOptions::new().ipv4_only());
+        let envoy_b = b.start_envoy(EnvoyOptions::new().ipv4_only().with_inbound());
+        let mut server = Spawn::new(&b.place(), "qperf")
+            .identity(Identity::APP)
+            .spawn();
+        thread::sleep(Duration::from_millis(300));
+        assert!(server.is_running(), "qperf server: {}", server.output());
+        pairs.push((*name, a, b, envoy_a, envoy_b, server));
+    }
+    let qperf = |a: &Pod, b: &Pod, size: usize, test: &str| -> f64 {
+        let out = Spawn::new(&a.place(), "qperf")
+            .identity(Identity::APP)
+            .args([
+                "-t",
+                "2",
+                "-m",
+                &size.to_string(),
+                &b.ipv4().to_string(),
+                test,
+            ])
+            .timeout(Duration::from_secs(60))
+            .run();
+        let text = out.stdout;
+        let line = text
+            .lines()
+            .find(|l| l.contains(" = "))
+            .unwrap_or_else(|| panic!("qperf {test}: {text} {}", out.stderr));
+        let mut words = line.split_whitespace().skip(2);
+        let value: f64 = words.next().unwrap().parse().unwrap();
+        let factor = match words.next().unwrap() {
+            "GB/sec" => 1000.0,
+            "MB/sec" => 1.0,
+            "KB/sec" => 0.001,
+            "ns" => 0.001,
+            "us" => 1.0,
+            "ms" => 1000.0,
+            other => panic!("qperf unit {other}"),
+        };
+        value * factor
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        v[v.len() / 2]
+    };
+    println!(
+        "size     setting  tcp_bw MB/s  tcp_lat us   bw/off  lat/off   (medians of {reps}; \
+         ratios: median of each repetition's ratio to \"off\" measured next to it)"
+    );
+    for size in sizes {
+        let mut bw = vec![Vec::new(); pairs.len()];
+        let mut lat = vec![Vec::new(); pairs.len()];
+        for _ in 0..reps {
+            for (i, (_, a, b, ..)) in pairs.iter().enumerate() {
+                bw[i].push(qperf(a, b, size, "tcp_bw"));
+                lat[i].push(qperf(a, b, size, "tcp_lat"));
+            }
+        }
+        let ratio = |values: &[f64], base: &[f64]| {
+            median(values.iter().zip(base).map(|(v, b)| v / b).collect())
+        };
+        for (i, (name, ..)) in pairs.iter().enumerate() {
+            println!(
+                "{size:<8} {name:<8} {:>11.1} {:>11.2} {:>7.2} {:>8.2}",
+                median(bw[i].clone()),
+                median(lat[i].clone()),
+                ratio(&bw[i], &bw[0]),
+                ratio(&lat[i], &lat[0])
+            );
+        }
+    }
+    println!("{:?}", counters(&node));
+}

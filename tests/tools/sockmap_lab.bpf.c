@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The sockmap lab's programs (tests/tools/sockmap_lab.py): the kernel's short
+ * path reduced to its mechanism, so that each state a socket can be in is
+ * measured on its own, for every TCP connection of the lab's cgroup:
+ *
+ *   mode 0  not in any map (plain TCP)
+ *   mode 1  in a sockhash with the sk_msg program, which passes (SK_PASS)
+ *   mode 2  in both maps, every message handed to the peer (BPF_F_INGRESS)
+ *   mode 3  in a sockhash without a program (a receiver only), plain TCP
+ *
+ * Self-contained (no libbpf headers): clang -O2 -g -target bpf.
+ */
+#include <linux/bpf.h>
+#include <linux/types.h>
+
+#include "ctx_access.h"
+
+#define SEC(name)	  __attribute__((section(name), used))
+#define __uint(name, val) int(*name)[val]
+#define __type(name, val) typeof(val) *name
+
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
+static long (*bpf_sock_hash_update)(struct bpf_sock_ops *skops, void *map, void *key,
+				    __u64 flags) = (void *)BPF_FUNC_sock_hash_update;
+static long (*bpf_msg_redirect_hash)(struct sk_msg_md *msg, void *map, void *key,
+				     __u64 flags) = (void *)BPF_FUNC_msg_redirect_hash;
+
+/* Both ends of a connection, IPv4 mapped into IPv6 like meshlane's keys. */
+struct lab_key {
+	__u32 local[4];
+	__u32 remote[4];
+	__u32 local_port;
+	__u32 remote_port;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lab_key);
+	__type(value, __u64);
+} lab_tx SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lab_key);
+	__type(value, __u64);
+} lab_rx SEC(".maps");
+
+/* [0]: the mode; [1]: messages handed over; [2]: handovers that found no peer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, __u64);
+} lab_state SEC(".maps");
+
+#define LAB_MAPPED_V4 0xffff0000 /* ::ffff:0:0 in network order, on x86 */
+
+static __always_inline __u64 *slot(__u32 index)
+{
+	return bpf_map_lookup_elem(&lab_state, &index);
+}
+
+SEC("sockops")
+int lab_sockops(struct bpf_sock_ops *skops)
+{
+	struct lab_key key = {};
+	__u64 *mode = slot(0);
+
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+	if (!mode || !*mode)
+		return 1;
+	if (skops->family == 2) {
+		key.local[2] = LAB_MAPPED_V4;
+		key.local[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip4);
+		key.remote[2] = LAB_MAPPED_V4;
+		key.remote[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip4);
+	} else {
+		key.local[0] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[0]);
+		key.local[1] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[1]);
+		key.local[2] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[2]);
+		key.local[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[3]);
+		key.remote[0] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[0]);
+		key.remote[1] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[1]);
+		key.remote[2] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[2]);
+		key.remote[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[3]);
+	}
+	key.local_port = skops->local_port;
+	key.remote_port = __builtin_bswap32(skops->remote_port);
+	if (*mode == 1 || *mode == 2)
+		bpf_sock_hash_update(skops, &lab_tx, &key, BPF_ANY);
+	bpf_sock_hash_update(skops, &lab_rx, &key, BPF_ANY);
+	return 1;
+}
+
+SEC("sk_msg")
+int lab_msg(struct sk_msg_md *msg)
+{
+	struct lab_key peer = {};
+	__u64 *mode = slot(0), *count;
+
+	if (!mode || *mode != 2)
+		return SK_PASS;
+	if (msg->family == 2) {
+		peer.local[2] = LAB_MAPPED_V4;
+		peer.local[3] = READ_FIELD_U32(msg, struct sk_msg_md, remote_ip4);
+		peer.remote[2] = LAB_MAPPED_V4;
+		peer.remote[3] = READ_FIELD_U32(msg, struct sk_msg_md, local_ip4);
+	} else {
+		peer.local[0] = READ_FIELD_U32(msg, struct sk_msg_md, remote_ip6[0]);
+		peer.local[1] = READ_FIELD_U32(msg, struct sk_msg_md, remote_ip6[1]);
+		peer.local[2] = READ_FIELD_U32(msg, struct sk_msg_md, remote_ip6[2]);
+		peer.local[3] = READ_FIELD_U32(msg, struct sk_msg_md, remote_ip6[3]);
+		peer.remote[0] = READ_FIELD_U32(msg, struct sk_msg_md, local_ip6[0]);
+		peer.remote[1] = READ_FIELD_U32(msg, struct sk_msg_md, local_ip6[1]);
+		peer.remote[2] = READ_FIELD_U32(msg, struct sk_msg_md, local_ip6[2]);
+		peer.remote[3] = READ_FIELD_U32(msg, struct sk_msg_md, local_ip6[3]);
+	}
+	peer.local_port = __builtin_bswap32(msg->remote_port);
+	peer.remote_port = msg->local_port;
+	if (bpf_msg_redirect_hash(msg, &lab_rx, &peer, BPF_F_INGRESS) == SK_PASS) {
+		count = slot(1);
+	} else {
+		/* The lab's sockets are paired before they send; never drop. */
+		count = slot(2);
+	}
+	if (count)
+		__sync_fetch_and_add(count, 1);
+	return SK_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
