@@ -35,7 +35,7 @@ apt_packages=(
     iptables iproute2                                               # baseline, netns
     python3 python3-venv curl ca-certificates unzip                 # probes, Envoy wheel
     dnsutils socat                                                  # tests and demo
-    qperf                                                           # benchmark (scripts/bench.sh)
+    qperf sockperf                                                  # benchmark (scripts/bench.sh)
 )
 
 install_apt() {

@@ -1,0 +1,553 @@
+"""The benchmark's node: its own netns where the real bridge + host-local CNI
+plugins run (chained with meshlane for the meshlane cases), pods as network
+namespaces, sidecars and servers as processes in the benchmark's own child cgroups,
+a private bpffs. Everything carries the name meshlane-bench and is removed by
+`Node.teardown` (also after Ctrl-C) or by the sweep at the start of the next run."""
+
+import contextlib
+import glob
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from . import sysutil
+from .sysutil import BenchError, Place, in_netns
+
+NAME = "meshlane-bench"
+NODE_NETNS = f"{NAME}-node"
+BRIDGE = "mlbench0"
+# Lives only inside the node netns and the pods, never on the host's networks. A
+# /16 holds the 8 measured pods and the pod-setup pods.
+SUBNET = "10.231.0.0/16"
+PROXY_ID = 1337
+APP_ID = 1000
+
+ENVOY_ADMIN_PORT = 15000
+OUTBOUND_PORT = 15001
+INBOUND_PORT = 15006
+QPERF_PORT = 19765
+QPERF_DATA_PORT = 19766
+CONNRATE_PORT = 18080
+SOCKPERF_PORT = 11111
+HOST_CONNRATE_PORT = {"on": 18081, "off": 18082}
+
+# What Istio's injector writes on a pod it gave a sidecar (with the CNI plugin doing
+# the capture it adds istio-validation instead of istio-init): meshlane's Istio
+# selection captures the pod because of it.
+INJECTED_STATUS = json.dumps({"initContainers": ["istio-validation"],
+                              "containers": ["istio-proxy"], "templates": ["sidecar"]})
+
+BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ISTIO_RULES = os.path.join(BENCH_DIR, "istio-sidecar.rules")
+
+# The cases, in the order each repetition runs them.
+CASES = {
+    1: {"name": "no mesh", "key": "direct",
+        "what": "pod to pod over the bridge, no sidecar"},
+    2: {"name": "Istio iptables", "key": "iptables",
+        "what": "Envoy sidecars, Istio's REDIRECT rules (iptables-restore) in both pods"},
+    3: {"name": "meshlane", "key": "meshlane",
+        "what": "Envoy sidecars, meshlane capture, \"shortPath\": false"},
+    4: {"name": "meshlane + short path", "key": "meshlane-sp",
+        "what": "Envoy sidecars, meshlane capture, \"shortPath\": true"},
+}
+# meshlane instances: one per node-wide setting, each with its own bpffs root and
+# its own cgroup (see docs/benchmarks.md, "How the cases are built").
+INSTANCES = {"off": {"short_path": False, "case": 3}, "on": {"short_path": True, "case": 4}}
+
+
+def random_id():
+    return os.urandom(32).hex()
+
+
+# --- leftovers --------------------------------------------------------------------
+
+def leftovers():
+    """Everything of an earlier run that is still there, named."""
+    found = []
+    root = sysutil.cgroup2_mount()
+    if root and os.path.isdir(os.path.join(root, NAME)):
+        found.append(("cgroup", os.path.join(root, NAME)))
+    for path in sorted(glob.glob(os.path.join(sysutil.NETNS_DIR, NAME + "-*"))):
+        found.append(("netns", os.path.basename(path)))
+    for point in sysutil.mounts_below(f"/tmp/{NAME}."):
+        found.append(("mount", point))
+    for path in sorted(glob.glob(f"/tmp/{NAME}.*")):
+        if re.fullmatch(rf"/tmp/{re.escape(NAME)}\.[A-Za-z0-9_]{{8}}", path) \
+                and os.path.isdir(path) and not os.path.islink(path):
+            found.append(("dir", path))
+    return found
+
+
+def remove_leftovers():
+    """Removes every meshlane-bench thing: processes (through the cgroup), netns,
+    bpffs mounts (which drops meshlane's pins and detaches its programs), cgroups,
+    temp dirs. Returns what could not be removed."""
+    root = sysutil.cgroup2_mount()
+    cg = os.path.join(root, NAME) if root else None
+    if cg and os.path.isdir(cg):
+        sysutil.kill_cgroup(cg)
+    for kind, item in leftovers():
+        if kind == "netns":
+            sysutil.del_netns(item)
+    for point in sysutil.mounts_below(f"/tmp/{NAME}."):
+        sysutil.run(["umount", point], check=False)
+    if cg:
+        sysutil.remove_cgroup_tree(cg)
+    for kind, item in leftovers():
+        if kind == "dir" and not sysutil.mounts_below(item + "/"):
+            shutil.rmtree(item, ignore_errors=True)
+    return leftovers()
+
+
+# --- the node ---------------------------------------------------------------------
+
+class Pod:
+    def __init__(self, name, case, netns, container_id, conflist, annotations):
+        self.name = name
+        self.case = case
+        self.netns = netns
+        self.container_id = container_id
+        self.conflist = conflist
+        self.annotations = annotations
+        self.result = None
+        self.ip = None
+        self.processes = {}
+
+
+class Node:
+    def __init__(self, meshlane, envoy, connrate, log=print):
+        self.meshlane = meshlane
+        self.envoy = envoy
+        self.connrate = connrate
+        self.log = log
+        self.tmp = None
+        self.cgroup = None
+        self.node_netns = None
+        self.pods = {}
+        self.cgroups = {}
+        self.conflists = {}
+        self.host_servers = {}
+        self.run_netns_was = None
+
+    # --- building ---------------------------------------------------------------
+
+    def build(self):
+        root = sysutil.cgroup2_mount()
+        if not root:
+            raise BenchError("no cgroup2 mount in /proc/self/mountinfo (meshlane needs cgroup v2)")
+        self.tmp = tempfile.mkdtemp(prefix=f"{NAME}.", dir="/tmp")
+        # Envoy (1337) and the apps (1000) read their files in here.
+        os.chmod(self.tmp, 0o755)
+        for sub in ("bpffs", "bin", "ipam", "envoy", "logs"):
+            os.mkdir(os.path.join(self.tmp, sub))
+            os.chmod(os.path.join(self.tmp, sub), 0o755)
+        # A private bpffs: each meshlane instance pins under it; unmounting it at the
+        # end drops the pins, which detaches the programs.
+        sysutil.run(["mount", "-t", "bpf", "bpf", os.path.join(self.tmp, "bpffs")])
+        # The benchmark's own cgroups, never the root cgroup: meshlane attaches its
+        # node-wide programs to mesh-off and mesh-on, and every benchmark process
+        # runs in one of these (cpu.stat of each gives the CPU of one case).
+        self.cgroup = os.path.join(root, NAME)
+        os.mkdir(self.cgroup)
+        layout = {
+            "case1": "case1", "case2": "case2",
+            "mesh-off": "mesh-off", "case3": "mesh-off/pods",
+            "mesh-on": "mesh-on", "case4": "mesh-on/pods",
+            "host-on": "mesh-on/host", "host-off": "host-plain",
+        }
+        for key, rel in layout.items():
+            path = os.path.join(self.cgroup, rel)
+            os.makedirs(path, exist_ok=True)
+            self.cgroups[key] = path
+        # The first `ip netns add` on a machine may create /run/netns and make it a
+        # mount point: note it, so the teardown can undo it.
+        if not os.path.isdir(sysutil.NETNS_DIR):
+            self.run_netns_was = "absent"
+        elif not os.path.ismount(sysutil.NETNS_DIR):
+            self.run_netns_was = "unmounted"
+        # The node: the CNI plugins run here (bridge makes its bridge and veths in the
+        # netns it runs in), so the host's own network is untouched.
+        self.node_netns = sysutil.add_netns(NODE_NETNS)
+        for plugin in ("bridge", "host-local"):
+            os.symlink(f"/usr/lib/cni/{plugin}", os.path.join(self.tmp, "bin", plugin))
+        os.symlink(self.meshlane, os.path.join(self.tmp, "bin", "meshlane"))
+        # UID 1337 may not reach the Envoy binary (e.g. under /root): use a copy.
+        envoy_copy = os.path.join(self.tmp, "envoy-bin")
+        shutil.copy(self.envoy, envoy_copy)
+        os.chmod(envoy_copy, 0o755)
+        self.envoy = envoy_copy
+        connrate_copy = os.path.join(self.tmp, "connrate")
+        shutil.copy(self.connrate, connrate_copy)
+        os.chmod(connrate_copy, 0o755)
+        self.connrate = connrate_copy
+        self._write_conflists()
+
+    def _write_conflists(self):
+        bridge = {
+            "type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
+            "ipam": {"type": "host-local", "dataDir": os.path.join(self.tmp, "ipam"),
+                     "ranges": [[{"subnet": SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}]},
+        }
+        # One network name for every conflist: the pods share one bridge and one
+        # host-local pool.
+        self.conflists["plain"] = {"cniVersion": "1.0.0", "name": NAME, "plugins": [bridge]}
+        for inst, spec in INSTANCES.items():
+            # Every meshlane key points inside the benchmark: otherwise meshlane would
+            # pin under /sys/fs/bpf, attach to the machine's cgroup2 root and log
+            # to /var/log.
+            entry = {
+                "type": "meshlane",
+                "capabilities": {"io.kubernetes.cri.pod-annotations": True},
+                "bpffsRoot": self.bpffs_root(inst),
+                "cgroupPath": self.cgroups[f"mesh-{inst}"],
+                "logFile": os.path.join(self.tmp, "logs", f"meshlane-{inst}.log"),
+                "shortPath": spec["short_path"],
+            }
+            self.conflists[inst] = {"cniVersion": "1.0.0", "name": NAME,
+                                    "plugins": [bridge, entry]}
+        for key, conflist in self.conflists.items():
+            with open(os.path.join(self.tmp, f"{key}.conflist"), "w", encoding="utf-8") as f:
+                json.dump(conflist, f, indent=2)
+
+    def bpffs_root(self, inst):
+        return os.path.join(self.tmp, "bpffs", inst)
+
+    # --- CNI (what libcni does for a runtime) --------------------------------------
+
+    def plugin_stdin(self, conflist, entry, prev, annotations):
+        conf = dict(entry)
+        conf["name"] = conflist["name"]
+        conf["cniVersion"] = conflist["cniVersion"]
+        if entry.get("capabilities", {}).get("io.kubernetes.cri.pod-annotations"):
+            conf["runtimeConfig"] = {"io.kubernetes.cri.pod-annotations": annotations}
+        if prev is not None:
+            conf["prevResult"] = prev
+        return json.dumps(conf).encode()
+
+    def cni_env(self, command, pod_name, container_id, netns):
+        return {
+            "PATH": sysutil.CHILD_PATH,
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": container_id,
+            "CNI_NETNS": netns,
+            "CNI_IFNAME": "eth0",
+            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={pod_name};"
+                        f"K8S_POD_INFRA_CONTAINER_ID={container_id}",
+            "CNI_PATH": os.path.join(self.tmp, "bin"),
+        }
+
+    def exec_plugin(self, command, plugin_type, stdin, env):
+        """One plugin run in the node netns. Returns (result JSON or None, seconds)."""
+        binary = os.path.join(self.tmp, "bin", plugin_type)
+        with in_netns(self.node_netns):
+            start = time.perf_counter()
+            try:
+                done = subprocess.run([binary], input=stdin, env=env, cwd="/",
+                                      capture_output=True, timeout=60, check=False)
+            except subprocess.TimeoutExpired as err:
+                raise BenchError(f"CNI {plugin_type} {command} timed out") from err
+            took = time.perf_counter() - start
+        if done.returncode != 0:
+            raise BenchError(f"CNI {plugin_type} {command} failed (exit status "
+                             f"{done.returncode}): {done.stdout.decode(errors='replace').strip()} "
+                             f"{done.stderr.decode(errors='replace').strip()}")
+        out = done.stdout.decode().strip()
+        return (json.loads(out) if out else None), took
+
+    def chain_add(self, pod):
+        conflist = self.conflists[pod.conflist]
+        prev = None
+        env = self.cni_env("ADD", pod.name, pod.container_id, pod.netns)
+        for entry in conflist["plugins"]:
+            stdin = self.plugin_stdin(conflist, entry, prev, pod.annotations)
+            result, _ = self.exec_plugin("ADD", entry["type"], stdin, env)
+            if result is None:
+                raise BenchError(f"CNI {entry['type']} ADD of {pod.name} returned no result")
+            prev = result
+        pod.result = prev
+        pod.ip = next(ip["address"].split("/")[0] for ip in prev["ips"]
+                      if "." in ip["address"])
+
+    def chain_del(self, pod):
+        conflist = self.conflists[pod.conflist]
+        env = self.cni_env("DEL", pod.name, pod.container_id, pod.netns)
+        for entry in reversed(conflist["plugins"]):
+            stdin = self.plugin_stdin(conflist, entry, pod.result, pod.annotations)
+            self.exec_plugin("DEL", entry["type"], stdin, env)
+
+    # --- pods -------------------------------------------------------------------------
+
+    def new_pod(self, name, case, conflist, captured):
+        netns = sysutil.add_netns(f"{NAME}-{name}")
+        annotations = {"sidecar.istio.io/status": INJECTED_STATUS} if captured else {}
+        pod = Pod(name, case, netns, random_id(), conflist, annotations)
+        self.pods[name] = pod
+        return pod
+
+    def add_case_pods(self, case, extra_annotations=None):
+        """The client and server pod of a case, through the case's chain; Istio's
+        rules in case 2; per-netns sysctls alike in every case. extra_annotations
+        go on both pods (e.g. meshlane's per-pod short-path setting for case 4)."""
+        conflist = {1: "plain", 2: "plain", 3: "off", 4: "on"}[case]
+        pods = []
+        for role in ("client", "server"):
+            pod = self.new_pod(f"c{case}-{role}", case, conflist, captured=case in (3, 4))
+            pod.annotations.update(extra_annotations or {})
+            self.chain_add(pod)
+            # Many short connections per second: let TIME_WAIT ports be reused (the
+            # default, 2, allows it over loopback only). The same in every case.
+            sysutil.write_sysctl_in(pod.netns, "net.ipv4.tcp_tw_reuse", "1")
+            if case == 2:
+                self.apply_istio_rules(pod.netns)
+            pods.append(pod)
+        return pods
+
+    def apply_istio_rules(self, netns):
+        """iptables-restore --noflush of Istio's rule set in the netns; returns the
+        seconds the iptables-restore process took (spawn to exit)."""
+        with open(ISTIO_RULES, "rb") as f:
+            rules = f.read()
+        with in_netns(netns):
+            start = time.perf_counter()
+            done = subprocess.run(["iptables-restore", "--noflush"], input=rules,
+                                  capture_output=True, env={"PATH": sysutil.CHILD_PATH},
+                                  cwd="/", timeout=60, check=False)
+            took = time.perf_counter() - start
+        if done.returncode != 0:
+            raise BenchError(f"iptables-restore in {netns} failed: "
+                             f"{done.stderr.decode(errors='replace').strip()}")
+        return took
+
+    def time_process(self, argv, stdin, env=None):
+        """Seconds from spawn to exit of a process started in the node netns the way
+        the timed CNI plugin runs are started."""
+        with in_netns(self.node_netns):
+            start = time.perf_counter()
+            subprocess.run(argv, input=stdin, capture_output=True, cwd="/", timeout=60,
+                           env=env or {"PATH": sysutil.CHILD_PATH}, check=True)
+            return time.perf_counter() - start
+
+    def place(self, pod_name):
+        pod = self.pods[pod_name]
+        return Place(pod_name, pod.netns, self.cgroups[f"case{pod.case}"])
+
+    def host_place(self, hooks):
+        return Place(f"host-{hooks}", self.node_netns, self.cgroups[f"host-{hooks}"])
+
+    # --- processes ----------------------------------------------------------------
+
+    def log_path(self, name):
+        return os.path.join(self.tmp, "logs", name)
+
+    def start_servers(self, case):
+        """qperf and connrate servers in the case's server pod, as an app user."""
+        name = f"c{case}-server"
+        place = self.place(name)
+        pod = self.pods[name]
+        pod.processes["qperf"] = place.popen(["qperf", "--listen_port", str(QPERF_PORT)],
+                                             uid=APP_ID, gid=APP_ID,
+                                             log=self.log_path(f"{name}-qperf.log"))
+        pod.processes["connrate"] = place.popen(
+            [self.connrate, "server", "--listen", f"0.0.0.0:{CONNRATE_PORT}", "--threads", "4"],
+            uid=APP_ID, gid=APP_ID, log=self.log_path(f"{name}-connrate.log"))
+        pod.processes["sockperf"] = place.popen(
+            ["sockperf", "server", "--tcp", "-i", "0.0.0.0", "-p", str(SOCKPERF_PORT)],
+            uid=APP_ID, gid=APP_ID, log=self.log_path(f"{name}-sockperf.log"))
+        for port in (QPERF_PORT, CONNRATE_PORT, SOCKPERF_PORT):
+            self.wait_listening(pod, port)
+
+    def start_host_servers(self):
+        for hooks, port in HOST_CONNRATE_PORT.items():
+            place = self.host_place(hooks)
+            proc = place.popen([self.connrate, "server", "--listen", f"127.0.0.1:{port}",
+                                "--threads", "4"], uid=APP_ID, gid=APP_ID,
+                               log=self.log_path(f"host-{hooks}-connrate.log"))
+            self.host_servers[hooks] = proc
+            self.wait_port(self.node_netns, "127.0.0.1", port, proc, f"host-{hooks} server")
+
+    def wait_listening(self, pod, port):
+        proc = next(iter(pod.processes.values()))
+        self.wait_port(pod.netns, "127.0.0.1", port, proc, f"{pod.name}:{port}")
+
+    def wait_port(self, netns, addr, port, proc, what, timeout=30):
+        """Polls until something listens. The probe comes from the harness, which is
+        outside every meshlane cgroup and runs as root: it is never captured."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise BenchError(f"{what} exited during start-up")
+            with in_netns(netns):
+                s = socket.socket()
+            try:
+                s.settimeout(0.5)
+                s.connect((addr, port))
+                return
+            except OSError:
+                time.sleep(0.05)
+            finally:
+                s.close()
+        raise BenchError(f"nothing listens on {addr}:{port} for {what} after {timeout}s")
+
+    def envoy_bootstrap(self, pod_name):
+        def tcp_proxy(stat_prefix, cluster):
+            return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                "stat_prefix": stat_prefix, "cluster": cluster}}
+
+        def capture_listener(name, port, cluster):
+            # Istio's virtualOutbound / virtualInbound reduced to TCP: original_dst
+            # reads SO_ORIGINAL_DST, tcp_proxy forwards to that address; a connection
+            # made straight to the listener port goes to the blackhole (loop guard).
+            return {
+                "name": name,
+                "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+                "listener_filters": [{"name": "envoy.filters.listener.original_dst", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}}],
+                "filter_chains": [
+                    {"name": f"{name}-blackhole", "filter_chain_match": {"destination_port": port},
+                     "filters": [tcp_proxy("BlackHoleCluster", "BlackHoleCluster")]},
+                    {"name": f"{name}-passthrough", "filters": [tcp_proxy(cluster, cluster)]},
+                ],
+            }
+
+        return {
+            "node": {"id": f"sidecar~0.0.0.0~{pod_name}.bench~bench.svc.cluster.local",
+                     "cluster": NAME},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                     "port_value": ENVOY_ADMIN_PORT}}},
+            "static_resources": {
+                "listeners": [
+                    capture_listener("virtualOutbound", OUTBOUND_PORT, "PassthroughCluster"),
+                    capture_listener("virtualInbound", INBOUND_PORT,
+                                     "InboundPassthroughClusterIpv4"),
+                ],
+                "clusters": [
+                    {"name": "PassthroughCluster", "type": "ORIGINAL_DST",
+                     "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "5s"},
+                    # Istio's inbound hand-off: to the original destination, from
+                    # 127.0.0.6, which neither capture touches again.
+                    {"name": "InboundPassthroughClusterIpv4", "type": "ORIGINAL_DST",
+                     "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "5s",
+                     "upstream_bind_config": {"source_address": {"address": "127.0.0.6",
+                                                                 "port_value": 0}}},
+                    {"name": "BlackHoleCluster", "type": "STATIC", "connect_timeout": "1s"},
+                ],
+            },
+        }
+
+    def start_envoy(self, pod_name, concurrency):
+        pod = self.pods[pod_name]
+        work = os.path.join(self.tmp, "envoy", pod_name)
+        os.mkdir(work)
+        os.chown(work, PROXY_ID, PROXY_ID)
+        bootstrap = os.path.join(work, "bootstrap.json")
+        with open(bootstrap, "w", encoding="utf-8") as f:
+            json.dump(self.envoy_bootstrap(pod_name), f, indent=1)
+        os.chmod(bootstrap, 0o644)
+        proc = self.place(pod_name).popen(
+            [self.envoy, "-c", bootstrap, "--disable-hot-restart",
+             "--concurrency", str(concurrency), "--log-level", "warn"],
+            uid=PROXY_ID, gid=PROXY_ID, log=os.path.join(work, "envoy.log"))
+        pod.processes["envoy"] = proc
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BenchError(f"Envoy in {pod_name} exited during start-up: "
+                                 f"{self.tail(os.path.join(work, 'envoy.log'))}")
+            with contextlib.suppress(OSError):
+                status, body = self.admin_get(pod_name, "/ready")
+                if status == 200 and body.startswith("LIVE"):
+                    return proc
+            time.sleep(0.1)
+        raise BenchError(f"Envoy in {pod_name} not ready after 60 s")
+
+    @staticmethod
+    def tail(path, lines=20):
+        with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+        return ""
+
+    def admin_get(self, pod_name, path):
+        """GET on the sidecar's admin port (127.0.0.1:15000 in the pod), from the
+        harness (outside every meshlane cgroup; Istio's rules RETURN 127.0.0.1)."""
+        with in_netns(self.pods[pod_name].netns):
+            s = socket.create_connection(("127.0.0.1", ENVOY_ADMIN_PORT), timeout=2)
+        try:
+            s.settimeout(5)
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            s.close()
+        head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
+        status = int(head.split()[1])
+        if "transfer-encoding: chunked" in head.lower():
+            body = _dechunk(body)
+        return status, body
+
+    def envoy_counters(self, pod_name):
+        """Downstream connections accepted by the capture listeners of a sidecar."""
+        _, body = self.admin_get(pod_name, "/stats?filter=downstream_cx_total")
+        counters = {}
+        for line in body.splitlines():
+            name, _, value = line.partition(": ")
+            for port, key in ((OUTBOUND_PORT, "outbound_cx"), (INBOUND_PORT, "inbound_cx")):
+                if name == f"listener.0.0.0.0_{port}.downstream_cx_total":
+                    counters[key] = int(value)
+        return counters
+
+    def meshlane_cli(self, inst, command):
+        done = sysutil.run([self.meshlane, command, "--bpffs-root", self.bpffs_root(inst)],
+                           check=False)
+        return done.returncode, done.stdout.decode(errors="replace") + \
+            done.stderr.decode(errors="replace")
+
+    # --- teardown -----------------------------------------------------------------
+
+    def teardown(self):
+        """Stops every process, removes the pods' and the node's netns, the bpffs,
+        the cgroups and the temp dir. Returns what is left behind (empty: clean)."""
+        if self.cgroup:
+            sysutil.kill_cgroup(self.cgroup)
+        for pod in list(self.pods.values()):
+            sysutil.del_netns(os.path.basename(pod.netns))
+        sysutil.del_netns(NODE_NETNS)
+        left = remove_leftovers()
+        self._restore_run_netns()
+        return left
+
+    def _restore_run_netns(self):
+        if self.run_netns_was is None:
+            return
+        with contextlib.suppress(OSError):
+            if os.listdir(sysutil.NETNS_DIR):
+                return
+            if os.path.ismount(sysutil.NETNS_DIR):
+                sysutil.run(["umount", sysutil.NETNS_DIR], check=False)
+            if self.run_netns_was == "absent":
+                os.rmdir(sysutil.NETNS_DIR)
+
+
+def _dechunk(body):
+    out, rest = [], body
+    while rest:
+        size_line, _, rest = rest.partition("\r\n")
+        try:
+            size = int(size_line.strip() or "0", 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        out.append(rest[:size])
+        rest = rest[size + 2:]
+    return "".join(out)

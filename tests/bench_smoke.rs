@@ -1,0 +1,404 @@
+//! The benchmark's harness (`scripts/bench.sh --smoke`, issue 5) run for real with
+//! the binary of this test build: one short repetition of every figure for all four
+//! cases. Checks that the harness works and produced a complete, well-formed result
+//! for every case, that the meshed cases really went through both sidecars, and that
+//! nothing of its node is left behind. A correctness check of the harness: no
+//! timing is ever asserted.
+//!
+//! Needs root; fails loudly (never skips) when it cannot run.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A smoke run takes under a minute here; this only guards against a hang.
+const RUN_TIMEOUT: Duration = Duration::from_secs(420);
+/// After SIGTERM the harness tears its node down; give it the time to.
+const CLEANUP_GRACE: Duration = Duration::from_secs(60);
+/// The harness's fixed names (bench/harness/node.py).
+const NETNS_PREFIX: &str = "meshlane-bench-";
+const CGROUP_NAME: &str = "meshlane-bench";
+const TMP_PREFIX: &str = "meshlane-bench.";
+const CASES: [&str; 4] = ["1", "2", "3", "4"];
+
+struct BenchRun {
+    status: ExitStatus,
+    timed_out: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl BenchRun {
+    fn describe(&self) -> String {
+        format!(
+            "scripts/bench.sh --smoke: {}{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status,
+            if self.timed_out {
+                format!(" (timed out after {RUN_TIMEOUT:?}, then SIGTERM)")
+            } else {
+                String::new()
+            },
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    rx
+}
+
+/// The Envoy the other integration tests use (tests/common/prereq.rs finds it the
+/// same way).
+fn envoy_binary() -> PathBuf {
+    std::env::var_os("MESHLANE_ENVOY").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/tools/envoy")),
+        PathBuf::from,
+    )
+}
+
+fn run_bench(out: &Path) -> BenchRun {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench.sh");
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .args(["--smoke", "--no-deps", "--no-build", "--meshlane"])
+        .arg(env!("CARGO_BIN_EXE_meshlane"))
+        .arg("--out")
+        .arg(out)
+        .arg("--tools-dir")
+        .arg(out.join("tools"))
+        .env("MESHLANE_ENVOY", envoy_binary())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {}: {err}", script.display()));
+    let stdout = read_all(child.stdout.take().expect("piped"));
+    let stderr = read_all(child.stderr.take().expect("piped"));
+    let wait_until = |child: &mut std::process::Child, deadline: Instant| loop {
+        if let Some(status) = child.try_wait().expect("wait for the benchmark") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let mut timed_out = false;
+    let status = match wait_until(&mut child, Instant::now() + RUN_TIMEOUT) {
+        Some(status) => status,
+        None => {
+            timed_out = true;
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            wait_until(&mut child, Instant::now() + CLEANUP_GRACE).unwrap_or_else(|| {
+                let _ = child.kill();
+                child.wait().expect("wait for the killed benchmark")
+            })
+        }
+    };
+    let collect = |rx: mpsc::Receiver<String>| {
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| "(output not collected: the pipe stayed open)".to_string())
+    };
+    BenchRun {
+        status,
+        timed_out,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+    }
+}
+
+fn cgroup2_mount() -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let sep = fields.iter().skip(6).position(|f| *f == "-")? + 6;
+        (fields.get(sep + 1) == Some(&"cgroup2")).then(|| PathBuf::from(fields[4]))
+    })
+}
+
+/// Whatever of the harness's node is still on the machine.
+fn leftovers() -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(entries) = fs::read_dir("/run/netns") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(NETNS_PREFIX) {
+                found.push(format!("netns {name}"));
+            }
+        }
+    }
+    if let Some(root) = cgroup2_mount() {
+        if root.join(CGROUP_NAME).exists() {
+            found.push(format!("cgroup {}", root.join(CGROUP_NAME).display()));
+        }
+    }
+    if let Ok(entries) = fs::read_dir("/tmp") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TMP_PREFIX) {
+                found.push(format!("dir /tmp/{name}"));
+            }
+        }
+    }
+    found
+}
+
+/// A positive, finite number at `key` of `obj`.
+fn positive(obj: &Value, key: &str, what: &str) -> f64 {
+    let v = obj[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: {key} is not a number: {obj}"));
+    assert!(v.is_finite() && v > 0.0, "{what}: {key} = {v}: {obj}");
+    v
+}
+
+fn check_samples(data: &Value) {
+    let samples = data["samples"].as_array().expect("samples");
+    let sizes: Vec<u64> = data["config"]["sizes"]
+        .as_array()
+        .expect("config.sizes")
+        .iter()
+        .map(|s| s.as_u64().expect("a size"))
+        .collect();
+    assert!(!sizes.is_empty(), "no message sizes in config");
+    let reps = data["config"]["reps"].as_u64().expect("config.reps");
+    let mut figures: Vec<(String, Value)> = Vec::new();
+    for test in ["tcp_lat", "tcp_bw"] {
+        for size in &sizes {
+            figures.push((test.to_string(), Value::from(*size)));
+        }
+    }
+    for size in data["config"]["sockperf_sizes"]
+        .as_array()
+        .expect("config.sockperf_sizes")
+    {
+        figures.push(("lat_p50".to_string(), size.clone()));
+    }
+    figures.push(("conn_rate".to_string(), Value::Null));
+    for case in CASES {
+        for (figure, size) in &figures {
+            let what = format!("case {case}, {figure} {size}");
+            let matching: Vec<&Value> = samples
+                .iter()
+                .filter(|s| {
+                    s["case"].as_u64() == case.parse().ok()
+                        && s["figure"] == figure.as_str()
+                        && s["size"] == *size
+                })
+                .collect();
+            assert_eq!(
+                matching.len() as u64,
+                reps,
+                "{what}: expected {reps} sample(s)"
+            );
+            for s in matching {
+                positive(s, "value", &what);
+                positive(s, "ops", &what);
+                assert!(s["unit"].is_string(), "{what}: no unit: {s}");
+                let cpu = &s["cpu"];
+                assert!(
+                    cpu["cgroup_cpu_usec"].as_u64().is_some(),
+                    "{what}: no cgroup CPU usage: {s}"
+                );
+                positive(cpu, "wall_s", &what);
+            }
+            let entry = &data["summary"][figure.as_str()][match size {
+                Value::Null => "-".to_string(),
+                other => other.to_string(),
+            }][case];
+            positive(entry, "median", &format!("summary of {what}"));
+            positive(entry, "ratio_vs_2", &format!("summary of {what}"));
+        }
+    }
+    for hooks in ["host-on", "host-off"] {
+        let n = samples
+            .iter()
+            .filter(|s| s["case"] == hooks && s["figure"] == "host_conn_rate")
+            .inspect(|s| {
+                positive(s, "value", hooks);
+            })
+            .count();
+        assert!(n > 0, "no host connection-rate samples for {hooks}");
+    }
+    positive(&data["summary"], "host_hooks_ratio", "summary");
+}
+
+fn check_path_checks(data: &Value) {
+    for case in CASES {
+        let check = &data["path_checks"][case];
+        assert_eq!(check["ok"], true, "case {case} path check: {check}");
+        let probes = positive(
+            check,
+            "probe_connections",
+            &format!("case {case} path check"),
+        );
+        if case != "1" {
+            // Every probe connection was counted by both sidecars' capture listeners.
+            for key in ["client_outbound_cx", "server_inbound_cx"] {
+                assert!(
+                    check[key].as_f64().unwrap_or(0.0) >= probes,
+                    "case {case}: {key} below the probe's connections: {check}"
+                );
+            }
+        }
+    }
+    for (case, inst) in [("3", "off"), ("4", "on")] {
+        let pods = data["meshlane_pods"][inst].as_str().unwrap_or("");
+        for role in ["client", "server"] {
+            assert!(
+                pods.contains(&format!("bench/c{case}-{role}")),
+                "meshlane instance {inst} does not list c{case}-{role}: {pods}"
+            );
+        }
+    }
+}
+
+fn check_bpf_stats(data: &Value) {
+    for (label, inst) in [
+        ("case 3", "off"),
+        ("case 4", "on"),
+        ("host process (hooks on)", "on"),
+    ] {
+        let progs = data["bpf_stats"][label][inst]
+            .as_object()
+            .unwrap_or_else(|| panic!("no BPF statistics for {label}, instance {inst}"));
+        let connect = progs
+            .iter()
+            .find(|(name, _)| name.contains("connect4"))
+            .unwrap_or_else(|| panic!("{label}: no connect4 program among {progs:?}"))
+            .1;
+        positive(connect, "run_cnt", &format!("{label} connect4"));
+        positive(connect, "ns_per_call", &format!("{label} connect4"));
+    }
+}
+
+fn check_pod_setup(data: &Value) {
+    let setup = &data["pod_setup"];
+    let pods = setup["pods"].as_u64().expect("pod_setup.pods");
+    assert!(pods > 0, "no pods in the pod setup figure");
+    for key in ["meshlane_add_ms", "meshlane_del_ms", "iptables_restore_ms"] {
+        let values = setup[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("pod_setup.{key} missing"));
+        assert_eq!(values.len() as u64, pods, "pod_setup.{key}: {values:?}");
+        assert!(
+            values.iter().all(|v| v.as_f64().is_some_and(|v| v > 0.0)),
+            "pod_setup.{key}: {values:?}"
+        );
+    }
+    for key in ["meshlane_add_ms", "iptables_restore_ms"] {
+        positive(&data["summary"]["pod_setup"][key], "p50", key);
+        positive(&data["summary"]["pod_setup"][key], "p99", key);
+    }
+}
+
+fn check_targets(data: &Value) {
+    let targets = data["targets"].as_array().expect("targets");
+    let names: Vec<&str> = targets
+        .iter()
+        .map(|t| t["target"].as_str().expect("target name"))
+        .collect();
+    for wanted in [
+        "latency 1 KiB, ",
+        "latency 1 KiB p50",
+        "mesh overhead",
+        "throughput",
+        "connection setup rate",
+        "meshlane ADD p50",
+        "connect4 hook",
+        "host process connection rate",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(wanted)),
+            "no target {wanted:?} in {names:?}"
+        );
+    }
+    for t in targets {
+        // A verdict (or null when a figure cannot be judged), whatever it is: this
+        // test never judges performance.
+        assert!(
+            t["met"].is_boolean() || t["met"].is_null(),
+            "target without a verdict: {t}"
+        );
+        assert!(t["wanted"].is_string(), "target without a goal: {t}");
+    }
+}
+
+#[test]
+fn smoke_run_measures_every_case_and_cleans_up() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "tests/bench_smoke.rs needs root (network namespaces, cgroups, bpffs): run sudo scripts/test.sh"
+    );
+    let out =
+        std::env::temp_dir().join(format!("meshlane-bench-smoke-test.{}", std::process::id()));
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out).expect("create the output dir");
+
+    let run = run_bench(&out);
+    assert!(run.status.success() && !run.timed_out, "{}", run.describe());
+    assert!(
+        run.stdout
+            .contains("removed the netns, the cgroups, the bpffs and the temp dir"),
+        "the harness did not report a clean teardown\n{}",
+        run.describe()
+    );
+    let left = leftovers();
+    assert!(left.is_empty(), "left behind: {left:?}\n{}", run.describe());
+
+    let json = fs::read_to_string(out.join("smoke.json"))
+        .unwrap_or_else(|err| panic!("no smoke.json: {err}\n{}", run.describe()));
+    let data: Value = serde_json::from_str(&json).expect("smoke.json is JSON");
+    assert_eq!(data["schema"], "meshlane-bench/1");
+    assert_eq!(data["mode"], "smoke");
+    assert!(data["machine"]["kernel"].is_string() && data["machine"]["cpus"].is_u64());
+    for case in CASES {
+        assert!(
+            data["cases"][case]["name"].is_string(),
+            "case {case} not described"
+        );
+    }
+    check_path_checks(&data);
+    check_samples(&data);
+    check_bpf_stats(&data);
+    check_pod_setup(&data);
+    check_targets(&data);
+
+    let csv = fs::read_to_string(out.join("smoke.csv")).expect("smoke.csv");
+    let rows = csv.lines().count() - 1;
+    assert_eq!(
+        rows,
+        data["samples"].as_array().expect("samples").len(),
+        "smoke.csv rows"
+    );
+    let md = fs::read_to_string(out.join("smoke.md")).expect("smoke.md");
+    for section in [
+        "## Latency",
+        "## Throughput",
+        "## Pod setup cost",
+        "## Targets",
+    ] {
+        assert!(md.contains(section), "smoke.md has no {section:?}");
+    }
+    let png = fs::read(out.join("smoke.png")).expect("smoke.png");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "smoke.png is not a PNG"
+    );
+
+    let _ = fs::remove_dir_all(&out);
+}
