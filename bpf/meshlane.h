@@ -84,6 +84,16 @@ enum ml_pod_flag {
 	 * sidecar over loopback, another pod's). Opt-in, docs/shortpath.md says why.
 	 */
 	ML_POD_SHORT_PATH_APP = 1 << 10,
+	/*
+	 * The pod has no entries in these outbound lists, so connect4/6 skips their
+	 * lookups (it runs for every connect of a pod; with Istio's defaults two of
+	 * them are empty). Said as "none" rather than "some" so that a record written
+	 * by an older meshlane, without these bits, still gets every lookup.
+	 */
+	ML_POD_NO_EXCLUDED_OUT_PORTS = 1 << 11,
+	ML_POD_NO_INCLUDED_OUT_PORTS = 1 << 12,
+	ML_POD_NO_EXCLUDED_OUT_CIDRS = 1 << 13,
+	ML_POD_NO_INCLUDED_OUT_CIDRS = 1 << 14,
 };
 
 /* What ml_pod.ips[i] is; the loopback rules need to know which are the pod's own. */

@@ -130,7 +130,8 @@ static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_
 		return ML_OUT_UNTOUCHED;
 	}
 	/* 1. Excluded outbound ports are never touched (TCP and UDP alike). */
-	if (port_listed(c->netns_cookie, c->dport, ML_PORTS_EXCLUDE_OUTBOUND)) {
+	if (!(pod->flags & ML_POD_NO_EXCLUDED_OUT_PORTS) &&
+	    port_listed(c->netns_cookie, c->dport, ML_PORTS_EXCLUDE_OUTBOUND)) {
 		count_event(ML_CNT_BYPASS_EXCLUDED_PORT);
 		return ML_OUT_UNTOUCHED;
 	}
@@ -185,18 +186,21 @@ static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_
 		return ML_OUT_UNTOUCHED;
 	}
 	/* 7. Excluded outbound ranges. */
-	if (cidr_listed(&ml_out_exclude_cidrs, c->netns_cookie, &c->dst)) {
+	if (!(pod->flags & ML_POD_NO_EXCLUDED_OUT_CIDRS) &&
+	    cidr_listed(&ml_out_exclude_cidrs, c->netns_cookie, &c->dst)) {
 		count_event(ML_CNT_BYPASS_EXCLUDED_CIDR);
 		return ML_OUT_UNTOUCHED;
 	}
 	/* 8. Included outbound ports, whatever the range. */
-	if (port_listed(c->netns_cookie, c->dport, ML_PORTS_INCLUDE_OUTBOUND)) {
+	if (!(pod->flags & ML_POD_NO_INCLUDED_OUT_PORTS) &&
+	    port_listed(c->netns_cookie, c->dport, ML_PORTS_INCLUDE_OUTBOUND)) {
 		count_event(ML_CNT_OUTBOUND_REDIRECTED);
 		return ML_OUT_TO_OUTBOUND;
 	}
 	/* 9. Included outbound ranges ("*" is a flag, not a trie entry). */
 	if ((pod->flags & ML_POD_INCLUDE_ALL_OUTBOUND) ||
-	    cidr_listed(&ml_out_include_cidrs, c->netns_cookie, &c->dst)) {
+	    (!(pod->flags & ML_POD_NO_INCLUDED_OUT_CIDRS) &&
+	     cidr_listed(&ml_out_include_cidrs, c->netns_cookie, &c->dst))) {
 		count_event(ML_CNT_OUTBOUND_REDIRECTED);
 		return ML_OUT_TO_OUTBOUND;
 	}

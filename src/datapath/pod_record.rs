@@ -99,6 +99,22 @@ impl PodEntries {
             | flag(
                 capture.include_inbound_ports == PortSelection::All,
                 ml_pod_flag::ML_POD_INCLUDE_ALL_INBOUND,
+            )
+            | flag(
+                capture.exclude_outbound_ports.is_empty(),
+                ml_pod_flag::ML_POD_NO_EXCLUDED_OUT_PORTS,
+            )
+            | flag(
+                !matches!(&capture.include_outbound_ports, PortSelection::Only(p) if !p.is_empty()),
+                ml_pod_flag::ML_POD_NO_INCLUDED_OUT_PORTS,
+            )
+            | flag(
+                capture.exclude_outbound_cidrs.is_empty(),
+                ml_pod_flag::ML_POD_NO_EXCLUDED_OUT_CIDRS,
+            )
+            | flag(
+                !matches!(&capture.include_outbound_cidrs, CidrSelection::Only(c) if !c.is_empty()),
+                ml_pod_flag::ML_POD_NO_INCLUDED_OUT_CIDRS,
             );
 
         let mut ports = BTreeSet::new();
