@@ -79,7 +79,9 @@ def summarize(data):
         }
     # CPU used on the machine by anything but the measured case, as a share of all
     # CPU time: the benchmark's own idle processes, and whatever else runs here.
-    other = [(x["cpu"]["machine_busy_usec"] - x["cpu"]["cgroup_cpu_usec"])
+    # /proc/stat counts in ticks (10 ms), cpu.stat in µs: on a quiet machine the
+    # difference can come out slightly negative, which means none.
+    other = [max(0, x["cpu"]["machine_busy_usec"] - x["cpu"]["cgroup_cpu_usec"])
              / x["cpu"]["machine_total_usec"]
              for x in data["samples"] if x["cpu"]["machine_total_usec"] > 0]
     if other:
