@@ -106,8 +106,9 @@ macro_rules! log_warn { ($($arg:tt)*) => { $crate::log::write($crate::log::Level
 #[macro_export]
 macro_rules! log_error { ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Error, format_args!($($arg)*)) } }
 
-/// RFC 3339 UTC with milliseconds, without a date crate.
-fn timestamp(now: SystemTime) -> String {
+/// RFC 3339 UTC with milliseconds, without a date crate. The agent's log uses it
+/// too, so that its lines and the plugin's sort together.
+pub fn timestamp(now: SystemTime) -> String {
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since_epoch.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::thread;
 
+use meshlane::datapath::attachment::UNKNOWN_SANDBOX_PREFIX;
 use meshlane::datapath::{AttachmentKey, PinLayout, PodMaps};
 use serde_json::{json, Value};
 
@@ -205,6 +206,49 @@ fn status_and_gc_at_cni_1_1() {
     conf["cgroupPath"] = json!(node.layout().tmp);
     let output = node.run_meshlane(&node.cni_env("STATUS", None), conf.to_string());
     expect_error(&output, 50, &["cgroup"]);
+}
+
+/// A pod the agent enrolled without knowing its sandbox ID is in no runtime's GC
+/// list: GC keeps it while its netns lives (else its capture would silently stop)
+/// and forgets it once the netns is gone.
+#[test]
+fn gc_keeps_a_pod_enrolled_without_its_sandbox_id_until_its_netns_is_gone() {
+    let node = TestNode::new("life-gc-enrolled");
+    let mut pod = node.add_pod("enrolled", captured());
+    let cookie = cookie_of(&pod);
+    let maps = maps(&node);
+    // Re-key the attachment as enrollment does when the sandbox is unknown.
+    let runtime_key = AttachmentKey::new(pod.container_id(), "eth0");
+    let mut attachment = maps.attachment(&runtime_key).unwrap().expect("attachment");
+    maps.remove_attachment(&runtime_key).unwrap();
+    attachment.key = AttachmentKey::new(&format!("{UNKNOWN_SANDBOX_PREFIX}{cookie}"), "eth0");
+    maps.put_attachment(&attachment).unwrap();
+
+    let gc = node.meshlane_gc(&[]);
+    assert!(gc.status.success(), "GC: {gc:?}");
+    assert!(
+        maps.pod(cookie).unwrap().is_some(),
+        "GC dropped a running enrolled pod"
+    );
+    assert!(maps.attachment(&attachment.key).unwrap().is_some());
+
+    pod.remove_netns();
+    // The kernel destroys a netns asynchronously; GC forgets the pod once it has.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let gc = node.meshlane_gc(&[]);
+        assert!(gc.status.success(), "GC: {gc:?}");
+        if maps.pod(cookie).unwrap().is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "GC kept an enrolled pod whose netns is gone"
+        );
+        thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(maps.attachment(&attachment.key).unwrap().is_none());
+    assert_eq!(maps.entries_of(cookie).unwrap(), 0);
 }
 
 /// Multus: a second attachment (net1) in the same netns adds its IP to the one pod

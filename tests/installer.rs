@@ -9,12 +9,9 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,11 +20,10 @@ use meshlane::datapath::loader::{pinned_link_cgroup, NODE_PROGRAMS};
 use meshlane::datapath::PinLayout;
 use serde_json::{json, Map, Value};
 
+use common::agent::{Agent, WAIT};
 use common::chain::ChainRunner;
 use common::netns::NamedNetns;
 use common::{Conflist, RuntimeConf, TestNode, POD_ANNOTATIONS_CAPABILITY};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 fn meshlane() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_meshlane"))
@@ -70,189 +66,32 @@ impl Dirs {
     }
 }
 
-/// Output of a child process, collected line by line as it comes.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<String>>>);
-
-impl Lines {
-    fn follow(pipe: impl Read + Send + 'static) -> Lines {
-        let lines = Lines::default();
-        let sink = lines.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                sink.0.lock().unwrap().push(line);
-            }
-        });
-        lines
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap().join("\n")
-    }
-
-    fn find(&self, needle: &str) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|line| line.contains(needle))
-            .cloned()
-    }
-}
-
-/// A running `meshlane install`; killed on drop if a test fails midway.
-struct Agent {
-    child: Option<Child>,
-    stdout: Lines,
-    stderr: Lines,
-    addr: String,
-}
-
-impl Agent {
-    fn start(dirs: &Dirs) -> Agent {
-        let mut args = vec!["install".to_string()];
-        args.extend(dirs.common_args());
-        let path = |p: &Path| p.to_string_lossy().into_owned();
-        args.extend([
-            "--cgroup".into(),
-            path(&dirs.cgroup),
-            // The plugin runs where the agent does here, so the paths agree; on a
-            // node the plugin finds the host's cgroup2 root by itself.
-            "--plugin-cgroup-path".into(),
-            path(&dirs.cgroup),
-            "--log-file".into(),
-            path(&dirs.cni_log),
-            "--capture".into(),
-            "cni-args".into(),
-            "--proxy-uid".into(),
-            "1337".into(),
-            "--proxy-gid".into(),
-            "1337".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--recheck-seconds".into(),
-            "1".into(),
-        ]);
-        // The agent joins the node's cgroup before it execs, so the node's
-        // cleanup (and the sweep after a crashed run) kills it with the rest.
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg("echo 0 > \"$0/cgroup.procs\" && exec \"$@\"")
-            .arg(&dirs.cgroup)
-            .arg(meshlane())
-            .args(&args)
-            // Only what we pass: no MESHLANE_* of the caller's environment.
-            .env_clear()
-            .env("PATH", common::prereq::CHILD_PATH)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting meshlane install");
-        let stdout = Lines::follow(child.stdout.take().unwrap());
-        let stderr = Lines::follow(child.stderr.take().unwrap());
-        let mut agent = Agent {
-            child: Some(child),
-            stdout,
-            stderr,
-            addr: String::new(),
-        };
-        let line = agent.wait_for_log("serving /healthz");
-        agent.addr = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("addr="))
-            .expect("the agent logs its address")
-            .to_owned();
-        agent
-    }
-
-    fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.stderr.find(needle) {
-                return line;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "the agent exited ({status}) before logging {needle:?}:\n{}",
-                    self.stderr.text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not log {needle:?} within {WAIT:?}:\n{}",
-                self.stderr.text()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// GET over a plain socket: (status, body).
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.addr).expect("connecting to the agent");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").unwrap();
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).unwrap();
-        let status = reply
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP reply: {reply:?}"));
-        let body = reply
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    fn wait_until_ready(&self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let (status, body) = self.get("/readyz");
-            if status == 200 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "never ready: {body}\n{}",
-                self.stderr.text()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM (what a rolling update sends) and the exit status.
-    fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the agent ignored SIGTERM:\n{}", self.stderr.text());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// `meshlane install` on the test node's dirs.
+fn start_agent(dirs: &Dirs) -> Agent {
+    let mut args = vec!["install".to_string()];
+    args.extend(dirs.common_args());
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    args.extend([
+        "--cgroup".into(),
+        path(&dirs.cgroup),
+        // The plugin runs where the agent does here, so the paths agree; on a
+        // node the plugin finds the host's cgroup2 root by itself.
+        "--plugin-cgroup-path".into(),
+        path(&dirs.cgroup),
+        "--log-file".into(),
+        path(&dirs.cni_log),
+        "--capture".into(),
+        "cni-args".into(),
+        "--proxy-uid".into(),
+        "1337".into(),
+        "--proxy-gid".into(),
+        "1337".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--recheck-seconds".into(),
+        "1".into(),
+    ]);
+    Agent::start(&dirs.cgroup, &args, &[])
 }
 
 fn read_json(path: &Path) -> Value {
@@ -384,7 +223,7 @@ fn install_keeps_the_chain_survives_sigterm_and_uninstalls_cleanly() {
     let primary = serde_json::to_string_pretty(&node.chain().conflist.to_json()).unwrap() + "\n";
 
     // Start before the primary config exists: the agent must wait for it.
-    let mut agent = Agent::start(&dirs);
+    let mut agent = start_agent(&dirs);
     assert_eq!(agent.get("/healthz").0, 200);
     agent.wait_for_log("waiting for the primary CNI");
     let (status, body) = agent.get("/readyz");
@@ -486,7 +325,7 @@ fn install_keeps_the_chain_survives_sigterm_and_uninstalls_cleanly() {
 
     // The new agent finds everything in place and rewrites nothing.
     let chain_bytes = fs::read(&primary_path).unwrap();
-    let mut agent = Agent::start(&dirs);
+    let mut agent = start_agent(&dirs);
     agent.wait_for_log("node programs already attached");
     agent.wait_for_log("chain entry in place");
     agent.wait_until_ready();

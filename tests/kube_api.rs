@@ -1,25 +1,23 @@
 //! The Kubernetes API client against a real HTTPS endpoint: a small rustls
-//! server on 127.0.0.1 with a CA and certificates generated per test, serving
-//! Pod JSON from tests/fixtures/kube/. No root, loopback only, nothing mocked
-//! below HTTP: TCP, TLS verification, bearer tokens, client certificates,
-//! timeouts and retries all run for real.
+//! server on 127.0.0.1 (tests/common/api_server.rs) with a CA and certificates
+//! generated per test, serving Pod JSON from tests/fixtures/kube/. No root,
+//! loopback only, nothing mocked below HTTP: TCP, TLS verification, bearer
+//! tokens, client certificates, timeouts and retries all run for real.
+
+mod common;
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess, KubeError};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+
+use common::api_server::{status_json, ApiServer, Authority, Handler, Reply, Seen, ServerOptions};
 
 const SIDECAR_POD: &str = include_str!("fixtures/kube/sidecar-pod.json");
 const PLAIN_POD: &str = include_str!("fixtures/kube/plain-pod.json");
@@ -29,272 +27,6 @@ const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.meshlane-test-token.sig";
 
 /// Timing assertions leave this much room for a loaded 2-core CI machine.
 const SLACK: Duration = Duration::from_secs(2);
-
-// ---------------------------------------------------------------- certificates
-
-/// A certificate authority that can issue server and client certificates.
-struct Authority {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-struct Issued {
-    cert_pem: String,
-    cert_der: CertificateDer<'static>,
-    key_pem: String,
-    key_der: Vec<u8>,
-}
-
-impl Authority {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        Authority { issuer }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    fn issue(&self, names: &[&str], usage: rcgen::ExtendedKeyUsagePurpose) -> Issued {
-        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "meshlane-test");
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Issued {
-            cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
-            key_pem: key.serialize_pem(),
-            key_der: key.serialize_der(),
-        }
-    }
-
-    fn server_cert(&self, names: &[&str]) -> Issued {
-        self.issue(names, rcgen::ExtendedKeyUsagePurpose::ServerAuth)
-    }
-
-    fn client_cert(&self, user: &str) -> Issued {
-        self.issue(&[user], rcgen::ExtendedKeyUsagePurpose::ClientAuth)
-    }
-}
-
-// ------------------------------------------------------------- the API server
-
-/// What the server saw of one request.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    authorization: Option<String>,
-    accept: Option<String>,
-}
-
-enum Reply {
-    Json(u16, String),
-    /// Read the request, then never answer (until the client hangs up).
-    Silent,
-}
-
-fn status_json(code: u16, reason: &str, message: &str) -> String {
-    serde_json::json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {},
-        "status": "Failure", "message": message, "reason": reason, "code": code,
-    })
-    .to_string()
-}
-
-type Handler = Box<dyn Fn(&Seen) -> Reply + Send + Sync>;
-
-struct ServerOptions {
-    names: &'static [&'static str],
-    client_ca: Option<String>,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            names: &["127.0.0.1", "localhost"],
-            client_ca: None,
-        }
-    }
-}
-
-/// A TLS HTTP/1.1 server on 127.0.0.1 that answers one request per
-/// connection with what the handler says. Stopped and joined on drop.
-struct ApiServer {
-    addr: SocketAddr,
-    /// Connections accepted, including ones whose handshake failed.
-    connections: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl ApiServer {
-    fn start(ca: &Authority, options: ServerOptions, handler: Handler) -> Self {
-        let issued = ca.server_cert(options.names);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap();
-        let builder = match &options.client_ca {
-            None => builder.with_no_client_auth(),
-            Some(client_ca_pem) => {
-                let mut roots = RootCertStore::empty();
-                for cert in rustls_pemfile_certs(client_ca_pem) {
-                    roots.add(cert).unwrap();
-                }
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()
-                        .unwrap();
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        let config = Arc::new(
-            builder
-                .with_single_cert(
-                    vec![issued.cert_der],
-                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key_der)),
-                )
-                .unwrap(),
-        );
-
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (connections, seen, stop) = (connections.clone(), seen.clone(), stop.clone());
-            thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    connections.fetch_add(1, Ordering::SeqCst);
-                    serve(stream, config.clone(), &handler, &seen);
-                }
-            })
-        };
-        ApiServer {
-            addr,
-            connections,
-            seen,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept so the thread sees the flag.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn rustls_pemfile_certs(pem: &str) -> Vec<CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject as _;
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .map(|cert| cert.unwrap())
-        .collect()
-}
-
-/// One connection: TLS handshake, one request, one answer. Failures (a client
-/// that rejected our certificate, say) just end the connection.
-fn serve(stream: TcpStream, config: Arc<ServerConfig>, handler: &Handler, seen: &Mutex<Vec<Seen>>) {
-    // Bounds a test that goes wrong; never reached when tests pass.
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let Ok(connection) = ServerConnection::new(config) else {
-        return;
-    };
-    let mut tls = StreamOwned::new(connection, stream);
-    let mut request = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
-        match tls.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-        if request.len() > 64 * 1024 {
-            return;
-        }
-    }
-    let text = String::from_utf8_lossy(&request).into_owned();
-    let mut lines = text.split("\r\n");
-    let mut start = lines.next().unwrap_or_default().split(' ');
-    let header = |name: &str| {
-        text.split("\r\n")
-            .skip(1)
-            .filter_map(|line| line.split_once(':'))
-            .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.trim().to_owned())
-    };
-    let request = Seen {
-        method: start.next().unwrap_or_default().to_owned(),
-        path: start.next().unwrap_or_default().to_owned(),
-        authorization: header("authorization"),
-        accept: header("accept"),
-    };
-    seen.lock().unwrap().push(request.clone());
-
-    match handler(&request) {
-        Reply::Json(status, body) => {
-            let reason = match status {
-                200 => "OK",
-                401 => "Unauthorized",
-                403 => "Forbidden",
-                404 => "Not Found",
-                429 => "Too Many Requests",
-                500 => "Internal Server Error",
-                503 => "Service Unavailable",
-                _ => "Other",
-            };
-            let head = format!(
-                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = tls.write_all(head.as_bytes());
-            let _ = tls.write_all(body.as_bytes());
-            tls.conn.send_close_notify();
-            let _ = tls.flush();
-        }
-        Reply::Silent => {
-            // Hold the connection until the client gives up and closes it.
-            while matches!(tls.read(&mut buf), Ok(n) if n > 0) {}
-        }
-    }
-}
 
 /// Answers `path` with `body` when the bearer token is right; 401 otherwise;
 /// 404 for any other path.

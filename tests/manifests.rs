@@ -146,7 +146,8 @@ fn the_daemonset_follows_the_node_agent_rules() {
     );
     assert_eq!(spec["priorityClassName"], "system-node-critical");
     assert_eq!(spec["hostNetwork"], true);
-    assert!(spec.get("hostPID").is_none(), "hostPID is not needed");
+    // Enrolling running pods reads the host's /proc (docs/enroll.md).
+    assert_eq!(spec["hostPID"], true);
     assert!(
         spec["tolerations"]
             .as_array()
@@ -199,6 +200,14 @@ fn the_daemonset_follows_the_node_agent_rules() {
     assert_eq!(container["readinessProbe"]["httpGet"]["port"], port);
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["livenessProbe"]["httpGet"]["port"], port);
+
+    // The plugin's kubeconfig: a host path in the chain entry, written by the
+    // agent through its mount of the same directory.
+    let data = &find(&objects, "ConfigMap")["data"];
+    let host = data["MESHLANE_KUBECONFIG"].as_str().unwrap();
+    let written = data["MESHLANE_WRITE_KUBECONFIG"].as_str().unwrap();
+    assert_eq!(written, format!("/host{host}"));
+    assert!(host.starts_with("/etc/cni/net.d/"), "{host}");
 
     // The ConfigMap's settings are ones the agent knows.
     let known: Vec<&str> = meshlane::install::settings::INSTALL_SETTINGS

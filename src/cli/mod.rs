@@ -6,6 +6,7 @@ mod pods;
 mod precheck;
 mod status;
 mod uninstall;
+mod upgrade;
 
 use anyhow::Result;
 
@@ -26,6 +27,10 @@ Otherwise it is this command line:
   meshlane uninstall [--cni-bin-dir DIR] [--cni-conf-dir DIR] [--bpffs-root DIR] [--force]
                                        remove meshlane from this node (exit 3 while
                                        captured pods remain, unless --force)
+  meshlane upgrade-programs [--bpffs-root DIR] [--force]
+                                       switch the attached programs that differ from
+                                       this binary's, without detaching (--force:
+                                       switch every one, even identical ones)
   meshlane help
 
 --bpffs-root defaults to /sys/fs/bpf/meshlane (the plugin's bpffsRoot).
@@ -33,9 +38,13 @@ Otherwise it is this command line:
 Settings of install (flag, else environment variable):";
 
 pub fn run(mut argv: Vec<String>) -> Result<i32> {
-    // `--force` is the one bare flag (uninstall's); the other options take values.
+    // `--force` is the one bare flag (uninstall's, upgrade-programs'); the other
+    // options take values.
     let force = argv.iter().skip(2).any(|arg| arg == "--force");
-    if argv.get(1).map(String::as_str) == Some("uninstall") {
+    if matches!(
+        argv.get(1).map(String::as_str),
+        Some("uninstall" | "upgrade-programs")
+    ) {
         argv.retain(|arg| arg != "--force");
     }
     let mut args = Args::new(argv);
@@ -45,6 +54,7 @@ pub fn run(mut argv: Vec<String>) -> Result<i32> {
         Some("pods") => pods::run(&mut args),
         Some("install") => install::run(&mut args),
         Some("uninstall") => uninstall::run(&mut args, force),
+        Some("upgrade-programs") => upgrade::run(&mut args, force),
         Some("precheck") => precheck::run(&mut args),
         Some("version") | Some("--version") => {
             println!(

@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 
-use crate::install::settings::{InstallSettings, BPFFS_ROOT, CNI_BIN_DIR, CNI_CONF_DIR};
+use crate::install::settings::{
+    InstallSettings, BPFFS_ROOT, CNI_BIN_DIR, CNI_CONF_DIR, KUBECONFIG, WRITE_KUBECONFIG,
+};
 use crate::install::uninstall::{self, UninstallSettings};
 use crate::install::InstallError;
 
@@ -13,22 +15,37 @@ use super::install::settings_from;
 pub const EXIT_PODS_CAPTURED: i32 = 3;
 
 pub fn run(args: &mut Args, force: bool) -> Result<i32> {
-    let values = settings_from(args, &[&CNI_BIN_DIR, &CNI_CONF_DIR, &BPFFS_ROOT])?;
+    let values = settings_from(
+        args,
+        &[
+            &CNI_BIN_DIR,
+            &CNI_CONF_DIR,
+            &BPFFS_ROOT,
+            &KUBECONFIG,
+            &WRITE_KUBECONFIG,
+        ],
+    )?;
     args.finish()?;
     let install = InstallSettings::from_values(&values)?;
     let settings = UninstallSettings {
         cni_bin_dir: install.cni_bin_dir,
         cni_conf_dir: install.cni_conf_dir,
         pin_root: install.pin_root,
+        kubeconfig: install.cluster.kubeconfig,
         force,
     };
     match uninstall::run(&settings) {
         Ok(removed) => {
             println!(
-                "meshlane removed: {} config file change(s), binary {}, pins {}",
+                "meshlane removed: {} config file change(s), binary {}, pins {}, kubeconfig {}",
                 removed.config_changes.len(),
                 if removed.binary { "removed" } else { "absent" },
                 if removed.pins { "removed" } else { "absent" },
+                if removed.credentials {
+                    "removed"
+                } else {
+                    "absent"
+                },
             );
             Ok(0)
         }

@@ -8,6 +8,11 @@ use super::abi::{
 };
 use super::error::DatapathError;
 
+/// The container ID meshlane gives a pod it enrolled (a pod that ran before the
+/// agent) when it could not tell the pod's sandbox ID: no runtime will name it, so
+/// DEL never removes it and GC keeps it while the pod's netns lives.
+pub const UNKNOWN_SANDBOX_PREFIX: &str = "meshlane-netns-cookie-";
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AttachmentKey {
     pub container_id: String,

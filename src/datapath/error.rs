@@ -107,6 +107,35 @@ pub enum DatapathError {
 
     #[error("{what} does not fit the BPF record: {detail}")]
     DoesNotFit { what: &'static str, detail: String },
+
+    #[error(
+        "pinned map {map} at {path} does not match this build ({detail}): changing a map's \
+         layout needs a planned migration (docs/upgrade.md); nothing was replaced and the \
+         programs already attached keep running"
+    )]
+    MapIncompatible {
+        map: String,
+        path: PathBuf,
+        detail: String,
+    },
+
+    #[error("{what} is not in place (nothing usable at {path}); attach the programs first")]
+    NotAttached { what: String, path: PathBuf },
+
+    #[error("reading the kernel's information about {what}: {source}")]
+    ProgramQuery {
+        what: String,
+        source: std::io::Error,
+    },
+
+    #[error("replacing the program of {target}: {step}: {source}; {rollback}")]
+    Replace {
+        target: String,
+        step: &'static str,
+        source: std::io::Error,
+        /// What became of the programs replaced before this one.
+        rollback: String,
+    },
 }
 
 impl DatapathError {

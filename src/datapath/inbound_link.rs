@@ -10,6 +10,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use libbpf_rs::libbpf_sys;
+use libbpf_rs::query::LinkTypeInfo;
 
 use super::error::DatapathError;
 use super::layout::PinLayout;
@@ -89,6 +90,20 @@ pub fn detach(layout: &PinLayout, netns_cookie: u64) -> Result<(), DatapathError
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(DatapathError::PinDir { path: pin, source }),
     }
+}
+
+/// Whether the pod's network namespace still exists, as its pinned link tells:
+/// the kernel reports the namespace's inode until it destroys the namespace, then
+/// 0. False when the pod has no inbound link.
+pub fn netns_alive(layout: &PinLayout, netns_cookie: u64) -> bool {
+    let pin = layout.inbound_link(netns_cookie);
+    // Checked first so that libbpf does not warn about a pin that is simply absent.
+    if !pin.exists() {
+        return false;
+    }
+    libbpf_rs::Link::open(&pin)
+        .and_then(|link| link.info())
+        .is_ok_and(|info| matches!(info.info, LinkTypeInfo::NetNs(ref netns) if netns.ino != 0))
 }
 
 pub fn is_attached(layout: &PinLayout, netns_cookie: u64) -> bool {

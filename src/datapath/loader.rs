@@ -6,22 +6,22 @@
 //! under `<root>/links`, which keeps it attached after the loading process exits.
 //! The short path's `sk_msg` program is attached to a map instead (see
 //! [`MAP_PROGRAMS`]).
+//!
+//! What is attached stays attached: programs of a later version replace these
+//! in place through `upgrade`, never through here.
 
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use libbpf_rs::query::LinkTypeInfo;
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapHandle, OpenObject};
+use libbpf_rs::{Link, MapCore, MapHandle, Object};
 
 use super::bpffs;
 use super::cgroup::Cgroup;
 use super::error::DatapathError;
 use super::layout::PinLayout;
 use super::lock::RootLock;
-use super::skel;
-use super::verifier_log;
+use super::object_load::{self, OBJECTS};
 
 /// A program attached to the node's cgroup, and the name of its link pin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,10 +122,6 @@ pub const MAP_PROGRAMS: [MapProgram; 1] = [MapProgram {
     program: "ml_short_msg",
     map: "ml_short_tx",
 }];
-
-/// `shortpath` before `sockops`: sockets that sockops puts into `ml_short_tx` get
-/// the program the map has at that moment, and keep it.
-const OBJECTS: [&str; 5] = ["connect", "origdst", "shortpath", "sockops", "inbound"];
 
 /// How a map program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,92 +250,34 @@ pub fn map_program_attachment(layout: &PinLayout, program: &MapProgram) -> Optio
         .then_some(MapAttachment::Map)
 }
 
+/// Loads one object with its maps pinned (or reused) under the root, then
+/// attaches each of its programs that is not attached yet.
 fn load_and_attach(
     object: &'static str,
     layout: &PinLayout,
     cgroup: &Cgroup,
     map_attach: MapAttach,
 ) -> Result<Vec<&'static str>, DatapathError> {
-    let mut storage = MaybeUninit::uninit();
-    match object {
-        "connect" => attach_from(
-            object,
-            skel::connect::ConnectSkelBuilder::default(),
-            &mut storage,
-            layout,
-            cgroup,
-            map_attach,
-        ),
-        "origdst" => attach_from(
-            object,
-            skel::origdst::OrigdstSkelBuilder::default(),
-            &mut storage,
-            layout,
-            cgroup,
-            map_attach,
-        ),
-        "sockops" => attach_from(
-            object,
-            skel::sockops::SockopsSkelBuilder::default(),
-            &mut storage,
-            layout,
-            cgroup,
-            map_attach,
-        ),
-        "inbound" => attach_from(
-            object,
-            skel::inbound::InboundSkelBuilder::default(),
-            &mut storage,
-            layout,
-            cgroup,
-            map_attach,
-        ),
-        "shortpath" => attach_from(
-            object,
-            skel::shortpath::ShortpathSkelBuilder::default(),
-            &mut storage,
-            layout,
-            cgroup,
-            map_attach,
-        ),
-        other => unreachable!("no BPF object named {other}"),
-    }
+    object_load::with_loaded(object, layout, |loaded| {
+        attach_from(object, loaded, layout, cgroup, map_attach)
+    })
 }
 
-/// Opens and loads one object with its maps pinned (or reused) under the root,
-/// then attaches each of its node programs whose link is not pinned yet.
-fn attach_from<'obj, B>(
+/// Attaches each program of a loaded object whose link or pin is missing.
+fn attach_from(
     object: &'static str,
-    mut builder: B,
-    storage: &'obj mut MaybeUninit<OpenObject>,
+    loaded: &Object,
     layout: &PinLayout,
     cgroup: &Cgroup,
     map_attach: MapAttach,
-) -> Result<Vec<&'static str>, DatapathError>
-where
-    B: SkelBuilder<'obj>,
-    B::Output: OpenSkel<'obj>,
-{
-    let load_err = |source, verifier_log| DatapathError::Load {
-        object,
-        source,
-        verifier_log,
-    };
-    builder
-        .object_builder_mut()
-        .pin_root_path(layout.maps_dir())
-        .map_err(|source| load_err(source, String::new()))?;
-    let (loaded, log) = verifier_log::capture_during(|| builder.open(storage)?.load());
-    let skel = loaded.map_err(|source| load_err(source, log))?;
-
+) -> Result<Vec<&'static str>, DatapathError> {
     let mut attached = Vec::new();
     for program in NODE_PROGRAMS.iter().filter(|p| p.object == object) {
         let pin = layout.link(program.link);
         if pinned_link_cgroup(&pin).is_some() {
             continue;
         }
-        let prog = skel
-            .object()
+        let prog = loaded
             .progs_mut()
             .find(|p| p.name() == program.program)
             .ok_or(DatapathError::MissingProgram {
@@ -365,8 +303,7 @@ where
         if pin.exists() {
             continue;
         }
-        let mut prog = skel
-            .object()
+        let mut prog = loaded
             .progs_mut()
             .find(|p| p.name() == program.program)
             .ok_or(DatapathError::MissingProgram {
@@ -396,19 +333,16 @@ where
             object,
             program: program.program,
         };
-        let mut prog = skel
-            .object()
+        let mut prog = loaded
             .progs_mut()
             .find(|p| p.name() == program.program)
             .ok_or(missing)?;
-        let map = skel
-            .object()
-            .maps()
-            .find(|m| m.name() == program.map)
-            .ok_or(DatapathError::MissingProgram {
+        let map = loaded.maps().find(|m| m.name() == program.map).ok_or(
+            DatapathError::MissingProgram {
                 object,
                 program: program.map,
-            })?;
+            },
+        )?;
         if attach_to_map(prog.as_fd(), map.as_fd(), layout, program, map_attach)? {
             attached.push(program.pin);
             continue;

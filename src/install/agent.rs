@@ -1,7 +1,8 @@
 //! `meshlane install`: the install DaemonSet's main process.
 //!
 //! At start it copies its own binary into the host's CNI bin dir, attaches the
-//! node programs, and puts meshlane's entry into the primary CNI config; then it
+//! node programs (switching those of an older version to its own in place, see
+//! `program_upgrade`), and puts meshlane's entry into the primary CNI config; then it
 //! keeps all three in place — waking on every change in the config dir and on a
 //! periodic re-check — serves `/healthz`, `/readyz` and `/metrics`, and copies
 //! the plugin's log lines to stdout.
@@ -19,10 +20,13 @@ use std::time::Duration;
 
 use crate::datapath::cgroup::{host_cgroup2_root, Cgroup};
 use crate::datapath::counters::read_counters;
-use crate::datapath::loader::{pinned_link_cgroup, NODE_PROGRAMS, POD_PROGRAMS};
+use crate::datapath::loader::{
+    map_program_attachment, pinned_link_cgroup, MAP_PROGRAMS, NODE_PROGRAMS, POD_PROGRAMS,
+};
 use crate::datapath::{ensure_attached, AttachOutcome, PinLayout, PodMaps};
 
 use super::agent_log::{error, info, warn};
+use super::cluster::Cluster;
 use super::conflist::{self, Action, ChainEntry, InstallOutcome};
 use super::error::InstallError;
 use super::files;
@@ -30,6 +34,7 @@ use super::http::{self, Response};
 use super::log_tail::{ErrorCounts, LogTail};
 use super::metrics::{self, Snapshot};
 use super::netdir::Skipped;
+use super::program_upgrade::StartupUpgrade;
 use super::settings::InstallSettings;
 use super::watch::{Wake, Watcher};
 
@@ -45,6 +50,8 @@ struct Node {
     layout: PinLayout,
     cgroup: PathBuf,
     errors: Arc<ErrorCounts>,
+    /// Switching an older meshlane's programs to this version's (issue 6).
+    upgrade: StartupUpgrade,
 }
 
 impl Node {
@@ -55,7 +62,8 @@ impl Node {
     }
 
     /// Node programs whose pinned link is attached to our cgroup, and whether
-    /// the per-pod programs are pinned too.
+    /// the per-pod programs are pinned and the map programs (the short path's
+    /// sk_msg) attached too.
     fn programs(&self) -> (u64, bool) {
         let Ok(cgroup) = Cgroup::open(&self.cgroup) else {
             return (0, false);
@@ -66,7 +74,10 @@ impl Node {
             .count() as u64;
         let pod_programs = POD_PROGRAMS
             .iter()
-            .all(|p| self.layout.prog(p.pin).exists());
+            .all(|p| self.layout.prog(p.pin).exists())
+            && MAP_PROGRAMS
+                .iter()
+                .all(|p| map_program_attachment(&self.layout, p).is_some());
         (attached, pod_programs)
     }
 
@@ -74,7 +85,8 @@ impl Node {
         let chain = self.chain_in_place();
         let (attached, pod_programs) = self.programs();
         let expected = NODE_PROGRAMS.len() as u64;
-        if chain && attached == expected && pod_programs {
+        let upgrade = self.upgrade.problem();
+        if chain && attached == expected && pod_programs && upgrade.is_none() {
             return Response::text(200, "ready\n");
         }
         let mut problems = Vec::new();
@@ -86,9 +98,10 @@ impl Node {
         }
         if attached != expected || !pod_programs {
             problems.push(format!(
-                "node programs attached {attached}/{expected}, per-pod programs pinned: {pod_programs}"
+                "node programs attached {attached}/{expected}, per-pod and short path programs in place: {pod_programs}"
             ));
         }
+        problems.extend(upgrade);
         Response::text(503, format!("not ready: {}\n", problems.join("; ")))
     }
 
@@ -283,6 +296,14 @@ impl Agent {
         }
     }
 
+    /// Once the programs are attached, switches those of an older meshlane to
+    /// this version's (until that has succeeded once).
+    fn upgrade_programs(&self) {
+        if self.memory.programs_ok == Some(true) {
+            self.node.upgrade.run_once(&self.node.layout);
+        }
+    }
+
     /// The binary must stay in the bin dir: a missing one fails every pod ADD.
     fn reconcile_binary(&self, self_exe: &Path, full_compare: bool) {
         let target = self.settings.cni_bin_dir.join("meshlane");
@@ -349,6 +370,7 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
         layout: PinLayout::new(&settings.pin_root),
         cgroup,
         errors: errors.clone(),
+        upgrade: StartupUpgrade::default(),
     });
     let mut agent = Agent {
         settings,
@@ -359,6 +381,7 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
     // The binary first: the chain entry must never name a plugin that is absent.
     agent.reconcile_binary(self_exe, true);
     agent.reconcile_programs();
+    agent.upgrade_programs();
     agent.reconcile_chain();
 
     let listener = TcpListener::bind(&agent.settings.listen).map_err(InstallError::io(
@@ -379,6 +402,9 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
         info("following the plugin's log", &[("file", &path.display())]);
         start_log_tail(path, errors);
     }
+    // The plugin's kubeconfig, and pods that already run without capture.
+    let mut cluster = Cluster::new(&agent.settings);
+    cluster.tick();
 
     loop {
         match watcher.wait(agent.settings.recheck)? {
@@ -393,7 +419,9 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
             Wake::Timeout => {
                 agent.reconcile_binary(self_exe, false);
                 agent.reconcile_programs();
+                agent.upgrade_programs();
                 agent.reconcile_chain();
+                cluster.tick();
             }
         }
     }

@@ -29,6 +29,20 @@ const CAPTURED: [(&str, &str); 2] = [
     ("inbound_steered", "inbound"),
 ];
 
+/// The short path's traffic (docs/shortpath.md): metric, counter, help.
+const SHORT_PATH: [(&str, &str, &str); 2] = [
+    (
+        "meshlane_short_path_messages_total",
+        "short_path_redirected_messages",
+        "Messages handed from socket to socket on the node (sk_msg), skipping TCP/IP.",
+    ),
+    (
+        "meshlane_short_path_bytes_total",
+        "short_path_redirected_bytes",
+        "Bytes handed from socket to socket on the node (sk_msg), skipping TCP/IP.",
+    ),
+];
+
 /// Bypasses by direction and reason: outbound ones are the `bypass_*` counters.
 fn bypass_labels(counter: &str) -> Option<(&'static str, &str)> {
     if let Some(reason) = counter.strip_prefix("bypass_") {
@@ -136,6 +150,12 @@ pub fn render(snapshot: &Snapshot) -> String {
             );
         }
     }
+    for (name, counter, help) in SHORT_PATH {
+        if let Some(v) = value(counter) {
+            family(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+    }
     family(
         &mut out,
         "meshlane_datapath_events_total",
@@ -191,6 +211,8 @@ mod tests {
                 ("bypass_excluded_port", 2),
                 ("inbound_bypass_port", 1),
                 ("orig_dst_answered", 5),
+                ("short_path_redirected_messages", 9),
+                ("short_path_redirected_bytes", 9000),
             ],
             enrolled_pods: Some(4),
             cni_errors: CniErrors { add: 1, del: 0 },
@@ -205,6 +227,8 @@ mod tests {
             "meshlane_bypassed_connections_total{direction=\"inbound\",reason=\"excluded_port\"} 1",
             "meshlane_datapath_events_total{event=\"orig_dst_answered\"} 5",
             "meshlane_enrolled_pods 4",
+            "meshlane_short_path_messages_total 9",
+            "meshlane_short_path_bytes_total 9000",
             "meshlane_cni_errors_total{command=\"ADD\"} 1",
             "meshlane_chain_entry_present 1",
             "meshlane_node_programs_attached 6",

@@ -8,7 +8,9 @@
 
 pub mod agent;
 pub mod agent_log;
+pub mod cluster;
 pub mod conflist;
+pub mod enroll;
 pub mod error;
 pub mod files;
 pub mod http;
@@ -16,7 +18,9 @@ pub mod json_text;
 pub mod log_tail;
 pub mod metrics;
 pub mod netdir;
+pub mod plugin_kubeconfig;
 pub mod precheck;
+pub mod program_upgrade;
 pub mod settings;
 pub mod uninstall;
 pub mod watch;

@@ -112,8 +112,45 @@ pub const RECHECK_SECONDS: Setting = setting(
     "re-check the chain and programs at least this often (default 10)",
 );
 
+pub const WRITE_KUBECONFIG: Setting = setting(
+    "write-kubeconfig",
+    "MESHLANE_WRITE_KUBECONFIG",
+    "where the plugin's kubeconfig (--kubeconfig) and its token copy are written, as seen \
+     here (default: --kubeconfig; \"\": not written)",
+);
+pub const NODE_NAME: Setting = setting(
+    "node-name",
+    "NODE_NAME",
+    "this node's name (the DaemonSet sets it); without it, running pods are not enrolled",
+);
+pub const API_HOST: Setting = setting(
+    "api-host",
+    "KUBERNETES_SERVICE_HOST",
+    "the API server's address (Kubernetes sets it in every pod)",
+);
+pub const API_PORT: Setting = setting(
+    "api-port",
+    "KUBERNETES_SERVICE_PORT",
+    "the API server's port (Kubernetes sets it in every pod)",
+);
+pub const SERVICE_ACCOUNT_DIR: Setting = setting(
+    "service-account-dir",
+    "MESHLANE_SERVICE_ACCOUNT_DIR",
+    "the agent's token and ca.crt (default /var/run/secrets/kubernetes.io/serviceaccount)",
+);
+pub const HOST_PROC: Setting = setting(
+    "host-proc",
+    "MESHLANE_HOST_PROC",
+    "the host's /proc, where running pods' netns are found (default /proc, with hostPID)",
+);
+pub const ENROLL_SECONDS: Setting = setting(
+    "enroll-seconds",
+    "MESHLANE_ENROLL_SECONDS",
+    "look for running pods without capture this often (default 300; 0: at start only)",
+);
+
 /// Every setting `meshlane install` reads.
-pub const INSTALL_SETTINGS: [&Setting; 19] = [
+pub const INSTALL_SETTINGS: [&Setting; 26] = [
     &CNI_BIN_DIR,
     &CNI_CONF_DIR,
     &CNI_CONF_NAME,
@@ -133,12 +170,22 @@ pub const INSTALL_SETTINGS: [&Setting; 19] = [
     &TAIL_LOG,
     &LISTEN,
     &RECHECK_SECONDS,
+    &WRITE_KUBECONFIG,
+    &NODE_NAME,
+    &API_HOST,
+    &API_PORT,
+    &SERVICE_ACCOUNT_DIR,
+    &HOST_PROC,
+    &ENROLL_SECONDS,
 ];
 
 pub const DEFAULT_CNI_BIN_DIR: &str = "/host/opt/cni/bin";
 pub const DEFAULT_CNI_CONF_DIR: &str = "/host/etc/cni/net.d";
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9967";
 pub const DEFAULT_RECHECK: Duration = Duration::from_secs(10);
+pub const DEFAULT_SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub const DEFAULT_HOST_PROC: &str = "/proc";
+pub const DEFAULT_ENROLL_EVERY: Duration = Duration::from_secs(300);
 
 /// Raw values, already resolved flag-over-environment, by flag name.
 pub type Values = BTreeMap<&'static str, String>;
@@ -172,6 +219,58 @@ pub struct InstallSettings {
     pub tail_log: Option<PathBuf>,
     pub listen: String,
     pub recheck: Duration,
+    /// What the agent does with the Kubernetes API.
+    pub cluster: ClusterSettings,
+}
+
+/// The agent's side of the Kubernetes API: enrolling pods that already run on
+/// the node, and the plugin's kubeconfig.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSettings {
+    pub node_name: Option<String>,
+    /// `https://host:port` from KUBERNETES_SERVICE_HOST/_PORT; `None` outside
+    /// a cluster.
+    pub api_server: Option<String>,
+    pub service_account_dir: PathBuf,
+    pub host_proc: PathBuf,
+    pub kubeconfig: Option<KubeconfigFiles>,
+    /// `None`: enroll at start only.
+    pub enroll_every: Option<Duration>,
+}
+
+/// The plugin's kubeconfig and the copy of the agent's token it names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeconfigFiles {
+    /// As the plugin reads it: a host path (the chain entry's `kubeconfig`).
+    pub host_path: PathBuf,
+    /// The same file as this process writes it (through a mount).
+    pub write_path: PathBuf,
+}
+
+impl KubeconfigFiles {
+    /// The token copy sits next to the kubeconfig: `<kubeconfig>.token`.
+    pub fn token_host_path(&self) -> PathBuf {
+        with_suffix(&self.host_path, ".token")
+    }
+
+    pub fn token_write_path(&self) -> PathBuf {
+        with_suffix(&self.write_path, ".token")
+    }
+}
+
+fn with_suffix(path: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut text = path.as_os_str().to_owned();
+    text.push(suffix);
+    PathBuf::from(text)
+}
+
+/// The API server's URL as client-go builds it in a pod (IPv6 in brackets).
+pub fn api_server_url(host: &str, port: &str) -> String {
+    if host.contains(':') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
+    }
 }
 
 fn bad(setting: &'static Setting, problem: impl Into<String>) -> InstallError {
@@ -258,6 +357,7 @@ impl InstallSettings {
             Some(text) => Duration::from_secs(number(&RECHECK_SECONDS, text)?.max(1)),
             None => DEFAULT_RECHECK,
         };
+        let cluster = cluster_settings(&get)?;
         let cni_conf_name = get(&CNI_CONF_NAME).map(str::to_owned);
         if let Some(name) = &cni_conf_name {
             if name.contains('/') {
@@ -277,8 +377,58 @@ impl InstallSettings {
             tail_log,
             listen: get(&LISTEN).unwrap_or(DEFAULT_LISTEN).to_owned(),
             recheck,
+            cluster,
         })
     }
+}
+
+fn cluster_settings<'v>(
+    get: &impl Fn(&Setting) -> Option<&'v str>,
+) -> Result<ClusterSettings, InstallError> {
+    let api_server = match (get(&API_HOST), get(&API_PORT)) {
+        (Some(host), Some(port)) => {
+            number(&API_PORT, port)?;
+            Some(api_server_url(host, port))
+        }
+        (None, None) => None,
+        (Some(_), None) => return Err(bad(&API_PORT, "not set, but api-host is")),
+        (None, Some(_)) => return Err(bad(&API_HOST, "not set, but api-port is")),
+    };
+    let kubeconfig = match get(&KUBECONFIG) {
+        None => None,
+        Some(host_path) => {
+            let host_path = absolute(&KUBECONFIG, host_path)?;
+            match get(&WRITE_KUBECONFIG) {
+                Some("") => None,
+                Some(path) => Some(KubeconfigFiles {
+                    host_path,
+                    write_path: absolute(&WRITE_KUBECONFIG, path)?,
+                }),
+                None => Some(KubeconfigFiles {
+                    write_path: host_path.clone(),
+                    host_path,
+                }),
+            }
+        }
+    };
+    let enroll_every = match get(&ENROLL_SECONDS) {
+        None => Some(DEFAULT_ENROLL_EVERY),
+        Some(text) => match number(&ENROLL_SECONDS, text)? {
+            0 => None,
+            seconds => Some(Duration::from_secs(seconds)),
+        },
+    };
+    Ok(ClusterSettings {
+        node_name: get(&NODE_NAME).map(str::to_owned),
+        api_server,
+        service_account_dir: absolute(
+            &SERVICE_ACCOUNT_DIR,
+            get(&SERVICE_ACCOUNT_DIR).unwrap_or(DEFAULT_SERVICE_ACCOUNT_DIR),
+        )?,
+        host_proc: absolute(&HOST_PROC, get(&HOST_PROC).unwrap_or(DEFAULT_HOST_PROC))?,
+        kubeconfig,
+        enroll_every,
+    })
 }
 
 #[cfg(test)]
@@ -301,6 +451,65 @@ mod tests {
         assert_eq!(s.listen, "0.0.0.0:9967");
         assert_eq!(s.recheck, DEFAULT_RECHECK);
         assert!(!s.plugin.contains_key("proxyUID"));
+        assert_eq!(
+            s.cluster,
+            ClusterSettings {
+                node_name: None,
+                api_server: None,
+                service_account_dir: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount"),
+                host_proc: PathBuf::from("/proc"),
+                kubeconfig: None,
+                enroll_every: Some(DEFAULT_ENROLL_EVERY),
+            }
+        );
+    }
+
+    #[test]
+    fn cluster_settings_come_from_the_pod_environment() {
+        let s = InstallSettings::from_values(&values(&[
+            ("node-name", "node-1"),
+            ("api-host", "fd00::1"),
+            ("api-port", "443"),
+            ("kubeconfig", "/etc/cni/net.d/meshlane-kubeconfig"),
+            (
+                "write-kubeconfig",
+                "/host/etc/cni/net.d/meshlane-kubeconfig",
+            ),
+            ("enroll-seconds", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(s.cluster.node_name.as_deref(), Some("node-1"));
+        assert_eq!(
+            s.cluster.api_server.as_deref(),
+            Some("https://[fd00::1]:443")
+        );
+        assert_eq!(s.cluster.enroll_every, None);
+        let files = s.cluster.kubeconfig.unwrap();
+        assert_eq!(
+            files.token_host_path(),
+            PathBuf::from("/etc/cni/net.d/meshlane-kubeconfig.token")
+        );
+        assert_eq!(
+            files.token_write_path(),
+            PathBuf::from("/host/etc/cni/net.d/meshlane-kubeconfig.token")
+        );
+        assert_eq!(
+            s.plugin["kubeconfig"], "/etc/cni/net.d/meshlane-kubeconfig",
+            "the chain entry names the host path"
+        );
+        assert_eq!(api_server_url("10.96.0.1", "443"), "https://10.96.0.1:443");
+
+        let same = InstallSettings::from_values(&values(&[("kubeconfig", "/k")])).unwrap();
+        assert_eq!(
+            same.cluster.kubeconfig.unwrap().write_path,
+            PathBuf::from("/k")
+        );
+        let unwritten = InstallSettings::from_values(&values(&[
+            ("kubeconfig", "/k"),
+            ("write-kubeconfig", ""),
+        ]))
+        .unwrap();
+        assert_eq!(unwritten.cluster.kubeconfig, None);
     }
 
     #[test]
@@ -339,6 +548,10 @@ mod tests {
             (values(&[("cni-conf-name", "a/b.conf")]), "cni-conf-name"),
             (values(&[("recheck-seconds", "-1")]), "recheck-seconds"),
             (values(&[("dns-capture", "yes")]), "dns-capture"),
+            (values(&[("api-host", "10.96.0.1")]), "api-port"),
+            (values(&[("api-host", "h"), ("api-port", "x")]), "api-port"),
+            (values(&[("kubeconfig", "k")]), "kubeconfig"),
+            (values(&[("enroll-seconds", "soon")]), "enroll-seconds"),
         ] {
             match InstallSettings::from_values(&pairs) {
                 Err(InstallError::Setting { setting, .. }) => assert_eq!(setting, flag),

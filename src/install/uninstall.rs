@@ -15,11 +15,14 @@ use super::agent_log::{info, warn};
 use super::conflist::{self, FileChange};
 use super::error::InstallError;
 use super::files;
+use super::settings::KubeconfigFiles;
 
 pub struct UninstallSettings {
     pub cni_bin_dir: PathBuf,
     pub cni_conf_dir: PathBuf,
     pub pin_root: PathBuf,
+    /// The plugin's kubeconfig the agent wrote (its token copy sits beside it).
+    pub kubeconfig: Option<KubeconfigFiles>,
     pub force: bool,
 }
 
@@ -57,6 +60,8 @@ pub struct Removed {
     pub config_changes: Vec<FileChange>,
     pub binary: bool,
     pub pins: bool,
+    /// The plugin's kubeconfig and the agent's token copy.
+    pub credentials: bool,
 }
 
 pub fn run(settings: &UninstallSettings) -> Result<Removed, InstallError> {
@@ -98,6 +103,20 @@ pub fn run(settings: &UninstallSettings) -> Result<Removed, InstallError> {
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(InstallError::io("removing", binary)(err)),
+    }
+
+    if let Some(kubeconfig) = &settings.kubeconfig {
+        // The token is a credential: it must not outlive meshlane on the node.
+        for path in [kubeconfig.token_write_path(), kubeconfig.write_path.clone()] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    removed.credentials = true;
+                    info("removed", &[("path", &path.display())]);
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(InstallError::io("removing", path)(err)),
+            }
+        }
     }
 
     removed.pins = remove_pins(&settings.pin_root)?;

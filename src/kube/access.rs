@@ -10,7 +10,7 @@ use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConf
 use ureq::Agent;
 
 use super::error::KubeError;
-use super::kubeconfig::{self, PemSource, Sourced, TokenSource};
+use super::kubeconfig::{self, PemSource, ResolvedKubeconfig, Sourced, TokenSource};
 
 /// How meshlane reaches the Kubernetes API server.
 pub struct KubeAccess {
@@ -43,7 +43,32 @@ impl KubeAccess {
             source,
         })?;
         let resolved = kubeconfig::resolve(&text, path)?;
+        Self::from_resolved(path, resolved)
+    }
 
+    /// What a pod uses to reach the API server (client-go's in-cluster config):
+    /// `server` from `KUBERNETES_SERVICE_HOST`/`_PORT`, the service account's
+    /// `ca.crt` and `token` in `account_dir`. The token is read at each
+    /// request: projected tokens rotate.
+    pub fn in_cluster(server: &str, account_dir: &Path) -> Result<Self, KubeError> {
+        let resolved = ResolvedKubeconfig {
+            server: server.trim_end_matches('/').to_owned(),
+            certificate_authority: Some(Sourced {
+                value: PemSource::File(account_dir.join("ca.crt")),
+                field: "service account ca.crt".to_owned(),
+            }),
+            insecure_skip_tls_verify: false,
+            client_cert: None,
+            token: Some(Sourced {
+                value: TokenSource::File(account_dir.join("token")),
+                field: "service account token".to_owned(),
+            }),
+        };
+        // Errors then read "kubeconfig <account dir>: service account token ...".
+        Self::from_resolved(account_dir, resolved)
+    }
+
+    fn from_resolved(path: &Path, resolved: ResolvedKubeconfig) -> Result<Self, KubeError> {
         let mut tls = TlsConfig::builder();
         if let Some(ca) = &resolved.certificate_authority {
             let certs = certificates(&read_pem(path, ca)?)

@@ -77,6 +77,22 @@ pub enum KubeError {
         message: String,
     },
 
+    #[error(
+        "forbidden: the service account needs list on pods (listing the pods of node {node}): \
+         {message}"
+    )]
+    ForbiddenList { node: String, message: String },
+
+    /// The node name becomes part of a field selector, so only a Kubernetes
+    /// node name passes.
+    #[error("invalid node name {node:?}: {problem}")]
+    InvalidNodeName { node: String, problem: &'static str },
+
+    /// A node runs a few hundred pods at most; a list that does not end is
+    /// not followed forever.
+    #[error("listing the pods of node {node} did not end within {pages} pages")]
+    TooManyPages { node: String, pages: u32 },
+
     /// 429 or 5xx on every attempt.
     #[error(
         "Kubernetes API server {url} answered HTTP {status} on all {attempts} attempt(s): {message}"

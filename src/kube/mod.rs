@@ -1,10 +1,11 @@
-//! A small, synchronous Kubernetes API client for one request: GET a Pod.
+//! A small, synchronous Kubernetes API client: GET a Pod, list a node's pods.
 //!
 //! Most pods are classified from the annotations the runtime passes; what lives
 //! only in the pod spec (a custom `runAsUser`, DNS capture in the proxy's env,
 //! labels, a gateway's proxy type) is read here, with the kubeconfig the
-//! installer writes. Every call is bounded ([`FetchPolicy`]): a CNI ADD must
-//! not hang on an unreachable API server.
+//! installer writes. The node agent lists its node's pods to enroll the ones
+//! that already run ([`list_node_pods`]). Every call is bounded
+//! ([`FetchPolicy`]): a CNI ADD must not hang on an unreachable API server.
 //!
 //! ```no_run
 //! # use std::path::Path;
@@ -18,9 +19,14 @@ mod access;
 mod error;
 mod fetch;
 mod kubeconfig;
+mod list;
+mod node_pod;
 mod pod_json;
+mod request;
 
 pub use access::KubeAccess;
 pub use error::KubeError;
 pub use fetch::{fetch_pod, FetchPolicy};
+pub use list::list_node_pods;
+pub use node_pod::{node_pod_from_json, pod_list_page, NodePod, PodListPage};
 pub use pod_json::pod_meta_from_json;

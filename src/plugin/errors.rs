@@ -51,7 +51,11 @@ fn datapath_code(err: &DatapathError) -> CniError {
             | DatapathError::Pin { .. }
             | DatapathError::InboundLink { .. }
             | DatapathError::MapAttach { .. }
-            | DatapathError::MissingProgram { .. } => CniError::datapath(err.to_string()),
+            | DatapathError::MissingProgram { .. }
+            | DatapathError::MapIncompatible { .. }
+            | DatapathError::NotAttached { .. }
+            | DatapathError::ProgramQuery { .. }
+            | DatapathError::Replace { .. } => CniError::datapath(err.to_string()),
         }
     }
 }

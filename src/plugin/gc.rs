@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use crate::cni::{CniError, GcRequest};
+use crate::datapath::attachment::UNKNOWN_SANDBOX_PREFIX;
 use crate::datapath::lock::RootLock;
 use crate::datapath::{inbound_link, AttachmentKey, PodMaps};
 use crate::log_info;
@@ -24,7 +25,14 @@ pub fn gc(request: &GcRequest) -> Result<(), CniError> {
         .map(|id| AttachmentKey::new(&id.container_id, &id.ifname))
         .collect();
     for attachment in maps.attachments()? {
-        if !valid.contains(&attachment.key) {
+        // A pod enrolled without its sandbox ID is in no runtime's list: it goes
+        // when its netns does, not before (its capture would silently stop).
+        let enrolled_alive = attachment
+            .key
+            .container_id
+            .starts_with(UNKNOWN_SANDBOX_PREFIX)
+            && inbound_link::netns_alive(&context.layout, attachment.netns_cookie);
+        if !valid.contains(&attachment.key) && !enrolled_alive {
             log_info!(
                 "gc: forgetting attachment {}/{} ({}/{})",
                 attachment.key.container_id,

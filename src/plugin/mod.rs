@@ -10,6 +10,7 @@ pub mod excluded_interfaces;
 pub mod gc;
 pub mod pod_info;
 pub mod pod_ips;
+pub mod setup;
 pub mod status;
 
 use serde_json::Value;

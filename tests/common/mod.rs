@@ -33,6 +33,8 @@
 // would otherwise warn in every binary that does not need them.
 #![allow(dead_code)]
 
+pub mod agent;
+pub mod api_server;
 pub mod bpffs;
 pub mod cgroup;
 pub mod chain;

@@ -1,0 +1,99 @@
+//! Opens and loads one of the embedded BPF objects against the pin root: maps
+//! pinned by name under `<root>/maps` are reused (libbpf), missing ones are
+//! created and pinned. Attaching (`loader`) and upgrading (`upgrade`) both load
+//! through here, so a program is always loaded the same way — an upgrade compares
+//! like with like.
+
+use std::mem::MaybeUninit;
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{Object, OpenObject};
+
+use super::error::DatapathError;
+use super::layout::PinLayout;
+use super::map_compat;
+use super::skel;
+use super::verifier_log;
+
+/// Every object, in load order. `shortpath` before `sockops`: sockets that
+/// sockops puts into `ml_short_tx` get the program the map has at that moment,
+/// and keep it.
+pub const OBJECTS: [&str; 5] = ["connect", "origdst", "shortpath", "sockops", "inbound"];
+
+/// Loads `object` and hands the loaded object to `use_object`; the object is
+/// closed afterwards (what `use_object` attached, pinned or duplicated lives on).
+pub fn with_loaded<T>(
+    object: &'static str,
+    layout: &PinLayout,
+    use_object: impl FnOnce(&Object) -> Result<T, DatapathError>,
+) -> Result<T, DatapathError> {
+    let mut storage = MaybeUninit::uninit();
+    match object {
+        "connect" => load(
+            object,
+            skel::connect::ConnectSkelBuilder::default(),
+            &mut storage,
+            layout,
+            use_object,
+        ),
+        "origdst" => load(
+            object,
+            skel::origdst::OrigdstSkelBuilder::default(),
+            &mut storage,
+            layout,
+            use_object,
+        ),
+        "sockops" => load(
+            object,
+            skel::sockops::SockopsSkelBuilder::default(),
+            &mut storage,
+            layout,
+            use_object,
+        ),
+        "inbound" => load(
+            object,
+            skel::inbound::InboundSkelBuilder::default(),
+            &mut storage,
+            layout,
+            use_object,
+        ),
+        "shortpath" => load(
+            object,
+            skel::shortpath::ShortpathSkelBuilder::default(),
+            &mut storage,
+            layout,
+            use_object,
+        ),
+        other => unreachable!("no BPF object named {other}"),
+    }
+}
+
+fn load<'obj, B, T>(
+    object: &'static str,
+    mut builder: B,
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    layout: &PinLayout,
+    use_object: impl FnOnce(&Object) -> Result<T, DatapathError>,
+) -> Result<T, DatapathError>
+where
+    B: SkelBuilder<'obj>,
+    B::Output: OpenSkel<'obj>,
+{
+    let load_err = |source, verifier_log| DatapathError::Load {
+        object,
+        source,
+        verifier_log,
+    };
+    builder
+        .object_builder_mut()
+        .pin_root_path(layout.maps_dir())
+        .map_err(|source| load_err(source, String::new()))?;
+    let (opened, log) = verifier_log::capture_during(|| builder.open(storage));
+    let open = opened.map_err(|source| load_err(source, log))?;
+    // libbpf would refuse a pinned map of another shape too, but only with a line
+    // in its log; this names the map and says what differs.
+    map_compat::check_pinned_maps(open.open_object())?;
+    let (loaded, log) = verifier_log::capture_during(|| open.load());
+    let skel = loaded.map_err(|source| load_err(source, log))?;
+    use_object(skel.object())
+}

@@ -1,0 +1,299 @@
+//! Enrolling pods that already run on the node. The plugin captures a pod at
+//! its CNI ADD; a pod whose ADD ran before meshlane was in the chain (meshlane
+//! installed on a running cluster, or a moment when the primary CNI had
+//! rewritten its config without meshlane's entry) runs uncaptured. The agent
+//! lists its node's pods, applies the plugin's own decision, finds each pod's
+//! network namespace and sandbox in the host's `/proc`, and writes the same
+//! records ADD writes (see `plugin::setup`). Pods meshlane already has a record
+//! of are never touched.
+
+mod procfs;
+mod rules;
+mod sandbox;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::cni::CniError;
+use crate::datapath::attachment::UNKNOWN_SANDBOX_PREFIX;
+use crate::datapath::lock::RootLock;
+use crate::datapath::{AttachmentKey, DatapathError, PinLayout, PodMaps};
+use crate::kube::{list_node_pods, FetchPolicy, KubeAccess, KubeError, NodePod};
+use crate::netns;
+use crate::plugin::config::PluginConfig;
+use crate::plugin::pod_ips::ClaimedIps;
+use crate::plugin::setup::{self, Owner};
+
+use super::agent_log::{error, info, warn};
+use procfs::PodProcess;
+use rules::Verdict;
+use sandbox::Sandbox;
+
+/// The interface name when no interface holds the pod's IP (never expected).
+const DEFAULT_IFNAME: &str = "eth0";
+
+/// A round runs in the agent's loop: each page may take this long, so that an
+/// unreachable API server holds the loop for seconds, not minutes.
+const LIST_POLICY: FetchPolicy = FetchPolicy {
+    timeout: std::time::Duration::from_secs(5),
+    attempts: 2,
+    backoff: std::time::Duration::from_millis(500),
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("listing the pods of node {node}: {source}")]
+    List { node: String, source: KubeError },
+    #[error("opening the pinned maps (are the node programs loaded?): {0}")]
+    Maps(#[from] DatapathError),
+}
+
+/// How one round went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    pub enrolled: usize,
+    pub already: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+enum Outcome {
+    Enrolled {
+        cookie: u64,
+        sandbox: Sandbox,
+        key: AttachmentKey,
+        description: String,
+    },
+    Already(u64),
+    Skipped(String),
+    Failed(String),
+}
+
+impl Outcome {
+    /// What is remembered of it, to log each pod's state once.
+    fn summary(&self) -> String {
+        match self {
+            Outcome::Enrolled { cookie, .. } => format!("enrolled: {cookie}"),
+            Outcome::Already(cookie) => format!("already captured: {cookie}"),
+            Outcome::Skipped(reason) => format!("skipped: {reason}"),
+            Outcome::Failed(problem) => format!("failed: {problem}"),
+        }
+    }
+}
+
+pub struct Enroller {
+    config: PluginConfig,
+    layout: PinLayout,
+    node: String,
+    proc_root: PathBuf,
+    /// What was last logged per pod UID: each pod's skip reason is logged
+    /// when it first shows or changes, not at every round.
+    reported: BTreeMap<String, String>,
+}
+
+impl Enroller {
+    pub fn new(config: PluginConfig, node: String, proc_root: PathBuf) -> Self {
+        Enroller {
+            layout: PinLayout::new(&config.pin_root),
+            config,
+            node,
+            proc_root,
+            reported: BTreeMap::new(),
+        }
+    }
+
+    /// Lists the node's pods and enrolls the ones that should be captured and
+    /// are not. One pod's failure does not stop the others.
+    pub fn round(&mut self, access: &KubeAccess) -> Result<RoundReport, EnrollError> {
+        let maps = PodMaps::open(&self.layout)?;
+        let listed = list_node_pods(access, &self.node, &LIST_POLICY).map_err(|source| {
+            EnrollError::List {
+                node: self.node.clone(),
+                source,
+            }
+        })?;
+        let processes = procfs::pod_processes(&self.proc_root);
+        let node_netns = self.node_netns();
+        let mut report = RoundReport::default();
+        let mut seen = BTreeSet::new();
+        for item in listed {
+            let pod = match item {
+                Ok(pod) => pod,
+                Err(err) => {
+                    report.failed += 1;
+                    warn("cannot read a pod of this node", &[("error", &err)]);
+                    continue;
+                }
+            };
+            seen.insert(pod.uid.clone());
+            let owned = processes
+                .get(&pod.uid.to_ascii_lowercase())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let outcome = self.enroll(&maps, &pod, owned, &node_netns);
+            self.log(&pod, &outcome, &mut report);
+        }
+        self.reported.retain(|uid, _| seen.contains(uid));
+        Ok(report)
+    }
+
+    /// The node's own network namespace, as this process and as PID 1 see it:
+    /// a record there would capture the node, never a pod.
+    fn node_netns(&self) -> Vec<(u64, u64)> {
+        [
+            PathBuf::from("/proc/self/ns/net"),
+            self.proc_root.join("1/ns/net"),
+        ]
+        .iter()
+        .filter_map(|path| netns_id(path))
+        .collect()
+    }
+
+    fn enroll(
+        &self,
+        maps: &PodMaps,
+        pod: &NodePod,
+        processes: &[PodProcess],
+        node_netns: &[(u64, u64)],
+    ) -> Outcome {
+        match rules::judge(pod, &self.config) {
+            Verdict::Enroll => {}
+            Verdict::Skip(reason) => return Outcome::Skipped(reason),
+            Verdict::Unclassified(problem) => return Outcome::Failed(problem),
+        }
+        let Some(sandbox) = sandbox::find_sandbox(processes, &pod.container_ids) else {
+            return Outcome::Skipped(
+                "no process of it runs on this node (its sandbox is not up yet)".to_owned(),
+            );
+        };
+        let netns_path = self
+            .proc_root
+            .join(sandbox.pid().to_string())
+            .join("ns/net");
+        match netns_id(&netns_path) {
+            None => return Outcome::Skipped("its processes exited meanwhile".to_owned()),
+            Some(id) if node_netns.contains(&id) => {
+                return Outcome::Skipped("it runs in the node's network namespace".to_owned())
+            }
+            Some(_) => {}
+        }
+        match self.write(maps, pod, &sandbox, &netns_path) {
+            Ok(outcome) => outcome,
+            Err(err) => Outcome::Failed(err.to_string()),
+        }
+    }
+
+    fn write(
+        &self,
+        maps: &PodMaps,
+        pod: &NodePod,
+        sandbox: &Sandbox,
+        netns_path: &Path,
+    ) -> Result<Outcome, CniError> {
+        let facts = netns::inspect(netns_path, false)?;
+        if maps.pod(facts.cookie)?.is_some() {
+            return Ok(Outcome::Already(facts.cookie));
+        }
+        let ifname = facts
+            .interface_addresses
+            .iter()
+            .find(|(_, ip)| pod.ips.contains(ip))
+            .map_or(DEFAULT_IFNAME, |(name, _)| name.as_str());
+        let prepared = setup::prepare(
+            &self.config,
+            &pod.meta,
+            netns_path,
+            ClaimedIps::PodStatus(&pod.ips),
+        )?;
+        // ADD and DEL take the same lock: a pod the plugin is adding right now
+        // is written once, by whoever comes first.
+        let _lock = RootLock::exclusive(self.layout.root())?;
+        let cookie = prepared.cookie;
+        if maps.pod(cookie)?.is_some() {
+            return Ok(Outcome::Already(cookie));
+        }
+        let container_id = match sandbox {
+            Sandbox::Known { id, .. } => id.clone(),
+            // No runtime will name this at DEL; GC removes it once the netns is gone.
+            Sandbox::Unknown { .. } => format!("{UNKNOWN_SANDBOX_PREFIX}{cookie}"),
+        };
+        let key = AttachmentKey::new(&container_id, ifname);
+        let owner = Owner {
+            key: key.clone(),
+            pod_namespace: pod.meta.namespace.clone(),
+            pod_name: pod.meta.name.clone(),
+        };
+        let description = setup::write(maps, prepared, owner)?;
+        Ok(Outcome::Enrolled {
+            cookie,
+            sandbox: sandbox.clone(),
+            key,
+            description,
+        })
+    }
+
+    fn log(&mut self, pod: &NodePod, outcome: &Outcome, report: &mut RoundReport) {
+        let id = pod.id();
+        let summary = outcome.summary();
+        let first_time = self.reported.get(&pod.uid) != Some(&summary);
+        self.reported.insert(pod.uid.clone(), summary);
+        match outcome {
+            Outcome::Enrolled {
+                cookie,
+                sandbox,
+                key,
+                description,
+            } => {
+                report.enrolled += 1;
+                info(
+                    "enrolled a running pod",
+                    &[
+                        ("pod", &id),
+                        ("netns_cookie", cookie),
+                        ("sandbox", &key.container_id),
+                        ("ifname", &key.ifname),
+                        ("capture", description),
+                    ],
+                );
+                if let Sandbox::Unknown { reason, .. } = sandbox {
+                    warn(
+                        "the pod's sandbox ID is unknown: its attachment is keyed by its netns \
+                         cookie, so the runtime's DEL will not remove it (a CNI GC will, once \
+                         the netns is gone)",
+                        &[("pod", &id), ("reason", reason)],
+                    );
+                }
+            }
+            Outcome::Already(cookie) => {
+                report.already += 1;
+                if first_time {
+                    info(
+                        "pod already captured; left as it is",
+                        &[("pod", &id), ("netns_cookie", cookie)],
+                    );
+                }
+            }
+            Outcome::Skipped(reason) => {
+                report.skipped += 1;
+                if first_time {
+                    info("not enrolling a pod", &[("pod", &id), ("reason", reason)]);
+                }
+            }
+            Outcome::Failed(problem) => {
+                report.failed += 1;
+                if first_time {
+                    error(
+                        "cannot enroll a pod that should be captured",
+                        &[("pod", &id), ("error", problem)],
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The identity of a namespace file: (device, inode) of what the link names.
+fn netns_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}

@@ -1,0 +1,181 @@
+//! A running `meshlane install` (or any long-running meshlane command) as its
+//! own process, the way the DaemonSet runs it: output collected line by line,
+//! health endpoints reachable, SIGTERM on request, killed on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::prereq::{meshlane_binary, CHILD_PATH};
+
+/// How long the agent may take to log, serve or stop.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Output of a child process, collected line by line as it comes.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    pub fn follow(pipe: impl Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        let sink = lines.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                sink.0.lock().unwrap().push(line);
+            }
+        });
+        lines
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+
+    pub fn find(&self, needle: &str) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|line| line.contains(needle))
+            .cloned()
+    }
+}
+
+/// A running `meshlane install`; killed on drop if a test fails midway.
+pub struct Agent {
+    child: Option<Child>,
+    pub stdout: Lines,
+    pub stderr: Lines,
+    /// The health and metrics address it logged.
+    pub addr: String,
+}
+
+impl Agent {
+    /// Runs `meshlane <args>` with only PATH and `env` in its environment (no
+    /// MESHLANE_* of the caller's), inside `cgroup`, and waits until it serves.
+    pub fn start(cgroup: &Path, args: &[String], env: &[(String, String)]) -> Agent {
+        // The agent joins the node's cgroup before it execs, so the node's
+        // cleanup (and the sweep after a crashed run) kills it with the rest.
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg("echo 0 > \"$0/cgroup.procs\" && exec \"$@\"")
+            .arg(cgroup)
+            .arg(meshlane_binary())
+            .args(args)
+            .env_clear()
+            .env("PATH", CHILD_PATH)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting meshlane install");
+        let stdout = Lines::follow(child.stdout.take().unwrap());
+        let stderr = Lines::follow(child.stderr.take().unwrap());
+        let mut agent = Agent {
+            child: Some(child),
+            stdout,
+            stderr,
+            addr: String::new(),
+        };
+        let line = agent.wait_for_log("serving /healthz");
+        agent.addr = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("addr="))
+            .expect("the agent logs its address")
+            .to_owned();
+        agent
+    }
+
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.stderr.find(needle) {
+                return line;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "the agent exited ({status}) before logging {needle:?}:\n{}",
+                    self.stderr.text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not log {needle:?} within {WAIT:?}:\n{}",
+                self.stderr.text()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GET over a plain socket: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.addr).expect("connecting to the agent");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        let status = reply
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP reply: {reply:?}"));
+        let body = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    pub fn wait_until_ready(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, body) = self.get("/readyz");
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never ready: {body}\n{}",
+                self.stderr.text()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM (what a rolling update sends) and the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the agent ignored SIGTERM:\n{}", self.stderr.text());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! The install agent enrolls pods that already run on its node, and writes the
+//! plugin's kubeconfig.
+//!
+//! The pods are real: network namespaces wired by the real bridge plugin (with
+//! no meshlane in the chain, as before meshlane was installed), processes
+//! inside them placed in cgroups laid out as a kubelet lays them out
+//! (`<test cgroup>/kubepods/burstable/pod<uid>/<container id>`), traffic that
+//! really connects. The only stand-in is the Kubernetes API server: a local
+//! HTTPS server (tests/common/api_server.rs) answering the pod list with JSON
+//! describing those pods.
+//!
+//! Needs root; fails loudly (never skips) when it cannot run.
+
+mod common;
+
+use std::fs;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use meshlane::datapath::{AttachmentKey, PinLayout, PodMaps};
+use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess};
+use serde_json::{json, Value};
+
+use common::agent::{Agent, WAIT};
+use common::api_server::{status_json, ApiServer, Authority, Reply, Seen, ServerOptions};
+use common::pod::INJECTED_STATUS;
+use common::process::{Spawn, TestProcess};
+use common::{Connect, Identity, Place, Pod, PodOptions, ProbeServer, TestNode};
+
+const NODE_NAME: &str = "node-7";
+const NAMESPACE: &str = "shop";
+const APP_PORT: u16 = 8080;
+/// The API server answers at most this many pods per page, whatever the
+/// client's limit, so that the agent must follow `continue`.
+const PAGE: usize = 2;
+
+fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+// ------------------------------------------------------------ the API server
+
+/// The cluster as the agent sees it: an API server that lists `pods` to a
+/// client with the current `token`, and a service account dir with that
+/// token and the cluster CA.
+struct Cluster {
+    server: ApiServer,
+    pods: Arc<Mutex<Vec<Value>>>,
+    token: Arc<Mutex<String>>,
+    account_dir: PathBuf,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Cluster {
+        let ca = Authority::new("cluster-ca");
+        let pods = Arc::new(Mutex::new(Vec::new()));
+        let token = Arc::new(Mutex::new("token-1".to_owned()));
+        let handler = {
+            let (pods, token) = (pods.clone(), token.clone());
+            Box::new(move |seen: &Seen| answer(seen, &pods.lock().unwrap(), &token.lock().unwrap()))
+        };
+        let server = ApiServer::start(&ca, ServerOptions::default(), handler);
+        let account_dir = dir.join("serviceaccount");
+        fs::create_dir_all(&account_dir).unwrap();
+        fs::write(account_dir.join("ca.crt"), ca.pem()).unwrap();
+        let cluster = Cluster {
+            server,
+            pods,
+            token,
+            account_dir,
+        };
+        cluster.rotate_token("token-1");
+        cluster
+    }
+
+    fn port(&self) -> String {
+        self.server.addr.port().to_string()
+    }
+
+    /// As the kubelet renews a projected token: the new file replaces the old
+    /// one at once, and the API server accepts only the new token.
+    fn rotate_token(&self, token: &str) {
+        let temp = self.account_dir.join(".token.new");
+        fs::write(&temp, token).unwrap();
+        fs::rename(&temp, self.account_dir.join("token")).unwrap();
+        *self.token.lock().unwrap() = token.to_owned();
+    }
+
+    fn set_pods(&self, pods: Vec<Value>) {
+        *self.pods.lock().unwrap() = pods;
+    }
+
+    fn list_requests(&self) -> Vec<String> {
+        self.server
+            .seen()
+            .into_iter()
+            .map(|seen| seen.path)
+            .filter(|path| path.starts_with("/api/v1/pods"))
+            .collect()
+    }
+}
+
+/// `GET /api/v1/pods?fieldSelector=spec.nodeName%3D<node>` in pages of
+/// [`PAGE`], and `GET /api/v1/namespaces/<ns>/pods/<name>`.
+fn answer(seen: &Seen, pods: &[Value], token: &str) -> Reply {
+    if seen.authorization.as_deref() != Some(&format!("Bearer {token}")) {
+        return Reply::Json(401, status_json(401, "Unauthorized", "Unauthorized"));
+    }
+    let (path, query) = seen
+        .path
+        .split_once('?')
+        .unwrap_or((seen.path.as_str(), ""));
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+            .map(percent_decode)
+    };
+    if path == "/api/v1/pods" {
+        if param("fieldSelector") != Some(format!("spec.nodeName={NODE_NAME}")) {
+            return Reply::Json(400, status_json(400, "BadRequest", "wrong field selector"));
+        }
+        // The continue token is opaque to clients; this one needs escaping.
+        let offset = match param("continue") {
+            None => 0,
+            Some(token) => match token
+                .strip_prefix("offset/")
+                .and_then(|t| t.strip_suffix('='))
+            {
+                Some(n) => n.parse().unwrap(),
+                None => return Reply::Json(410, status_json(410, "Expired", "bad token")),
+            },
+        };
+        let end = (offset + PAGE).min(pods.len());
+        let next = if end < pods.len() {
+            format!("offset/{end}=")
+        } else {
+            String::new()
+        };
+        let page = json!({
+            "kind": "PodList", "apiVersion": "v1",
+            "metadata": {"resourceVersion": "1", "continue": next},
+            "items": pods[offset..end],
+        });
+        return Reply::Json(200, page.to_string());
+    }
+    let found = pods.iter().find(|pod| {
+        let metadata = &pod["metadata"];
+        path == format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            metadata["namespace"].as_str().unwrap(),
+            metadata["name"].as_str().unwrap()
+        )
+    });
+    match found {
+        Some(pod) => Reply::Json(200, pod.to_string()),
+        None => Reply::Json(404, status_json(404, "NotFound", "not found")),
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut rest = text.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        match (byte, tail) {
+            (b'%', [high, low, after @ ..]) => {
+                let hex = std::str::from_utf8(&[*high, *low]).unwrap().to_owned();
+                out.push(u8::from_str_radix(&hex, 16).unwrap());
+                rest = after;
+            }
+            _ => {
+                out.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+// ------------------------------------------------------------ running pods
+
+/// What the pod JSON says about a pod.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Injected by Istio with the CNI plugin mode (istio-validation).
+    Sidecar,
+    /// Injected in iptables mode: istio-init has captured it already.
+    IstioInit,
+    /// No sidecar.
+    Plain,
+    /// hostNetwork: true.
+    HostNetwork,
+}
+
+/// A pod that was running before the agent came: its sandbox (network
+/// namespace and `pause`-like process), its containers' processes, and the
+/// JSON the API server reports for it.
+struct RunningPod<'n> {
+    pod: Pod<'n>,
+    uid: String,
+    name: String,
+    /// `<test cgroup>/kubepods/burstable/pod<uid>`
+    cgroup: PathBuf,
+    app_id: String,
+    proxy_id: String,
+    processes: Vec<TestProcess>,
+    json: Value,
+}
+
+fn hex_id(seed: &str) -> String {
+    // Distinct, deterministic 64-hex-digit container IDs.
+    let mut out = String::new();
+    let mut n: u64 = 0xcbf2_9ce4_8422_2325;
+    while out.len() < 64 {
+        for byte in seed.bytes().chain(out.len().to_le_bytes()) {
+            n = (n ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        out.push_str(&format!("{n:016x}"));
+    }
+    out.truncate(64);
+    out
+}
+
+impl<'n> RunningPod<'n> {
+    /// Wires the netns with the bridge-only chain (as the runtime did when
+    /// meshlane was not installed) and starts the sandbox and container
+    /// processes in kubelet-like cgroups.
+    fn start(node: &'n TestNode, name: &str, kind: Kind) -> RunningPod<'n> {
+        let pod = node.add_pod(name, PodOptions::new().namespace(NAMESPACE));
+        let uid = pod.uid().to_owned();
+        let cgroup = node
+            .layout()
+            .cgroup
+            .join("kubepods/burstable")
+            .join(format!("pod{uid}"));
+        let mut running = RunningPod {
+            name: pod.name().to_owned(),
+            app_id: hex_id(&format!("{name}-app")),
+            proxy_id: hex_id(&format!("{name}-proxy")),
+            cgroup,
+            uid,
+            processes: Vec::new(),
+            json: Value::Null,
+            pod,
+        };
+        let netns = match kind {
+            Kind::HostNetwork => node.layout().node_netns.clone(),
+            _ => running.pod.netns_path().to_path_buf(),
+        };
+        // The sandbox's ID is the one the runtime passed to the CNI plugins.
+        let sandbox = running.pod.container_id().to_owned();
+        for id in [sandbox, running.app_id.clone()] {
+            let place = running.container(&id, &netns, node);
+            running
+                .processes
+                .push(Spawn::new(&place, "/bin/sleep").arg("infinity").spawn());
+        }
+        running.json = running.pod_json(kind);
+        running
+    }
+
+    /// A container's cgroup, created on first use.
+    fn container(&self, id: &str, netns: &Path, node: &TestNode) -> Place {
+        let cgroup = self.cgroup.join(id);
+        fs::create_dir_all(&cgroup).unwrap();
+        Place {
+            label: format!("{}-{}", self.name, &id[..8]),
+            netns: netns.to_path_buf(),
+            cgroup,
+            work_dir: node.layout().work_dir.clone(),
+        }
+    }
+
+    fn app(&self, node: &TestNode) -> Place {
+        self.container(&self.app_id, self.pod.netns_path(), node)
+    }
+
+    fn proxy(&self, node: &TestNode) -> Place {
+        self.container(&self.proxy_id, self.pod.netns_path(), node)
+    }
+
+    fn cookie(&self) -> u64 {
+        meshlane::netns::inspect(self.pod.netns_path(), false)
+            .unwrap()
+            .cookie
+    }
+
+    fn id(&self) -> String {
+        format!("{NAMESPACE}/{}", self.name)
+    }
+
+    fn pod_json(&self, kind: Kind) -> Value {
+        let ip = match kind {
+            // Whatever the node's address is: the pod is skipped before it matters.
+            Kind::HostNetwork => "192.0.2.10".to_owned(),
+            _ => self.pod.ipv4().to_string(),
+        };
+        let mut annotations = json!({});
+        let mut init = vec![];
+        let mut containers = vec![json!({"name": "app", "image": "app"})];
+        let mut statuses = vec![json!({
+            "name": "app", "ready": true, "containerID": format!("containerd://{}", self.app_id)
+        })];
+        if matches!(kind, Kind::Sidecar | Kind::IstioInit) {
+            let init_name = if kind == Kind::Sidecar {
+                "istio-validation"
+            } else {
+                "istio-init"
+            };
+            let status = INJECTED_STATUS.replace("istio-validation", init_name);
+            annotations["sidecar.istio.io/status"] = Value::from(status);
+            init.push(init_name);
+            containers.push(json!({
+                "name": "istio-proxy", "image": "proxyv2", "args": ["proxy", "sidecar"]
+            }));
+            statuses.push(json!({
+                "name": "istio-proxy", "ready": true,
+                "containerID": format!("containerd://{}", self.proxy_id)
+            }));
+        }
+        // Init containers have exited; they keep their IDs in the status.
+        let init_specs: Vec<Value> = init
+            .iter()
+            .map(|name| json!({"name": name, "image": "proxyv2"}))
+            .collect();
+        let init_statuses: Vec<Value> = init
+            .iter()
+            .map(|name| {
+                let id = hex_id(&format!("{}-{name}", self.name));
+                json!({"name": name, "containerID": format!("containerd://{id}")})
+            })
+            .collect();
+        let host_network = kind == Kind::HostNetwork;
+        json!({
+            "metadata": {
+                "namespace": NAMESPACE, "name": self.name, "uid": self.uid,
+                "annotations": annotations, "labels": {"app": self.name}
+            },
+            "spec": {
+                "nodeName": NODE_NAME,
+                "hostNetwork": host_network,
+                "initContainers": init_specs,
+                "containers": containers
+            },
+            "status": {
+                "phase": "Running",
+                "podIP": ip,
+                "podIPs": [{"ip": ip}],
+                "initContainerStatuses": init_statuses,
+                "containerStatuses": statuses
+            }
+        })
+    }
+}
+
+// ----------------------------------------------------------------- the agent
+
+/// The agent's settings for a test node and cluster.
+fn agent_args(node: &TestNode, cluster: &Cluster, node_name: Option<&str>) -> Vec<String> {
+    let layout = node.layout();
+    let net_d = net_d(node);
+    let mut args: Vec<String> = vec!["install".into()];
+    let mut set = |flag: &str, value: String| {
+        args.push(format!("--{flag}"));
+        args.push(value);
+    };
+    set("cni-bin-dir", path_text(&layout.bin_dir));
+    set("cni-conf-dir", path_text(&net_d));
+    set("bpffs-root", path_text(&layout.pin_root));
+    set("cgroup", path_text(&layout.cgroup));
+    // The plugin runs where the agent does here, so the paths agree.
+    set("plugin-cgroup-path", path_text(&layout.cgroup));
+    set(
+        "log-file",
+        path_text(&layout.work_dir.join("meshlane-cni.log")),
+    );
+    set("listen", "127.0.0.1:0".into());
+    set("recheck-seconds", "1".into());
+    set("api-host", "127.0.0.1".into());
+    set("api-port", cluster.port());
+    set("service-account-dir", path_text(&cluster.account_dir));
+    set("kubeconfig", path_text(&kubeconfig_path(node)));
+    set("enroll-seconds", "0".into());
+    if let Some(name) = node_name {
+        set("node-name", name.into());
+    }
+    args
+}
+
+fn net_d(node: &TestNode) -> PathBuf {
+    node.layout().work_dir.join("net.d")
+}
+
+fn kubeconfig_path(node: &TestNode) -> PathBuf {
+    net_d(node).join("meshlane-kubeconfig")
+}
+
+/// A node whose chain is the bridge plugin alone (meshlane not installed yet),
+/// with that chain as the primary CNI config in its net.d.
+fn node_without_meshlane(name: &str) -> TestNode {
+    let node = TestNode::builder(name).without_meshlane().build();
+    let net_d = net_d(&node);
+    fs::create_dir_all(&net_d).unwrap();
+    let primary = serde_json::to_string_pretty(&node.chain().conflist.to_json()).unwrap();
+    fs::write(net_d.join("10-bridge.conflist"), primary).unwrap();
+    node
+}
+
+fn start_agent(node: &TestNode, cluster: &Cluster) -> Agent {
+    let mut agent = Agent::start(
+        &node.layout().cgroup,
+        &agent_args(node, cluster, Some(NODE_NAME)),
+        &[],
+    );
+    agent.wait_for_log("enrollment round done");
+    agent
+}
+
+/// The agent's log line about `pod` with `msg`, or a panic with the log.
+fn line_about(agent: &Agent, msg: &str, pod: &str) -> String {
+    let text = agent.stderr.text();
+    let field = format!("pod={pod}");
+    text.lines()
+        .find(|line| {
+            line.contains(&format!("msg={msg:?}")) && line.split(' ').any(|word| word == field)
+        })
+        .unwrap_or_else(|| panic!("no {msg:?} line for {pod}:\n{text}"))
+        .to_owned()
+}
+
+fn maps(node: &TestNode) -> PodMaps {
+    PodMaps::open(&PinLayout::new(node.pin_root())).expect("the agent loaded the maps")
+}
+
+fn meshlane_entry(node: &TestNode) -> Value {
+    let conflist: Value =
+        serde_json::from_slice(&fs::read(net_d(node).join("10-bridge.conflist")).unwrap()).unwrap();
+    conflist["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "meshlane")
+        .cloned()
+        .expect("the agent chained meshlane")
+}
+
+/// Where an app connection to `to` lands: "dest" directly, "proxy" when captured.
+fn lands_at(app: &Place, to: &str) -> (String, Option<String>) {
+    let reply = Connect::to(to).identity(Identity::APP).expect_reply(app);
+    (reply.name, reply.original_dst)
+}
+
+// ------------------------------------------------------------------- tests
+
+#[test]
+fn running_pods_are_enrolled_once_and_released_by_the_runtimes_del() {
+    let node = node_without_meshlane("enroll");
+    let cluster = Cluster::start(&node.layout().work_dir);
+
+    let web = RunningPod::start(&node, "web", Kind::Sidecar);
+    let iptables = RunningPod::start(&node, "legacy", Kind::IstioInit);
+    let plain = RunningPod::start(&node, "plain", Kind::Plain);
+    let host = RunningPod::start(&node, "host", Kind::HostNetwork);
+    // Listed, injected, but no process of it runs here (its sandbox is gone).
+    let mut ghost = web.json.clone();
+    ghost["metadata"]["name"] = json!("ghost");
+    ghost["metadata"]["uid"] = json!("0b1c2d3e-0000-4000-8000-000000000001");
+    ghost["status"]["podIPs"] = json!([{"ip": "10.255.255.1"}]);
+    cluster.set_pods(vec![
+        plain.json.clone(),
+        web.json.clone(),
+        iptables.json.clone(),
+        host.json.clone(),
+        ghost,
+    ]);
+
+    // The destination, outside the mesh; the proxy's outbound listener in web.
+    let dest = node.add_pod("dest", PodOptions::new());
+    let _dest_server = ProbeServer::start(&dest.place(), APP_PORT, "dest");
+    let to = format!("{}:{APP_PORT}", dest.ipv4());
+    let _proxy = ProbeServer::start_original_dst(
+        &web.proxy(&node),
+        "127.0.0.1",
+        15001,
+        "proxy",
+        Duration::ZERO,
+    );
+    // Before the agent: web runs uncaptured, as pods do when meshlane comes late.
+    assert_eq!(lands_at(&web.app(&node), &to).0, "dest");
+
+    let mut agent = start_agent(&node, &cluster);
+    assert!(
+        cluster.list_requests().len() >= 3,
+        "the agent followed every page: {:?}",
+        cluster.list_requests()
+    );
+
+    // web: enrolled under its sandbox's ID and the interface holding its IP.
+    let enrolled = line_about(&agent, "enrolled a running pod", &web.id());
+    let sandbox = web.pod.container_id();
+    assert!(
+        enrolled.contains(&format!("sandbox={sandbox}")),
+        "{enrolled}"
+    );
+    assert!(enrolled.contains("ifname=eth0"), "{enrolled}");
+    let cookie = web.cookie();
+    let maps = maps(&node);
+    let record = maps.pod(cookie).unwrap().expect("web has a pod record");
+    let key = AttachmentKey::new(sandbox, "eth0");
+    let attachment = maps.attachment(&key).unwrap().expect("web's attachment");
+    assert_eq!(attachment.netns_cookie, cookie);
+    assert_eq!(attachment.ips, vec![IpAddr::V4(web.pod.ipv4())]);
+    assert_eq!(
+        (
+            attachment.pod_namespace.as_str(),
+            attachment.pod_name.as_str()
+        ),
+        (NAMESPACE, web.name.as_str())
+    );
+    assert!(maps.inbound_attached(cookie), "inbound steering linked");
+
+    // Its app's connects now reach the proxy, which learns where they went.
+    let (landed, original) = lands_at(&web.app(&node), &to);
+    assert_eq!(landed, "proxy", "the app's connect is captured");
+    assert_eq!(original.as_deref(), Some(to.as_str()), "SO_ORIGINAL_DST");
+
+    // The others: left alone, each for its reason.
+    for (pod, reason) in [
+        (&iptables, "istio-init"),
+        (&plain, "not captured: it has no istio-proxy container"),
+        (&host, "hostNetwork"),
+    ] {
+        let line = line_about(&agent, "not enrolling a pod", &pod.id());
+        assert!(line.contains(reason), "{line}");
+    }
+    let ghost = line_about(&agent, "not enrolling a pod", &format!("{NAMESPACE}/ghost"));
+    assert!(
+        ghost.contains("no process of it runs on this node"),
+        "{ghost}"
+    );
+    for pod in [&iptables, &plain] {
+        assert!(
+            maps.pod(pod.cookie()).unwrap().is_none(),
+            "{} enrolled",
+            pod.id()
+        );
+    }
+    let node_cookie = meshlane::netns::inspect(&node.layout().node_netns, false)
+        .unwrap()
+        .cookie;
+    assert!(maps.pod(node_cookie).unwrap().is_none(), "the node's netns");
+    assert_eq!(maps.pods().unwrap().len(), 1, "only web");
+    assert_eq!(maps.attachments().unwrap().len(), 1, "only web");
+    let (status, metrics) = agent.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.lines().any(|l| l == "meshlane_enrolled_pods 1"),
+        "{metrics}"
+    );
+
+    // A restart enrolls nothing again and rewrites nothing: a mark put into
+    // web's record survives it.
+    let mut marked = record;
+    marked.proxy_gid = 4242;
+    maps.put_pod_record(cookie, &marked).unwrap();
+    assert!(agent.terminate().success());
+    let agent = start_agent(&node, &cluster);
+    let again = line_about(&agent, "pod already captured; left as it is", &web.id());
+    assert!(again.contains(&format!("netns_cookie={cookie}")), "{again}");
+    assert!(
+        agent.stderr.find("enrolled a running pod").is_none(),
+        "{}",
+        agent.stderr.text()
+    );
+    assert_eq!(
+        maps.pod(cookie).unwrap().unwrap().proxy_gid,
+        4242,
+        "rewritten"
+    );
+    assert_eq!(maps.attachments().unwrap().len(), 1, "duplicated");
+    maps.put_pod_record(cookie, &record).unwrap();
+
+    // When the pod goes, the runtime's DEL (sandbox ID, eth0) through the
+    // chain entry the agent wrote removes everything of it.
+    let runner = node.chain();
+    let env = runner.cni_env("DEL", Some(web.pod.runtime()));
+    let mut conf = meshlane_entry(&node);
+    conf["name"] = json!(runner.conflist.name);
+    conf["cniVersion"] = json!(runner.conflist.cni_version);
+    let del = node.run_meshlane(&env, conf.to_string());
+    assert!(del.succeeded(), "{}", del.describe());
+    assert_eq!(
+        maps.entries_of(cookie).unwrap(),
+        0,
+        "records left after DEL"
+    );
+    assert!(maps.attachment(&key).unwrap().is_none());
+    assert_eq!(lands_at(&web.app(&node), &to).0, "dest", "capture ended");
+    drop(agent);
+}
+
+#[test]
+fn the_plugin_kubeconfig_names_a_token_copy_that_follows_rotation() {
+    let node = node_without_meshlane("kubeconfig");
+    let cluster = Cluster::start(&node.layout().work_dir);
+    let web = RunningPod::start(&node, "web", Kind::Sidecar);
+    cluster.set_pods(vec![web.json.clone()]);
+    // No NODE_NAME: nothing is enrolled, the kubeconfig is written all the same.
+    let mut agent = Agent::start(
+        &node.layout().cgroup,
+        &agent_args(&node, &cluster, None),
+        &[],
+    );
+    agent.wait_for_log("NODE_NAME is not set");
+    agent.wait_for_log("wrote the plugin's kubeconfig");
+
+    let kubeconfig = kubeconfig_path(&node);
+    let token_copy = PathBuf::from(format!("{}.token", kubeconfig.display()));
+    for file in [&kubeconfig, &token_copy] {
+        let mode = fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+    let text = fs::read_to_string(&kubeconfig).unwrap();
+    assert!(
+        text.contains(&format!("tokenFile: {:?}", path_text(&token_copy))),
+        "{text}"
+    );
+    assert!(
+        !text.contains("token-1"),
+        "the token itself is not inlined:\n{text}"
+    );
+    assert_eq!(fs::read_to_string(&token_copy).unwrap(), "token-1");
+    // The chain entry names it for the plugin.
+    agent.wait_for_log("chain entry added");
+    assert_eq!(meshlane_entry(&node)["kubeconfig"], path_text(&kubeconfig));
+
+    // The plugin's way in: the written kubeconfig reads the pod from the API.
+    let access = KubeAccess::from_kubeconfig(&kubeconfig).unwrap();
+    let policy = FetchPolicy::default();
+    let pod = fetch_pod(&access, NAMESPACE, &web.name, &policy).unwrap();
+    assert_eq!(pod.name, web.name);
+
+    // The kubelet rotates the agent's token; the API server stops accepting
+    // the old one. The copy follows within a re-check.
+    cluster.rotate_token("token-2");
+    let deadline = Instant::now() + WAIT;
+    while fs::read_to_string(&token_copy).unwrap() != "token-2" {
+        assert!(
+            Instant::now() < deadline,
+            "token copy not refreshed:\n{}",
+            agent.stderr.text()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    agent.wait_for_log("copied the rotated service account token");
+    assert_eq!(
+        fetch_pod(&access, NAMESPACE, &web.name, &policy)
+            .unwrap()
+            .name,
+        web.name,
+        "the same kubeconfig works with the new token"
+    );
+    assert_eq!(
+        fs::metadata(&token_copy).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(agent.terminate().success());
+
+    // Uninstalling takes the credential off the node with everything else.
+    let layout = node.layout();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshlane"))
+        .arg("uninstall")
+        .args(["--cni-bin-dir", &path_text(&layout.bin_dir)])
+        .args(["--cni-conf-dir", &path_text(&net_d(&node))])
+        .args(["--bpffs-root", &path_text(&layout.pin_root)])
+        .args(["--kubeconfig", &path_text(&kubeconfig)])
+        .output()
+        .expect("running meshlane uninstall");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in [&kubeconfig, &token_copy] {
+        assert!(!file.exists(), "{} left after uninstall", file.display());
+    }
+}
