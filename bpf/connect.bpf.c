@@ -227,8 +227,12 @@ static __always_inline struct ml_sk_redirect *redirect_of(struct bpf_sock_addr *
 {
 	struct ml_sk_redirect *redirect = bpf_sk_storage_get(&ml_sk_redirects, ctx->sk, 0, 0);
 
-	/* Steered accepted sockets carry their own address there: not a rewrite. */
-	if (!redirect || redirect->orig.kind == ML_REDIRECT_STEERED)
+	/*
+	 * Accepted sockets carry a destination there too (steered: their own address;
+	 * a redirected connect's accepting end: the client's), but nothing rewrote
+	 * their peer.
+	 */
+	if (!redirect || redirect->orig.kind == ML_REDIRECT_STEERED || redirect->accepted)
 		return NULL;
 	return redirect;
 }

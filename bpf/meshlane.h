@@ -188,7 +188,8 @@ struct ml_sk_redirect {
 	struct ml_orig_dst orig;
 	struct ml_conn_key conn; /* valid once published */
 	__u8 published;		 /* conn was written to ml_conn_orig_dst */
-	__u8 pad[7];
+	__u8 accepted;		 /* the accepting end's copy of its connect's orig */
+	__u8 pad[6];
 };
 
 /* A CNI attachment (container ID + interface): a netns may carry several. */

@@ -127,7 +127,8 @@ static __always_inline struct ml_orig_dst *steered_orig_dst(struct bpf_sockopt *
 	if (!ctx->sk)
 		return NULL;
 	steered = bpf_sk_storage_get(&ml_sk_redirects, ctx->sk, 0, 0);
-	if (!steered || steered->orig.kind != ML_REDIRECT_STEERED)
+	/* Steered by sk_lookup, or a redirected connect's accepting end (sockops). */
+	if (!steered || (steered->orig.kind != ML_REDIRECT_STEERED && !steered->accepted))
 		return NULL;
 	return &steered->orig;
 }

@@ -105,6 +105,40 @@ static __always_inline void forget_on_close(struct bpf_sock_ops *skops)
  * virtualInbound. Listeners on a specific address (Istio's own start-up check
  * listens on 127.0.0.1:15006) are not registered.
  */
+/*
+ * The accepting end of a redirected connect (the proxy's socket) takes the
+ * original destination with it at the end of the handshake. The connecting
+ * socket's record goes when that socket closes, and a client that sends and
+ * closes at once gets there before a busy proxy accepts: an orphaned socket
+ * turns into a timewait socket as soon as its FIN is ACKed, with the data still
+ * unread at the proxy. Returns whether it did.
+ */
+static __always_inline int adopt_orig_dst(struct bpf_sock_ops *skops)
+{
+	struct ml_sk_redirect *adopted;
+	struct bpf_sock *sk = skops->sk;
+	struct ml_conn_key key = {};
+	struct ml_orig_dst *orig;
+
+	if (!sk)
+		return 0;
+	key.netns_cookie = bpf_get_netns_cookie(skops);
+	key.src = remote_addr(skops);
+	key.dst = local_addr(skops);
+	key.sport = (__u16)bpf_ntohl(skops->remote_port);
+	key.dport = (__u16)skops->local_port;
+	orig = bpf_map_lookup_elem(&ml_conn_orig_dst, &key);
+	if (!orig)
+		return 0;
+	adopted = bpf_sk_storage_get(&ml_sk_redirects, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!adopted)
+		return 0; /* getsockopt still finds the published record */
+	__builtin_memset(adopted, 0, sizeof(*adopted));
+	adopted->orig = *orig;
+	adopted->accepted = 1;
+	return 1;
+}
+
 static __always_inline void register_inbound_listener(struct bpf_sock_ops *skops)
 {
 	struct ml_listener_key key = {};
@@ -207,7 +241,8 @@ int ml_sockops(struct bpf_sock_ops *skops)
 		short_path(skops, op);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		mark_if_steered(skops);
+		if (!adopt_orig_dst(skops))
+			mark_if_steered(skops);
 		short_path(skops, op);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:

@@ -272,6 +272,47 @@ fn istios_own_start_up_check_passes() {
     );
 }
 
+/// A client that sends and closes at once (statsd, syslog, Graphite over TCP) is
+/// gone before a busy proxy accepts: its socket became a timewait socket when its
+/// FIN was ACKed. The proxy must still read where the connection was going, or
+/// the bytes go to its blackhole.
+#[test]
+fn a_client_that_closes_before_the_proxy_accepts_keeps_its_destination() {
+    let node = TestNode::new("out-fire-forget");
+    let pod = node.add_pod("a", captured());
+    let proxy = ProbeServer::start_original_dst_accepting_after(
+        &pod.place(),
+        "127.0.0.1",
+        15001,
+        "proxy",
+        Duration::from_millis(1500),
+    );
+    let sent = Connect::to("10.250.7.7:2003")
+        .identity(Identity::APP)
+        .send("metric 1")
+        .close_at_once()
+        .run(&pod.place());
+    assert_eq!(sent.error, None, "{}", sent.raw);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let output = proxy.process.output();
+        if let Some(line) = output.lines().find_map(|l| l.strip_prefix("ANSWER ")) {
+            break serde_json::from_str::<serde_json::Value>(line).expect("answer is JSON");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never answered: {output}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(answer["got"], "metric 1", "{answer}");
+    assert_eq!(answer["original_dst"], "10.250.7.7:2003", "{answer}");
+    // The proxy's own view of its peer stays the app's socket: only the app's
+    // getpeername is restored to the destination it asked for.
+    let peer = answer["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with("127.0.0.1:"), "{answer}");
+}
+
 /// The same `127.0.0.1:p → 127.0.0.1:15001` tuple can exist in many pods at once;
 /// each proxy must read its own pod's original destination.
 #[test]

@@ -352,6 +352,26 @@ fn assert_all_echoed(results: &[Sent], bytes: u64) {
 
 /// Every connection's bytes arrived at the server unchanged (waits for them).
 fn assert_server_got(server: &StreamServer, sent: &[Sent]) {
+    assert_server_got_or_explain(server, sent, String::new);
+}
+
+/// What a stalled transfer leaves behind: the datapath's counters and every TCP
+/// socket of the given places with its queues and state.
+fn stall_report(node: &TestNode, places: &[Place]) -> String {
+    let mut report = format!("counters: {:?}\n", counters(node));
+    for place in places {
+        let out = Spawn::new(place, "ss").args(["-tanieH"]).run();
+        report.push_str(&format!("ss in {}:\n{}\n", place.label, out.stdout));
+    }
+    report
+}
+
+/// `assert_server_got`, adding `explain()` to the failure message.
+fn assert_server_got_or_explain(
+    server: &StreamServer,
+    sent: &[Sent],
+    explain: impl Fn() -> String,
+) {
     let arrived = |got: &[Value], r: &Sent| {
         got.iter().any(|c| {
             c["sha256"] == r.sent_sha256.as_str() && c["bytes"] == r.sent && c["error"].is_null()
@@ -366,9 +386,10 @@ fn assert_server_got(server: &StreamServer, sent: &[Sent]) {
         }
         assert!(
             Instant::now() < deadline,
-            "no server connection got {} bytes with SHA-256 {}: {got:?}",
+            "no server connection got {} bytes with SHA-256 {}: {got:?}\n{}",
             missing[0].sent,
-            missing[0].sent_sha256
+            missing[0].sent_sha256,
+            explain()
         );
         thread::sleep(Duration::from_millis(50));
     }
@@ -719,7 +740,9 @@ fn an_rst_through_both_sidecars_ends_the_chain() {
         .seed(11)
         .no_echo()
         .run(&a.place());
-    assert_server_got(&app_b, &next);
+    assert_server_got_or_explain(&app_b, &next, || {
+        stall_report(&node, &[a.place(), b.place()])
+    });
     wait_for_empty_maps(&node);
 }
 

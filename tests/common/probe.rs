@@ -82,6 +82,27 @@ impl ProbeServer {
         )
     }
 
+    /// A stand-in for a busy proxy: accepts only after `accept_after` (connections
+    /// complete in the backlog meanwhile), then reads `SO_ORIGINAL_DST` and
+    /// prints each answer as an `ANSWER {json}` line of its output.
+    pub fn start_original_dst_accepting_after(
+        place: &Place,
+        host: &str,
+        port: u16,
+        name: &str,
+        accept_after: Duration,
+    ) -> ProbeServer {
+        let delay = accept_after.as_secs_f64().to_string();
+        ProbeServer::start_args(
+            place,
+            port,
+            name,
+            host,
+            Identity::PROXY,
+            &["--original-dst", "--accept-after", &delay],
+        )
+    }
+
     /// A stand-in for one worker's inbound listener: `SO_REUSEPORT` on
     /// `host:port`, as the proxy, answering with `SO_ORIGINAL_DST`.
     pub fn start_reuseport_original_dst(
@@ -173,6 +194,7 @@ pub struct Connect {
     identity: Identity,
     timeout_secs: f64,
     hold: Duration,
+    close_at_once: bool,
 }
 
 /// The outcome of a connect probe.
@@ -199,12 +221,19 @@ impl Connect {
             identity: Identity::ROOT,
             timeout_secs: 5.0,
             hold: Duration::ZERO,
+            close_at_once: false,
         }
     }
 
     /// Keeps the connection open this long after the reply.
     pub fn hold(mut self, hold: Duration) -> Self {
         self.hold = hold;
+        self
+    }
+
+    /// Sends and closes at once, without waiting for a reply (fire and forget).
+    pub fn close_at_once(mut self) -> Self {
+        self.close_at_once = true;
         self
     }
 
@@ -249,6 +278,9 @@ impl Connect {
         }
         if !self.hold.is_zero() {
             spawn = spawn.args(["--hold", &self.hold.as_secs_f64().to_string()]);
+        }
+        if self.close_at_once {
+            spawn = spawn.arg("--close-at-once");
         }
         if let Some(family) = self.family {
             let name = match family {

@@ -142,6 +142,8 @@ def answer(conn, args):
                 reply["original_dst"] = original_dst_of(conn)
             reply.update(addr_fields("peer", conn.getpeername()))
             reply.update(addr_fields("local", conn.getsockname()))
+            # Also on stdout: a client that closed at once never reads the reply.
+            print("ANSWER " + json.dumps(reply), flush=True)
             conn.sendall((json.dumps(reply) + "\n").encode())
         except OSError as err:
             print(f"connection error: {err}", file=sys.stderr, flush=True)
@@ -150,6 +152,8 @@ def answer(conn, args):
 def serve(args):
     server = listening_socket(args.host, args.port, args.reuseport)
     print("READY", flush=True)
+    # A busy proxy: connections complete in the backlog before it accepts them.
+    time.sleep(args.accept_after)
     while True:
         conn, _ = server.accept()
         threading.Thread(target=answer, args=(conn, args), daemon=True).start()
@@ -192,6 +196,11 @@ def connect(args):
             out.update(addr_fields("local", sock.getsockname()))
             out.update(addr_fields("peer", sock.getpeername()))
             sock.sendall((args.send + "\n").encode())
+            if args.close_at_once:
+                # Fire and forget: close() orphans the socket with its FIN queued.
+                out["ok"] = True
+                emit(out)
+                return
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(65536)
@@ -599,6 +608,7 @@ def main():
     p.add_argument("--original-dst", action="store_true")
     p.add_argument("--reuseport", action="store_true")
     p.add_argument("--answer-after", type=float, default=0.0)
+    p.add_argument("--accept-after", type=float, default=0.0)
     p.set_defaults(run=serve)
 
     p = commands.add_parser("connect")
@@ -608,6 +618,7 @@ def main():
     p.add_argument("--family", choices=["4", "6", "mapped"])
     p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--hold", type=float, default=0.0)
+    p.add_argument("--close-at-once", action="store_true")
     p.set_defaults(run=connect)
 
     p = commands.add_parser("istio-validation")
