@@ -123,6 +123,9 @@ static __always_inline int adopt_orig_dst(struct bpf_sock_ops *skops)
 	if (!sk)
 		return 0;
 	key.netns_cookie = bpf_get_netns_cookie(skops);
+	/* Sockets outside mesh pods (every accept of the node) stop at one lookup. */
+	if (!bpf_map_lookup_elem(&ml_pods, &key.netns_cookie))
+		return 0;
 	key.src = remote_addr(skops);
 	key.dst = local_addr(skops);
 	key.sport = (__u16)bpf_ntohl(skops->remote_port);
