@@ -17,14 +17,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::mem::MaybeUninit;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -43,13 +41,13 @@ use meshlane::datapath::{
     UpgradeReport,
 };
 
+use common::agent::{Agent, WAIT};
 use common::prereq::{python, CHILD_PATH};
 use common::{
     Connect, Envoy, EnvoyOptions, Identity, Place, PodOptions, ProbeServer, Spawn, TestNode,
     TestProcess,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
 /// Bytes each held connection sends (and gets back) per round.
 const ROUND_BYTES: u64 = 2 << 20;
 /// The short path's setting a "previous version" has another value of.
@@ -788,129 +786,52 @@ fn a_pod_link_whose_netns_is_gone_does_not_stop_the_upgrade() {
 
 // ---- the agent ----
 
-/// `meshlane install` on the test node's pins and cgroup, with its own CNI dirs;
-/// killed on drop.
-struct Agent {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    addr: String,
+/// `meshlane install` on the test node's pins and cgroup, with its own CNI dirs.
+fn start_agent(node: &TestNode, name: &str) -> Agent {
+    let work = node.layout().work_dir.join(name);
+    let (bin, net_d) = (work.join("bin"), work.join("net.d"));
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(&net_d).unwrap();
+    let primary = serde_json::to_string_pretty(&node.chain().conflist.to_json()).unwrap();
+    fs::write(net_d.join("10-bridge.conflist"), primary).unwrap();
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let cgroup = path(&node.layout().cgroup);
+    let args = [
+        "install".to_owned(),
+        "--cni-bin-dir".into(),
+        path(&bin),
+        "--cni-conf-dir".into(),
+        path(&net_d),
+        "--bpffs-root".into(),
+        path(node.pin_root()),
+        "--cgroup".into(),
+        cgroup.clone(),
+        "--plugin-cgroup-path".into(),
+        cgroup,
+        "--log-file".into(),
+        path(&work.join("meshlane-cni.log")),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--recheck-seconds".into(),
+        "1".into(),
+    ];
+    Agent::start(&node.layout().cgroup, &args, &[])
 }
 
-impl Agent {
-    fn start(node: &TestNode, name: &str) -> Agent {
-        let work = node.layout().work_dir.join(name);
-        let (bin, net_d) = (work.join("bin"), work.join("net.d"));
-        fs::create_dir_all(&bin).unwrap();
-        fs::create_dir_all(&net_d).unwrap();
-        let primary = serde_json::to_string_pretty(&node.chain().conflist.to_json()).unwrap();
-        fs::write(net_d.join("10-bridge.conflist"), primary).unwrap();
-        let path = |p: &Path| p.to_string_lossy().into_owned();
-        let cgroup = path(&node.layout().cgroup);
-        let args = [
-            "install".to_owned(),
-            "--cni-bin-dir".into(),
-            path(&bin),
-            "--cni-conf-dir".into(),
-            path(&net_d),
-            "--bpffs-root".into(),
-            path(node.pin_root()),
-            "--cgroup".into(),
-            cgroup.clone(),
-            "--plugin-cgroup-path".into(),
-            cgroup.clone(),
-            "--log-file".into(),
-            path(&work.join("meshlane-cni.log")),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--recheck-seconds".into(),
-            "1".into(),
-        ];
-        // In the node's cgroup, so that the node's cleanup kills it with the rest.
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg("echo 0 > \"$0/cgroup.procs\" && exec \"$@\"")
-            .arg(&cgroup)
-            .arg(env!("CARGO_BIN_EXE_meshlane"))
-            .args(args)
-            .env_clear()
-            .env("PATH", CHILD_PATH)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting meshlane install");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let pipe = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut text = sink.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-        let mut agent = Agent {
-            child,
-            stderr,
-            addr: String::new(),
-        };
-        let line = agent.wait_for_log("serving /healthz");
-        agent.addr = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("addr="))
-            .expect("the agent logs its address")
-            .to_owned();
-        agent
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
-                return line.to_owned();
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the agent exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not log {needle:?}:\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(50));
+/// `/readyz`, once it answers with `status` (it may take a recheck): the body.
+fn wait_for_readiness(agent: &Agent, status: u16) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (got, body) = agent.get("/readyz");
+        if got == status {
+            return body;
         }
-    }
-
-    /// `/readyz`, once it answers with `status` (it may take a recheck): the body.
-    fn wait_for_readiness(&self, status: u16) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let mut stream = TcpStream::connect(&self.addr).expect("connecting to the agent");
-            stream.set_read_timeout(Some(WAIT)).unwrap();
-            write!(stream, "GET /readyz HTTP/1.1\r\nHost: agent\r\n\r\n").unwrap();
-            let mut reply = String::new();
-            stream.read_to_string(&mut reply).unwrap();
-            if reply.starts_with(&format!("HTTP/1.1 {status}")) {
-                return reply;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "/readyz never answered {status}: {reply}\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never answered {status}: {got} {body}\n{}",
+            agent.stderr.text()
+        );
+        thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -932,7 +853,7 @@ fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
     let _a = node.add_pod("a", captured());
     let attached = hooks(&layout);
 
-    let mut agent = Agent::start(&node, "agent-same");
+    let mut agent = start_agent(&node, "agent-same");
     let line = agent.wait_for_log("node programs are this version's");
     assert_eq!(field(&line, "replaced"), "0", "{line}");
     assert_eq!(
@@ -940,13 +861,17 @@ fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
         attached.len().to_string(),
         "{line}"
     );
-    assert!(!agent.log().contains("program upgraded"), "{}", agent.log());
-    agent.wait_for_readiness(200);
+    assert!(
+        !agent.stderr.text().contains("program upgraded"),
+        "{}",
+        agent.stderr.text()
+    );
+    wait_for_readiness(&agent, 200);
     assert_eq!(hooks(&layout), attached);
     drop(agent);
 
     let variant = attach_variant_sk_msg(&layout);
-    let mut agent = Agent::start(&node, "agent-variant");
+    let mut agent = start_agent(&node, "agent-variant");
     let line = agent.wait_for_log("program upgraded");
     assert_eq!(field(&line, "target"), "links/sk_msg", "{line}");
     assert_eq!(field(&line, "program"), "ml_short_msg", "{line}");
@@ -954,7 +879,7 @@ fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
     let new_id: u32 = field(&line, "new_id").parse().unwrap();
     let summary = agent.wait_for_log("node programs are this version's");
     assert_eq!(field(&summary, "replaced"), "1", "{summary}");
-    agent.wait_for_readiness(200);
+    wait_for_readiness(&agent, 200);
     let upgraded = hooks(&layout);
     assert_eq!(
         upgraded["links/sk_msg"],
@@ -971,10 +896,10 @@ fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
     attach_variant_sk_msg(&layout);
     pin_map_of_another_layout(&layout, "ml_short_offers");
     let before = hooks(&layout);
-    let mut agent = Agent::start(&node, "agent-maplayout");
+    let mut agent = start_agent(&node, "agent-maplayout");
     let line = agent.wait_for_log("cannot upgrade the node programs");
     assert!(line.contains("ml_short_offers"), "{line}");
-    let body = agent.wait_for_readiness(503);
+    let body = wait_for_readiness(&agent, 503);
     assert!(
         body.contains("program upgrade failed") && body.contains("ml_short_offers"),
         "{body}"
