@@ -7,15 +7,17 @@
 //!
 //! Needs root; fails loudly (never skips) when it cannot run.
 
+mod common;
+
 use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
+
+use common::script::{run_script, ScriptRun};
+use common::{mountinfo, prereq};
 
 /// A smoke run takes under a minute here; this only guards against a hang.
 const RUN_TIMEOUT: Duration = Duration::from_secs(420);
@@ -27,51 +29,10 @@ const CGROUP_NAME: &str = "meshlane-bench";
 const TMP_PREFIX: &str = "meshlane-bench.";
 const CASES: [&str; 4] = ["1", "2", "3", "4"];
 
-struct BenchRun {
-    status: ExitStatus,
-    timed_out: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl BenchRun {
-    fn describe(&self) -> String {
-        format!(
-            "scripts/bench.sh --smoke: {}{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status,
-            if self.timed_out {
-                format!(" (timed out after {RUN_TIMEOUT:?}, then SIGTERM)")
-            } else {
-                String::new()
-            },
-            self.stdout,
-            self.stderr
-        )
-    }
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
-    });
-    rx
-}
-
-/// The Envoy the other integration tests use (tests/common/prereq.rs finds it the
-/// same way).
-fn envoy_binary() -> PathBuf {
-    std::env::var_os("MESHLANE_ENVOY").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/tools/envoy")),
-        PathBuf::from,
-    )
-}
-
-fn run_bench(out: &Path) -> BenchRun {
+fn run_bench(out: &Path) -> ScriptRun {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench.sh");
-    let mut child = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .arg(&script)
         .args(["--smoke", "--no-deps", "--no-build", "--meshlane"])
         .arg(env!("CARGO_BIN_EXE_meshlane"))
@@ -79,55 +40,13 @@ fn run_bench(out: &Path) -> BenchRun {
         .arg(out)
         .arg("--tools-dir")
         .arg(out.join("tools"))
-        .env("MESHLANE_ENVOY", envoy_binary())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {}: {err}", script.display()));
-    let stdout = read_all(child.stdout.take().expect("piped"));
-    let stderr = read_all(child.stderr.take().expect("piped"));
-    let wait_until = |child: &mut std::process::Child, deadline: Instant| loop {
-        if let Some(status) = child.try_wait().expect("wait for the benchmark") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let mut timed_out = false;
-    let status = match wait_until(&mut child, Instant::now() + RUN_TIMEOUT) {
-        Some(status) => status,
-        None => {
-            timed_out = true;
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            wait_until(&mut child, Instant::now() + CLEANUP_GRACE).unwrap_or_else(|| {
-                let _ = child.kill();
-                child.wait().expect("wait for the killed benchmark")
-            })
-        }
-    };
-    let collect = |rx: mpsc::Receiver<String>| {
-        rx.recv_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|_| "(output not collected: the pipe stayed open)".to_string())
-    };
-    BenchRun {
-        status,
-        timed_out,
-        stdout: collect(stdout),
-        stderr: collect(stderr),
-    }
-}
-
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let sep = fields.iter().skip(6).position(|f| *f == "-")? + 6;
-        (fields.get(sep + 1) == Some(&"cgroup2")).then(|| PathBuf::from(fields[4]))
-    })
+        .env("MESHLANE_ENVOY", prereq::envoy_binary());
+    run_script(
+        "scripts/bench.sh --smoke",
+        command,
+        RUN_TIMEOUT,
+        CLEANUP_GRACE,
+    )
 }
 
 /// Whatever of the harness's node is still on the machine.
@@ -141,7 +60,7 @@ fn leftovers() -> Vec<String> {
             }
         }
     }
-    if let Some(root) = cgroup2_mount() {
+    if let Some(root) = mountinfo::cgroup2_mount() {
         if root.join(CGROUP_NAME).exists() {
             found.push(format!("cgroup {}", root.join(CGROUP_NAME).display()));
         }
@@ -350,7 +269,7 @@ fn smoke_run_measures_every_case_and_cleans_up() {
     fs::create_dir_all(&out).expect("create the output dir");
 
     let run = run_bench(&out);
-    assert!(run.status.success() && !run.timed_out, "{}", run.describe());
+    assert!(run.succeeded(), "{}", run.describe());
     assert!(
         run.stdout
             .contains("removed the netns, the cgroups, the bpffs and the temp dir"),

@@ -9,13 +9,11 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::script::{run_script, ScriptRun};
 use common::{mountinfo, prereq};
 
 /// A demo run takes a few seconds; this only guards against a hang.
@@ -28,90 +26,18 @@ const CGROUP_NAME: &str = "meshlane-demo";
 const TMP_PREFIX: &str = "meshlane-demo.";
 const WEB_PORT: u16 = 8080;
 
-struct DemoRun {
-    status: ExitStatus,
-    timed_out: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl DemoRun {
-    fn describe(&self) -> String {
-        format!(
-            "scripts/demo.sh: {}{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status,
-            if self.timed_out {
-                format!(" (timed out after {DEMO_TIMEOUT:?}, then SIGTERM)")
-            } else {
-                String::new()
-            },
-            self.stdout,
-            self.stderr
-        )
-    }
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
-    });
-    rx
-}
-
 /// Runs the demo with this build's meshlane, no apt and no cargo. On a hang it gets
 /// SIGTERM, which makes it clean up (its exit trap) before it exits.
-fn run_demo() -> DemoRun {
+fn run_demo() -> ScriptRun {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.sh");
-    let mut child = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .arg(&script)
         .args(["--no-deps", "--no-build", "--meshlane"])
         .arg(env!("CARGO_BIN_EXE_meshlane"))
         // The Envoy the other integration tests use, found the same way.
-        .env("MESHLANE_ENVOY", prereq::envoy_binary())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {}: {err}", script.display()));
-    let stdout = read_all(child.stdout.take().expect("piped"));
-    let stderr = read_all(child.stderr.take().expect("piped"));
-
-    let wait_until = |child: &mut std::process::Child, deadline: Instant| loop {
-        if let Some(status) = child.try_wait().expect("wait for the demo") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let mut timed_out = false;
-    let status = match wait_until(&mut child, Instant::now() + DEMO_TIMEOUT) {
-        Some(status) => status,
-        None => {
-            timed_out = true;
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            wait_until(&mut child, Instant::now() + CLEANUP_GRACE).unwrap_or_else(|| {
-                let _ = child.kill();
-                child.wait().expect("wait for the killed demo")
-            })
-        }
-    };
-    // A process that inherited the pipes could keep them open: do not wait forever.
-    let collect = |rx: mpsc::Receiver<String>| {
-        rx.recv_timeout(Duration::from_secs(5))
-            .unwrap_or_else(|_| "(output not collected: the pipe stayed open)".to_string())
-    };
-    DemoRun {
-        status,
-        timed_out,
-        stdout: collect(stdout),
-        stderr: collect(stderr),
-    }
+        .env("MESHLANE_ENVOY", prereq::envoy_binary());
+    run_script("scripts/demo.sh", command, DEMO_TIMEOUT, CLEANUP_GRACE)
 }
 
 /// The web pod's address from the demo's list of pod IPs ("  web     10.x.y.z   …").
@@ -167,11 +93,7 @@ fn the_demo_shows_capture_through_envoy_and_leaves_nothing_behind() {
 
     let run = run_demo();
     let out = &run.stdout;
-    assert!(
-        !run.timed_out && run.status.success(),
-        "the demo failed\n{}",
-        run.describe()
-    );
+    assert!(run.succeeded(), "the demo failed\n{}", run.describe());
 
     assert!(
         out.contains("hello from web"),

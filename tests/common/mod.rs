@@ -52,6 +52,7 @@ pub mod pod;
 pub mod prereq;
 pub mod probe;
 pub mod process;
+pub mod script;
 pub mod sweep;
 pub mod tmpdir;
 
