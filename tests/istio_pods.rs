@@ -9,10 +9,12 @@ mod common;
 
 use std::process::Command;
 
+use base64::Engine as _;
 use meshlane::datapath::abi::ml_pod_flag;
 use meshlane::datapath::{PinLayout, PodMaps};
 use serde_json::json;
 
+use common::api_server::{status_json, ApiServer, Authority, Reply, ServerOptions};
 use common::pod::INJECTED_STATUS;
 use common::{Pod, PodOptions, TestNode};
 
@@ -153,6 +155,72 @@ fn a_runtime_that_passes_no_annotations_cannot_have_its_pods_classified() {
         msg.contains("annotations") && msg.contains("kubeconfig"),
         "{msg}"
     );
+}
+
+#[test]
+fn a_pod_without_annotations_starts_with_no_api_call() {
+    // containerd passes `"io.kubernetes.cri.pod-annotations": null` for a pod with
+    // no annotations (the harness does the same): the pod has none, so Istio's
+    // selection skips it without asking the API. The node has a kubeconfig, as a
+    // default install does; a pod whose runtime passes no key at all is the
+    // control that the API is reachable from where the plugin runs.
+    let kubeconfig_dir = tempfile_dir("istio-plain");
+    let kubeconfig = kubeconfig_dir.join("kubeconfig");
+    let kubeconfig_text = kubeconfig.display().to_string();
+    let node = TestNode::builder("istio-plain")
+        .edit_conflist(move |_, conflist| {
+            let meshlane = conflist.plugins.last_mut().expect("meshlane's entry");
+            meshlane["kubeconfig"] = json!(kubeconfig_text);
+        })
+        .build();
+    let ca = Authority::new("istio-plain");
+    // The plugin runs in the node's netns: the stand-in listens there.
+    let api = ApiServer::start(
+        &ca,
+        ServerOptions {
+            netns: Some(node.layout().node_netns.clone()),
+            ..ServerOptions::default()
+        },
+        Box::new(|_| Reply::Json(404, status_json(404, "NotFound", "pods not found"))),
+    );
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+            api.url(),
+            base64::engine::general_purpose::STANDARD.encode(ca.pem())
+        ),
+    )
+    .unwrap();
+
+    let plain = node.add_pod("plain", PodOptions::new());
+    assert!(!captured(&node, &plain), "a plain pod was captured");
+    assert!(
+        api.seen().is_empty(),
+        "a pod without annotations made API calls: {:?}",
+        api.seen()
+    );
+
+    let control = node.try_add_pod("control", PodOptions::new().runtime_lacks_annotations());
+    let (code, msg) = meshlane_error(&control);
+    assert_eq!(code, 104, "{msg}");
+    let seen = api.seen();
+    assert_eq!(seen.len(), 1, "the control pod asks the API once: {seen:?}");
+    assert!(
+        seen[0]
+            .path
+            .starts_with("/api/v1/namespaces/default/pods/control-"),
+        "{seen:?}"
+    );
+    let _ = std::fs::remove_dir_all(&kubeconfig_dir);
+}
+
+/// A fresh directory under the system temp dir, named for the test and process.
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshlane-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 #[test]

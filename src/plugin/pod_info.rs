@@ -111,8 +111,13 @@ fn read_pod(config: &PluginConfig, pod: &PodMeta) -> Result<PodMeta, CniError> {
     })
 }
 
-/// The annotations the runtime passed, `None` when it passed none (a runtime
-/// without the capability).
+/// The annotations the runtime passed; `None` only when the key is missing.
+///
+/// A runtime that has the capability always sets the key; for a pod without
+/// annotations it sets it to `null` (containerd 1.6 marshals its nil map so). That
+/// means "this pod has none", not "ask the API": reading it as missing failed the
+/// ADD of every plain pod on a node without a kubeconfig, and cost an API call per
+/// pod on one with. Only a missing key says the runtime lacks the capability.
 pub fn runtime_annotations(
     netconf: &NetConf,
 ) -> Result<Option<BTreeMap<String, String>>, CniError> {
@@ -122,7 +127,7 @@ pub fn runtime_annotations(
     let path = format!("runtimeConfig.{POD_ANNOTATIONS_CAPABILITY}");
     let object = match value {
         Value::Object(object) => object,
-        Value::Null => return Ok(None),
+        Value::Null => return Ok(Some(BTreeMap::new())),
         other => {
             return Err(CniError::decode(
                 &path,
@@ -141,4 +146,53 @@ pub fn runtime_annotations(
         })
         .collect::<Result<_, _>>()
         .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn netconf(runtime_config: Value) -> NetConf {
+        let mut doc = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "meshlane"});
+        if !runtime_config.is_null() {
+            doc["runtimeConfig"] = runtime_config;
+        }
+        NetConf::from_slice(doc.to_string().as_bytes()).expect("valid netconf")
+    }
+
+    #[test]
+    fn a_missing_key_means_the_runtime_lacks_the_capability() {
+        assert_eq!(runtime_annotations(&netconf(Value::Null)).unwrap(), None);
+        assert_eq!(
+            runtime_annotations(&netconf(json!({"portMappings": []}))).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn null_means_a_pod_without_annotations() {
+        // What containerd 1.6 passes for a pod without annotations.
+        let conf = netconf(json!({ POD_ANNOTATIONS_CAPABILITY: null }));
+        assert_eq!(runtime_annotations(&conf).unwrap(), Some(BTreeMap::new()));
+        let conf = netconf(json!({ POD_ANNOTATIONS_CAPABILITY: {} }));
+        assert_eq!(runtime_annotations(&conf).unwrap(), Some(BTreeMap::new()));
+    }
+
+    #[test]
+    fn annotations_are_read_and_bad_values_name_their_path() {
+        let conf = netconf(json!({ POD_ANNOTATIONS_CAPABILITY: {"a": "1", "b": ""} }));
+        let annotations = runtime_annotations(&conf).unwrap().unwrap();
+        assert_eq!(annotations["a"], "1");
+        assert_eq!(annotations["b"], "");
+        let conf = netconf(json!({ POD_ANNOTATIONS_CAPABILITY: {"a": 1} }));
+        let err = runtime_annotations(&conf).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("runtimeConfig.io.kubernetes.cri.pod-annotations.a"),
+            "{err}"
+        );
+        let conf = netconf(json!({ POD_ANNOTATIONS_CAPABILITY: ["a"] }));
+        assert!(runtime_annotations(&conf).is_err());
+    }
 }

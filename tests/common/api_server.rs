@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -105,6 +106,9 @@ pub type Handler = Box<dyn Fn(&Seen) -> Reply + Send + Sync>;
 pub struct ServerOptions {
     pub names: &'static [&'static str],
     pub client_ca: Option<String>,
+    /// Listen inside this network namespace (a test node's, where the plugin
+    /// or the agent runs) instead of the test's own.
+    pub netns: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -112,6 +116,7 @@ impl Default for ServerOptions {
         ServerOptions {
             names: &["127.0.0.1", "localhost"],
             client_ca: None,
+            netns: None,
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct ApiServer {
     pub addr: SocketAddr,
     /// Connections accepted, including ones whose handshake failed.
     connections: Arc<AtomicUsize>,
+    /// The listener, to wake the accepting thread from any netns on drop.
+    wake: TcpListener,
     seen: Arc<Mutex<Vec<Seen>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -157,7 +164,17 @@ impl ApiServer {
                 .unwrap(),
         );
 
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = match &options.netns {
+            None => TcpListener::bind("127.0.0.1:0").unwrap(),
+            Some(netns) => {
+                // A socket stays in the netns it was made in; the guard only
+                // has to last for the bind.
+                let _inside = meshlane::netns::NetnsGuard::enter(netns)
+                    .unwrap_or_else(|err| panic!("enter {}: {err}", netns.display()));
+                TcpListener::bind("127.0.0.1:0").unwrap()
+            }
+        };
+        let wake = listener.try_clone().unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -177,6 +194,7 @@ impl ApiServer {
         };
         ApiServer {
             addr,
+            wake,
             connections,
             seen,
             stop,
@@ -200,8 +218,11 @@ impl ApiServer {
 impl Drop for ApiServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept so the thread sees the flag.
-        let _ = TcpStream::connect(self.addr);
+        // Wake the blocking accept so the thread sees the flag: shutting the
+        // listener down makes accept fail at once, wherever it listens (a
+        // connect would not reach a listener in another netns).
+        // SAFETY: the fd belongs to `self.wake`, which is alive here.
+        unsafe { libc::shutdown(self.wake.as_raw_fd(), libc::SHUT_RDWR) };
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

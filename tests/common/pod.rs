@@ -26,8 +26,12 @@ pub const INJECTED_STATUS: &str = r#"{"initContainers":["istio-validation"],"con
 pub struct PodOptions {
     pub namespace: String,
     /// Passed as the `io.kubernetes.cri.pod-annotations` capability (containerd and
-    /// CRI-O always pass the pod's annotations to plugins that declare it).
+    /// CRI-O always pass the pod's annotations to plugins that declare it; for a
+    /// pod without any, containerd 1.6 passes `null`, and so does this harness).
     pub annotations: BTreeMap<String, String>,
+    /// Leave the annotations key out of runtimeConfig, as a runtime without the
+    /// capability does.
+    pub runtime_lacks_annotations: bool,
     /// CNI_ARGS pairs after the Kubernetes ones.
     pub extra_cni_args: Vec<(String, String)>,
     /// Other capability args (portMappings, …).
@@ -40,6 +44,7 @@ impl Default for PodOptions {
         PodOptions {
             namespace: "default".to_string(),
             annotations: BTreeMap::new(),
+            runtime_lacks_annotations: false,
             extra_cni_args: Vec::new(),
             capability_args: Map::new(),
             ifname: "eth0".to_string(),
@@ -66,6 +71,12 @@ impl PodOptions {
 
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.annotations.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Passes no annotations key at all (a runtime without the capability).
+    pub fn runtime_lacks_annotations(mut self) -> Self {
+        self.runtime_lacks_annotations = true;
         self
     }
 
@@ -136,16 +147,21 @@ impl TestNode {
         ];
         args.extend(options.extra_cni_args);
         let mut capability_args = options.capability_args;
-        capability_args.insert(
-            POD_ANNOTATIONS_CAPABILITY.to_string(),
-            Value::Object(
-                options
-                    .annotations
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::from(v)))
-                    .collect(),
-            ),
-        );
+        if !options.runtime_lacks_annotations {
+            // containerd marshals a pod's nil annotation map as null.
+            let annotations = if options.annotations.is_empty() {
+                Value::Null
+            } else {
+                Value::Object(
+                    options
+                        .annotations
+                        .into_iter()
+                        .map(|(k, v)| (k, Value::from(v)))
+                        .collect(),
+                )
+            };
+            capability_args.insert(POD_ANNOTATIONS_CAPABILITY.to_string(), annotations);
+        }
         let runtime = RuntimeConf {
             container_id,
             netns: Some(netns.path().to_path_buf()),
