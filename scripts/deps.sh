@@ -36,6 +36,7 @@ apt_packages=(
     python3 python3-venv curl ca-certificates unzip                 # probes, Envoy wheel
     dnsutils socat                                                  # tests and demo
     qperf sockperf                                                  # benchmark (scripts/bench.sh)
+    gcc libc6-dev containerd runc                                   # test images (tests/tools/images.py)
 )
 
 install_apt() {

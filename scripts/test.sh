@@ -20,10 +20,14 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step "format (cargo fmt, clang-format)"
 cargo fmt --all --check
-clang-format --dry-run --Werror bpf/*.c bpf/*.h
+clang-format --dry-run --Werror bpf/*.c bpf/*.h tests/tools/*.c
 
 step "lint (clippy -D warnings)"
 cargo clippy --all-targets --locked -- -D warnings
+
+step "python tests (image writer, test images, node-app, containerd import)"
+PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s scripts/lib -p 'test_*.py'
+PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s tests/tools -p 'test_*.py'
 
 step "tests"
 # Each test builds its own node (netns, cgroup, bpffs) and runs real Envoys; two

@@ -266,7 +266,7 @@ def istio_validation(args):
         conn, _ = ready[0].accept()
         with conn:
             out["listener"] = port
-            level = socket.SOL_IPV6 if args.ipv6 else socket.SOL_IP
+            level = socket.IPPROTO_IPV6 if args.ipv6 else socket.SOL_IP
             raw = conn.getsockopt(level, SO_ORIGINAL_DST, 28 if args.ipv6 else 16)
             out["original_dst"], original_port = parse_original_dst(raw, args.ipv6)
             out["ok"] = original_port == 15002
