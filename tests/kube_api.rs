@@ -570,7 +570,7 @@ fn a_certificate_for_another_host_is_named() {
         &ca,
         ServerOptions {
             names: &["kubernetes.default.svc"],
-            client_ca: None,
+            ..ServerOptions::default()
         },
         pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN),
     );
@@ -604,6 +604,7 @@ fn client_certificate_authentication() {
         ServerOptions {
             names: &["127.0.0.1"],
             client_ca: Some(client_ca.pem()),
+            ..ServerOptions::default()
         },
         // The TLS layer authenticates; no bearer token is expected.
         Box::new(|seen: &Seen| {
