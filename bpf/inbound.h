@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The inbound decision of ISTIO-CAPTURE.md ("Inbound"): does a TCP connection
+ * The inbound decision of docs/istio-capture.md (cases I1–I3): does a TCP connection
  * arriving at a pod address go to the proxy's inbound listener? Shared by the
  * sk_lookup program (which steers) and sockops (which marks the accepted socket
  * so that getsockopt can answer SO_ORIGINAL_DST for it).

@@ -44,7 +44,7 @@ enum ml_limits {
 	ML_MAX_SHORT_OFFERS = 16384,
 };
 
-/* Ports of Istio's sidecar (ISTIO-CAPTURE.md, "Constants"). */
+/* Ports of Istio's sidecar (docs/istio-capture.md, "Ports and identities"). */
 enum ml_istio_port {
 	ML_PORT_OUTBOUND = 15001,
 	ML_PORT_INBOUND = 15006,
@@ -211,13 +211,13 @@ struct ml_attachment {
 enum ml_counter {
 	ML_CNT_OUTBOUND_REDIRECTED = 0,	  /* app connect -> outbound listener */
 	ML_CNT_INBOUND_REDIRECTED,	  /* proxy connect to own pod -> inbound listener */
-	ML_CNT_BYPASS_EXCLUDED_PORT,	  /* rule 1 */
-	ML_CNT_BYPASS_PASSTHROUGH_SOURCE, /* rule 2: bound to 127.0.0.6 / ::6 */
-	ML_CNT_BYPASS_APP_LOOPBACK,	  /* rule 4 */
-	ML_CNT_BYPASS_PROXY,		  /* rule 5: the proxy's upstream connects */
-	ML_CNT_BYPASS_LOCALHOST,	  /* rule 6 */
-	ML_CNT_BYPASS_EXCLUDED_CIDR,	  /* rule 7 */
-	ML_CNT_BYPASS_NOT_INCLUDED,	  /* rule 10 */
+	ML_CNT_BYPASS_EXCLUDED_PORT,	  /* O1 */
+	ML_CNT_BYPASS_PASSTHROUGH_SOURCE, /* O2: bound to 127.0.0.6 / ::6 */
+	ML_CNT_BYPASS_APP_LOOPBACK,	  /* O4 */
+	ML_CNT_BYPASS_PROXY,		  /* O5: the proxy's upstream connects */
+	ML_CNT_BYPASS_LOCALHOST,	  /* O6 */
+	ML_CNT_BYPASS_EXCLUDED_CIDR,	  /* O7 */
+	ML_CNT_BYPASS_NOT_INCLUDED,	  /* O10 */
 	ML_CNT_RECORD_FAILED,		  /* no room to remember a destination: connect refused */
 	ML_CNT_ORIG_DST_ANSWERED,	  /* SO_ORIGINAL_DST answered from a record */
 	ML_CNT_ORIG_DST_MISSED,		  /* SO_ORIGINAL_DST asked in a pod, no record */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The outbound decision of ISTIO-CAPTURE.md ("Outbound", rules 1-10, and "DNS
- * capture") for one TCP connect, connected UDP socket or UDP datagram made inside a
+ * The outbound decision of docs/istio-capture.md (cases O0–O10, and D1–D3
+ * for DNS) for one TCP connect, connected UDP socket or UDP datagram made inside a
  * pod, in the order Istio's nat OUTPUT chain applies its rules (the differential
  * test against kernel iptables, tests/parity_iptables.rs, is the arbiter). Shared
  * by connect4/6 and sendmsg4/6: all hand in 16-byte addresses, IPv4 mapped.
@@ -44,7 +44,7 @@ static __always_inline int routed_over_loopback(const struct ml_pod *pod, const 
 	return addr_is_loopback_range(dst) || addr_is_unspecified(dst) || addr_is_pod_ip(pod, dst);
 }
 
-/* Rule 0: Istio inserts "-o <iface> -j RETURN" at the top of OUTPUT. */
+/* O0: Istio inserts "-o <iface> -j RETURN" at the top of OUTPUT. */
 static __always_inline int routed_through_excluded_interface(const struct ml_pod *pod,
 							     const struct ml_connect *c)
 {
@@ -160,7 +160,7 @@ static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_
 	/*
 	 * 4. Anyone else reaching the pod itself over loopback is left alone — unless
 	 * an included range is a loopback address, which removes this rule in Istio.
-	 * It comes before the GID variant of rule 3, so a GID-only process reaches 15006
+	 * It comes before the GID variant of O3, so a GID-only process reaches 15006
 	 * only then.
 	 */
 	if (over_loopback && !(pod->flags & ML_POD_INCLUDES_LOOPBACK)) {

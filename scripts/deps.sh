@@ -37,6 +37,8 @@ apt_packages=(
     dnsutils socat                                                  # tests and demo
     qperf sockperf                                                  # benchmark (scripts/bench.sh)
     gcc libc6-dev containerd runc                                   # test images (tests/tools/images.py)
+    protobuf-compiler                                               # the CRI client's protos (k8s-cri)
+    qemu-system-x86 cpio busybox-static xz-utils                    # kernel matrix (scripts/kernels.sh)
 )
 
 install_apt() {

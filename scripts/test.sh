@@ -33,3 +33,11 @@ step "tests"
 # Each test builds its own node (netns, cgroup, bpffs) and runs real Envoys; two
 # at a time keeps the 2-core CI machines from timing out under load.
 cargo test --locked -- --test-threads "${MESHLANE_TEST_THREADS:-2}"
+
+step "kernel check on Debian 12's 6.1 kernel under qemu (scripts/kernels.sh --ci)"
+# Every program attached (sk_msg on its map: 6.1 has no sk_msg links) and replaced
+# in place, Envoy both ways with SO_ORIGINAL_DST, the short path byte-exact,
+# nothing left after DEL (tests/kernel_check.rs). The full matrix: scripts/kernels.sh.
+kernel_check_start=$SECONDS
+scripts/kernels.sh --ci --skip-deps 6.1
+echo "kernel check on 6.1: $((SECONDS - kernel_check_start))s" >&2

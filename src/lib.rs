@@ -1,5 +1,5 @@
 //! meshlane: a chained CNI plugin that replaces Istio's iptables sidecar capture
-//! with eBPF. See DESIGN.md in the docs for the architecture.
+//! with eBPF. docs/architecture.md explains how it works and why.
 
 pub mod cli;
 pub mod cni;

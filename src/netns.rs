@@ -175,22 +175,28 @@ pub fn current_netns_cookie() -> Result<u64, nix::Error> {
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut cookie: u64 = 0;
+    socket_u64_option(&socket, libc::SO_NETNS_COOKIE)
+}
+
+/// A 64-bit `SOL_SOCKET` option (`SO_NETNS_COOKIE`, `SO_COOKIE`), which nix
+/// does not wrap.
+pub fn socket_u64_option(socket: &OwnedFd, option: libc::c_int) -> Result<u64, nix::Error> {
+    let mut value: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: cookie and len are valid for writes of the sizes passed.
+    // SAFETY: value and len are valid for writes of the sizes passed.
     let rc = unsafe {
         libc::getsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
+            option,
+            (&mut value as *mut u64).cast(),
             &mut len,
         )
     };
     if rc != 0 {
         return Err(nix::Error::last());
     }
-    Ok(cookie)
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ use std::fs;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess};
 use serde_json::{json, Value};
 
 use common::agent::{Agent, WAIT};
-use common::api_server::{status_json, ApiServer, Authority, Reply, Seen, ServerOptions};
+use common::kube_cluster::Cluster;
 use common::pod::INJECTED_STATUS;
 use common::process::{Spawn, TestProcess};
 use common::{Connect, Identity, Place, Pod, PodOptions, ProbeServer, TestNode};
@@ -34,151 +33,9 @@ use common::{Connect, Identity, Place, Pod, PodOptions, ProbeServer, TestNode};
 const NODE_NAME: &str = "node-7";
 const NAMESPACE: &str = "shop";
 const APP_PORT: u16 = 8080;
-/// The API server answers at most this many pods per page, whatever the
-/// client's limit, so that the agent must follow `continue`.
-const PAGE: usize = 2;
 
 fn path_text(path: &Path) -> String {
     path.to_string_lossy().into_owned()
-}
-
-// ------------------------------------------------------------ the API server
-
-/// The cluster as the agent sees it: an API server that lists `pods` to a
-/// client with the current `token`, and a service account dir with that
-/// token and the cluster CA.
-struct Cluster {
-    server: ApiServer,
-    pods: Arc<Mutex<Vec<Value>>>,
-    token: Arc<Mutex<String>>,
-    account_dir: PathBuf,
-}
-
-impl Cluster {
-    fn start(dir: &Path) -> Cluster {
-        let ca = Authority::new("cluster-ca");
-        let pods = Arc::new(Mutex::new(Vec::new()));
-        let token = Arc::new(Mutex::new("token-1".to_owned()));
-        let handler = {
-            let (pods, token) = (pods.clone(), token.clone());
-            Box::new(move |seen: &Seen| answer(seen, &pods.lock().unwrap(), &token.lock().unwrap()))
-        };
-        let server = ApiServer::start(&ca, ServerOptions::default(), handler);
-        let account_dir = dir.join("serviceaccount");
-        fs::create_dir_all(&account_dir).unwrap();
-        fs::write(account_dir.join("ca.crt"), ca.pem()).unwrap();
-        let cluster = Cluster {
-            server,
-            pods,
-            token,
-            account_dir,
-        };
-        cluster.rotate_token("token-1");
-        cluster
-    }
-
-    fn port(&self) -> String {
-        self.server.addr.port().to_string()
-    }
-
-    /// As the kubelet renews a projected token: the new file replaces the old
-    /// one at once, and the API server accepts only the new token.
-    fn rotate_token(&self, token: &str) {
-        let temp = self.account_dir.join(".token.new");
-        fs::write(&temp, token).unwrap();
-        fs::rename(&temp, self.account_dir.join("token")).unwrap();
-        *self.token.lock().unwrap() = token.to_owned();
-    }
-
-    fn set_pods(&self, pods: Vec<Value>) {
-        *self.pods.lock().unwrap() = pods;
-    }
-
-    fn list_requests(&self) -> Vec<String> {
-        self.server
-            .seen()
-            .into_iter()
-            .map(|seen| seen.path)
-            .filter(|path| path.starts_with("/api/v1/pods"))
-            .collect()
-    }
-}
-
-/// `GET /api/v1/pods?fieldSelector=spec.nodeName%3D<node>` in pages of
-/// [`PAGE`], and `GET /api/v1/namespaces/<ns>/pods/<name>`.
-fn answer(seen: &Seen, pods: &[Value], token: &str) -> Reply {
-    if seen.authorization.as_deref() != Some(&format!("Bearer {token}")) {
-        return Reply::Json(401, status_json(401, "Unauthorized", "Unauthorized"));
-    }
-    let (path, query) = seen
-        .path
-        .split_once('?')
-        .unwrap_or((seen.path.as_str(), ""));
-    let param = |name: &str| {
-        query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
-            .map(percent_decode)
-    };
-    if path == "/api/v1/pods" {
-        if param("fieldSelector") != Some(format!("spec.nodeName={NODE_NAME}")) {
-            return Reply::Json(400, status_json(400, "BadRequest", "wrong field selector"));
-        }
-        // The continue token is opaque to clients; this one needs escaping.
-        let offset = match param("continue") {
-            None => 0,
-            Some(token) => match token
-                .strip_prefix("offset/")
-                .and_then(|t| t.strip_suffix('='))
-            {
-                Some(n) => n.parse().unwrap(),
-                None => return Reply::Json(410, status_json(410, "Expired", "bad token")),
-            },
-        };
-        let end = (offset + PAGE).min(pods.len());
-        let next = if end < pods.len() {
-            format!("offset/{end}=")
-        } else {
-            String::new()
-        };
-        let page = json!({
-            "kind": "PodList", "apiVersion": "v1",
-            "metadata": {"resourceVersion": "1", "continue": next},
-            "items": pods[offset..end],
-        });
-        return Reply::Json(200, page.to_string());
-    }
-    let found = pods.iter().find(|pod| {
-        let metadata = &pod["metadata"];
-        path == format!(
-            "/api/v1/namespaces/{}/pods/{}",
-            metadata["namespace"].as_str().unwrap(),
-            metadata["name"].as_str().unwrap()
-        )
-    });
-    match found {
-        Some(pod) => Reply::Json(200, pod.to_string()),
-        None => Reply::Json(404, status_json(404, "NotFound", "not found")),
-    }
-}
-
-fn percent_decode(text: &str) -> String {
-    let mut out = Vec::new();
-    let mut rest = text.as_bytes();
-    while let Some((&byte, tail)) = rest.split_first() {
-        match (byte, tail) {
-            (b'%', [high, low, after @ ..]) => {
-                let hex = std::str::from_utf8(&[*high, *low]).unwrap().to_owned();
-                out.push(u8::from_str_radix(&hex, 16).unwrap());
-                rest = after;
-            }
-            _ => {
-                out.push(byte);
-                rest = tail;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 // ------------------------------------------------------------ running pods
@@ -459,7 +316,7 @@ fn lands_at(app: &Place, to: &str) -> (String, Option<String>) {
 #[test]
 fn running_pods_are_enrolled_once_and_released_by_the_runtimes_del() {
     let node = node_without_meshlane("enroll");
-    let cluster = Cluster::start(&node.layout().work_dir);
+    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
 
     let web = RunningPod::start(&node, "web", Kind::Sidecar);
     let iptables = RunningPod::start(&node, "legacy", Kind::IstioInit);
@@ -487,6 +344,15 @@ fn running_pods_are_enrolled_once_and_released_by_the_runtimes_del() {
         "127.0.0.1",
         15001,
         "proxy",
+        Duration::ZERO,
+    );
+    // Its proxy's inbound listener is up before the agent comes, as a running
+    // pod's is: sockops never sees it being made.
+    let _proxy_inbound = ProbeServer::start_original_dst(
+        &web.proxy(&node),
+        "0.0.0.0",
+        15006,
+        "proxy-inbound",
         Duration::ZERO,
     );
     // Before the agent: web runs uncaptured, as pods do when meshlane comes late.
@@ -527,6 +393,21 @@ fn running_pods_are_enrolled_once_and_released_by_the_runtimes_del() {
     let (landed, original) = lands_at(&web.app(&node), &to);
     assert_eq!(landed, "proxy", "the app's connect is captured");
     assert_eq!(original.as_deref(), Some(to.as_str()), "SO_ORIGINAL_DST");
+
+    // Inbound: the running proxy's listener was registered at enrollment, so a
+    // connection into web lands on it (refused otherwise: fail closed).
+    let inbound = Connect::to(format!("{}:{APP_PORT}", web.pod.ipv4()))
+        .identity(Identity::APP)
+        .expect_reply(&dest.place());
+    assert_eq!(
+        inbound.name, "proxy-inbound",
+        "inbound steered to the proxy"
+    );
+    let enrolled_listeners = line_about(&agent, "enrolled a running pod", &web.id());
+    assert!(
+        enrolled_listeners.contains("proxy_listeners=1"),
+        "{enrolled_listeners}"
+    );
 
     // The others: left alone, each for its reason.
     for (pod, reason) in [
@@ -606,7 +487,7 @@ fn running_pods_are_enrolled_once_and_released_by_the_runtimes_del() {
 #[test]
 fn the_plugin_kubeconfig_names_a_token_copy_that_follows_rotation() {
     let node = node_without_meshlane("kubeconfig");
-    let cluster = Cluster::start(&node.layout().work_dir);
+    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
     let web = RunningPod::start(&node, "web", Kind::Sidecar);
     cluster.set_pods(vec![web.json.clone()]);
     // No NODE_NAME: nothing is enrolled, the kubeconfig is written all the same.

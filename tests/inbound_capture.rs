@@ -252,7 +252,7 @@ fn any_live_reuseport_listener_takes_inbound_and_only_wildcards_register() {
 
 /// Inside the pod: the proxy reaching its own pod address (an app called its own
 /// Service) traverses the inbound listener; the app reaching its own address does
-/// not (Istio's outbound rules 3 and 4), and neither is inbound.
+/// not (docs/istio-capture.md, O3 and O4), and neither is inbound.
 #[test]
 fn connections_inside_the_pod() {
     let node = TestNode::builder("in-self").dual_stack().build();

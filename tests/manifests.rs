@@ -13,38 +13,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+mod common;
+
+use common::exec::run_ok;
+use common::prereq::venv_tool;
+
 /// Oldest and newest Kubernetes the support matrix lists.
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.28.0", "1.37.0"];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("MESHLANE_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/tools"));
-    let path = dir.join("venv/bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: install the manifest tools with `sudo scripts/deps.sh`",
-        path.display()
-    );
-    path
-}
-
-fn run(command: &mut Command) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|err| panic!("running {command:?}: {err}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// A file of its own for each use (the tests run in parallel), removed on drop.
@@ -71,9 +49,11 @@ impl Drop for Scratch {
 
 fn validate(file: &Path) {
     for version in KUBERNETES_VERSIONS {
-        run(Command::new(tool("kubernetes-validate"))
-            .args(["--strict", "--quiet", "-k", version])
-            .arg(file));
+        run_ok(
+            Command::new(venv_tool("kubernetes-validate"))
+                .args(["--strict", "--quiet", "-k", version])
+                .arg(file),
+        );
     }
 }
 
@@ -82,7 +62,11 @@ fn load_yaml(file: &Path) -> Vec<Value> {
     let script = "import json, sys, yaml\n\
                   docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]\n\
                   print(json.dumps(docs))";
-    let json = run(Command::new(tool("python")).args(["-c", script]).arg(file));
+    let json = run_ok(
+        Command::new(venv_tool("python"))
+            .args(["-c", script])
+            .arg(file),
+    );
     serde_json::from_str::<Vec<Value>>(&json).unwrap()
 }
 
@@ -94,9 +78,11 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
 }
 
 fn rendered() -> (Scratch, Vec<Value>) {
-    let yaml = run(Command::new(tool("kubectl"))
-        .arg("kustomize")
-        .arg(repo().join("manifests")));
+    let yaml = run_ok(
+        Command::new(venv_tool("kubectl"))
+            .arg("kustomize")
+            .arg(repo().join("manifests")),
+    );
     let file = Scratch::new("rendered.yaml", &yaml);
     let objects = load_yaml(&file.0);
     (file, objects)

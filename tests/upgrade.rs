@@ -17,9 +17,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,7 +25,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::query::LinkTypeInfo;
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapHandle, MapType, ProgramHandle};
 use serde_json::Value;
 
@@ -35,14 +32,15 @@ use meshlane::datapath::abi::MapBytes;
 use meshlane::datapath::counters::read_counters;
 use meshlane::datapath::inbound_link::linked_cookies;
 use meshlane::datapath::loader::{ensure_attached_with, MapAttach, NODE_PROGRAMS};
-use meshlane::datapath::skel::shortpath::ShortpathSkelBuilder;
 use meshlane::datapath::{
     upgrade_programs, DatapathError, Outcome, PinLayout, PodMaps, Target, UpgradeMode,
     UpgradeReport,
 };
 
 use common::agent::{Agent, WAIT};
+use common::kernel;
 use common::prereq::{python, CHILD_PATH};
+use common::variant::{attach_variant_sk_msg, programs_on_map};
 use common::{
     Connect, Envoy, EnvoyOptions, Identity, Place, PodOptions, ProbeServer, Spawn, TestNode,
     TestProcess,
@@ -50,11 +48,40 @@ use common::{
 
 /// Bytes each held connection sends (and gets back) per round.
 const ROUND_BYTES: u64 = 2 << 20;
-/// The short path's setting a "previous version" has another value of.
-const VARIANT_BACKLOG_BYTES: u32 = 1 << 20;
 
 fn captured() -> PodOptions {
     PodOptions::new().injected()
+}
+
+/// A node with the short path on whatever the kernel's default (docs/kernels.md):
+/// upgrades must keep short-path connections going.
+fn short_path_node(name: &str) -> TestNode {
+    TestNode::builder(name)
+        .meshlane_config(|_| serde_json::json!({ "shortPath": true }))
+        .build()
+}
+
+/// The short path's sk_msg hook as `hooks` names it: its link where the kernel
+/// has sk_msg links (6.10+), else the program pinned as the marker of the map
+/// that holds it.
+fn sk_msg_hook() -> &'static str {
+    if kernel::has_sk_msg_links() {
+        "links/sk_msg"
+    } else {
+        "progs/sk_msg"
+    }
+}
+
+/// The same hook as the upgrade report names it.
+fn sk_msg_target() -> Target {
+    if kernel::has_sk_msg_links() {
+        Target::Link("sk_msg")
+    } else {
+        Target::MapAttached {
+            pin: "sk_msg",
+            map: "ml_short_tx",
+        }
+    }
 }
 
 fn layout_of(node: &TestNode) -> PinLayout {
@@ -104,27 +131,6 @@ fn hooks(layout: &PinLayout) -> Hooks {
         );
     }
     out
-}
-
-/// The program ids the kernel has attached to a sockhash (`BPF_PROG_QUERY`).
-fn programs_on_map(layout: &PinLayout, map: &str) -> Vec<u32> {
-    let map = MapHandle::from_pinned_path(layout.map(map)).expect("pinned map");
-    let mut ids = [0u32; 4];
-    let mut count = ids.len() as u32;
-    let mut flags = 0u32;
-    // SAFETY: a live map descriptor and writable buffers of the sizes given.
-    let rc = unsafe {
-        libbpf_rs::libbpf_sys::bpf_prog_query(
-            map.as_fd().as_raw_fd(),
-            libbpf_rs::libbpf_sys::BPF_SK_MSG_VERDICT,
-            0,
-            &mut flags,
-            ids.as_mut_ptr(),
-            &mut count,
-        )
-    };
-    assert_eq!(rc, 0, "BPF_PROG_QUERY on the sockhash");
-    ids[..count as usize].to_vec()
 }
 
 fn program_is_loaded(id: u32) -> bool {
@@ -187,29 +193,6 @@ fn assert_report_matches(report: &UpgradeReport, before: &Hooks, after: &Hooks) 
 }
 
 // ---- a "previous version": the same code with another setting ----
-
-/// Loads the short path's object with another `ml_short_backlog_bytes` against
-/// the node's maps and swaps it into the `sk_msg` link, as if an older meshlane
-/// with another default had attached it. Returns its program id.
-fn attach_variant_sk_msg(layout: &PinLayout) -> u32 {
-    let mut storage = MaybeUninit::uninit();
-    let mut builder = ShortpathSkelBuilder::default();
-    builder
-        .object_builder_mut()
-        .pin_root_path(layout.maps_dir())
-        .expect("pin root path");
-    let mut open = builder.open(&mut storage).expect("opening shortpath");
-    open.maps
-        .rodata_data
-        .as_mut()
-        .expect("shortpath has settings")
-        .ml_short_backlog_bytes = VARIANT_BACKLOG_BYTES;
-    let skel = open.load().expect("loading the variant");
-    let mut link = Link::open(layout.link("sk_msg")).expect("the sk_msg link");
-    link.update_prog(&skel.progs.ml_short_msg)
-        .expect("swapping the variant in");
-    link.info().expect("link info").prog_id
-}
 
 /// Replaces the pin of `map` with a map of the same kind whose values are 8 bytes
 /// longer: what a build with a changed map layout meets on the node. The programs
@@ -339,7 +322,7 @@ fn listener_stat(envoy: &Envoy, port: u16, stat: &str) -> u64 {
 /// the new programs.
 #[test]
 fn a_forced_replacement_under_live_traffic_keeps_every_connection_and_the_capture() {
-    let node = TestNode::new("up-live");
+    let node = short_path_node("up-live");
     let layout = layout_of(&node);
     let a = node.add_pod("a", captured());
     let b = node.add_pod("b", captured());
@@ -405,7 +388,7 @@ fn a_forced_replacement_under_live_traffic_keeps_every_connection_and_the_captur
 
     // Replace every program.
     let before = hooks(&layout);
-    let old_sk_msg = before["links/sk_msg"].1;
+    let old_sk_msg = before[sk_msg_hook()].1;
     let report =
         upgrade_programs(&layout, UpgradeMode::ForceEvenIfIdentical).expect("forced replacement");
     let after = hooks(&layout);
@@ -540,9 +523,7 @@ fn identical_programs_are_left_alone() {
     assert_eq!(after, before, "{report:#?}");
     assert_eq!(report.replaced().count(), 0, "{report:#?}");
     assert_report_matches(&report, &before, &after);
-    assert!(
-        before.contains_key("links/sk_msg") && before.keys().any(|k| k.starts_with("inbound/"))
-    );
+    assert!(before.contains_key(sk_msg_hook()) && before.keys().any(|k| k.starts_with("inbound/")));
 }
 
 /// A program of a "previous version" (another default of one setting: same code,
@@ -554,14 +535,14 @@ fn a_program_that_differs_is_replaced_and_only_it() {
     let _a = node.add_pod("a", captured());
     let variant = attach_variant_sk_msg(&layout);
     let before = hooks(&layout);
-    assert_eq!(before["links/sk_msg"].1, variant);
+    assert_eq!(before[sk_msg_hook()].1, variant);
 
     let report = upgrade_programs(&layout, UpgradeMode::WhatDiffers).expect("upgrade");
     let after = hooks(&layout);
     assert_report_matches(&report, &before, &after);
     let replaced: Vec<_> = report.replaced().collect();
     assert_eq!(replaced.len(), 1, "{report:#?}");
-    assert_eq!(replaced[0].target, Target::Link("sk_msg"));
+    assert_eq!(replaced[0].target, sk_msg_target());
     assert_eq!(replaced[0].program, "ml_short_msg");
     assert_eq!(replaced[0].old_id, variant);
     assert_eq!(
@@ -614,9 +595,10 @@ fn the_command_line_upgrades_and_status_shows_what_runs() {
     );
     let after = hooks(&layout);
     for (hook, (_, prog)) in &after {
+        // A map's program is shown as "map <map> (progs/<pin>)".
         let line = forced
             .lines()
-            .find(|l| l.starts_with(hook.as_str()))
+            .find(|l| l.starts_with(hook.as_str()) || l.contains(&format!("({hook})")))
             .unwrap_or_else(|| panic!("no line for {hook}: {forced}"));
         assert!(
             line.contains(&format!("prog id {} -> {prog}", before[hook].1)),
@@ -646,7 +628,7 @@ fn the_command_line_upgrades_and_status_shows_what_runs() {
 /// and is swapped by attaching the new one. New short-path sockets get it.
 #[test]
 fn without_sk_msg_links_the_program_on_the_map_is_swapped() {
-    let node = TestNode::new("up-legacy");
+    let node = short_path_node("up-legacy");
     let layout = layout_of(&node);
     ensure_attached_with(&layout, &node.layout().cgroup, MapAttach::ProgAttach)
         .expect("attaching without an sk_msg link");
@@ -873,7 +855,8 @@ fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
     let variant = attach_variant_sk_msg(&layout);
     let mut agent = start_agent(&node, "agent-variant");
     let line = agent.wait_for_log("program upgraded");
-    assert_eq!(field(&line, "target"), "links/sk_msg", "{line}");
+    let target = meshlane::install::agent_log::quote(&sk_msg_target().to_string());
+    assert!(line.contains(&format!(" target={target} ")), "{line}");
     assert_eq!(field(&line, "program"), "ml_short_msg", "{line}");
     assert_eq!(field(&line, "old_id"), variant.to_string(), "{line}");
     let new_id: u32 = field(&line, "new_id").parse().unwrap();
@@ -881,12 +864,9 @@ fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
     assert_eq!(field(&summary, "replaced"), "1", "{summary}");
     wait_for_readiness(&agent, 200);
     let upgraded = hooks(&layout);
-    assert_eq!(
-        upgraded["links/sk_msg"],
-        (attached["links/sk_msg"].0, new_id)
-    );
+    assert_eq!(upgraded[sk_msg_hook()], (attached[sk_msg_hook()].0, new_id));
     for (hook, ids) in &upgraded {
-        if hook != "links/sk_msg" {
+        if hook != sk_msg_hook() {
             assert_eq!(*ids, attached[hook], "{hook} was touched");
         }
     }

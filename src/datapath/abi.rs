@@ -3,8 +3,8 @@
 
 pub use super::skel::connect::types::{
     ml_addr, ml_attachment, ml_attachment_key, ml_cidr_key, ml_conn_key, ml_counter, ml_istio_port,
-    ml_limits, ml_orig_dst, ml_pod, ml_pod_flag, ml_port_key, ml_port_list, ml_short_key,
-    ml_short_offer, ml_short_role, ml_short_sock, ml_short_state,
+    ml_limits, ml_listener_key, ml_orig_dst, ml_pod, ml_pod_flag, ml_port_key, ml_port_list,
+    ml_short_key, ml_short_offer, ml_short_role, ml_short_sock, ml_short_state,
 };
 
 use std::mem::size_of;
@@ -56,6 +56,7 @@ unsafe impl MapBytes for ml_attachment_key {}
 unsafe impl MapBytes for ml_attachment {}
 unsafe impl MapBytes for ml_short_key {}
 unsafe impl MapBytes for ml_short_offer {}
+unsafe impl MapBytes for ml_listener_key {}
 
 impl ml_addr {
     /// The 16-byte form the BPF side uses: IPv4 as `::ffff:a.b.c.d`.
@@ -118,6 +119,7 @@ mod tests {
     fn contract_sizes_have_no_hidden_padding() {
         // The sizes the C compiler gives these structs (see bpf/meshlane.h).
         assert_eq!(size_of::<ml_addr>(), 16);
+        assert_eq!(size_of::<ml_listener_key>(), 8 + 4 + 4);
         assert_eq!(size_of::<ml_pod>(), 4 * 3 + 2 * 4 + 16 * 8);
         assert_eq!(size_of::<ml_port_key>(), 16);
         assert_eq!(size_of::<ml_cidr_key>(), 4 + 8 + 16);

@@ -122,6 +122,10 @@ pub enum DatapathError {
     #[error("{what} is not in place (nothing usable at {path}); attach the programs first")]
     NotAttached { what: String, path: PathBuf },
 
+    /// The kernel lacks something meshlane needs (found by probing, before loading).
+    #[error(transparent)]
+    KernelFeature(#[from] super::features::MissingFeature),
+
     #[error("reading the kernel's information about {what}: {source}")]
     ProgramQuery {
         what: String,

@@ -19,6 +19,7 @@ use libbpf_rs::{Link, MapCore, MapHandle, Object};
 use super::bpffs;
 use super::cgroup::Cgroup;
 use super::error::DatapathError;
+use super::features;
 use super::layout::PinLayout;
 use super::lock::RootLock;
 use super::object_load::{self, OBJECTS};
@@ -177,6 +178,9 @@ pub fn ensure_attached_with(
     if all_attached(layout, &cgroup)? {
         return Ok(AttachOutcome::AlreadyAttached);
     }
+    // A kernel without a program type, helper or attach mode meshlane needs is
+    // named for it here, instead of failing in the verifier with a log to decode.
+    features::require_all()?;
     let mut attached = Vec::new();
     for object in OBJECTS {
         attached.extend(load_and_attach(object, layout, &cgroup, map_attach)?);

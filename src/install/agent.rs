@@ -20,10 +20,12 @@ use std::time::Duration;
 
 use crate::datapath::cgroup::{host_cgroup2_root, Cgroup};
 use crate::datapath::counters::read_counters;
+use crate::datapath::features;
 use crate::datapath::loader::{
     map_program_attachment, pinned_link_cgroup, MAP_PROGRAMS, NODE_PROGRAMS, POD_PROGRAMS,
 };
 use crate::datapath::{ensure_attached, AttachOutcome, PinLayout, PodMaps};
+use crate::policy::short_path_kernels::{node_short_path, ShortPathSwitch};
 
 use super::agent_log::{error, info, warn};
 use super::cluster::Cluster;
@@ -52,6 +54,8 @@ struct Node {
     errors: Arc<ErrorCounts>,
     /// Switching an older meshlane's programs to this version's (issue 6).
     upgrade: StartupUpgrade,
+    /// What this kernel lacks (probed once at start): the agent is never ready.
+    kernel_problem: Option<String>,
 }
 
 impl Node {
@@ -86,10 +90,15 @@ impl Node {
         let (attached, pod_programs) = self.programs();
         let expected = NODE_PROGRAMS.len() as u64;
         let upgrade = self.upgrade.problem();
-        if chain && attached == expected && pod_programs && upgrade.is_none() {
+        if chain
+            && attached == expected
+            && pod_programs
+            && upgrade.is_none()
+            && self.kernel_problem.is_none()
+        {
             return Response::text(200, "ready\n");
         }
-        let mut problems = Vec::new();
+        let mut problems: Vec<String> = self.kernel_problem.iter().cloned().collect();
         if !chain {
             problems.push(format!(
                 "meshlane's entry is not in the primary CNI config in {}",
@@ -255,6 +264,10 @@ impl Agent {
     }
 
     fn reconcile_programs(&mut self) {
+        if self.node.kernel_problem.is_some() {
+            // Said once at start; loading would only fail the same way.
+            return;
+        }
         let (attached, pod_programs) = self.node.programs();
         if attached == NODE_PROGRAMS.len() as u64 && pod_programs {
             if self.memory.programs_ok != Some(true) {
@@ -327,6 +340,29 @@ impl Agent {
     }
 }
 
+/// Probes the kernel for every feature meshlane needs (the same probes and
+/// message as `meshlane precheck` and the plugin's code 103), and says once what
+/// the short path does on it.
+fn check_kernel(settings: &InstallSettings) -> Option<String> {
+    let release = features::kernel_release();
+    if let Some(missing) = features::first_missing(&release) {
+        error(
+            "this kernel cannot run meshlane; not ready",
+            &[("error", &missing)],
+        );
+        return Some(missing.to_string());
+    }
+    let switch =
+        ShortPathSwitch::from_setting(settings.plugin.get("shortPath").and_then(|v| v.as_bool()));
+    let short_path = node_short_path(switch, &release);
+    let state = if short_path.on { "on" } else { "off" };
+    info(
+        &format!("short path {state}"),
+        &[("kernel", &release), ("why", &short_path.reason)],
+    );
+    None
+}
+
 fn start_log_tail(path: PathBuf, errors: Arc<ErrorCounts>) {
     let spawned = std::thread::Builder::new()
         .name("log-tail".into())
@@ -362,6 +398,7 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
             ("entry", &entry.value()),
         ],
     );
+    let kernel_problem = check_kernel(&settings);
     let errors = Arc::new(ErrorCounts::default());
     let node = Arc::new(Node {
         conf_dir: settings.cni_conf_dir.clone(),
@@ -371,6 +408,7 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
         cgroup,
         errors: errors.clone(),
         upgrade: StartupUpgrade::default(),
+        kernel_problem,
     });
     let mut agent = Agent {
         settings,

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::query::ProgInfoIter;
-use libbpf_rs::{Link, ProgramType};
+use libbpf_rs::Link;
 
 use crate::datapath::bpffs::is_on_bpffs;
 use crate::datapath::cgroup::Cgroup;
+use crate::datapath::features::{self, MissingFeature, Presence};
 use crate::datapath::loader::NODE_PROGRAMS;
 use crate::datapath::PinLayout;
+use crate::policy::short_path_kernels::{kernel_series, node_short_path, ShortPathSwitch};
 
 /// The oldest kernel meshlane supports (netns cookies in every program type it
 /// uses, cgroup and netns links, sk_lookup).
@@ -60,16 +62,28 @@ fn check(
 
 /// `6.18.44-fc-v595` → (6, 18).
 pub fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
+    kernel_series(release)
 }
+
+/// The oldest kernel series meshlane's test suites ran on (docs/kernels.md).
+pub const OLDEST_TESTED: (u32, u32) = (6, 1);
 
 pub fn kernel_check(release: &str) -> Check {
     let release = release.trim();
     match parse_kernel_release(release) {
-        Some(version) if version >= MIN_KERNEL => check("kernel", Verdict::Ok, release, None),
+        Some(version) if version >= OLDEST_TESTED => {
+            check("kernel", Verdict::Ok, release, None)
+        }
+        Some(version) if version >= MIN_KERNEL => check(
+            "kernel",
+            Verdict::Warn,
+            format!(
+                "{release} is untested: meshlane's test suites ran on {}.{} and later \
+                 (docs/kernels.md); the checks below say whether it has what meshlane needs",
+                OLDEST_TESTED.0, OLDEST_TESTED.1
+            ),
+            Some("run scripts/kernels.sh on this kernel, or use a tested one"),
+        ),
         Some(_) => check(
             "kernel",
             Verdict::Fail,
@@ -136,121 +150,72 @@ fn bpffs_check(pin_root: &Path) -> Check {
     }
 }
 
-/// Program types meshlane loads, and what each is for.
-const PROGRAM_TYPES: [(ProgramType, &str, &str); 5] = [
-    (
-        ProgramType::CgroupSockAddr,
-        "cgroup_sock_addr",
-        "outbound capture (connect4/6)",
-    ),
-    (
-        ProgramType::CgroupSockopt,
-        "cgroup_sockopt",
-        "SO_ORIGINAL_DST answers",
-    ),
-    (
-        ProgramType::SockOps,
-        "sock_ops",
-        "connection tracking, short path",
-    ),
-    (ProgramType::SkLookup, "sk_lookup", "inbound capture"),
-    (
-        ProgramType::SkMsg,
-        "sk_msg",
-        "the short path between local sockets",
-    ),
-];
+/// What to do when the kernel lacks a program type, helper or attach mode.
+const FEATURE_FIX: &str = "run a kernel of 5.15 or later with CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF and CONFIG_BPF_STREAM_PARSER, as root (or CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN + CAP_PERFMON)";
 
-/// Helpers meshlane calls, by the program type that calls them.
-const HELPERS: [(ProgramType, &str, u32, &str); 7] = [
-    (
-        ProgramType::CgroupSockAddr,
-        "get_netns_cookie",
-        libbpf_sys::BPF_FUNC_get_netns_cookie,
-        "finding the pod of a socket",
-    ),
-    (
-        ProgramType::CgroupSockAddr,
-        "sk_storage_get",
-        libbpf_sys::BPF_FUNC_sk_storage_get,
-        "remembering the original destination",
-    ),
-    (
-        ProgramType::CgroupSockopt,
-        "get_netns_cookie",
-        libbpf_sys::BPF_FUNC_get_netns_cookie,
-        "answering SO_ORIGINAL_DST",
-    ),
-    (
-        ProgramType::SockOps,
-        "get_netns_cookie",
-        libbpf_sys::BPF_FUNC_get_netns_cookie,
-        "keying loopback connections",
-    ),
-    (
-        ProgramType::SockOps,
-        "sock_hash_update",
-        libbpf_sys::BPF_FUNC_sock_hash_update,
-        "the short path and inbound listeners",
-    ),
-    (
-        ProgramType::SkLookup,
-        "sk_assign",
-        libbpf_sys::BPF_FUNC_sk_assign,
-        "steering inbound to the proxy",
-    ),
-    (
-        ProgramType::SkMsg,
-        "msg_redirect_hash",
-        libbpf_sys::BPF_FUNC_msg_redirect_hash,
-        "the short path",
-    ),
-];
-
-fn probe_checks() -> Vec<Check> {
-    let fix = "run a kernel of 5.15 or later with CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF and CONFIG_BPF_STREAM_PARSER, as root (or CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN)";
-    let mut checks = Vec::new();
-    for (program_type, name, purpose) in PROGRAM_TYPES {
-        let label = format!("program type {name}");
-        checks.push(match program_type.is_supported() {
-            Ok(true) => check(label, Verdict::Ok, purpose, None),
-            Ok(false) => check(
-                label,
+/// One line per feature of `features::REQUIRED`; a missing one says exactly what
+/// the plugin's ADD (code 103) and the agent's readiness say.
+fn feature_checks(release: &str) -> Vec<Check> {
+    let mut checks: Vec<Check> = features::REQUIRED
+        .iter()
+        .map(|feature| match features::probe(feature) {
+            Presence::Present => check(feature.name, Verdict::Ok, feature.needed_for, None),
+            Presence::Missing => check(
+                feature.name,
                 Verdict::Fail,
-                format!("not supported; needed for {purpose}"),
-                Some(fix),
+                MissingFeature::new(release, feature).to_string(),
+                Some(FEATURE_FIX),
             ),
-            Err(err) => check(
-                label,
+            Presence::Unknown(err) => check(
+                feature.name,
                 Verdict::Fail,
                 format!("probe failed: {err}"),
-                Some(fix),
+                Some(FEATURE_FIX),
             ),
-        });
-    }
-    for (program_type, helper, id, purpose) in HELPERS {
-        let type_name = PROGRAM_TYPES
-            .iter()
-            .find(|(t, _, _)| *t == program_type)
-            .map_or("?", |(_, n, _)| n);
-        let label = format!("helper {helper} in {type_name}");
-        checks.push(match program_type.is_helper_supported(id) {
-            Ok(true) => check(label, Verdict::Ok, purpose, None),
-            Ok(false) => check(
-                label,
-                Verdict::Fail,
-                format!("not available; needed for {purpose}"),
-                Some(fix),
-            ),
-            Err(err) => check(
-                label,
-                Verdict::Fail,
-                format!("probe failed: {err}"),
-                Some(fix),
-            ),
-        });
-    }
+        })
+        .collect();
+    let link = &features::SK_MSG_LINK;
+    checks.push(match features::probe(link) {
+        Presence::Present => check(
+            link.name,
+            Verdict::Ok,
+            "the short path's program is pinned as a link",
+            None,
+        ),
+        Presence::Missing => check(
+            link.name,
+            Verdict::Ok,
+            "not in this kernel (6.10+): the short path's program is attached to the map instead",
+            None,
+        ),
+        Presence::Unknown(err) => check(
+            link.name,
+            Verdict::Warn,
+            format!("probe failed: {err}; the program would be attached to the map"),
+            None,
+        ),
+    });
     checks
+}
+
+/// The short path's default on this kernel (`shortPath` unset).
+fn short_path_check(release: &str) -> Check {
+    let default = node_short_path(ShortPathSwitch::ByKernel, release);
+    if default.on {
+        check(
+            "short path default",
+            Verdict::Ok,
+            format!("on: {}", default.reason),
+            None,
+        )
+    } else {
+        check(
+            "short path default",
+            Verdict::Warn,
+            format!("off: {}", default.reason),
+            Some("leave it off (capture works without it), or set shortPath: true (MESHLANE_SHORT_PATH=true) after running the short-path suite on this kernel (scripts/kernels.sh)"),
+        )
+    }
 }
 
 /// The cgroup hooks meshlane attaches to (now or with DNS capture).
@@ -353,7 +318,7 @@ fn conflict_checks(cgroup_path: &Path, layout: &PinLayout) -> Vec<Check> {
 
 /// Every check, in the order an operator would fix them.
 pub fn run_all(pin_root: &Path, cgroup: Result<PathBuf, String>) -> Vec<Check> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = features::kernel_release();
     let mut checks = vec![kernel_check(&release), btf_check()];
     match &cgroup {
         Ok(path) => checks.push(cgroup_check(path)),
@@ -365,7 +330,8 @@ pub fn run_all(pin_root: &Path, cgroup: Result<PathBuf, String>) -> Vec<Check> {
         )),
     }
     checks.push(bpffs_check(pin_root));
-    checks.extend(probe_checks());
+    checks.extend(feature_checks(&release));
+    checks.push(short_path_check(&release));
     if let Ok(path) = &cgroup {
         checks.extend(conflict_checks(path, &PinLayout::new(pin_root)));
     }
@@ -390,8 +356,13 @@ mod tests {
         assert_eq!(parse_kernel_release("6.18.44-fc-v595"), Some((6, 18)));
         assert_eq!(parse_kernel_release("5.15.0-91-generic\n"), Some((5, 15)));
         assert_eq!(parse_kernel_release("garbage"), None);
-        assert_eq!(kernel_check("5.15.0").verdict, Verdict::Ok);
+        assert_eq!(kernel_check("5.15.0").verdict, Verdict::Warn);
+        assert!(kernel_check("5.15.0").detail.contains("untested"));
         assert_eq!(kernel_check("6.1.0-17-amd64").verdict, Verdict::Ok);
+        assert_eq!(
+            kernel_check("6.12.118+deb12-cloud-amd64").verdict,
+            Verdict::Ok
+        );
         assert_eq!(kernel_check("5.10.0-28-amd64").verdict, Verdict::Fail);
         assert_eq!(kernel_check("4.19.0").verdict, Verdict::Fail);
         assert_eq!(kernel_check("").verdict, Verdict::Warn);

@@ -94,7 +94,7 @@ pub const POD_SPEC_LOOKUP: Setting = setting(
 pub const SHORT_PATH: Setting = setting(
     "short-path",
     "MESHLANE_SHORT_PATH",
-    "sockmap short path between local sockets: true or false",
+    "sockmap short path between local sockets: true or false (default: on where the kernel series is proven, docs/kernels.md)",
 );
 pub const TAIL_LOG: Setting = setting(
     "tail-log",

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use crate::datapath::DEFAULT_PIN_ROOT;
 use crate::log::Level;
 use crate::policy::pod_capture::{ISTIO_PROXY_GID, ISTIO_PROXY_UID};
+use crate::policy::short_path_kernels::ShortPathSwitch;
 use crate::policy::CaptureMode;
 
 pub const DEFAULT_LOG_FILE: &str = "/var/log/meshlane/cni.log";
@@ -57,8 +58,9 @@ pub const KEYS: [(&str, &str); 12] = [
     ("logLevel", "debug, info (default), warn or error"),
     (
         "shortPath",
-        "sockmap short path between sidecars on the node (default true; per pod: the \
-         annotation meshlane.io/short-path: \"false\" or \"app\")",
+        "sockmap short path between sidecars on the node: true (on), false (off); unset: on \
+         where the kernel series is proven (docs/kernels.md); per pod: the annotation \
+         meshlane.io/short-path: \"false\" or \"app\"",
     ),
 ];
 
@@ -89,7 +91,8 @@ pub struct PluginConfig {
     pub pod_spec_lookup: PodSpecLookup,
     pub log_file: Option<PathBuf>,
     pub log_level: Level,
-    pub short_path: bool,
+    /// Absent: on where the kernel series is proven.
+    pub short_path: ShortPathSwitch,
 }
 
 impl Default for PluginConfig {
@@ -106,7 +109,7 @@ impl Default for PluginConfig {
             pod_spec_lookup: PodSpecLookup::default(),
             log_file: Some(PathBuf::from(DEFAULT_LOG_FILE)),
             log_level: Level::Info,
-            short_path: true,
+            short_path: ShortPathSwitch::ByKernel,
         }
     }
 }
@@ -156,7 +159,9 @@ impl PluginConfig {
                         )
                     })?;
                 }
-                "shortPath" => config.short_path = boolean(key, value)?,
+                "shortPath" => {
+                    config.short_path = ShortPathSwitch::from_setting(Some(boolean(key, value)?))
+                }
                 _ => {
                     let known: Vec<&str> = KEYS.iter().map(|(name, _)| *name).collect();
                     return Err(bad(
@@ -253,6 +258,7 @@ mod tests {
         assert_eq!(config, PluginConfig::default());
         assert_eq!(config.capture, CaptureMode::Istio);
         assert_eq!(config.exclude_namespaces, vec!["kube-system"]);
+        assert_eq!(config.short_path, ShortPathSwitch::ByKernel);
     }
 
     #[test]
@@ -291,7 +297,11 @@ mod tests {
         assert_eq!(config.pod_spec_lookup, PodSpecLookup::Always);
         assert_eq!(config.log_file, Some(PathBuf::from("/tmp/t/cni.log")));
         assert_eq!(config.log_level, Level::Debug);
-        assert!(!config.short_path);
+        assert_eq!(config.short_path, ShortPathSwitch::Off);
+        assert_eq!(
+            parse(json!({"shortPath": true})).unwrap().short_path,
+            ShortPathSwitch::On
+        );
         assert_eq!(parse(json!({"logFile": ""})).unwrap().log_file, None);
         assert_eq!(
             parse(json!({"excludeNamespaces": []}))

@@ -16,19 +16,36 @@ pub fn del(request: &AttachmentRequest) -> Result<(), CniError> {
     }
     let _lock = RootLock::exclusive(context.layout.root())?;
     let maps = PodMaps::open(&context.layout)?;
-    forget_attachment(&maps, &attachment_key(request))
+    if !forget_attachment(&maps, &attachment_key(request))? {
+        // Runtimes repeat DEL (containerd at StopPodSandbox and again at
+        // RemovePodSandbox, by then with the netns gone): one line per call.
+        log_info!(
+            "nothing to release (not captured, or released already; netns {})",
+            netns_state(request.netns.as_deref())
+        );
+    }
+    Ok(())
+}
+
+fn netns_state(netns: Option<&std::path::Path>) -> &'static str {
+    match netns {
+        None => "not given",
+        Some(path) if path.exists() => "present",
+        Some(_) => "gone",
+    }
 }
 
 /// Removes one attachment, and its pod's records once no attachment is left.
-pub fn forget_attachment(maps: &PodMaps, key: &AttachmentKey) -> Result<(), CniError> {
+/// Returns whether there was one.
+pub fn forget_attachment(maps: &PodMaps, key: &AttachmentKey) -> Result<bool, CniError> {
     let Some(attachment) = maps.attachment(key)? else {
-        return Ok(());
+        return Ok(false);
     };
     maps.remove_attachment(key)?;
     if forget_netns_if_unused(maps, attachment.netns_cookie)? {
         log_info!("released netns cookie {}", attachment.netns_cookie);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Removes a netns's pod records if no attachment references it any more; when

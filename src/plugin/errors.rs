@@ -38,7 +38,9 @@ fn datapath_code(err: &DatapathError) -> CniError {
             DatapathError::NotCgroup2 { .. } | DatapathError::CgroupMismatch { .. } => {
                 CniError::config("cgroupPath", err)
             }
-            DatapathError::NoCgroup2Mount => CniError::kernel_unsupported(err.to_string()),
+            DatapathError::NoCgroup2Mount | DatapathError::KernelFeature(_) => {
+                CniError::kernel_unsupported(err.to_string())
+            }
             DatapathError::Lock { .. } => CniError::try_again(err.to_string()),
             DatapathError::OpenMap { .. }
             | DatapathError::MapAccess { .. }
@@ -57,5 +59,24 @@ fn datapath_code(err: &DatapathError) -> CniError {
             | DatapathError::ProgramQuery { .. }
             | DatapathError::Replace { .. } => CniError::datapath(err.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::ErrorCode;
+    use crate::datapath::features::{MissingFeature, REQUIRED};
+
+    #[test]
+    fn a_missing_kernel_feature_is_code_103_with_precheck_s_message() {
+        let missing = MissingFeature::new("5.10.0-28-cloud-amd64", &REQUIRED[3]);
+        let cni = CniError::from(DatapathError::KernelFeature(missing.clone()));
+        assert_eq!(cni.code, ErrorCode::KernelUnsupported);
+        assert_eq!(cni.code.value(), 103);
+        // The same words as `meshlane precheck` and the agent's /readyz, no log.
+        assert_eq!(cni.msg, missing.to_string());
+        assert!(cni.details.is_empty());
+        assert!(cni.msg.contains("program type sk_lookup"), "{}", cni.msg);
     }
 }

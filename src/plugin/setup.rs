@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use crate::cni::CniError;
+use crate::datapath::features;
 use crate::datapath::{Attachment, AttachmentKey, PodEntries, PodMaps};
 use crate::log_warn;
 use crate::netns::{self, NetnsFacts};
@@ -14,6 +15,7 @@ use crate::policy::annotations::TrafficAnnotations;
 use crate::policy::pod_capture::{CaptureInputs, MeshSettings};
 use crate::policy::pod_meta::PodMeta;
 use crate::policy::short_path::pod_short_path;
+use crate::policy::short_path_kernels::{node_short_path, NodeShortPath};
 use crate::policy::PodCapture;
 
 use super::config::PluginConfig;
@@ -27,6 +29,8 @@ pub struct Prepared {
     /// Its own IPs (this attachment's share).
     pub ips: Vec<IpAddr>,
     capture: PodCapture,
+    /// The node-wide short path and why, for the log line.
+    node_short_path: NodeShortPath,
     netns: PathBuf,
 }
 
@@ -40,7 +44,8 @@ pub fn prepare(
     let annotations = pod.annotations.clone().unwrap_or_default();
     let traffic = TrafficAnnotations::parse(&annotations)
         .map_err(|err| CniError::config(err.annotation, &err))?;
-    let short_path = pod_short_path(config.short_path, &annotations)
+    let node_short_path = node_short_path(config.short_path, &features::kernel_release());
+    let short_path = pod_short_path(node_short_path.on, &annotations)
         .map_err(|err| CniError::config(err.annotation, &err))?;
 
     let facts = netns::inspect(netns_path, !traffic.exclude_interfaces.is_empty())?;
@@ -70,6 +75,7 @@ pub fn prepare(
         cookie: facts.cookie,
         ips,
         capture,
+        node_short_path,
         netns: netns_path.to_owned(),
     })
 }
@@ -88,6 +94,7 @@ pub fn write(maps: &PodMaps, prepared: Prepared, owner: Owner) -> Result<String,
         cookie,
         ips,
         mut capture,
+        node_short_path,
         netns: netns_path,
     } = prepared;
     if capture.capture_inbound && capture.ips.iter().any(IpAddr::is_ipv6) {
@@ -125,7 +132,7 @@ pub fn write(maps: &PodMaps, prepared: Prepared, owner: Owner) -> Result<String,
         );
         super::del::forget_netns_if_unused(maps, old.netns_cookie)?;
     }
-    Ok(describe(&capture))
+    Ok(describe(&capture, &node_short_path))
 }
 
 /// A pod in a user namespace (`hostUsers: false`): the kernel reports its proxy's
@@ -142,16 +149,18 @@ fn refuse_user_namespaces(facts: &NetnsFacts, netns: &Path) -> Result<(), CniErr
     Ok(())
 }
 
-fn describe(capture: &PodCapture) -> String {
+fn describe(capture: &PodCapture, node: &NodeShortPath) -> String {
     let ips: Vec<String> = capture.ips.iter().map(IpAddr::to_string).collect();
     format!(
-        "pod IPs {}, proxy {}:{}, inbound {}, dns {}, short path {:?}",
+        "pod IPs {}, proxy {}:{}, inbound {}, dns {}, short path {:?} (node-wide {}: {})",
         ips.join(","),
         capture.proxy_uid,
         capture.proxy_gid,
         capture.capture_inbound,
         capture.capture_dns,
-        capture.short_path
+        capture.short_path,
+        if node.on { "on" } else { "off" },
+        node.reason
     )
 }
 

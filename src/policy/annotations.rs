@@ -1,5 +1,5 @@
 //! Istio's `traffic.sidecar.istio.io/*` annotations, with Istio's defaults and
-//! meaning (ISTIO-CAPTURE.md, "Annotations"). Lists are comma separated, spaces
+//! meaning (docs/istio-capture.md, "Annotations"). Lists are comma separated, spaces
 //! allowed; a bad value is an error naming the annotation and the value.
 
 use std::collections::{BTreeMap, BTreeSet};

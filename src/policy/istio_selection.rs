@@ -1,5 +1,5 @@
-//! Istio's decision of which pods a CNI plugin captures (ISTIO-CAPTURE.md, "Pod
-//! selection"), in the order Istio's own CNI plugin applies it. Facts that live only
+//! Istio's decision of which pods a CNI plugin captures (docs/istio-capture.md, "Which
+//! pods", S1–S7), in the order Istio's own CNI plugin applies it. Facts that live only
 //! in the pod spec are used when the API provided them; from annotations alone the
 //! `sidecar.istio.io/status` annotation tells what the injector added.
 

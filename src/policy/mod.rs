@@ -8,6 +8,7 @@ pub mod pod_capture;
 pub mod pod_meta;
 pub mod selection;
 pub mod short_path;
+pub mod short_path_kernels;
 
 pub use cidr::Cidr;
 pub use pod_capture::{CidrSelection, PodCapture, PortSelection};

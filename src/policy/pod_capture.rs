@@ -8,7 +8,7 @@ use super::cidr::Cidr;
 use super::pod_meta::PodSpecFacts;
 pub use super::short_path::ShortPath;
 
-/// Istio's sidecar ports and identity (ISTIO-CAPTURE.md, "Constants").
+/// Istio's sidecar ports and identity (docs/istio-capture.md, "Ports and identities").
 pub const ISTIO_PROXY_UID: u32 = 1337;
 pub const ISTIO_PROXY_GID: u32 = 1337;
 pub const OUTBOUND_PORT: u16 = 15001;

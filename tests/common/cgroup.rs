@@ -145,6 +145,15 @@ pub fn kill_and_remove(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Removes the cgroups below `root` (inclusive), deepest first, without
+/// killing: for v1 hierarchies, whose processes die through their cgroup2 twin.
+pub fn remove_dirs_deepest_first(root: &Path) -> Result<(), String> {
+    for cgroup in subtree_deepest_first(root) {
+        rmdir_with_retry(&cgroup)?;
+    }
+    Ok(())
+}
+
 /// rmdir can report EBUSY for a moment after the last process left.
 fn rmdir_with_retry(cgroup: &Path) -> Result<(), String> {
     let deadline = Instant::now() + DRAIN_TIMEOUT;

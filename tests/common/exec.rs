@@ -27,6 +27,22 @@ impl Finished {
     }
 }
 
+/// Runs a command that must succeed and returns its stdout; panics with its
+/// output otherwise.
+pub fn run_ok(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("running {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Spawns `cmd` with piped stdin (fed `stdin`), stdout and stderr, and waits up to
 /// `timeout`; on timeout the process is SIGKILLed and `timed_out` set.
 pub fn run_with_timeout(

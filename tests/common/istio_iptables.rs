@@ -6,8 +6,8 @@
 //! defaults), the proxy's UID/GID, and the proxy's `ISTIO_META_DNS_CAPTURE` and
 //! `ISTIO_DUAL_STACK`. Written from Istio's `tools/istio-iptables/pkg/capture/run.go`
 //! and `cni/pkg/plugin/sidecar_redirect.go` (istio/istio master, commit 86c9f01): the chains, the order of
-//! the rules and the quirks are Istio's, including the ones ISTIO-CAPTURE.md does
-//! not mention (see the notes on each step below).
+//! the rules and the quirks are Istio's, including the ones docs/istio-capture.md marks
+//! as found by the differential test (see the notes on each step below).
 //!
 //! Not covered (no parity row needs them): TPROXY, exclude/reroute interfaces,
 //! `INVALID_DROP`, owner-group filters, DNS capture of listed servers only.

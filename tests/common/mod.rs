@@ -39,10 +39,13 @@ pub mod bpffs;
 pub mod cgroup;
 pub mod chain;
 pub mod conflist;
+pub mod cri_node;
 pub mod envoy;
 pub mod envoy_config;
 pub mod exec;
 pub mod istio_iptables;
+pub mod kernel;
+pub mod kube_cluster;
 pub mod landing;
 pub mod mountinfo;
 pub mod names;
@@ -54,7 +57,9 @@ pub mod probe;
 pub mod process;
 pub mod script;
 pub mod sweep;
+pub mod timing;
 pub mod tmpdir;
+pub mod variant;
 
 // The short paths test authors use; each binary uses only some of them.
 #[allow(unused_imports)]

@@ -57,6 +57,14 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
         .map(|m| m.mount_point)
 }
 
+/// Every cgroup mount: the cgroup2 one, and on hybrid hosts each v1 hierarchy.
+pub fn cgroup_mounts() -> Vec<Mount> {
+    mounts()
+        .into_iter()
+        .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
+        .collect()
+}
+
 /// Mount points whose path starts with `prefix` (a string prefix, so
 /// `/tmp/meshlane-test-12-` matches every instance of PID 12), deepest first.
 pub fn mounts_under(prefix: &str) -> Vec<PathBuf> {

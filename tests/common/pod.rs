@@ -379,7 +379,8 @@ fn random_hex(len: usize) -> String {
     out
 }
 
-fn uuid_like() -> String {
+/// A random ID in the form of a Kubernetes UID.
+pub fn uuid_like() -> String {
     let hex = random_hex(32);
     format!(
         "{}-{}-{}-{}-{}",

@@ -19,7 +19,15 @@ pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 
 /// The binary under test.
 pub fn meshlane_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_meshlane"))
+    match option_env!("CARGO_BIN_EXE_meshlane") {
+        Some(path) => PathBuf::from(path),
+        // An example using the harness (examples/node.rs) runs from
+        // target/<profile>/examples/, next to the binary's directory.
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("meshlane")))
+            .expect("the path of the running example"),
+    }
 }
 
 /// Envoy: `$MESHLANE_ENVOY`, else where `scripts/deps.sh` puts it. Not under
@@ -37,6 +45,21 @@ pub fn cni_plugin_dir() -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|dir| dir.join("bridge").is_file())
+}
+
+/// A tool of the venv `scripts/deps.sh` makes under target/tools (kubectl,
+/// kubernetes-validate, its python with PyYAML); missing, the test fails.
+pub fn venv_tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("MESHLANE_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/tools")));
+    let path = dir.join("venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: install the manifest tools with `sudo scripts/deps.sh`",
+        path.display()
+    );
+    path
 }
 
 pub fn python() -> PathBuf {

@@ -55,6 +55,17 @@ pub fn sweep_leftovers() -> SweepReport {
             report.record(what, cgroup::kill_and_remove(&dir));
         }
     }
+    // A containerd node's children of the v1 hierarchies (hybrid hosts); their
+    // processes died with the cgroup2 twin above.
+    for mount in mountinfo::cgroup_mounts() {
+        if mount.fstype == "cgroup2" {
+            continue;
+        }
+        for dir in dead_entries(&mount.mount_point) {
+            let what = format!("cgroup {}", dir.display());
+            report.record(what, cgroup::remove_dirs_deepest_first(&dir));
+        }
+    }
 
     for name in netns::list_named(NETNS_PREFIX) {
         if is_dead_leftover(&name) {

@@ -22,7 +22,9 @@
       (half-close) and, with --expect-echo, reads the echo to EOF and compares
       SHA-256. --rst closes with SO_LINGER 0 right after sending (an RST). Prints one
       JSON line: {"results": [{"sent", "sent_sha256", "echo_bytes", "echo_sha256",
-      "echo_ok", "error", "tcp": {TCP_INFO counters of the client socket}}]}.
+      "echo_ok", "error", "longest_stall_s", "tcp": {TCP_INFO counters of the client
+      socket}}]}. longest_stall_s is the longest time, from connect to the end, in
+      which the connection moved no byte either way (a stalled transfer).
 
 Addresses are "ip:port" or "[ip6]:port".
 """
@@ -165,12 +167,34 @@ def chunk_sizes(total, how, rng):
         sent += size
 
 
+class Progress:
+    """The longest time a connection went without moving a byte either way."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+        self.longest = 0.0
+
+    def tick(self):
+        with self.lock:
+            now = time.monotonic()
+            self.longest = max(self.longest, now - self.last)
+            self.last = now
+
+    def restart(self):
+        """After a pause of our own, which is no stall."""
+        with self.lock:
+            self.last = time.monotonic()
+
+
 def send_one(index, args, results):
     rng = random.Random(index)
     payload = (seeded_payload(args.seed + index, args.bytes) if args.seed is not None
                else os.urandom(args.bytes))
     out = {"sent": 0, "sent_sha256": hashlib.sha256(payload).hexdigest(), "echo_bytes": 0,
-           "echo_sha256": None, "echo_ok": None, "error": None, "tcp": None}
+           "echo_sha256": None, "echo_ok": None, "error": None, "longest_stall_s": None,
+           "tcp": None}
+    progress = Progress()
     host, port = split_host_port(args.to)
     echo = {"digest": hashlib.sha256(), "bytes": 0, "error": None}
     sock = socket.socket(family_of(host), socket.SOCK_STREAM)
@@ -179,6 +203,7 @@ def send_one(index, args, results):
             sock.bind(split_host_port(args.bind))
         sock.settimeout(60)
         sock.connect((host, port))
+        progress.tick()  # the clock starts at connect
 
         def read_echo():
             try:
@@ -186,6 +211,7 @@ def send_one(index, args, results):
                     data = sock.recv(READ_MAX)
                     if not data:
                         return
+                    progress.tick()
                     echo["digest"].update(data)
                     echo["bytes"] += len(data)
             except OSError as err:
@@ -207,14 +233,17 @@ def send_one(index, args, results):
                         except BlockingIOError:
                             # The socket has a timeout, so it is non-blocking underneath.
                             select.select([], [sock], [], 60)
+                    progress.tick()
                     out["sent"] = offset + size
         else:
             view = memoryview(payload)
             for offset, size in chunk_sizes(args.bytes, args.chunk, rng):
                 sock.sendall(view[offset:offset + size])
+                progress.tick()
                 out["sent"] = offset + size
                 if args.pause_ms:
                     time.sleep(args.pause_ms / 1000)
+                    progress.restart()
         if args.rst:
             out["tcp"] = tcp_info(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -228,6 +257,8 @@ def send_one(index, args, results):
             out["echo_sha256"] = echo["digest"].hexdigest()
             out["echo_ok"] = out["echo_sha256"] == out["sent_sha256"]
             out["error"] = echo["error"] or ("echo reader hung" if reader.is_alive() else None)
+        progress.tick()
+        out["longest_stall_s"] = round(progress.longest, 3)
         out["tcp"] = tcp_info(sock)
     except OSError as err:
         out["error"] = f"{type(err).__name__}: {err}"

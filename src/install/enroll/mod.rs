@@ -7,6 +7,7 @@
 //! records ADD writes (see `plugin::setup`). Pods meshlane already has a record
 //! of are never touched.
 
+mod listeners;
 mod procfs;
 mod rules;
 mod sandbox;
@@ -64,6 +65,8 @@ enum Outcome {
         sandbox: Sandbox,
         key: AttachmentKey,
         description: String,
+        /// The proxy's inbound listeners registered (see `listeners`).
+        listeners: Result<usize, String>,
     },
     Already(u64),
     Skipped(String),
@@ -178,7 +181,7 @@ impl Enroller {
             }
             Some(_) => {}
         }
-        match self.write(maps, pod, &sandbox, &netns_path) {
+        match self.write(maps, pod, &sandbox, processes, &netns_path) {
             Ok(outcome) => outcome,
             Err(err) => Outcome::Failed(err.to_string()),
         }
@@ -189,6 +192,7 @@ impl Enroller {
         maps: &PodMaps,
         pod: &NodePod,
         sandbox: &Sandbox,
+        processes: &[PodProcess],
         netns_path: &Path,
     ) -> Result<Outcome, CniError> {
         let facts = netns::inspect(netns_path, false)?;
@@ -225,11 +229,25 @@ impl Enroller {
             pod_name: pod.meta.name.clone(),
         };
         let description = setup::write(maps, prepared, owner)?;
+        // The proxy listens already: sockops will never see its listeners
+        // being made, so they are registered from here.
+        let listeners = match maps.pod(cookie) {
+            Ok(Some(record)) => listeners::adopt_listeners(
+                &self.layout,
+                cookie,
+                &record,
+                processes,
+                &self.proc_root,
+            ),
+            Ok(None) => Ok(0),
+            Err(err) => Err(err.to_string()),
+        };
         Ok(Outcome::Enrolled {
             cookie,
             sandbox: sandbox.clone(),
             key,
             description,
+            listeners,
         })
     }
 
@@ -244,8 +262,10 @@ impl Enroller {
                 sandbox,
                 key,
                 description,
+                listeners,
             } => {
                 report.enrolled += 1;
+                let adopted = listeners.clone().unwrap_or_default();
                 info(
                     "enrolled a running pod",
                     &[
@@ -254,8 +274,16 @@ impl Enroller {
                         ("sandbox", &key.container_id),
                         ("ifname", &key.ifname),
                         ("capture", description),
+                        ("proxy_listeners", &adopted),
                     ],
                 );
+                if let Err(problem) = listeners {
+                    error(
+                        "cannot register the running proxy's inbound listeners: inbound \
+                         connections are refused until the proxy restarts",
+                        &[("pod", &id), ("error", problem)],
+                    );
+                }
                 if let Sandbox::Unknown { reason, .. } = sandbox {
                     warn(
                         "the pod's sandbox ID is unknown: its attachment is keyed by its netns \
