@@ -27,10 +27,11 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-# Fresh /run and /tmp: the machine's own (netns files, test leftovers) are not the
-# guest's. /var/run is a link to /run on Debian.
+# A fresh /run: the machine's netns files are not the guest's. /var/run is a link
+# to /run on Debian. /tmp stays the overlay's (writes land in the guest's memory):
+# the checkout under test, and with it the test executables, may live there (a CI
+# clone in /tmp), and a tmpfs would hide it.
 mount -t tmpfs -o mode=0755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
 mkdir -p /run/netns /run/lock
 # cgroup v2 only (the tests find it in /proc/self/mountinfo), bpffs, debugfs-free.
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "mount cgroup2"
@@ -45,6 +46,7 @@ for arg in $(cat /proc/cmdline); do
     esac
 done
 [[ -n "$results" ]] || fail "no ml.results= on the kernel command line"
+mkdir -p "$results"
 mount -t virtiofs results "$results" || fail "mount the virtiofs share results at $results"
 say "booted $(uname -r)"
 echo "booted $(uname -r)" >"$results/booted"
