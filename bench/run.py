@@ -30,7 +30,9 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import measure, report, sysutil  # noqa: E402
-from harness.node import CASES, INSTANCES, Node, leftovers, remove_leftovers  # noqa: E402
+from harness.node import (CASES, INSTANCES, Node, leftovers, plugin_seconds,  # noqa: E402
+                          remove_leftovers)
+import cni_chain  # noqa: E402  (scripts/lib, on the path through harness)
 from harness.sysutil import BenchError  # noqa: E402
 
 SCHEMA = "meshlane-bench/1"
@@ -289,8 +291,8 @@ class Run:
         n = self.p["setup_pods"]
         log(f"==> pod setup cost over {n} pods (meshlane ADD vs iptables-restore)")
         node = self.node
-        conflist = node.conflists["on"]
-        entry = conflist["plugins"][1]
+        chain = node.chain("on")
+        entry = chain.conflist["plugins"][1]
         add_ms, del_ms, ipt_ms, floor_ms, version_ms = [], [], [], [], []
         made = []
         try:
@@ -298,19 +300,17 @@ class Run:
                 pod = node.new_pod(f"setup-m{i}", 4, "plain", captured=True)
                 made.append(pod)
                 node.chain_add(pod)  # bridge only: the prevResult meshlane gets
-                stdin = node.plugin_stdin(conflist, entry, pod.result, pod.annotations)
-                env = node.cni_env("ADD", pod.name, pod.container_id, pod.netns)
-                _, took = node.exec_plugin("ADD", "meshlane", stdin, env)
-                add_ms.append(took * 1e3)
+                run = chain.run_plugin("ADD", entry, pod.runtime(), pod.result)
+                add_ms.append(plugin_seconds(run) * 1e3)
                 ipt = node.new_pod(f"setup-i{i}", 2, "plain", captured=False)
                 made.append(ipt)
                 ipt_ms.append(node.apply_istio_rules(ipt.netns) * 1e3)
                 # Floors, timed the same way: starting any process (/bin/true), and
                 # starting meshlane for a CNI VERSION call (no netns, no BPF).
                 floor_ms.append(node.time_process(["/bin/true"], b"") * 1e3)
-                version_env = node.cni_env("VERSION", pod.name, pod.container_id, pod.netns)
+                version_env = cni_chain.plugin_env("VERSION", pod.runtime(), chain.cni_path)
                 version_ms.append(node.time_process(
-                    [os.path.join(node.tmp, "bin", "meshlane")],
+                    [os.path.join(chain.cni_path, "meshlane")],
                     b'{"cniVersion": "1.0.0"}', env=version_env) * 1e3)
             # Every meshlane pod must be recorded: an ADD that did nothing is no figure.
             pods = node.meshlane_cli("on", "pods")[1]
@@ -320,10 +320,8 @@ class Run:
                 raise BenchError(f"meshlane has no record of {missing[:5]} after their ADD")
             for pod in made:
                 if pod.name.startswith("setup-m"):
-                    stdin = node.plugin_stdin(conflist, entry, pod.result, pod.annotations)
-                    env = node.cni_env("DEL", pod.name, pod.container_id, pod.netns)
-                    _, took = node.exec_plugin("DEL", "meshlane", stdin, env)
-                    del_ms.append(took * 1e3)
+                    run = chain.run_plugin("DEL", entry, pod.runtime(), pod.result)
+                    del_ms.append(plugin_seconds(run) * 1e3)
                     pod.conflist = "plain"
                     node.chain_del(pod)
         finally:

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Address helpers: every address is a 16-byte struct ml_addr, IPv4 mapped. */
 #ifndef MESHLANE_ADDR_H
 #define MESHLANE_ADDR_H

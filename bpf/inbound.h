@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The inbound decision of docs/istio-capture.md (cases I1–I3): does a TCP connection
  * arriving at a pod address go to the proxy's inbound listener? Shared by the

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Maps shared by every meshlane object. Each object declares the same set, pinned
  * by name under <pin root>/maps/: the first object loaded creates and pins them,

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The outbound decision of docs/istio-capture.md (cases O0–O10, and D1–D3
  * for DNS) for one TCP connect, connected UDP socket or UDP datagram made inside a

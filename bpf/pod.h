@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Lookups in a pod's settings: its port lists, CIDR lists and own addresses. */
 #ifndef MESHLANE_POD_H
 #define MESHLANE_POD_H

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The short path, sockops half (docs/shortpath.md): at ESTABLISHED, put the ends
  * of a connection between two local sockets into ml_short_tx (its sends are

@@ -96,17 +96,11 @@ usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0
 pod_netns() { printf '%s/%s-%s' "$NETNS_DIR" "$NAME" "$1"; }
 
 # The cgroup2 mount from /proc/self/mountinfo (on hybrid hosts it is
-# /sys/fs/cgroup/unified, not /sys/fs/cgroup). The filesystem type is the field
-# after the " - " separator; the number of optional fields before it varies.
-cgroup2_mount() {
-    awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") { print $5; exit } break } }' \
-        /proc/self/mountinfo
-}
+# /sys/fs/cgroup/unified, not /sys/fs/cgroup); empty if there is none.
+cgroup2_mount() { "$PYTHON" "$REPO/scripts/lib/mountinfo.py" cgroup2; }
 
 # Mount points below the demo's temp dirs, deepest first (the order umount needs).
-demo_mounts() {
-    awk -v prefix="/tmp/$NAME." 'index($5, prefix) == 1 { print $5 }' /proc/self/mountinfo | sort -r
-}
+demo_mounts() { "$PYTHON" "$REPO/scripts/lib/mountinfo.py" below "/tmp/$NAME."; }
 
 demo_tmp_dirs() {
     local dir

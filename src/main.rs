@@ -5,9 +5,9 @@ use std::io::Write;
 
 fn main() {
     let code = if std::env::var_os("CNI_COMMAND").is_some() {
-        meshlane::cni::skel::run(
+        meshlane::cni::protocol::run(
             &meshlane::plugin::Meshlane,
-            meshlane::cni::skel::process_env(),
+            meshlane::cni::protocol::process_env(),
             &mut std::io::stdin().lock(),
             &mut std::io::stdout().lock(),
         )

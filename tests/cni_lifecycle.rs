@@ -8,29 +8,14 @@
 mod common;
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::process::Command;
 use std::thread;
 
 use meshlane::datapath::attachment::UNKNOWN_SANDBOX_PREFIX;
-use meshlane::datapath::{AttachmentKey, PinLayout, PodMaps};
+use meshlane::datapath::{AttachmentKey, PodMaps};
 use serde_json::{json, Value};
 
 use common::{Pod, PodOptions, TestNode};
-
-fn captured() -> PodOptions {
-    PodOptions::new().injected()
-}
-
-fn maps(node: &TestNode) -> PodMaps {
-    PodMaps::open(&PinLayout::new(node.pin_root())).expect("meshlane's maps are pinned")
-}
-
-fn cookie_of(pod: &Pod) -> u64 {
-    meshlane::netns::inspect(pod.netns_path(), false)
-        .expect("the pod netns exists")
-        .cookie
-}
 
 fn key_of(pod: &Pod) -> AttachmentKey {
     AttachmentKey::new(pod.container_id(), "eth0")
@@ -97,7 +82,7 @@ fn expect_error(output: &common::PluginOutput, code: u64, mentions: &[&str]) {
 #[test]
 fn add_check_del_through_the_chain_writes_and_removes_the_pods_records() {
     let node = TestNode::new("life-basic");
-    let mut pod = node.add_pod("web", captured().namespace("shop"));
+    let mut pod = node.add_pod("web", PodOptions::new().injected().namespace("shop"));
 
     // meshlane hands the primary plugin's result on unchanged.
     let steps = &pod.add_output().steps;
@@ -108,8 +93,8 @@ fn add_check_del_through_the_chain_writes_and_removes_the_pods_records() {
         "prevResult must pass through"
     );
 
-    let cookie = cookie_of(&pod);
-    let maps = maps(&node);
+    let cookie = pod.netns_cookie();
+    let maps = node.maps();
     let record = maps
         .pod(cookie)
         .unwrap()
@@ -140,30 +125,26 @@ fn add_check_del_through_the_chain_writes_and_removes_the_pods_records() {
 #[test]
 fn del_succeeds_after_the_netns_is_gone_and_without_prev_result() {
     let node = TestNode::new("life-gone");
-    let mut pod = node.add_pod("a", captured());
-    let cookie = cookie_of(&pod);
-    let maps = maps(&node);
+    let mut pod = node.add_pod("a", PodOptions::new().injected());
+    let cookie = pod.netns_cookie();
+    let maps = node.maps();
     pod.remove_netns();
     pod.del();
     assert_eq!(maps.entries_of(cookie).unwrap(), 0);
 
     // cniVersion 0.3.1 chains pass no prevResult to DEL.
     let old = TestNode::builder("life-031").cni_version("0.3.1").build();
-    let mut pod = old.add_pod("a", captured());
-    let cookie = cookie_of(&pod);
+    let mut pod = old.add_pod("a", PodOptions::new().injected());
+    let cookie = pod.netns_cookie();
     pod.del();
-    assert_eq!(maps_of_root(old.pin_root()).entries_of(cookie).unwrap(), 0);
-}
-
-fn maps_of_root(root: &Path) -> PodMaps {
-    PodMaps::open(&PinLayout::new(root)).unwrap()
+    assert_eq!(old.maps().entries_of(cookie).unwrap(), 0);
 }
 
 #[test]
 fn check_fails_when_the_pods_records_are_gone() {
     let node = TestNode::new("life-check");
-    let pod = node.add_pod("a", captured());
-    maps(&node).remove_pod(cookie_of(&pod)).unwrap();
+    let pod = node.add_pod("a", PodOptions::new().injected());
+    node.maps().remove_pod(pod.netns_cookie()).unwrap();
     let check = pod.try_check();
     let error = check
         .steps
@@ -184,12 +165,12 @@ fn status_and_gc_at_cni_1_1() {
         "STATUS prints nothing on success"
     );
 
-    let keep = node.add_pod("keep", captured());
-    let mut gone = node.add_pod("gone", captured());
-    let (keep_cookie, gone_cookie) = (cookie_of(&keep), cookie_of(&gone));
+    let keep = node.add_pod("keep", PodOptions::new().injected());
+    let mut gone = node.add_pod("gone", PodOptions::new().injected());
+    let (keep_cookie, gone_cookie) = (keep.netns_cookie(), gone.netns_cookie());
     let gc = node.meshlane_gc(&[(keep.container_id(), "eth0")]);
     assert!(gc.status.success(), "GC: {gc:?}");
-    let maps = maps(&node);
+    let maps = node.maps();
     assert!(
         maps.pod(keep_cookie).unwrap().is_some(),
         "GC removed a listed attachment"
@@ -214,9 +195,9 @@ fn status_and_gc_at_cni_1_1() {
 #[test]
 fn gc_keeps_a_pod_enrolled_without_its_sandbox_id_until_its_netns_is_gone() {
     let node = TestNode::new("life-gc-enrolled");
-    let mut pod = node.add_pod("enrolled", captured());
-    let cookie = cookie_of(&pod);
-    let maps = maps(&node);
+    let mut pod = node.add_pod("enrolled", PodOptions::new().injected());
+    let cookie = pod.netns_cookie();
+    let maps = node.maps();
     // Re-key the attachment as enrollment does when the sandbox is unknown.
     let runtime_key = AttachmentKey::new(pod.container_id(), "eth0");
     let mut attachment = maps.attachment(&runtime_key).unwrap().expect("attachment");
@@ -256,7 +237,7 @@ fn gc_keeps_a_pod_enrolled_without_its_sandbox_id_until_its_netns_is_gone() {
 #[test]
 fn several_attachments_of_one_netns_share_the_pod_record() {
     let node = TestNode::new("life-multus");
-    let mut pod = node.add_pod("a", captured());
+    let mut pod = node.add_pod("a", PodOptions::new().injected());
     pod.ip(&[
         "link", "add", "net1", "type", "veth", "peer", "name", "net1peer",
     ]);
@@ -277,8 +258,8 @@ fn several_attachments_of_one_netns_share_the_pod_record() {
     let add = node.run_meshlane(&env, conf.to_string());
     assert!(add.status.success(), "{add:?}");
 
-    let cookie = cookie_of(&pod);
-    let maps = maps(&node);
+    let cookie = pod.netns_cookie();
+    let maps = node.maps();
     let ips = |maps: &PodMaps| -> std::collections::BTreeSet<IpAddr> {
         let pod = maps.pod(cookie).unwrap().expect("pod record");
         pod.ips[..usize::from(pod.ip_count)]
@@ -314,7 +295,7 @@ fn concurrent_adds_attach_each_program_once() {
     let pods: Vec<Pod> = thread::scope(|scope| {
         let handles: Vec<_> = names
             .iter()
-            .map(|name| scope.spawn(|| node.try_add_pod(name, captured())))
+            .map(|name| scope.spawn(|| node.try_add_pod(name, PodOptions::new().injected())))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -337,9 +318,9 @@ fn concurrent_adds_attach_each_program_once() {
         meshlane::datapath::loader::NODE_PROGRAMS.len(),
         "one link per node program: {attached:#?}"
     );
-    let maps = maps(&node);
+    let maps = node.maps();
     for pod in &pods {
-        assert!(maps.pod(cookie_of(pod)).unwrap().is_some());
+        assert!(maps.pod(pod.netns_cookie()).unwrap().is_some());
     }
 }
 
@@ -477,7 +458,7 @@ fn bad_inputs_are_refused_before_anything_is_written() {
     // Once something is loaded, a bad ADD still writes nothing of its pod.
     let good = meshlane_add(&node, &pod, "good-one", capture(json!({})));
     assert!(good.status.success(), "{good:?}");
-    let maps = maps(&node);
+    let maps = node.maps();
     let before = maps.attachments().unwrap().len();
     let bad = meshlane_add(
         &node,

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use meshlane::datapath::{AttachmentKey, PinLayout, PodMaps};
+use meshlane::datapath::AttachmentKey;
 use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess};
 use serde_json::{json, Value};
 
@@ -141,9 +141,7 @@ impl<'n> RunningPod<'n> {
     }
 
     fn cookie(&self) -> u64 {
-        meshlane::netns::inspect(self.pod.netns_path(), false)
-            .unwrap()
-            .cookie
+        self.pod.netns_cookie()
     }
 
     fn id(&self) -> String {
@@ -289,10 +287,6 @@ fn line_about(agent: &Agent, msg: &str, pod: &str) -> String {
         .to_owned()
 }
 
-fn maps(node: &TestNode) -> PodMaps {
-    PodMaps::open(&PinLayout::new(node.pin_root())).expect("the agent loaded the maps")
-}
-
 fn meshlane_entry(node: &TestNode) -> Value {
     let conflist: Value =
         serde_json::from_slice(&fs::read(net_d(node).join("10-bridge.conflist")).unwrap()).unwrap();
@@ -374,7 +368,7 @@ fn running_pods_are_enrolled_once_and_released_by_the_runtimes_del() {
     );
     assert!(enrolled.contains("ifname=eth0"), "{enrolled}");
     let cookie = web.cookie();
-    let maps = maps(&node);
+    let maps = node.maps();
     let record = maps.pod(cookie).unwrap().expect("web has a pod record");
     let key = AttachmentKey::new(sandbox, "eth0");
     let attachment = maps.attachment(&key).unwrap().expect("web's attachment");

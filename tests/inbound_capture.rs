@@ -11,29 +11,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::Duration;
 
-use meshlane::datapath::counters::read_counters;
-use meshlane::datapath::PinLayout;
-
 use common::{Connect, EnvoyOptions, Family, Identity, PodOptions, ProbeServer, TestNode};
 
 const APP_PORT: u16 = 8080;
 const LOG_WAIT: Duration = Duration::from_secs(10);
 
-fn captured() -> PodOptions {
-    PodOptions::new().injected()
-}
-
 fn addr(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)
-}
-
-fn counter(node: &TestNode, name: &str) -> u64 {
-    read_counters(&PinLayout::new(node.pin_root()))
-        .expect("counters readable")
-        .into_iter()
-        .find(|(counter, _)| *counter == name)
-        .unwrap_or_else(|| panic!("no counter {name}"))
-        .1
 }
 
 fn passthrough_source(ip: IpAddr) -> IpAddr {
@@ -49,8 +33,8 @@ fn full_sidecar_path(family: Family) {
     let node = TestNode::builder(&format!("in-path-{family:?}").to_lowercase())
         .dual_stack()
         .build();
-    let a = node.add_pod("a", captured());
-    let b = node.add_pod("b", captured());
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new().injected());
     let envoy_a = a.start_envoy(EnvoyOptions::new());
     let envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
     let _app_b = ProbeServer::start(&b.place(), APP_PORT, "app-b");
@@ -65,10 +49,7 @@ fn full_sidecar_path(family: Family) {
         .send("sidecar-to-sidecar")
         .identity(Identity::APP)
         .run(&a.place());
-    let reply = outcome
-        .reply
-        .clone()
-        .unwrap_or_else(|| panic!("no reply: {outcome:?}"));
+    let reply = outcome.expect_reply();
     assert_eq!(
         (reply.name.as_str(), reply.got.as_str()),
         ("app-b", "sidecar-to-sidecar")
@@ -126,7 +107,7 @@ fn a_call_from_another_pod_crosses_both_sidecars_ipv6() {
 #[test]
 fn callers_outside_the_mesh_reach_the_app_through_envoy_except_on_excluded_ports() {
     let node = TestNode::builder("in-outside").dual_stack().build();
-    let b = node.add_pod("b", captured());
+    let b = node.add_pod("b", PodOptions::new().injected());
     let envoy = b.start_envoy(EnvoyOptions::new().with_inbound());
     let _app = ProbeServer::start(&b.place(), APP_PORT, "app-b");
     let _status = ProbeServer::start(&b.place(), 15020, "status-b");
@@ -158,7 +139,7 @@ fn callers_outside_the_mesh_reach_the_app_through_envoy_except_on_excluded_ports
         2,
         "an excluded port went through Envoy"
     );
-    assert!(counter(&node, "inbound_bypass_port") >= 1);
+    assert!(node.counter("inbound_bypass_port") >= 1);
 }
 
 /// Fail closed: while the proxy does not listen, a captured port refuses
@@ -167,7 +148,7 @@ fn callers_outside_the_mesh_reach_the_app_through_envoy_except_on_excluded_ports
 #[test]
 fn inbound_is_refused_until_the_proxy_listens_and_resumes_after_a_restart() {
     let node = TestNode::new("in-failclosed");
-    let b = node.add_pod("b", captured());
+    let b = node.add_pod("b", PodOptions::new().injected());
     let _app = ProbeServer::start(&b.place(), APP_PORT, "app-b");
     let outside = node.outside_pods();
     let call = || {
@@ -186,7 +167,7 @@ fn inbound_is_refused_until_the_proxy_listens_and_resumes_after_a_restart() {
             .contains("ECONNREFUSED"),
         "{before:?}"
     );
-    assert!(counter(&node, "inbound_refused_no_listener") >= 1);
+    assert!(node.counter("inbound_refused_no_listener") >= 1);
 
     let envoy = b.start_envoy(EnvoyOptions::new().with_inbound());
     let reply = call().reply.expect("through Envoy once it listens");
@@ -210,7 +191,7 @@ fn inbound_is_refused_until_the_proxy_listens_and_resumes_after_a_restart() {
 #[test]
 fn any_live_reuseport_listener_takes_inbound_and_only_wildcards_register() {
     let node = TestNode::new("in-workers");
-    let b = node.add_pod("b", captured());
+    let b = node.add_pod("b", PodOptions::new().injected());
     let _app = ProbeServer::start(&b.place(), APP_PORT, "app-b");
     let outside = node.outside_pods();
     let destination = addr(b.ipv4(), APP_PORT);
@@ -227,7 +208,7 @@ fn any_live_reuseport_listener_takes_inbound_and_only_wildcards_register() {
 
     let mut first = ProbeServer::start_reuseport_original_dst(&b.place(), "0.0.0.0", 15006, "w1");
     let _second = ProbeServer::start_reuseport_original_dst(&b.place(), "0.0.0.0", 15006, "w2");
-    assert!(counter(&node, "inbound_listener_registered") >= 2);
+    assert!(node.counter("inbound_listener_registered") >= 2);
     for _ in 0..4 {
         let reply = Connect::to(destination).expect_reply(&outside);
         assert!(["w1", "w2"].contains(&reply.name.as_str()), "{reply:?}");
@@ -256,7 +237,7 @@ fn any_live_reuseport_listener_takes_inbound_and_only_wildcards_register() {
 #[test]
 fn connections_inside_the_pod() {
     let node = TestNode::builder("in-self").dual_stack().build();
-    let b = node.add_pod("b", captured());
+    let b = node.add_pod("b", PodOptions::new().injected());
     let envoy = b.start_envoy(EnvoyOptions::new().with_inbound());
     let _app = ProbeServer::start(&b.place(), APP_PORT, "app-b");
 
@@ -293,7 +274,7 @@ fn connections_inside_the_pod() {
         assert!(entry.listener.starts_with("virtualInbound"), "{entry:?}");
         assert_eq!(entry.bytes_received, "proxy-to-self\n".len() as u64);
     }
-    assert!(counter(&node, "inbound_redirected") >= 2);
+    assert!(node.counter("inbound_redirected") >= 2);
 }
 
 /// DEL removes the pod's steering at once; a new pod that gets the same address
@@ -301,7 +282,7 @@ fn connections_inside_the_pod() {
 #[test]
 fn del_removes_steering_and_a_reused_ip_is_not_steered_to_a_stale_listener() {
     let node = TestNode::new("in-reuse");
-    let mut old = node.add_pod("old", captured());
+    let mut old = node.add_pod("old", PodOptions::new().injected());
     let old_ip = old.ipv4();
     let old_envoy = old.start_envoy(EnvoyOptions::new().with_inbound());
     let _old_app = ProbeServer::start(&old.place(), APP_PORT, "old-app");
@@ -329,7 +310,12 @@ fn del_removes_steering_and_a_reused_ip_is_not_steered_to_a_stale_listener() {
     // The runtime's full DEL frees the address; the old proxy lives on.
     old.del();
     // A new captured pod with the same address.
-    let new = node.add_pod("new", captured().cni_arg("IP", &old_ip.to_string()));
+    let new = node.add_pod(
+        "new",
+        PodOptions::new()
+            .injected()
+            .cni_arg("IP", &old_ip.to_string()),
+    );
     assert_eq!(
         new.ipv4(),
         old_ip,

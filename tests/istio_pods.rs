@@ -11,22 +11,11 @@ use std::process::Command;
 
 use base64::Engine as _;
 use meshlane::datapath::abi::ml_pod_flag;
-use meshlane::datapath::{PinLayout, PodMaps};
 use serde_json::json;
 
 use common::api_server::{status_json, ApiServer, Authority, Reply, ServerOptions};
 use common::pod::INJECTED_STATUS;
 use common::{Pod, PodOptions, TestNode};
-
-fn cookie_of(pod: &Pod) -> u64 {
-    meshlane::netns::inspect(pod.netns_path(), false)
-        .expect("the pod netns exists")
-        .cookie
-}
-
-fn maps(node: &TestNode) -> PodMaps {
-    PodMaps::open(&PinLayout::new(node.pin_root())).expect("meshlane's maps are pinned")
-}
 
 fn meshlane_error(pod: &Pod) -> (u64, String) {
     let output = pod.add_output();
@@ -39,7 +28,7 @@ fn meshlane_error(pod: &Pod) -> (u64, String) {
 }
 
 fn captured(node: &TestNode, pod: &Pod) -> bool {
-    node.pin_root().exists() && maps(node).pod(cookie_of(pod)).unwrap().is_some()
+    node.pin_root().exists() && node.maps().pod(pod.netns_cookie()).unwrap().is_some()
 }
 
 #[test]
@@ -240,8 +229,8 @@ fn annotations_become_the_pods_records() {
                 "10.96.0.0/12,fd00::/8",
             ),
     );
-    let cookie = cookie_of(&pod);
-    let maps = maps(&node);
+    let cookie = pod.netns_cookie();
+    let maps = node.maps();
     let record = maps.pod(cookie).unwrap().expect("captured");
     assert_eq!(
         record.flags & ml_pod_flag::ML_POD_CAPTURE_INBOUND.0,

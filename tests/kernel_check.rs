@@ -18,66 +18,31 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use libbpf_rs::Link;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use meshlane::datapath::cgroup::Cgroup;
-use meshlane::datapath::counters::read_counters;
 use meshlane::datapath::features::{self, Presence};
 use meshlane::datapath::inbound_link::linked_cookies;
 use meshlane::datapath::loader::{
     map_program_attachment, pinned_link_cgroup, MapAttachment, MAP_PROGRAMS, NODE_PROGRAMS,
     POD_PROGRAMS,
 };
-use meshlane::datapath::{upgrade_programs, Outcome, PinLayout, PodMaps, Target, UpgradeMode};
+use meshlane::datapath::{upgrade_programs, Outcome, PinLayout, Target, UpgradeMode};
 
 use common::kernel;
-use common::prereq::python;
+use common::prereq::{python, test_tool};
 use common::timing::scaled;
 use common::variant;
-use common::{EnvoyOptions, Identity, Pod, PodOptions, Spawn, TestNode};
+use common::{EnvoyOptions, Identity, PodOptions, Spawn, TestNode};
 
 const APP_PORT: u16 = 8080;
 const PAYLOAD_BYTES: u64 = 4 << 20;
 /// The short path is proven only without stalls longer than this (docs/kernels.md).
 const MAX_STALL_SECONDS: f64 = 2.0;
-
-fn captured() -> PodOptions {
-    PodOptions::new().injected()
-}
-
-/// The short path on whatever this kernel's default (docs/kernels.md).
-fn node(name: &str) -> TestNode {
-    TestNode::builder(name)
-        .meshlane_config(|_| json!({ "shortPath": true }))
-        .build()
-}
-
-fn cookie_of(pod: &Pod) -> u64 {
-    meshlane::netns::inspect(pod.netns_path(), false)
-        .expect("the pod netns exists")
-        .cookie
-}
-
-fn counter(layout: &PinLayout, name: &str) -> u64 {
-    read_counters(layout)
-        .expect("counters readable")
-        .into_iter()
-        .find(|(counter, _)| *counter == name)
-        .unwrap_or_else(|| panic!("no counter {name}"))
-        .1
-}
-
-fn stream_script() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/tools/stream.py"
-    ))
-}
 
 /// The program the kernel runs for sockets joining `ml_short_tx` (with an
 /// sk_msg link it is the link's program).
@@ -135,9 +100,9 @@ fn the_feature_probes_find_what_this_kernel_has() {
 
 #[test]
 fn every_program_is_attached_and_replaced_in_place() {
-    let node = node("kc-programs");
-    let a = node.add_pod("a", captured());
-    let layout = PinLayout::new(node.pin_root());
+    let node = TestNode::builder("kc-programs").short_path().build();
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let layout = node.pin_layout();
     let cgroup = Cgroup::open(&node.layout().cgroup).expect("the node's cgroup");
     for program in NODE_PROGRAMS {
         assert_eq!(
@@ -150,7 +115,7 @@ fn every_program_is_attached_and_replaced_in_place() {
     for program in POD_PROGRAMS {
         assert!(layout.prog(program.pin).exists(), "{}", program.pin);
     }
-    assert_eq!(linked_cookies(&layout), vec![cookie_of(&a)]);
+    assert_eq!(linked_cookies(&layout), vec![a.netns_cookie()]);
     let attachment = map_program_attachment(&layout, &MAP_PROGRAMS[0]);
     let sk_msg_target = if kernel::has_sk_msg_links() {
         assert!(
@@ -211,16 +176,16 @@ fn every_program_is_attached_and_replaced_in_place() {
 
 #[test]
 fn envoy_both_ways_and_the_short_path_byte_exact_then_nothing_left_after_del() {
-    let node = node("kc-traffic");
-    let layout = PinLayout::new(node.pin_root());
-    let mut a = node.add_pod("a", captured());
-    let mut b = node.add_pod("b", captured());
-    let cookies = [cookie_of(&a), cookie_of(&b)];
+    let node = TestNode::builder("kc-traffic").short_path().build();
+    let layout = node.pin_layout();
+    let mut a = node.add_pod("a", PodOptions::new().injected());
+    let mut b = node.add_pod("b", PodOptions::new().injected());
+    let cookies = [a.netns_cookie(), b.netns_cookie()];
     {
         let envoy_a = a.start_envoy(EnvoyOptions::new());
         let envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
         let mut server = Spawn::new(&b.place(), python())
-            .arg(stream_script())
+            .arg(test_tool("stream.py"))
             .args(["serve", "--host", "::", "--port", &APP_PORT.to_string()])
             .arg("--echo")
             .spawn();
@@ -228,7 +193,7 @@ fn envoy_both_ways_and_the_short_path_byte_exact_then_nothing_left_after_del() {
         let destination = SocketAddr::new(b.ipv4().into(), APP_PORT);
 
         let sent = Spawn::new(&a.place(), python())
-            .arg(stream_script())
+            .arg(test_tool("stream.py"))
             .args(["send", "--to", &destination.to_string()])
             .args(["--bytes", &PAYLOAD_BYTES.to_string(), "--expect-echo"])
             .identity(Identity::APP)
@@ -265,18 +230,18 @@ fn envoy_both_ways_and_the_short_path_byte_exact_then_nothing_left_after_del() {
         assert_eq!(inbound[0].bytes_received, PAYLOAD_BYTES, "{inbound:?}");
         // Envoy A ⇄ Envoy B on the short path: the payload both ways, but for
         // stretches backpressure may send over TCP.
-        let redirected = counter(&layout, "short_path_redirected_bytes");
+        let redirected = node.counter("short_path_redirected_bytes");
         assert!(
             redirected >= PAYLOAD_BYTES,
             "{redirected} bytes redirected: {:?}",
-            read_counters(&layout)
+            node.counters()
         );
-        assert_eq!(counter(&layout, "short_path_insert_failed"), 0);
+        assert_eq!(node.counter("short_path_insert_failed"), 0);
     }
 
     a.del();
     b.del();
-    let maps = PodMaps::open(&layout).expect("meshlane's maps");
+    let maps = node.maps();
     for cookie in cookies {
         assert_eq!(
             maps.entries_of(cookie).expect("maps readable"),

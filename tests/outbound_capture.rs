@@ -15,11 +15,6 @@ use common::{Connect, EnvoyOptions, Family, Identity, PodOptions, ProbeServer, T
 const SERVER_PORT: u16 = 8080;
 const LOG_WAIT: Duration = Duration::from_secs(10);
 
-/// A pod meshlane captures (the switch until Istio's selection rules land).
-fn captured() -> PodOptions {
-    PodOptions::new().injected()
-}
-
 fn dual_stack_node(name: &str) -> TestNode {
     TestNode::builder(name).dual_stack().build()
 }
@@ -31,7 +26,7 @@ fn addr(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
 #[test]
 fn an_apps_connect_goes_through_its_envoy_to_the_right_server() {
     let node = dual_stack_node("out-v4");
-    let a = node.add_pod("a", captured());
+    let a = node.add_pod("a", PodOptions::new().injected());
     let b = node.add_pod("b", PodOptions::new());
     let envoy = a.start_envoy(EnvoyOptions::new());
     let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
@@ -41,10 +36,7 @@ fn an_apps_connect_goes_through_its_envoy_to_the_right_server() {
         .send("through-envoy")
         .identity(Identity::APP)
         .run(&a.place());
-    let reply = outcome
-        .reply
-        .clone()
-        .unwrap_or_else(|| panic!("no reply: {outcome:?}"));
+    let reply = outcome.expect_reply();
     assert_eq!(reply.name, "b", "reached the wrong server");
     assert_eq!(reply.got, "through-envoy", "bytes were changed on the way");
     // Envoy's upstream connection leaves from pod A's own address.
@@ -84,7 +76,7 @@ fn an_apps_connect_goes_through_its_envoy_to_the_right_server() {
 #[test]
 fn ipv6_connects_are_captured_to_the_ipv6_listener() {
     let node = dual_stack_node("out-v6");
-    let a = node.add_pod("a", captured());
+    let a = node.add_pod("a", PodOptions::new().injected());
     let b = node.add_pod("b", PodOptions::new());
     let envoy = a.start_envoy(EnvoyOptions::new());
     let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
@@ -95,10 +87,7 @@ fn ipv6_connects_are_captured_to_the_ipv6_listener() {
         .send("v6")
         .identity(Identity::APP)
         .run(&a.place());
-    let reply = outcome
-        .reply
-        .clone()
-        .unwrap_or_else(|| panic!("no reply: {outcome:?}"));
+    let reply = outcome.expect_reply();
     assert_eq!((reply.name.as_str(), reply.got.as_str()), ("b", "v6"));
     assert_eq!(reply.peer.ip(), IpAddr::from(a.ipv6()));
     assert_eq!(outcome.peer, Some(destination));
@@ -118,7 +107,7 @@ fn ipv6_connects_are_captured_to_the_ipv6_listener() {
 #[test]
 fn an_ipv4_mapped_destination_on_a_dual_stack_socket_is_captured_as_ipv4() {
     let node = dual_stack_node("out-mapped");
-    let a = node.add_pod("a", captured());
+    let a = node.add_pod("a", PodOptions::new().injected());
     let b = node.add_pod("b", PodOptions::new());
     // Envoy listens on IPv4 only: the mapped connect must still reach it.
     let envoy = a.start_envoy(EnvoyOptions::new().ipv4_only());
@@ -129,10 +118,7 @@ fn an_ipv4_mapped_destination_on_a_dual_stack_socket_is_captured_as_ipv4() {
         .send("mapped")
         .identity(Identity::APP)
         .run(&a.place());
-    let reply = outcome
-        .reply
-        .clone()
-        .unwrap_or_else(|| panic!("no reply: {outcome:?}"));
+    let reply = outcome.expect_reply();
     assert_eq!((reply.name.as_str(), reply.got.as_str()), ("b", "mapped"));
     assert_eq!(
         outcome.raw["peer_raw"].as_str(),
@@ -155,7 +141,7 @@ fn an_ipv4_mapped_destination_on_a_dual_stack_socket_is_captured_as_ipv4() {
 #[test]
 fn sockets_outside_mesh_pods_and_the_proxys_own_are_untouched() {
     let node = dual_stack_node("out-others");
-    let a = node.add_pod("a", captured());
+    let a = node.add_pod("a", PodOptions::new().injected());
     let b = node.add_pod("b", PodOptions::new());
     let plain = node.add_pod("plain", PodOptions::new());
     let envoy = a.start_envoy(EnvoyOptions::new());
@@ -253,7 +239,7 @@ fn sockets_outside_mesh_pods_and_the_proxys_own_are_untouched() {
 #[test]
 fn istios_own_start_up_check_passes() {
     let node = TestNode::new("out-validation");
-    let a = node.add_pod("a", captured());
+    let a = node.add_pod("a", PodOptions::new().injected());
     let outcome = common::probe::istio_validation(&a.place(), false);
     assert!(outcome.ok, "istio-validation failed: {:?}", outcome.raw);
     assert_eq!(outcome.listener, Some(15006));
@@ -279,7 +265,7 @@ fn istios_own_start_up_check_passes() {
 #[test]
 fn a_client_that_closes_before_the_proxy_accepts_keeps_its_destination() {
     let node = TestNode::new("out-fire-forget");
-    let pod = node.add_pod("a", captured());
+    let pod = node.add_pod("a", PodOptions::new().injected());
     let proxy = ProbeServer::start_original_dst_accepting_after(
         &pod.place(),
         "127.0.0.1",
@@ -318,8 +304,8 @@ fn a_client_that_closes_before_the_proxy_accepts_keeps_its_destination() {
 #[test]
 fn the_same_tuple_in_two_pods_keeps_each_pods_destination() {
     let node = TestNode::new("out-collide");
-    let a = node.add_pod("a", captured());
-    let b = node.add_pod("b", captured());
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new().injected());
     // Proxy stand-ins: A's answers late, after B's identical tuple is recorded.
     let _proxy_a = ProbeServer::start_original_dst(
         &a.place(),
@@ -334,12 +320,7 @@ fn the_same_tuple_in_two_pods_keeps_each_pods_destination() {
     // ephemeral range in each pod (a per-netns setting) both pick the same one.
     let source = "127.0.0.1:41001";
     for pod in [&a, &b] {
-        let set = std::process::Command::new("nsenter")
-            .arg(format!("--net={}", pod.netns_path().display()))
-            .args(["sysctl", "-qw", "net.ipv4.ip_local_port_range=41001 41001"])
-            .status()
-            .expect("nsenter sysctl");
-        assert!(set.success(), "narrowing the ephemeral port range");
+        pod.sysctl("net.ipv4.ip_local_port_range", "41001 41001");
     }
     let (to_a, to_b) = ("10.250.1.1:1111", "10.250.2.2:2222");
 
@@ -382,7 +363,7 @@ fn the_same_tuple_in_two_pods_keeps_each_pods_destination() {
 #[test]
 fn unrelated_getsockopt_calls_keep_working_in_a_captured_pod() {
     let node = TestNode::new("out-sockopt");
-    let a = node.add_pod("a", captured());
+    let a = node.add_pod("a", PodOptions::new().injected());
     let report = common::probe::getsockopt_passthrough(&a.place());
     assert!(
         report.ok,

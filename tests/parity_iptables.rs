@@ -36,17 +36,6 @@ use common::istio_iptables::{
 use common::landing::{self, AddressLabels, Observed, Operation, Proto};
 use common::{Identity, Pod, PodOptions, TestNode, TestProcess};
 
-/// How meshlane learns a pod's configuration. `false`: meshlane's `"capture": "all"`
-/// with its plugin defaults (and `proxyUID`/`proxyGID`); only scenarios that need
-/// nothing else run on meshlane, the others run the iptables side alone and say
-/// PENDING. `true`: `"capture": "istio"`, the pod marked as injected and configured
-/// through its annotations (plus `dnsCapture` mesh-wide), exactly as Istio does —
-/// every scenario runs. Flip it once that mode lands.
-const ISTIO_MODE: bool = true;
-
-/// `sidecar.istio.io/status` of a pod injected with the CNI plugin enabled.
-const INJECTED_STATUS: &str = r#"{"initContainers":["istio-validation"],"containers":["istio-proxy"],"volumes":[],"imagePullSecrets":[],"templates":["sidecar"]}"#;
-
 /// Addresses outside the pods, on the "world" pod (the node routes them to it):
 /// one in an included range, one in an excluded range, one in neither.
 const IN_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
@@ -126,12 +115,6 @@ impl Scenario {
     fn caller(mut self, who: Who) -> Self {
         self.extra_callers.push(who);
         self
-    }
-
-    /// Without its Istio mode, meshlane takes only its plugin defaults and the
-    /// proxy's UID/GID: annotations and DNS capture need the Istio mode.
-    fn needs_istio_mode(&self) -> bool {
-        !self.settings.annotations.is_empty() || self.settings.dns_capture
     }
 }
 
@@ -595,7 +578,7 @@ fn operations(scenario: &Scenario) -> Vec<OpSpec> {
 
 // --- the node, the world, the twins ------------------------------------------------
 
-fn node_for(scenario: &Scenario, with_meshlane: bool) -> TestNode {
+fn node_for(scenario: &Scenario) -> TestNode {
     let mut builder = TestNode::builder(&format!("parity-{}", scenario.name));
     if scenario.stack.has_v6() {
         builder = builder.dual_stack();
@@ -609,12 +592,9 @@ fn node_for(scenario: &Scenario, with_meshlane: bool) -> TestNode {
             }
         });
     }
-    if !with_meshlane {
-        return builder.without_meshlane().build();
-    }
     let settings = &scenario.settings;
     let mut keys = json!({
-        "capture": if ISTIO_MODE { "istio" } else { "all" },
+        "capture": "istio",
         "proxyUID": settings.proxy_uid,
         "proxyGID": settings.proxy_gid,
     });
@@ -627,23 +607,11 @@ fn node_for(scenario: &Scenario, with_meshlane: bool) -> TestNode {
 /// Options of a pod meshlane must capture with these settings: injected, and
 /// configured by its annotations as Istio's would be.
 fn meshlane_pod(settings: &SidecarSettings) -> PodOptions {
-    if !ISTIO_MODE {
-        return PodOptions::new();
-    }
-    let mut options = PodOptions::new().annotation("sidecar.istio.io/status", INJECTED_STATUS);
+    let mut options = PodOptions::new().injected();
     for (key, value) in &settings.annotations {
         options = options.annotation(key, value);
     }
     options
-}
-
-/// Options of a pod meshlane must leave alone.
-fn plain_pod() -> PodOptions {
-    if ISTIO_MODE {
-        PodOptions::new()
-    } else {
-        PodOptions::new().cni_arg("MESHLANE_CAPTURE", "false")
-    }
 }
 
 fn first_v4(pod: &Pod<'_>) -> Option<Ipv4Addr> {
@@ -670,7 +638,7 @@ struct World<'n> {
 
 impl<'n> World<'n> {
     fn start(node: &'n TestNode) -> World<'n> {
-        let pod = node.add_pod("world", plain_pod());
+        let pod = node.add_pod("world", PodOptions::new());
         let (v4, v6) = (first_v4(&pod), first_v6(&pod));
         // The node routes the world's extra addresses to the world pod.
         common::netns::in_netns(&node.layout().node_netns, || {
@@ -895,18 +863,17 @@ struct Seen {
     observed: Observed,
 }
 
-/// One operation in both twins (meshlane's is None while PENDING).
+/// One operation in both twins.
 struct Row {
     operation: String,
     asked: String,
     iptables: Observed,
-    meshlane: Option<Observed>,
+    meshlane: Observed,
 }
 
 fn run(scenario: Scenario) {
     let started = Instant::now();
-    let on_meshlane = ISTIO_MODE || !scenario.needs_istio_mode();
-    let node = node_for(&scenario, on_meshlane);
+    let node = node_for(&scenario);
     let subnet = node.layout().subnet_v4.clone();
     let mut settings = scenario.settings.clone();
     for value in settings.annotations.values_mut() {
@@ -914,31 +881,30 @@ fn run(scenario: Scenario) {
     }
     let world = World::start(&node);
 
-    let ipt_pod = node.add_pod("ipt", plain_pod());
+    // Not injected: meshlane leaves this twin to Istio's rules.
+    let ipt_pod = node.add_pod("ipt", PodOptions::new());
     let pod_ips: Vec<IpAddr> = ipt_pod.addresses().iter().map(|(ip, _)| *ip).collect();
     let rules = istio_iptables::generate(&settings, &pod_ips)
         .unwrap_or_else(|err| panic!("Istio would refuse {}: {err}", scenario.name));
     istio_iptables::apply(&ipt_pod.place(), &rules);
     let ipt = Twin::start(ipt_pod, settings.proxy_identity());
-    let ml = on_meshlane.then(|| {
-        let pod = node.add_pod("ml", meshlane_pod(&settings));
-        Twin::start(pod, settings.proxy_identity())
-    });
+    let ml = Twin::start(
+        node.add_pod("ml", meshlane_pod(&settings)),
+        settings.proxy_identity(),
+    );
 
     let specs = operations(&scenario);
-    let from_ml = ml.map(|ml| ml.run(&node, &world, &settings, &specs));
+    let from_ml = ml.run(&node, &world, &settings, &specs);
     let rows: Vec<Row> = ipt
         .run(&node, &world, &settings, &specs)
         .into_iter()
         .enumerate()
         .map(|(i, seen)| {
-            let meshlane = from_ml.as_ref().map(|all| {
-                assert_eq!(
-                    all[i].operation, seen.operation,
-                    "the twins ran the same operations"
-                );
-                all[i].observed.clone()
-            });
+            assert_eq!(
+                from_ml[i].operation, seen.operation,
+                "the twins ran the same operations"
+            );
+            let meshlane = from_ml[i].observed.clone();
             Row {
                 operation: seen.operation,
                 asked: seen.asked,
@@ -947,16 +913,10 @@ fn run(scenario: Scenario) {
             }
         })
         .collect();
-    report(&scenario, &rules, &rows, started, on_meshlane);
+    report(&scenario, &rules, &rows, started);
 }
 
-fn report(
-    scenario: &Scenario,
-    rules: &IstioRules,
-    rows: &[Row],
-    started: Instant,
-    on_meshlane: bool,
-) {
+fn report(scenario: &Scenario, rules: &IstioRules, rows: &[Row], started: Instant) {
     let cell = |seen: &Observed, asked: &str| seen.describe(asked);
     let width = |f: &dyn Fn(&Row) -> usize| rows.iter().map(f).max().unwrap_or(0);
     let op_width = width(&|r| r.operation.chars().count()).max(9);
@@ -983,23 +943,21 @@ fn report(
     );
     for (i, row) in rows.iter().enumerate() {
         let ipt = cell(&row.iptables, &row.asked);
-        let ml = match &row.meshlane {
-            None => "PENDING".to_string(),
-            Some(seen) if *seen == row.iptables => "=".to_string(),
-            Some(seen) if scenario.deviation.as_ref().is_some_and(|d| (d.covers)(row)) => {
-                deviation_count += 1;
-                format!("≠ {} (documented deviation)", cell(seen, &row.asked))
-            }
-            Some(seen) => {
-                mismatch_count += 1;
-                let ml = cell(seen, &row.asked);
-                let _ = writeln!(
-                    mismatches,
-                    "{:16}  {:op_width$}  {:ipt_width$}  {ml}",
-                    scenario.name, row.operation, ipt
-                );
-                format!("✗ {ml}")
-            }
+        let seen = &row.meshlane;
+        let ml = if *seen == row.iptables {
+            "=".to_string()
+        } else if scenario.deviation.as_ref().is_some_and(|d| (d.covers)(row)) {
+            deviation_count += 1;
+            format!("≠ {} (documented deviation)", cell(seen, &row.asked))
+        } else {
+            mismatch_count += 1;
+            let ml = cell(seen, &row.asked);
+            let _ = writeln!(
+                mismatches,
+                "{:16}  {:op_width$}  {:ipt_width$}  {ml}",
+                scenario.name, row.operation, ipt
+            );
+            format!("✗ {ml}")
         };
         let _ = writeln!(
             table,
@@ -1008,20 +966,15 @@ fn report(
             row.operation
         );
     }
-    let verdict = if !on_meshlane {
-        "meshlane side PENDING: needs meshlane's Istio mode (ISTIO_MODE)".to_string()
-    } else {
-        format!("{mismatch_count} mismatches")
-    };
     let _ = writeln!(
         table,
-        "=== parity {}: {} operations, {verdict}, {:.1}s ===",
+        "=== parity {}: {} operations, {mismatch_count} mismatches, {:.1}s ===",
         scenario.name,
         rows.len(),
         started.elapsed().as_secs_f64()
     );
     println!("{table}");
-    if let (Some(deviation), true) = (&scenario.deviation, on_meshlane) {
+    if let Some(deviation) = &scenario.deviation {
         assert!(
             deviation_count > 0,
             "the documented deviation ({}) no longer shows: drop it from the scenario",

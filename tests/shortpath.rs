@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,6 @@ use serde_json::{json, Value};
 
 use meshlane::datapath::abi::ml_pod_flag;
 use meshlane::datapath::abi::ml_short_key;
-use meshlane::datapath::counters::read_counters;
 use meshlane::datapath::loader::{
     ensure_attached_with, map_program_attachment, AttachOutcome, MapAttach, MapAttachment,
     MAP_PROGRAMS,
@@ -40,24 +38,9 @@ const SHORT_PATH_ANNOTATION: &str = "meshlane.io/short-path";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_secs(10);
 
-/// A node with the short path switched on: this suite tests the short path
-/// itself, on every kernel, whatever the default there (docs/kernels.md).
-fn short_path_node(name: &str) -> TestNode {
-    TestNode::builder(name)
-        .meshlane_config(|_| json!({ "shortPath": true }))
-        .build()
-}
-
-fn stream_script() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/tools/stream.py"
-    ))
-}
-
 fn stream(place: &Place, identity: Identity) -> Spawn {
     Spawn::new(place, common::prereq::python())
-        .arg(stream_script())
+        .arg(common::prereq::test_tool("stream.py"))
         .identity(identity)
 }
 
@@ -113,11 +96,7 @@ impl StreamServer {
 
     /// The report of each finished connection so far.
     fn connections(&self) -> Vec<Value> {
-        self.process
-            .output()
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
+        self.process.json_lines()
     }
 
     fn wait_for_connections(&self, count: usize) -> Vec<Value> {
@@ -274,18 +253,6 @@ impl Send {
     }
 }
 
-fn counters(node: &TestNode) -> Vec<(&'static str, u64)> {
-    read_counters(&PinLayout::new(node.pin_root())).expect("counters readable")
-}
-
-fn counter(node: &TestNode, name: &str) -> u64 {
-    counters(node)
-        .into_iter()
-        .find(|(counter, _)| *counter == name)
-        .unwrap_or_else(|| panic!("no counter {name}"))
-        .1
-}
-
 /// Sockets in a short-path sockhash right now.
 fn sockets_in(node: &TestNode, map: &'static str) -> usize {
     PinnedMap::open(&PinLayout::new(node.pin_root()), map)
@@ -320,17 +287,17 @@ fn wait_for_empty_maps_or_explain(node: &TestNode, explain: impl Fn() -> String)
     }
 }
 
-fn captured() -> PodOptions {
-    PodOptions::new().injected()
-}
-
 fn opted_out() -> PodOptions {
-    captured().annotation(SHORT_PATH_ANNOTATION, "false")
+    PodOptions::new()
+        .injected()
+        .annotation(SHORT_PATH_ANNOTATION, "false")
 }
 
 /// A pod whose app's own sends take the short path too.
 fn with_app() -> PodOptions {
-    captured().annotation(SHORT_PATH_ANNOTATION, "app")
+    PodOptions::new()
+        .injected()
+        .annotation(SHORT_PATH_ANNOTATION, "app")
 }
 
 /// Two captured pods with their sidecars (A calls, B's app echoes on 8080).
@@ -402,7 +369,7 @@ fn assert_server_got(server: &StreamServer, sent: &[Sent]) {
 /// What a stalled transfer leaves behind: the datapath's counters and every TCP
 /// socket of the given places with its queues and state.
 fn stall_report(node: &TestNode, places: &[Place]) -> String {
-    let mut report = format!("counters: {:?}\n", counters(node));
+    let mut report = format!("counters: {:?}\n", node.counters());
     for place in places {
         let out = Spawn::new(place, "ss").args(["-tanieH"]).run();
         report.push_str(&format!("ss in {}:\n{}\n", place.label, out.stdout));
@@ -447,7 +414,7 @@ fn assert_server_got_or_explain(
 fn large_payloads_both_ways(family: &str) {
     let node = TestNode::builder(&format!("sp-large-{family}"))
         .dual_stack()
-        .meshlane_config(|_| json!({ "shortPath": true }))
+        .short_path()
         .build();
     let m = mesh(&node, with_app(), with_app(), Serve::Echo);
     let to = match family {
@@ -459,16 +426,16 @@ fn large_payloads_both_ways(family: &str) {
     assert_all_echoed(&results, bytes as u64);
     assert_server_got(&m.app_b, &results);
     // Each connection: two app senders, and both Envoy ends sending and receiving.
-    assert_eq!(counter(&node, "short_path_tx_sockets"), 4 * 4);
-    assert_eq!(counter(&node, "short_path_rx_sockets"), 4 * 4);
-    let redirected = counter(&node, "short_path_redirected_bytes");
+    assert_eq!(node.counter("short_path_tx_sockets"), 4 * 4);
+    assert_eq!(node.counter("short_path_rx_sockets"), 4 * 4);
+    let redirected = node.counter("short_path_redirected_bytes");
     assert!(
         redirected >= 4 * bytes as u64,
         "{redirected} bytes redirected: {:?}",
-        counters(&node)
+        node.counters()
     );
-    assert_eq!(counter(&node, "short_path_peer_missing"), 0);
-    assert_eq!(counter(&node, "short_path_insert_failed"), 0);
+    assert_eq!(node.counter("short_path_peer_missing"), 0);
+    assert_eq!(node.counter("short_path_insert_failed"), 0);
     let out = m.envoy_a.wait_for_access_log(4, scaled(SETTLE));
     assert!(
         out.iter().all(|e| e.bytes_received == bytes as u64),
@@ -487,7 +454,7 @@ fn large_payloads_both_ways(family: &str) {
 /// never become TCP segments.
 #[test]
 fn with_app_every_hop_takes_the_short_path() {
-    let node = short_path_node("sp-every-hop");
+    let node = TestNode::builder("sp-every-hop").short_path().build();
     let m = mesh(&node, with_app(), with_app(), Serve::Echo);
     let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 256 << 10;
@@ -502,13 +469,13 @@ fn with_app_every_hop_takes_the_short_path() {
         );
         assert!(r.data_segs_in > 0, "the echo comes over TCP: {}", r.raw);
     }
-    assert_eq!(counter(&node, "short_path_tx_sockets"), 8 * 4);
-    assert_eq!(counter(&node, "short_path_rx_sockets"), 8 * 4);
+    assert_eq!(node.counter("short_path_tx_sockets"), 8 * 4);
+    assert_eq!(node.counter("short_path_rx_sockets"), 8 * 4);
     assert_eq!(
-        counter(&node, "short_path_redirected_bytes"),
+        node.counter("short_path_redirected_bytes"),
         4 * 8 * bytes as u64,
         "{:?}",
-        counters(&node)
+        node.counters()
     );
     wait_for_empty_maps(&node);
 }
@@ -517,8 +484,13 @@ fn with_app_every_hop_takes_the_short_path() {
 /// on TCP (an app may read with splice or block in recv, see docs/shortpath.md).
 #[test]
 fn by_default_the_sidecars_talk_over_the_short_path_and_the_apps_over_tcp() {
-    let node = short_path_node("sp-default");
-    let m = mesh(&node, captured(), captured(), Serve::Echo);
+    let node = TestNode::builder("sp-default").short_path().build();
+    let m = mesh(
+        &node,
+        PodOptions::new().injected(),
+        PodOptions::new().injected(),
+        Serve::Echo,
+    );
     let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 16 << 20;
     let results = Send::to(&to).bytes(bytes).connections(4).run(&m.a.place());
@@ -528,28 +500,28 @@ fn by_default_the_sidecars_talk_over_the_short_path_and_the_apps_over_tcp() {
     // Each connection: Envoy A's upstream socket and Envoy B's accepted one, each
     // sending and receiving. Each payload crosses between them twice (echo), over
     // the short path but for the stretches where backpressure sent it over TCP.
-    assert_eq!(counter(&node, "short_path_tx_sockets"), 4 * 2);
-    assert_eq!(counter(&node, "short_path_rx_sockets"), 4 * 2);
-    let redirected = counter(&node, "short_path_redirected_bytes");
+    assert_eq!(node.counter("short_path_tx_sockets"), 4 * 2);
+    assert_eq!(node.counter("short_path_rx_sockets"), 4 * 2);
+    let redirected = node.counter("short_path_redirected_bytes");
     assert!(
         redirected >= 4 * bytes as u64,
         "{redirected} bytes redirected: {:?}",
-        counters(&node)
+        node.counters()
     );
     // Request/response sizes: every byte between the sidecars, none over TCP.
-    let before = counter(&node, "short_path_redirected_bytes");
+    let before = node.counter("short_path_redirected_bytes");
     let small = Send::to(&to)
         .bytes(64 << 10)
         .connections(4)
         .run(&m.a.place());
     assert_all_echoed(&small, 64 << 10);
     assert_eq!(
-        counter(&node, "short_path_redirected_bytes") - before,
+        node.counter("short_path_redirected_bytes") - before,
         4 * 2 * (64 << 10),
         "{:?}",
-        counters(&node)
+        node.counters()
     );
-    assert_eq!(counter(&node, "short_path_peer_missing"), 0);
+    assert_eq!(node.counter("short_path_peer_missing"), 0);
     wait_for_empty_maps(&node);
 }
 
@@ -559,9 +531,9 @@ fn by_default_the_sidecars_talk_over_the_short_path_and_the_apps_over_tcp() {
 /// once 4 MiB wait, and back to the short path when the reader has caught up.
 #[test]
 fn a_slow_reader_gets_backpressure_not_an_unbounded_queue() {
-    let node = short_path_node("sp-backpressure");
-    let a = node.add_pod("a", captured());
-    let b = node.add_pod("b", captured());
+    let node = TestNode::builder("sp-backpressure").short_path().build();
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new().injected());
     let _envoy_a = a.start_envoy(EnvoyOptions::new());
     let _envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
     let app_b = StreamServer::start_with(
@@ -597,14 +569,14 @@ fn a_slow_reader_gets_backpressure_not_an_unbounded_queue() {
         "Envoy B holds {held} bytes unread"
     );
     assert!(
-        counter(&node, "short_path_backpressure") >= 1,
+        node.counter("short_path_backpressure") >= 1,
         "{:?}",
-        counters(&node)
+        node.counters()
     );
     assert!(
-        counter(&node, "short_path_resumed") >= 1,
+        node.counter("short_path_resumed") >= 1,
         "{:?}",
-        counters(&node)
+        node.counters()
     );
 }
 
@@ -646,7 +618,7 @@ fn large_payloads_cross_both_sidecars_byte_exact_ipv6() {
 /// many connections at once: all byte-exact, and the maps empty afterwards.
 #[test]
 fn partial_reads_and_many_concurrent_connections() {
-    let node = short_path_node("sp-many");
+    let node = TestNode::builder("sp-many").short_path().build();
     let m = mesh(&node, with_app(), with_app(), Serve::SmallReadsEcho);
     let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let small = Send::to(&to)
@@ -668,8 +640,8 @@ fn partial_reads_and_many_concurrent_connections() {
     assert_all_echoed(&many, bytes as u64);
     assert_server_got(&app_b, &many);
     assert!(many.iter().all(|r| r.data_segs_out == 0), "{many:?}");
-    assert_eq!(counter(&node, "short_path_tx_sockets"), (4 + 64) * 4);
-    assert_eq!(counter(&node, "short_path_peer_missing"), 0);
+    assert_eq!(node.counter("short_path_tx_sockets"), (4 + 64) * 4);
+    assert_eq!(node.counter("short_path_peer_missing"), 0);
     wait_for_empty_maps(&node);
 }
 
@@ -677,14 +649,14 @@ fn partial_reads_and_many_concurrent_connections() {
 /// after the FIN. And the other way round: app B closes first, app A still reads.
 #[test]
 fn half_close_then_the_peer_still_reads() {
-    let node = short_path_node("sp-halfclose");
+    let node = TestNode::builder("sp-halfclose").short_path().build();
     let m = mesh(&node, with_app(), with_app(), Serve::EchoAfterEof);
     let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 4 << 20;
     let results = Send::to(&to).bytes(bytes).connections(2).run(&m.a.place());
     assert_all_echoed(&results, bytes as u64);
     assert_server_got(&m.app_b, &results);
-    assert!(counter(&node, "short_path_redirected_bytes") >= 2 * bytes as u64);
+    assert!(node.counter("short_path_redirected_bytes") >= 2 * bytes as u64);
     wait_for_empty_maps(&node);
 }
 
@@ -734,10 +706,10 @@ fn an_rst_after_data_ends_the_connection_with_a_prefix_of_the_bytes() {
             "short path {short_path}: {got:?}"
         );
         assert_eq!(
-            counter(&node, "short_path_redirected_bytes") >= bytes as u64,
+            node.counter("short_path_redirected_bytes") >= bytes as u64,
             short_path,
             "{:?}",
-            counters(&node)
+            node.counters()
         );
         let next = Send::to("10.250.1.1:1111")
             .bytes(1000)
@@ -753,7 +725,7 @@ fn an_rst_after_data_ends_the_connection_with_a_prefix_of_the_bytes() {
 /// prefix of what app A sent, no connection is left open, the next one works.
 #[test]
 fn an_rst_through_both_sidecars_ends_the_chain() {
-    let node = short_path_node("sp-rst-chain");
+    let node = TestNode::builder("sp-rst-chain").short_path().build();
     let a = node.add_pod("a", with_app());
     let b = node.add_pod("b", with_app());
     let _envoy_a = a.start_envoy(EnvoyOptions::new());
@@ -827,7 +799,7 @@ fn wait_until_closed(place: &Place, port: u16) {
 /// only the TCP receive queue and would miss them), so every byte arrives.
 #[test]
 fn apps_reading_with_splice_and_writing_with_sendfile_get_every_byte() {
-    let node = short_path_node("sp-splice");
+    let node = TestNode::builder("sp-splice").short_path().build();
     let m = mesh(&node, with_app(), with_app(), Serve::SpliceEcho);
     let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 8 << 20;
@@ -838,14 +810,14 @@ fn apps_reading_with_splice_and_writing_with_sendfile_get_every_byte() {
         .run(&m.a.place());
     assert_all_echoed(&results, bytes as u64);
     assert_server_got(&m.app_b, &results);
-    assert!(counter(&node, "short_path_redirected_bytes") >= 2 * bytes as u64);
+    assert!(node.counter("short_path_redirected_bytes") >= 2 * bytes as u64);
 }
 
 /// Small messages streamed one way (no answers) are faster over TCP: the app's
 /// socket goes back to TCP and leaves the map, and not a byte is lost or reordered.
 #[test]
 fn a_stream_of_small_messages_goes_back_to_tcp_without_losing_a_byte() {
-    let node = short_path_node("sp-fallback");
+    let node = TestNode::builder("sp-fallback").short_path().build();
     let m = mesh(&node, with_app(), with_app(), Serve::Sink);
     let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let results = Send::to(&to)
@@ -857,29 +829,29 @@ fn a_stream_of_small_messages_goes_back_to_tcp_without_losing_a_byte() {
     assert_no_stall(&results);
     assert_server_got(&m.app_b, &results);
     assert!(
-        counter(&node, "short_path_fell_back") >= 1,
+        node.counter("short_path_fell_back") >= 1,
         "{:?}",
-        counters(&node)
+        node.counters()
     );
     assert!(
-        counter(&node, "short_path_evicted") >= 1,
+        node.counter("short_path_evicted") >= 1,
         "{:?}",
-        counters(&node)
+        node.counters()
     );
     assert!(results[0].data_segs_out > 0, "{}", results[0].raw);
 
     // Request/response stays on the short path however small the messages.
-    let fell_back = counter(&node, "short_path_fell_back");
+    let fell_back = node.counter("short_path_fell_back");
     let pairs = Send::to(&to).bytes(64).connections(8).run(&m.a.place());
     assert!(pairs.iter().all(|r| r.data_segs_out == 0), "{pairs:?}");
-    assert_eq!(counter(&node, "short_path_fell_back"), fell_back);
+    assert_eq!(node.counter("short_path_fell_back"), fell_back);
 }
 
 /// The same `127.0.0.1:p → 127.0.0.1:15001` tuple in two pods at once: loopback
 /// keys carry the netns cookie, so each proxy gets its own app's bytes.
 #[test]
 fn the_same_loopback_tuple_in_two_pods_does_not_collide() {
-    let node = short_path_node("sp-collide");
+    let node = TestNode::builder("sp-collide").short_path().build();
     let a = node.add_pod("a", with_app());
     let b = node.add_pod("b", with_app());
     let _proxy_a =
@@ -889,12 +861,7 @@ fn the_same_loopback_tuple_in_two_pods_does_not_collide() {
     // The kernel picks the source port of the rewritten connect; with a one-port
     // ephemeral range in each pod (a per-netns setting) both pick the same one.
     for pod in [&a, &b] {
-        let set = std::process::Command::new("nsenter")
-            .arg(format!("--net={}", pod.netns_path().display()))
-            .args(["sysctl", "-qw", "net.ipv4.ip_local_port_range=41001 41001"])
-            .status()
-            .expect("nsenter sysctl");
-        assert!(set.success(), "narrowing the ephemeral port range");
+        pod.sysctl("net.ipv4.ip_local_port_range", "41001 41001");
     }
     // 64 KiB every 20 ms for about a second: both connections overlap.
     let send = |to: &str| Send::to(to).bytes(4 << 20).chunk("65536").pause_ms(20);
@@ -908,8 +875,8 @@ fn the_same_loopback_tuple_in_two_pods_does_not_collide() {
     assert_ne!(from_a[0].sent_sha256, from_b[0].sent_sha256);
     assert_eq!(from_a[0].data_segs_out, 0, "{}", from_a[0].raw);
     assert_eq!(from_b[0].data_segs_out, 0, "{}", from_b[0].raw);
-    assert_eq!(counter(&node, "short_path_tx_sockets"), 2);
-    assert_eq!(counter(&node, "short_path_rx_sockets"), 2);
+    assert_eq!(node.counter("short_path_tx_sockets"), 2);
+    assert_eq!(node.counter("short_path_rx_sockets"), 2);
 }
 
 /// `shortPath: false` in the plugin configuration: no socket joins, every byte
@@ -933,7 +900,7 @@ fn the_node_wide_switch_turns_the_short_path_off() {
         "short_path_rx_sockets",
         "short_path_redirected_messages",
     ] {
-        assert_eq!(counter(&node, name), 0, "{name}: {:?}", counters(&node));
+        assert_eq!(node.counter(name), 0, "{name}: {:?}", node.counters());
     }
     // The program is attached all the same: the switch is the pods' setting.
     assert!(map_program_attachment(&PinLayout::new(node.pin_root()), &MAP_PROGRAMS[0]).is_some());
@@ -945,12 +912,10 @@ fn the_node_wide_switch_turns_the_short_path_off() {
 #[test]
 fn unset_the_node_wide_switch_follows_the_kernel_series() {
     let node = TestNode::new("sp-by-kernel");
-    let a = node.add_pod("a", captured());
+    let a = node.add_pod("a", PodOptions::new().injected());
     let (major, minor) = kernel::series();
     let proven = PROVEN_SERIES.contains(&(major, minor));
-    let cookie = meshlane::netns::inspect(a.netns_path(), false)
-        .expect("the pod netns exists")
-        .cookie;
+    let cookie = a.netns_cookie();
     let record = PodMaps::open(&PinLayout::new(node.pin_root()))
         .and_then(|maps| maps.pod(cookie))
         .expect("pod maps readable")
@@ -976,7 +941,7 @@ fn unset_the_node_wide_switch_follows_the_kernel_series() {
 /// keeps the short path. And the other way round.
 #[test]
 fn a_pod_opts_out_with_its_annotation() {
-    let node = short_path_node("sp-pod-off");
+    let node = TestNode::builder("sp-pod-off").short_path().build();
     let m = mesh(&node, opted_out(), with_app(), Serve::Echo);
     let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 2 << 20;
@@ -985,37 +950,37 @@ fn a_pod_opts_out_with_its_annotation() {
     assert!(results[0].data_segs_out > 0, "{}", results[0].raw);
     // Only app B → Envoy B: one sender, one receiver, the echoed payload.
     assert_eq!(
-        counter(&node, "short_path_tx_sockets"),
+        node.counter("short_path_tx_sockets"),
         1,
         "{:?}",
-        counters(&node)
+        node.counters()
     );
     assert_eq!(
-        counter(&node, "short_path_rx_sockets"),
+        node.counter("short_path_rx_sockets"),
         1,
         "{:?}",
-        counters(&node)
+        node.counters()
     );
-    let redirected = counter(&node, "short_path_redirected_bytes");
-    assert_eq!(redirected, bytes as u64, "{:?}", counters(&node));
+    let redirected = node.counter("short_path_redirected_bytes");
+    assert_eq!(redirected, bytes as u64, "{:?}", node.counters());
 
-    let node = short_path_node("sp-pod-off-b");
+    let node = TestNode::builder("sp-pod-off-b").short_path().build();
     let m = mesh(&node, with_app(), opted_out(), Serve::Echo);
     let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let results = Send::to(&to).bytes(bytes).run(&m.a.place());
     assert_all_echoed(&results, bytes as u64);
     assert_eq!(results[0].data_segs_out, 0, "{}", results[0].raw);
     assert_eq!(
-        counter(&node, "short_path_tx_sockets"),
+        node.counter("short_path_tx_sockets"),
         1,
         "{:?}",
-        counters(&node)
+        node.counters()
     );
     assert_eq!(
-        counter(&node, "short_path_redirected_bytes"),
+        node.counter("short_path_redirected_bytes"),
         bytes as u64,
         "{:?}",
-        counters(&node)
+        node.counters()
     );
 }
 
@@ -1024,8 +989,8 @@ fn a_pod_opts_out_with_its_annotation() {
 /// ones to the map itself, with the program pinned under `<root>/progs`.
 #[test]
 fn sk_msg_is_attached_through_a_link_where_the_kernel_has_them() {
-    let node = short_path_node("sp-link");
-    let a = node.add_pod("a", captured());
+    let node = TestNode::builder("sp-link").short_path().build();
+    let a = node.add_pod("a", PodOptions::new().injected());
     let layout = PinLayout::new(node.pin_root());
     let attachment = map_program_attachment(&layout, &MAP_PROGRAMS[0]);
     if kernel::has_sk_msg_links() {
@@ -1053,7 +1018,7 @@ fn sk_msg_is_attached_through_a_link_where_the_kernel_has_them() {
 /// itself. The same path, forced on any kernel, carries traffic just as well.
 #[test]
 fn without_sk_msg_links_the_program_is_attached_to_the_map() {
-    let node = short_path_node("sp-legacy");
+    let node = TestNode::builder("sp-legacy").short_path().build();
     let layout = PinLayout::new(node.pin_root());
     let outcome = ensure_attached_with(&layout, &node.layout().cgroup, MapAttach::ProgAttach)
         .expect("loading with BPF_PROG_ATTACH");
@@ -1064,11 +1029,16 @@ fn without_sk_msg_links_the_program_is_attached_to_the_map() {
     );
     assert!(!layout.link("sk_msg").exists());
 
-    let m = mesh(&node, captured(), captured(), Serve::Echo);
+    let m = mesh(
+        &node,
+        PodOptions::new().injected(),
+        PodOptions::new().injected(),
+        Serve::Echo,
+    );
     let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let results = Send::to(&to).bytes(2 << 20).run(&m.a.place());
     assert_all_echoed(&results, 2 << 20);
-    assert!(counter(&node, "short_path_redirected_bytes") >= 2 * (2 << 20));
+    assert!(node.counter("short_path_redirected_bytes") >= 2 * (2 << 20));
     // The ADD found everything attached and left it so.
     assert_eq!(
         map_program_attachment(&layout, &MAP_PROGRAMS[0]),
@@ -1094,10 +1064,10 @@ fn measure_end_to_end() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
-    let node = short_path_node("sp-measure");
+    let node = TestNode::builder("sp-measure").short_path().build();
     let settings = [
         ("off", opted_out()),
-        ("proxy", captured()),
+        ("proxy", PodOptions::new().injected()),
         ("app", with_app()),
     ];
     let mut pairs = Vec::new();
@@ -1174,5 +1144,5 @@ fn measure_end_to_end() {
             );
         }
     }
-    println!("{:?}", counters(&node));
+    println!("{:?}", node.counters());
 }

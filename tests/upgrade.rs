@@ -29,7 +29,6 @@ use libbpf_rs::{Link, MapCore, MapHandle, MapType, ProgramHandle};
 use serde_json::Value;
 
 use meshlane::datapath::abi::MapBytes;
-use meshlane::datapath::counters::read_counters;
 use meshlane::datapath::inbound_link::linked_cookies;
 use meshlane::datapath::loader::{ensure_attached_with, MapAttach, NODE_PROGRAMS};
 use meshlane::datapath::{
@@ -39,7 +38,7 @@ use meshlane::datapath::{
 
 use common::agent::{Agent, WAIT};
 use common::kernel;
-use common::prereq::{python, CHILD_PATH};
+use common::prereq::{python, test_tool, CHILD_PATH};
 use common::variant::{attach_variant_sk_msg, programs_on_map};
 use common::{
     Connect, Envoy, EnvoyOptions, Identity, Place, PodOptions, ProbeServer, Spawn, TestNode,
@@ -48,18 +47,6 @@ use common::{
 
 /// Bytes each held connection sends (and gets back) per round.
 const ROUND_BYTES: u64 = 2 << 20;
-
-fn captured() -> PodOptions {
-    PodOptions::new().injected()
-}
-
-/// A node with the short path on whatever the kernel's default (docs/kernels.md):
-/// upgrades must keep short-path connections going.
-fn short_path_node(name: &str) -> TestNode {
-    TestNode::builder(name)
-        .meshlane_config(|_| serde_json::json!({ "shortPath": true }))
-        .build()
-}
 
 /// The short path's sk_msg hook as `hooks` names it: its link where the kernel
 /// has sk_msg links (6.10+), else the program pinned as the marker of the map
@@ -82,16 +69,6 @@ fn sk_msg_target() -> Target {
             map: "ml_short_tx",
         }
     }
-}
-
-fn layout_of(node: &TestNode) -> PinLayout {
-    PinLayout::new(node.pin_root())
-}
-
-fn tool(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/tools")
-        .join(name)
 }
 
 // ---- what runs where, read without the code under test ----
@@ -160,10 +137,7 @@ fn pod_records(layout: &PinLayout) -> Vec<(u64, Vec<u8>)> {
 }
 
 fn counters(node: &TestNode) -> BTreeMap<&'static str, u64> {
-    read_counters(&layout_of(node))
-        .expect("counters readable")
-        .into_iter()
-        .collect()
+    node.counters().into_iter().collect()
 }
 
 /// The report's view agrees with what the kernel says before and after.
@@ -227,7 +201,7 @@ fn pin_map_of_another_layout(layout: &PinLayout, map: &str) {
 /// `stream.py serve --echo`: echoes what it reads; killed on drop.
 fn echo_server(place: &Place, port: u16) -> TestProcess {
     let mut process = Spawn::new(place, python())
-        .arg(tool("stream.py"))
+        .arg(test_tool("stream.py"))
         .args([
             "serve",
             "--host",
@@ -250,7 +224,7 @@ struct Held {
 impl Held {
     fn open(what: &'static str, place: &Place, to: impl ToString, go: &Path) -> Held {
         let process = Spawn::new(place, python())
-            .arg(tool("hold.py"))
+            .arg(test_tool("hold.py"))
             .args(["--to", &to.to_string()])
             .args(["--bytes", &ROUND_BYTES.to_string(), "--rounds", "2"])
             .arg("--go")
@@ -261,11 +235,7 @@ impl Held {
     }
 
     fn lines(&self) -> Vec<Value> {
-        self.process
-            .output()
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
+        self.process.json_lines()
     }
 
     /// Waits for the line that has `key` equal to `value`.
@@ -322,10 +292,10 @@ fn listener_stat(envoy: &Envoy, port: u16, stat: &str) -> u64 {
 /// the new programs.
 #[test]
 fn a_forced_replacement_under_live_traffic_keeps_every_connection_and_the_capture() {
-    let node = short_path_node("up-live");
-    let layout = layout_of(&node);
-    let a = node.add_pod("a", captured());
-    let b = node.add_pod("b", captured());
+    let node = TestNode::builder("up-live").short_path().build();
+    let layout = node.pin_layout();
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new().injected());
     let server = node.add_pod("server", PodOptions::new());
     let envoy_a = a.start_envoy(EnvoyOptions::new().with_inbound());
     let envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
@@ -453,10 +423,7 @@ fn a_forced_replacement_under_live_traffic_keeps_every_connection_and_the_captur
         .send("after")
         .identity(Identity::APP)
         .run(&a.place());
-    let reply = outcome
-        .reply
-        .clone()
-        .unwrap_or_else(|| panic!("no reply: {outcome:?}"));
+    let reply = outcome.expect_reply();
     assert_eq!(
         (reply.name.as_str(), reply.got.as_str()),
         ("server", "after")
@@ -515,8 +482,8 @@ fn a_forced_replacement_under_live_traffic_keeps_every_connection_and_the_captur
 #[test]
 fn identical_programs_are_left_alone() {
     let node = TestNode::new("up-same");
-    let layout = layout_of(&node);
-    let _a = node.add_pod("a", captured());
+    let layout = node.pin_layout();
+    let _a = node.add_pod("a", PodOptions::new().injected());
     let before = hooks(&layout);
     let report = upgrade_programs(&layout, UpgradeMode::WhatDiffers).expect("upgrade");
     let after = hooks(&layout);
@@ -531,8 +498,8 @@ fn identical_programs_are_left_alone() {
 #[test]
 fn a_program_that_differs_is_replaced_and_only_it() {
     let node = TestNode::new("up-differs");
-    let layout = layout_of(&node);
-    let _a = node.add_pod("a", captured());
+    let layout = node.pin_layout();
+    let _a = node.add_pod("a", PodOptions::new().injected());
     let variant = attach_variant_sk_msg(&layout);
     let before = hooks(&layout);
     assert_eq!(before[sk_msg_hook()].1, variant);
@@ -561,8 +528,8 @@ fn a_program_that_differs_is_replaced_and_only_it() {
 #[test]
 fn the_command_line_upgrades_and_status_shows_what_runs() {
     let node = TestNode::new("up-cli");
-    let layout = layout_of(&node);
-    let _a = node.add_pod("a", captured());
+    let layout = node.pin_layout();
+    let _a = node.add_pod("a", PodOptions::new().injected());
     let meshlane = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_meshlane"))
             .args(args)
@@ -628,21 +595,26 @@ fn the_command_line_upgrades_and_status_shows_what_runs() {
 /// and is swapped by attaching the new one. New short-path sockets get it.
 #[test]
 fn without_sk_msg_links_the_program_on_the_map_is_swapped() {
-    let node = short_path_node("up-legacy");
-    let layout = layout_of(&node);
+    let node = TestNode::builder("up-legacy").short_path().build();
+    let layout = node.pin_layout();
     ensure_attached_with(&layout, &node.layout().cgroup, MapAttach::ProgAttach)
         .expect("attaching without an sk_msg link");
-    let a = node.add_pod("a", captured().annotation("meshlane.io/short-path", "app"));
+    let a = node.add_pod(
+        "a",
+        PodOptions::new()
+            .injected()
+            .annotation("meshlane.io/short-path", "app"),
+    );
     // A stand-in for the proxy: the app's socket and the one it accepts pair up.
     let mut proxy = Spawn::new(&a.place(), python())
-        .arg(tool("stream.py"))
+        .arg(test_tool("stream.py"))
         .args(["serve", "--host", "127.0.0.1", "--port", "15001", "--echo"])
         .identity(Identity::PROXY)
         .spawn();
     proxy.wait_for_line("READY", WAIT);
     let send = || {
         let out = Spawn::new(&a.place(), python())
-            .arg(tool("stream.py"))
+            .arg(test_tool("stream.py"))
             .args(["send", "--to", "10.250.1.1:1111", "--bytes", "1048576"])
             .arg("--expect-echo")
             .identity(Identity::APP)
@@ -693,8 +665,8 @@ fn without_sk_msg_links_the_program_on_the_map_is_swapped() {
 #[test]
 fn a_changed_map_layout_is_refused_and_the_old_programs_keep_running() {
     let node = TestNode::new("up-maplayout");
-    let layout = layout_of(&node);
-    let a = node.add_pod("a", captured());
+    let layout = node.pin_layout();
+    let a = node.add_pod("a", PodOptions::new().injected());
     let before = hooks(&layout);
     pin_map_of_another_layout(&layout, "ml_short_offers");
 
@@ -726,9 +698,9 @@ fn a_changed_map_layout_is_refused_and_the_old_programs_keep_running() {
 #[test]
 fn a_pod_link_whose_netns_is_gone_does_not_stop_the_upgrade() {
     let node = TestNode::new("up-gone");
-    let layout = layout_of(&node);
-    let _a = node.add_pod("a", captured());
-    let mut b = node.add_pod("b", captured());
+    let layout = node.pin_layout();
+    let _a = node.add_pod("a", PodOptions::new().injected());
+    let mut b = node.add_pod("b", PodOptions::new().injected());
     let links_before: Vec<u64> = linked_cookies(&layout);
     b.remove_netns();
     // The kernel detaches the link when it cleans up the netns, a moment later.
@@ -831,8 +803,8 @@ fn field<'l>(line: &'l str, key: &str) -> &'l str {
 #[test]
 fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
     let node = TestNode::new("up-agent");
-    let layout = layout_of(&node);
-    let _a = node.add_pod("a", captured());
+    let layout = node.pin_layout();
+    let _a = node.add_pod("a", PodOptions::new().injected());
     let attached = hooks(&layout);
 
     let mut agent = start_agent(&node, "agent-same");

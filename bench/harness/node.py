@@ -15,6 +15,9 @@ import subprocess
 import tempfile
 import time
 
+import cni_chain  # scripts/lib, shared with the demo (see __init__.py)
+import mountinfo
+
 from . import sysutil
 from .sysutil import BenchError, Place, in_netns
 
@@ -70,12 +73,12 @@ def random_id():
 def leftovers():
     """Everything of an earlier run that is still there, named."""
     found = []
-    root = sysutil.cgroup2_mount()
+    root = mountinfo.cgroup2_mount()
     if root and os.path.isdir(os.path.join(root, NAME)):
         found.append(("cgroup", os.path.join(root, NAME)))
     for path in sorted(glob.glob(os.path.join(sysutil.NETNS_DIR, NAME + "-*"))):
         found.append(("netns", os.path.basename(path)))
-    for point in sysutil.mounts_below(f"/tmp/{NAME}."):
+    for point in mountinfo.mounts_below(f"/tmp/{NAME}."):
         found.append(("mount", point))
     for path in sorted(glob.glob(f"/tmp/{NAME}.*")):
         if re.fullmatch(rf"/tmp/{re.escape(NAME)}\.[A-Za-z0-9_]{{8}}", path) \
@@ -88,19 +91,19 @@ def remove_leftovers():
     """Removes every meshlane-bench thing: processes (through the cgroup), netns,
     bpffs mounts (which drops meshlane's pins and detaches its programs), cgroups,
     temp dirs. Returns what could not be removed."""
-    root = sysutil.cgroup2_mount()
+    root = mountinfo.cgroup2_mount()
     cg = os.path.join(root, NAME) if root else None
     if cg and os.path.isdir(cg):
         sysutil.kill_cgroup(cg)
     for kind, item in leftovers():
         if kind == "netns":
             sysutil.del_netns(item)
-    for point in sysutil.mounts_below(f"/tmp/{NAME}."):
+    for point in mountinfo.mounts_below(f"/tmp/{NAME}."):
         sysutil.run(["umount", point], check=False)
     if cg:
         sysutil.remove_cgroup_tree(cg)
     for kind, item in leftovers():
-        if kind == "dir" and not sysutil.mounts_below(item + "/"):
+        if kind == "dir" and not mountinfo.mounts_below(item + "/"):
             shutil.rmtree(item, ignore_errors=True)
     return leftovers()
 
@@ -118,6 +121,21 @@ class Pod:
         self.result = None
         self.ip = None
         self.processes = {}
+
+    def runtime(self):
+        """The attachment as the runtime describes it to the CNI plugins."""
+        return cni_chain.runtime_conf(
+            self.container_id, self.netns, "eth0",
+            f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={self.name};"
+            f"K8S_POD_INFRA_CONTAINER_ID={self.container_id}",
+            self.annotations)
+
+
+def plugin_seconds(run):
+    """Seconds from spawn to exit of a CNI plugin run; a failed run is an error."""
+    if not run.ok:
+        raise BenchError(f"CNI {run.describe()}")
+    return run.seconds
 
 
 class Node:
@@ -138,7 +156,7 @@ class Node:
     # --- building ---------------------------------------------------------------
 
     def build(self):
-        root = sysutil.cgroup2_mount()
+        root = mountinfo.cgroup2_mount()
         if not root:
             raise BenchError("no cgroup2 mount in /proc/self/mountinfo (meshlane needs cgroup v2)")
         self.tmp = tempfile.mkdtemp(prefix=f"{NAME}.", dir="/tmp")
@@ -218,68 +236,23 @@ class Node:
     def bpffs_root(self, inst):
         return os.path.join(self.tmp, "bpffs", inst)
 
-    # --- CNI (what libcni does for a runtime) --------------------------------------
+    # --- CNI (what libcni does for a runtime: scripts/lib/cni_chain.py) ----------
 
-    def plugin_stdin(self, conflist, entry, prev, annotations):
-        conf = dict(entry)
-        conf["name"] = conflist["name"]
-        conf["cniVersion"] = conflist["cniVersion"]
-        if entry.get("capabilities", {}).get("io.kubernetes.cri.pod-annotations"):
-            conf["runtimeConfig"] = {"io.kubernetes.cri.pod-annotations": annotations}
-        if prev is not None:
-            conf["prevResult"] = prev
-        return json.dumps(conf).encode()
-
-    def cni_env(self, command, pod_name, container_id, netns):
-        return {
-            "PATH": sysutil.CHILD_PATH,
-            "CNI_COMMAND": command,
-            "CNI_CONTAINERID": container_id,
-            "CNI_NETNS": netns,
-            "CNI_IFNAME": "eth0",
-            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={pod_name};"
-                        f"K8S_POD_INFRA_CONTAINER_ID={container_id}",
-            "CNI_PATH": os.path.join(self.tmp, "bin"),
-        }
-
-    def exec_plugin(self, command, plugin_type, stdin, env):
-        """One plugin run in the node netns. Returns (result JSON or None, seconds)."""
-        binary = os.path.join(self.tmp, "bin", plugin_type)
-        with in_netns(self.node_netns):
-            start = time.perf_counter()
-            try:
-                done = subprocess.run([binary], input=stdin, env=env, cwd="/",
-                                      capture_output=True, timeout=60, check=False)
-            except subprocess.TimeoutExpired as err:
-                raise BenchError(f"CNI {plugin_type} {command} timed out") from err
-            took = time.perf_counter() - start
-        if done.returncode != 0:
-            raise BenchError(f"CNI {plugin_type} {command} failed (exit status "
-                             f"{done.returncode}): {done.stdout.decode(errors='replace').strip()} "
-                             f"{done.stderr.decode(errors='replace').strip()}")
-        out = done.stdout.decode().strip()
-        return (json.loads(out) if out else None), took
+    def chain(self, key):
+        """The CNI chain of one of the conflists, run in the node netns."""
+        return cni_chain.Chain(self.conflists[key], os.path.join(self.tmp, "bin"),
+                               self.node_netns)
 
     def chain_add(self, pod):
-        conflist = self.conflists[pod.conflist]
-        prev = None
-        env = self.cni_env("ADD", pod.name, pod.container_id, pod.netns)
-        for entry in conflist["plugins"]:
-            stdin = self.plugin_stdin(conflist, entry, prev, pod.annotations)
-            result, _ = self.exec_plugin("ADD", entry["type"], stdin, env)
-            if result is None:
-                raise BenchError(f"CNI {entry['type']} ADD of {pod.name} returned no result")
-            prev = result
-        pod.result = prev
-        pod.ip = next(ip["address"].split("/")[0] for ip in prev["ips"]
-                      if "." in ip["address"])
+        result, runs = self.chain(pod.conflist).add(pod.runtime())
+        if result is None:
+            plugin_seconds(runs[-1])
+            raise BenchError(f"CNI {runs[-1].plugin} ADD of {pod.name} returned no result")
+        pod.result = result
+        pod.ip = cni_chain.ipv4_addresses(result)[0].split("/")[0]
 
     def chain_del(self, pod):
-        conflist = self.conflists[pod.conflist]
-        env = self.cni_env("DEL", pod.name, pod.container_id, pod.netns)
-        for entry in reversed(conflist["plugins"]):
-            stdin = self.plugin_stdin(conflist, entry, pod.result, pod.annotations)
-            self.exec_plugin("DEL", entry["type"], stdin, env)
+        plugin_seconds(self.chain(pod.conflist).delete(pod.runtime(), pod.result)[-1])
 
     # --- pods -------------------------------------------------------------------------
 
@@ -327,11 +300,12 @@ class Node:
     def time_process(self, argv, stdin, env=None):
         """Seconds from spawn to exit of a process started in the node netns the way
         the timed CNI plugin runs are started."""
-        with in_netns(self.node_netns):
-            start = time.perf_counter()
-            subprocess.run(argv, input=stdin, capture_output=True, cwd="/", timeout=60,
-                           env=env or {"PATH": sysutil.CHILD_PATH}, check=True)
-            return time.perf_counter() - start
+        done, seconds = cni_chain.run_in_netns(argv, stdin, env or {"PATH": sysutil.CHILD_PATH},
+                                               self.node_netns)
+        if done.returncode != 0:
+            raise BenchError(f"{' '.join(argv)} failed (exit status {done.returncode}): "
+                             f"{done.stderr.decode(errors='replace').strip()}")
+        return seconds
 
     def place(self, pod_name):
         pod = self.pods[pod_name]

@@ -1,72 +1,24 @@
-"""Kernel plumbing for the benchmark: network namespaces, cgroups, mounts, and
-processes placed in a pod (netns + cgroup + user). Standard library only."""
+"""Kernel plumbing for the benchmark: network namespaces, cgroups, and processes
+placed in a pod (netns + cgroup + user). Standard library only. Entering a netns
+(`in_netns`, `setns`) comes from scripts/lib/netns.py, which the CNI chain runner
+uses too; the benchmark is single-threaded, so a switch never affects anything
+else."""
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import time
 
-CLONE_NEWNET = 0x40000000
+from netns import in_netns, setns  # noqa: F401  (the harness's netns switch)
+
 NETNS_DIR = "/run/netns"
 # What benchmark processes get as PATH; nothing of the caller's environment leaks.
 CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 class BenchError(Exception):
     """A step of the benchmark that did not work; the message says which and why."""
-
-
-def setns(fd):
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def in_netns(path):
-    """Runs the block with this thread in the netns at `path` and switches back
-    afterwards. Processes started inside (vfork + exec) and sockets created inside
-    live in that netns. The benchmark is single-threaded, so nothing else runs in
-    the meantime."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        setns(target)
-        try:
-            yield
-        finally:
-            setns(own)
-    finally:
-        os.close(target)
-        os.close(own)
-
-
-def cgroup2_mount():
-    """The cgroup2 mount point from /proc/self/mountinfo (on hybrid hosts it is
-    /sys/fs/cgroup/unified). The filesystem type follows the " - " separator."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            if "-" in fields[6:]:
-                sep = fields.index("-", 6)
-                if fields[sep + 1] == "cgroup2":
-                    return fields[4]
-    return None
-
-
-def mounts_below(prefix):
-    """Mount points whose path starts with prefix, deepest first."""
-    found = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            point = line.split()[4]
-            if point.startswith(prefix):
-                found.append(point)
-    return sorted(found, reverse=True)
 
 
 def run(argv, *, input_bytes=None, timeout=60, check=True, env=None):

@@ -1,40 +1,31 @@
 #!/usr/bin/env python3
-"""A tiny libcni-style chain runner for scripts/demo.sh (python3 standard library).
-
-It does what containerd and CRI-O do (through libcni) when kubelet creates or
-removes a pod sandbox, and nothing more:
-
-- ADD runs the plugins of the conflist in order. Each one gets its conflist entry
-  on stdin with the list's `name` and `cniVersion` injected and the previous
-  plugin's result as `prevResult`; the last result is the pod's result, which the
-  runtime caches (here: in the state file).
-- DEL runs the plugins in reverse order, each with the cached result as
-  `prevResult`.
-- Every plugin is exec'd inside the node's network namespace with
-  `nsenter --net=<node netns>`: the bridge plugin creates its bridge and veths in
-  the netns it runs in. (`ip netns exec` is not used: it remounts /sys, which
-  hides the cgroup2 mount that meshlane attaches to.)
+"""The CNI chain for scripts/demo.sh: what containerd and CRI-O do (through
+libcni) when kubelet creates or removes a pod sandbox, and nothing more. The chain
+itself runs in scripts/lib/cni_chain.py, which the benchmark uses too; this adds
+the demo's state file (the runtime's cache) and its output.
 
   chain.py add --conflist F --cni-path DIR --node-netns P --state F \\
-               --container-id ID --netns P --ifname eth0 --args 'K=V;...'
+               --container-id ID --netns P --ifname eth0 --args 'K=V;...' \\
+               --annotations JSON
   chain.py del --conflist F --cni-path DIR --node-netns P --state F
   chain.py ip  --state F          the pod's IPv4 address from the cached result
 
 ADD prints one line per plugin, DEL one line in all; a failing plugin stops the
 chain and its stdin, stdout (the CNI error object) and stderr are printed, exit
-status 1.
+status 1. A chained plugin must return its prevResult unchanged: one that changes
+it stops the ADD too.
 """
 
 import argparse
 import json
 import os
-import subprocess
 import sys
 
-PLUGIN_TIMEOUT = 60
-# The environment a runtime gives plugins: CNI_* plus a plain PATH (iptables and
-# friends are looked up there). Nothing of the caller's environment leaks in.
-PLUGIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# No __pycache__ in the source tree.
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "lib"))
+import cni_chain  # noqa: E402  (scripts/lib)
 
 
 def fail(message):
@@ -58,73 +49,14 @@ def save_state(path, state):
     os.replace(tmp, path)
 
 
-def plugin_stdin(conflist, entry, prev_result, capability_args):
-    """libcni's buildOneConfig: the entry plus the list's name and version, and
-    runtimeConfig holding the runtime's values for the capabilities it declares."""
-    conf = dict(entry)
-    conf["name"] = conflist["name"]
-    conf["cniVersion"] = conflist["cniVersion"]
-    declared = [name for name, on in entry.get("capabilities", {}).items() if on]
-    runtime_config = {name: capability_args[name] for name in declared if name in capability_args}
-    if runtime_config:
-        conf["runtimeConfig"] = runtime_config
-    if prev_result is not None:
-        conf["prevResult"] = prev_result
-    return conf
-
-
-def run_plugin(args, command, state, entry, prev_result):
-    plugin = entry["type"]
-    binary = os.path.join(args.cni_path, plugin)
-    env = {
-        "PATH": PLUGIN_PATH,
-        "CNI_COMMAND": command,
-        "CNI_CONTAINERID": state["container_id"],
-        "CNI_NETNS": state["netns"],
-        "CNI_IFNAME": state["ifname"],
-        "CNI_ARGS": state["args"],
-        "CNI_PATH": args.cni_path,
-    }
-    # containerd and CRI-O hand the pod's annotations to plugins that declare the
-    # io.kubernetes.cri.pod-annotations capability.
-    capability_args = {"io.kubernetes.cri.pod-annotations": state.get("annotations", {})}
-    stdin = json.dumps(plugin_stdin(args.conflist_json, entry, prev_result, capability_args))
-    cmd = ["nsenter", f"--net={args.node_netns}", "--", binary]
-    try:
-        run = subprocess.run(cmd, input=stdin.encode(), env=env, cwd="/",
-                             capture_output=True, timeout=PLUGIN_TIMEOUT, check=False)
-        ok, stdout, stderr = run.returncode == 0, run.stdout.decode(), run.stderr.decode()
-        outcome = f"exit status {run.returncode}"
-    except subprocess.TimeoutExpired:
-        ok, stdout, stderr = False, "", ""
-        outcome = f"timed out after {PLUGIN_TIMEOUT}s"
-    except OSError as err:
-        ok, stdout, stderr = False, "", str(err)
-        outcome = "could not start"
-    result = None
-    if stdout.strip():
-        try:
-            result = json.loads(stdout)
-        except ValueError:
-            ok = False
-            outcome += ", stdout is not JSON"
-    if not ok:
-        print(f"{plugin:<9} {command} FAILED ({outcome})")
-        print(f"  stdin:  {stdin}")
-        print(f"  stdout: {stdout.strip() or '(empty)'}")
-        print(f"  stderr: {stderr.strip() or '(empty)'}")
-    return ok, result
-
-
-def ipv4_addresses(result):
-    return [ip["address"] for ip in (result or {}).get("ips", [])
-            if "." in ip.get("address", "")]
+def chain_of(args):
+    return cni_chain.Chain(load_json(args.conflist, "conflist"), args.cni_path, args.node_netns)
 
 
 def describe_add(prev_result, result):
     """One line saying what this plugin contributed to the result."""
     if prev_result is None:
-        addresses = ", ".join(ipv4_addresses(result)) or "no IPv4 address"
+        addresses = ", ".join(cni_chain.ipv4_addresses(result)) or "no IPv4 address"
         gateways = {ip.get("gateway") for ip in result.get("ips", []) if ip.get("gateway")}
         via = f" via {', '.join(sorted(gateways))}" if gateways else ""
         return f"pod address {addresses}{via} (IPAM: host-local)"
@@ -136,49 +68,46 @@ def describe_add(prev_result, result):
 def add(args):
     if os.path.exists(args.state):
         fail(f"{args.state} exists: this pod was added already")
+    chain = chain_of(args)
     state = {
-        "container_id": args.container_id,
-        "netns": args.netns,
-        "ifname": args.ifname,
-        "args": args.args,
-        "annotations": json.loads(args.annotations),
+        "runtime": cni_chain.runtime_conf(args.container_id, args.netns, args.ifname,
+                                          args.args, json.loads(args.annotations)),
         "result": None,
     }
     # Saved before the first plugin runs: a runtime DELs a pod whose ADD failed
     # half-way too (then without a cached result).
     save_state(args.state, state)
-    prev = None
-    for entry in args.conflist_json["plugins"]:
-        ok, result = run_plugin(args, "ADD", state, entry, prev)
-        if not ok:
-            sys.exit(1)
-        if result is None:
-            print(f"{entry['type']:<9} ADD FAILED (no result on stdout)")
-            sys.exit(1)
-        print(f"{entry['type']:<9} ADD ok: {describe_add(prev, result)}")
-        if prev is not None and result != prev:
-            sys.exit(1)
-        prev = result
-    state["result"] = prev
+
+    def report(entry, prev_result, run):
+        print(f"{entry['type']:<9} ADD ok: {describe_add(prev_result, run.result)}")
+        return prev_result is None or run.result == prev_result
+
+    result, runs = chain.add(state["runtime"], each=report)
+    if result is None:
+        last = runs[-1]
+        if not last.ok:
+            print(last.describe())
+        elif last.result is None:
+            print(f"{last.plugin:<9} ADD FAILED (no result on stdout)")
+        sys.exit(1)
+    state["result"] = result
     save_state(args.state, state)
 
 
 def delete(args):
     state = load_json(args.state, "pod state")
-    done = []
-    for entry in reversed(args.conflist_json["plugins"]):
-        # Without a cached result (a failed ADD) the plugins get no prevResult.
-        ok, _ = run_plugin(args, "DEL", state, entry, state["result"])
-        if not ok:
-            sys.exit(1)
-        done.append(f"{entry['type']} DEL ok")
-    print(", ".join(done))
+    # Without a cached result (a failed ADD) the plugins get no prevResult.
+    runs = chain_of(args).delete(state["runtime"], state["result"])
+    if not runs[-1].ok:
+        print(runs[-1].describe())
+        sys.exit(1)
+    print(", ".join(f"{run.plugin} DEL ok" for run in runs))
     # What a runtime does after a successful DEL: forget the cached result.
     os.remove(args.state)
 
 
 def show_ip(args):
-    addresses = ipv4_addresses(load_json(args.state, "pod state")["result"])
+    addresses = cni_chain.ipv4_addresses(load_json(args.state, "pod state")["result"])
     if not addresses:
         fail(f"no IPv4 address in the cached result in {args.state}")
     print(addresses[0].split("/")[0])
@@ -205,8 +134,6 @@ def main():
     p.add_argument("--state", required=True)
     p.set_defaults(run=show_ip)
     args = parser.parse_args()
-    if hasattr(args, "conflist"):
-        args.conflist_json = load_json(args.conflist, "conflist")
     args.run(args)
 
 

@@ -2,17 +2,12 @@
 //! tag, link) — the node programs, the short path's, the per-pod program and
 //! what the pods' links run —, the number of captured pods and the counters.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result};
-use libbpf_rs::query::{LinkTypeInfo, ProgInfoIter, ProgramInfo};
-use libbpf_rs::{Link, ProgramHandle};
+use libbpf_rs::query::{ProgInfoIter, ProgramInfo};
 
 use crate::datapath::counters::read_counters;
-use crate::datapath::inbound_link;
-use crate::datapath::loader::{
-    map_program_attachment, MapAttachment, MAP_PROGRAMS, NODE_PROGRAMS, POD_PROGRAMS,
-};
+use crate::datapath::inventory::Inventory;
+use crate::datapath::loader::MapAttachment;
 use crate::datapath::PodMaps;
 
 use super::args::Args;
@@ -45,90 +40,68 @@ pub fn run(args: &mut Args) -> Result<i32> {
             .unwrap_or_default()
     };
 
-    let mut attached = 0;
+    let inventory = Inventory::probe(&layout);
     println!("\nnode programs");
-    for program in NODE_PROGRAMS {
-        let pin = layout.link(program.link);
-        match Link::open(&pin).and_then(|link| link.info()) {
-            Ok(info) => {
-                attached += 1;
-                let cgroup = match info.info {
-                    LinkTypeInfo::Cgroup(cgroup) => format!("cgroup id {}", cgroup.cgroup_id),
-                    _ => "not a cgroup link".to_owned(),
-                };
-                println!(
-                    "  {:<12} attached  prog id {:<6} link id {:<6} {cgroup}  {}",
-                    program.link,
-                    info.prog_id,
-                    info.id,
-                    describe(info.prog_id)
-                );
-            }
-            Err(_) => println!(
+    for (program, link) in &inventory.node_programs {
+        match link {
+            Some(link) => println!(
+                "  {:<12} attached  prog id {:<6} link id {:<6} cgroup id {}  {}",
+                program.link,
+                link.prog_id,
+                link.link_id,
+                link.cgroup_id,
+                describe(link.prog_id)
+            ),
+            None => println!(
                 "  {:<12} MISSING   (no link at {})",
                 program.link,
-                pin.display()
+                layout.link(program.link).display()
             ),
         }
     }
     println!("\nshort path programs");
-    for program in MAP_PROGRAMS {
-        // (program id, how it is attached)
-        let found = match map_program_attachment(&layout, &program) {
-            Some(MapAttachment::Link { link_id, .. }) => Link::open(layout.link(program.pin))
-                .and_then(|link| link.info())
-                .map(|info| (info.prog_id, format!("link id {link_id:<6}"))),
-            Some(MapAttachment::Map) => ProgramHandle::from_pinned_path(layout.prog(program.pin))
-                .map(|prog| (prog.id(), "no link (on the map)".to_owned())),
-            None => {
+    for (program, state) in &inventory.map_programs {
+        match state {
+            Some(state) => {
+                let how = match state.attachment {
+                    MapAttachment::Link { link_id, .. } => format!("link id {link_id:<6}"),
+                    MapAttachment::Map => "no link (on the map)".to_owned(),
+                };
                 println!(
-                    "  {:<12} MISSING   (not attached to {})",
-                    program.pin, program.map
+                    "  {:<12} attached  prog id {:<6} {how} map {}  {}",
+                    program.pin,
+                    state.prog_id,
+                    program.map,
+                    describe(state.prog_id)
                 );
-                continue;
             }
-        };
-        match found {
-            Ok((prog_id, how)) => println!(
-                "  {:<12} attached  prog id {prog_id:<6} {how} map {}  {}",
-                program.pin,
-                program.map,
-                describe(prog_id)
+            None => println!(
+                "  {:<12} MISSING   (not attached to {})",
+                program.pin, program.map
             ),
-            Err(err) => println!("  {:<12} UNREADABLE ({err})", program.pin),
         }
     }
     println!("\nper-pod programs");
-    for program in POD_PROGRAMS {
-        let pin = layout.prog(program.pin);
-        match ProgramHandle::from_pinned_path(&pin) {
-            Ok(prog) => println!(
+    for (program, prog_id) in &inventory.pod_programs {
+        match prog_id {
+            Some(id) => println!(
                 "  {:<12} pinned    prog id {:<6} {}",
                 program.pin,
-                prog.id(),
-                describe(prog.id())
+                id,
+                describe(*id)
             ),
-            Err(_) => println!(
+            None => println!(
                 "  {:<12} MISSING   (no program at {})",
                 program.pin,
-                pin.display()
+                layout.prog(program.pin).display()
             ),
         }
     }
-    // Which programs the pods' links run: after an upgrade, all the pinned one.
-    let mut by_program: BTreeMap<u32, usize> = BTreeMap::new();
-    for cookie in inbound_link::linked_cookies(&layout) {
-        let prog_id = Link::open(layout.inbound_link(cookie))
-            .and_then(|link| link.info())
-            .map(|info| info.prog_id)
-            .unwrap_or(0);
-        *by_program.entry(prog_id).or_default() += 1;
-    }
-    for (prog_id, links) in &by_program {
+    for (prog_id, links) in inventory.pod_links_by_program() {
         println!(
             "  {:<12} {links} pod link(s) run prog id {prog_id}  {}",
             "inbound",
-            describe(*prog_id)
+            describe(prog_id)
         );
     }
     match PodMaps::open(&layout).and_then(|maps| maps.pods()) {
@@ -136,12 +109,8 @@ pub fn run(args: &mut Args) -> Result<i32> {
         Err(err) => println!("\ncaptured pods  unknown ({err})"),
     }
     println!("\ncounters");
-    for (name, value) in read_counters(&layout).context("reading the counters")? {
-        println!("  {name:<28} {value}");
+    for read in read_counters(&layout).context("reading the counters")? {
+        println!("  {:<28} {}", read.name, read.value);
     }
-    Ok(if attached == NODE_PROGRAMS.len() {
-        0
-    } else {
-        1
-    })
+    Ok(if inventory.missing().is_empty() { 0 } else { 1 })
 }

@@ -42,7 +42,7 @@ pub enum ErrorCode {
     KernelUnsupported,
     /// 104: the pod must be captured but cannot be classified or configured.
     PodPolicy,
-    /// 999: a bug in meshlane (e.g. a panic caught by the skeleton). Same value as
+    /// 999: a bug in meshlane (e.g. a panic caught by the protocol layer). Same value as
     /// the reference library's "internal" code, so runtimes log it the same way.
     Internal,
 }

@@ -10,7 +10,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod prev_result;
-pub mod skel;
+pub mod protocol;
 pub mod version;
 
 pub use command::{Command, Environment};
@@ -44,7 +44,7 @@ pub struct GcRequest {
     pub config: NetConf,
 }
 
-/// What a plugin implements; the skeleton ([`skel::run`]) does the protocol.
+/// What a plugin implements; the protocol layer ([`protocol::run`]) does the protocol.
 pub trait Plugin {
     /// ADD: returns the result to print. A chained plugin returns the previous
     /// result (see [`PrevResult::pass_through`]).

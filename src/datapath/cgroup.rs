@@ -9,18 +9,34 @@ use std::path::{Path, PathBuf};
 
 use super::error::DatapathError;
 
+/// One mount of a mountinfo text: where, and which filesystem type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub mount_point: PathBuf,
+    pub fstype: String,
+}
+
+/// Every mount listed in a mountinfo text, in its order.
+pub fn parse_mountinfo(mountinfo: &str) -> Vec<Mount> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            // "<id> <parent> <maj:min> <root> <mount point> <options> [optional...] - <fstype> ..."
+            let (left, right) = line.split_once(" - ")?;
+            Some(Mount {
+                mount_point: PathBuf::from(unescape_mountinfo(left.split_whitespace().nth(4)?)),
+                fstype: right.split_whitespace().next()?.to_owned(),
+            })
+        })
+        .collect()
+}
+
 /// The first cgroup2 mount point listed in a mountinfo text.
 pub fn find_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // "<id> <parent> <maj:min> <root> <mount point> <options> [optional...] - <fstype> ..."
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        if fstype != "cgroup2" {
-            return None;
-        }
-        let mount_point = left.split_whitespace().nth(4)?;
-        Some(PathBuf::from(unescape_mountinfo(mount_point)))
-    })
+    parse_mountinfo(mountinfo)
+        .into_iter()
+        .find(|mount| mount.fstype == "cgroup2")
+        .map(|mount| mount.mount_point)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
@@ -126,6 +142,23 @@ mod tests {
         let v1 = "40 31 0:37 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
         assert_eq!(find_cgroup2_mount(v1), None);
         assert_eq!(find_cgroup2_mount(""), None);
+    }
+
+    #[test]
+    fn lists_every_mount_with_its_type() {
+        let mounts = parse_mountinfo(HYBRID);
+        let listed: Vec<(&str, &str)> = mounts
+            .iter()
+            .map(|m| (m.mount_point.to_str().unwrap(), m.fstype.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("/sys/fs/cgroup", "tmpfs"),
+                ("/sys/fs/cgroup/systemd", "cgroup"),
+                ("/sys/fs/cgroup/unified", "cgroup2"),
+            ]
+        );
     }
 
     #[test]

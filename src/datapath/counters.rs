@@ -3,6 +3,7 @@
 use super::abi::ml_counter;
 use super::error::DatapathError;
 use super::layout::PinLayout;
+use super::names::maps;
 use super::pinned_map::PinnedMap;
 
 /// Every counter with the name operators and metrics see.
@@ -101,13 +102,43 @@ pub const COUNTERS: [(ml_counter, &str); 35] = [
     (ml_counter::ML_CNT_SHORT_RESUMED, "short_path_resumed"),
 ];
 
+/// One counter's value, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterValue {
+    pub counter: ml_counter,
+    /// Its name in `COUNTERS`: what `meshlane status` and `/metrics` show.
+    pub name: &'static str,
+    pub value: u64,
+}
+
 /// Reads every counter, in the order of `COUNTERS`.
-pub fn read_counters(layout: &PinLayout) -> Result<Vec<(&'static str, u64)>, DatapathError> {
-    let map = PinnedMap::open(layout, "ml_counters")?;
+pub fn read_counters(layout: &PinLayout) -> Result<Vec<CounterValue>, DatapathError> {
+    let map = PinnedMap::open(layout, maps::COUNTERS)?;
     COUNTERS
         .iter()
-        .map(|(counter, name)| Ok((*name, map.sum_percpu_u64(counter.0)?)))
+        .map(|(counter, name)| {
+            Ok(CounterValue {
+                counter: *counter,
+                name,
+                value: map.sum_percpu_u64(counter.0)?,
+            })
+        })
         .collect()
+}
+
+impl CounterValue {
+    /// (name, value), as listings show it.
+    pub fn named(&self) -> (&'static str, u64) {
+        (self.name, self.value)
+    }
+}
+
+/// A counter's value among `values`.
+pub fn value_of(values: &[CounterValue], counter: ml_counter) -> Option<u64> {
+    values
+        .iter()
+        .find(|read| read.counter == counter)
+        .map(|read| read.value)
 }
 
 #[cfg(test)]

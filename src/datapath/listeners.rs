@@ -15,8 +15,9 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use super::abi::{ml_limits, ml_listener_key, MapBytes};
 use super::error::DatapathError;
 use super::layout::PinLayout;
+use super::names::maps;
 
-const MAP: &str = "ml_inbound_listeners";
+const MAP: &str = maps::INBOUND_LISTENERS;
 
 /// Puts a listening socket into the pod's first free slot of its family.
 /// Returns `false` when every slot is taken (as `sockops` does, it is then not

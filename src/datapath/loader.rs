@@ -14,15 +14,17 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use libbpf_rs::query::LinkTypeInfo;
-use libbpf_rs::{Link, MapCore, MapHandle, Object};
+use libbpf_rs::{Link, MapCore, MapHandle};
 
 use super::bpffs;
 use super::cgroup::Cgroup;
 use super::error::DatapathError;
 use super::features;
+use super::inventory::Inventory;
 use super::layout::PinLayout;
 use super::lock::RootLock;
-use super::object_load::{self, OBJECTS};
+use super::names::{maps, programs, Object};
+use super::object_load;
 
 /// A program attached to the node's cgroup, and the name of its link pin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +32,7 @@ pub struct NodeProgram {
     /// The link's pin name under `<root>/links`.
     pub link: &'static str,
     /// The BPF object (`bpf/<object>.bpf.c`) it comes from.
-    pub object: &'static str,
+    pub object: Object,
     /// The program's function name.
     pub program: &'static str,
 }
@@ -38,53 +40,53 @@ pub struct NodeProgram {
 pub const NODE_PROGRAMS: [NodeProgram; 10] = [
     NodeProgram {
         link: "connect4",
-        object: "connect",
-        program: "ml_connect4",
+        object: Object::Connect,
+        program: programs::CONNECT4,
     },
     NodeProgram {
         link: "connect6",
-        object: "connect",
-        program: "ml_connect6",
+        object: Object::Connect,
+        program: programs::CONNECT6,
     },
     NodeProgram {
         link: "sendmsg4",
-        object: "connect",
-        program: "ml_sendmsg4",
+        object: Object::Connect,
+        program: programs::SENDMSG4,
     },
     NodeProgram {
         link: "sendmsg6",
-        object: "connect",
-        program: "ml_sendmsg6",
+        object: Object::Connect,
+        program: programs::SENDMSG6,
     },
     NodeProgram {
         link: "recvmsg4",
-        object: "connect",
-        program: "ml_recvmsg4",
+        object: Object::Connect,
+        program: programs::RECVMSG4,
     },
     NodeProgram {
         link: "recvmsg6",
-        object: "connect",
-        program: "ml_recvmsg6",
+        object: Object::Connect,
+        program: programs::RECVMSG6,
     },
     NodeProgram {
         link: "getpeername4",
-        object: "connect",
-        program: "ml_getpeername4",
+        object: Object::Connect,
+        program: programs::GETPEERNAME4,
     },
     NodeProgram {
         link: "getpeername6",
-        object: "connect",
-        program: "ml_getpeername6",
+        object: Object::Connect,
+        program: programs::GETPEERNAME6,
     },
     NodeProgram {
         link: "getsockopt",
-        object: "origdst",
-        program: "ml_getsockopt",
+        object: Object::Origdst,
+        program: programs::GETSOCKOPT,
     },
     NodeProgram {
         link: "sockops",
-        object: "sockops",
-        program: "ml_sockops",
+        object: Object::Sockops,
+        program: programs::SOCKOPS,
     },
 ];
 
@@ -93,14 +95,14 @@ pub const NODE_PROGRAMS: [NodeProgram; 10] = [
 pub struct PodProgram {
     /// The program's pin name under `<root>/progs`.
     pub pin: &'static str,
-    pub object: &'static str,
+    pub object: Object,
     pub program: &'static str,
 }
 
 pub const POD_PROGRAMS: [PodProgram; 1] = [PodProgram {
     pin: "sk_lookup",
-    object: "inbound",
-    program: "ml_sk_lookup",
+    object: Object::Inbound,
+    program: programs::SK_LOOKUP,
 }];
 
 /// A program attached to one of meshlane's maps rather than to the cgroup.
@@ -110,7 +112,7 @@ pub struct MapProgram {
     /// and the program's pin name under `<root>/progs` when the kernel has no such
     /// links and the program is attached to the map itself (`BPF_PROG_ATTACH`).
     pub pin: &'static str,
-    pub object: &'static str,
+    pub object: Object,
     pub program: &'static str,
     /// The map it is attached to, pinned under `<root>/maps`.
     pub map: &'static str,
@@ -119,9 +121,9 @@ pub struct MapProgram {
 /// The short path's `sk_msg` program runs for every socket in `ml_short_tx`.
 pub const MAP_PROGRAMS: [MapProgram; 1] = [MapProgram {
     pin: "sk_msg",
-    object: "shortpath",
-    program: "ml_short_msg",
-    map: "ml_short_tx",
+    object: Object::Shortpath,
+    program: programs::SHORT_MSG,
+    map: maps::SHORT_TX,
 }];
 
 /// How a map program is attached.
@@ -138,7 +140,11 @@ pub enum MapAttach {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapAttachment {
     /// Through the link pinned at `<root>/links/<pin>`, to the pinned map.
-    Link { link_id: u32, map_id: u32 },
+    Link {
+        link_id: u32,
+        map_id: u32,
+        prog_id: u32,
+    },
     /// To the map itself (no link); `<root>/progs/<pin>` marks it.
     Map,
 }
@@ -182,40 +188,15 @@ pub fn ensure_attached_with(
     // named for it here, instead of failing in the verifier with a log to decode.
     features::require_all()?;
     let mut attached = Vec::new();
-    for object in OBJECTS {
+    for object in Object::LOAD_ORDER {
         attached.extend(load_and_attach(object, layout, &cgroup, map_attach)?);
     }
     Ok(AttachOutcome::Attached(attached))
 }
 
-/// True when every node program has a pinned link on this cgroup and every pod
-/// program is pinned. A link pinned for another cgroup is an error: one pin root
-/// serves one cgroup.
+/// True when everything is in place for this cgroup (see `Inventory`).
 fn all_attached(layout: &PinLayout, cgroup: &Cgroup) -> Result<bool, DatapathError> {
-    if POD_PROGRAMS.iter().any(|p| !layout.prog(p.pin).exists()) {
-        return Ok(false);
-    }
-    if MAP_PROGRAMS
-        .iter()
-        .any(|p| map_program_attachment(layout, p).is_none())
-    {
-        return Ok(false);
-    }
-    for program in NODE_PROGRAMS {
-        match pinned_link_cgroup(&layout.link(program.link)) {
-            None => return Ok(false),
-            Some(id) if id != cgroup.id => {
-                return Err(DatapathError::CgroupMismatch {
-                    root: layout.root().to_path_buf(),
-                    cgroup: cgroup.path.clone(),
-                    attached: id,
-                    wanted: cgroup.id,
-                })
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(true)
+    Inventory::probe(layout).complete_for(cgroup.id, &cgroup.path)
 }
 
 /// The cgroup id of a pinned cgroup link, `None` when there is no such pin.
@@ -246,6 +227,7 @@ pub fn map_program_attachment(layout: &PinLayout, program: &MapProgram) -> Optio
         return (sockmap.map_id == map_id).then_some(MapAttachment::Link {
             link_id: info.id,
             map_id,
+            prog_id: info.prog_id,
         });
     }
     layout
@@ -257,7 +239,7 @@ pub fn map_program_attachment(layout: &PinLayout, program: &MapProgram) -> Optio
 /// Loads one object with its maps pinned (or reused) under the root, then
 /// attaches each of its programs that is not attached yet.
 fn load_and_attach(
-    object: &'static str,
+    object: Object,
     layout: &PinLayout,
     cgroup: &Cgroup,
     map_attach: MapAttach,
@@ -269,8 +251,8 @@ fn load_and_attach(
 
 /// Attaches each program of a loaded object whose link or pin is missing.
 fn attach_from(
-    object: &'static str,
-    loaded: &Object,
+    object: Object,
+    loaded: &libbpf_rs::Object,
     layout: &PinLayout,
     cgroup: &Cgroup,
     map_attach: MapAttach,
@@ -285,7 +267,7 @@ fn attach_from(
             .progs_mut()
             .find(|p| p.name() == program.program)
             .ok_or(DatapathError::MissingProgram {
-                object,
+                object: object.name(),
                 program: program.program,
             })?;
         let mut link = prog
@@ -311,7 +293,7 @@ fn attach_from(
             .progs_mut()
             .find(|p| p.name() == program.program)
             .ok_or(DatapathError::MissingProgram {
-                object,
+                object: object.name(),
                 program: program.program,
             })?;
         prog.pin(&pin).map_err(|source| DatapathError::Pin {
@@ -334,7 +316,7 @@ fn attach_from(
             })?;
         }
         let missing = DatapathError::MissingProgram {
-            object,
+            object: object.name(),
             program: program.program,
         };
         let mut prog = loaded
@@ -343,7 +325,7 @@ fn attach_from(
             .ok_or(missing)?;
         let map = loaded.maps().find(|m| m.name() == program.map).ok_or(
             DatapathError::MissingProgram {
-                object,
+                object: object.name(),
                 program: program.map,
             },
         )?;

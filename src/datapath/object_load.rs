@@ -7,80 +7,75 @@
 use std::mem::MaybeUninit;
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Object, OpenObject};
+use libbpf_rs::OpenObject;
 
 use super::error::DatapathError;
 use super::layout::PinLayout;
 use super::map_compat;
+use super::names::Object;
 use super::skel;
 use super::verifier_log;
-
-/// Every object, in load order. `shortpath` before `sockops`: sockets that
-/// sockops puts into `ml_short_tx` get the program the map has at that moment,
-/// and keep it.
-pub const OBJECTS: [&str; 5] = ["connect", "origdst", "shortpath", "sockops", "inbound"];
 
 /// Loads `object` and hands the loaded object to `use_object`; the object is
 /// closed afterwards (what `use_object` attached, pinned or duplicated lives on).
 pub fn with_loaded<T>(
-    object: &'static str,
+    object: Object,
     layout: &PinLayout,
-    use_object: impl FnOnce(&Object) -> Result<T, DatapathError>,
+    use_object: impl FnOnce(&libbpf_rs::Object) -> Result<T, DatapathError>,
 ) -> Result<T, DatapathError> {
     let mut storage = MaybeUninit::uninit();
     match object {
-        "connect" => load(
+        Object::Connect => load(
             object,
             skel::connect::ConnectSkelBuilder::default(),
             &mut storage,
             layout,
             use_object,
         ),
-        "origdst" => load(
+        Object::Origdst => load(
             object,
             skel::origdst::OrigdstSkelBuilder::default(),
             &mut storage,
             layout,
             use_object,
         ),
-        "sockops" => load(
+        Object::Sockops => load(
             object,
             skel::sockops::SockopsSkelBuilder::default(),
             &mut storage,
             layout,
             use_object,
         ),
-        "inbound" => load(
+        Object::Inbound => load(
             object,
             skel::inbound::InboundSkelBuilder::default(),
             &mut storage,
             layout,
             use_object,
         ),
-        "shortpath" => load(
+        Object::Shortpath => load(
             object,
             skel::shortpath::ShortpathSkelBuilder::default(),
             &mut storage,
             layout,
             use_object,
         ),
-        other => unreachable!("no BPF object named {other}"),
     }
 }
 
 fn load<'obj, B, T>(
-    object: &'static str,
+    object: Object,
     mut builder: B,
     storage: &'obj mut MaybeUninit<OpenObject>,
     layout: &PinLayout,
-    use_object: impl FnOnce(&Object) -> Result<T, DatapathError>,
+    use_object: impl FnOnce(&libbpf_rs::Object) -> Result<T, DatapathError>,
 ) -> Result<T, DatapathError>
 where
     B: SkelBuilder<'obj>,
     B::Output: OpenSkel<'obj>,
 {
     let load_err = |source, verifier_log| DatapathError::Load {
-        object,
+        object: object.name(),
         source,
         verifier_log,
     };

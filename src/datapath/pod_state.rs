@@ -3,15 +3,18 @@
 //! attachments that reference it.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use super::abi::MapBytes;
 use super::abi::{
-    ml_addr, ml_attachment, ml_attachment_key, ml_cidr_key, ml_conn_key, ml_pod, ml_port_key,
+    ml_addr, ml_attachment, ml_attachment_key, ml_cidr_key, ml_conn_key, ml_pod, ml_pod_flag,
+    ml_port_key,
 };
 use super::attachment::{Attachment, AttachmentKey};
 use super::error::DatapathError;
 use super::inbound_link;
 use super::layout::PinLayout;
+use super::names::maps;
 use super::pinned_map::PinnedMap;
 use super::pod_record::{
     cidr_key, cookie_of_cidr_key, port_entry_of, port_key, CidrTrie, PodEntries, PortEntry,
@@ -42,14 +45,14 @@ impl PodMaps {
     pub fn open(layout: &PinLayout) -> Result<Self, DatapathError> {
         Ok(PodMaps {
             layout: layout.clone(),
-            pods: PinnedMap::open(layout, "ml_pods")?,
-            pod_ips: PinnedMap::open(layout, "ml_pod_ips")?,
-            port_rules: PinnedMap::open(layout, "ml_port_rules")?,
-            exclude_cidrs: PinnedMap::open(layout, "ml_out_exclude_cidrs")?,
-            include_cidrs: PinnedMap::open(layout, "ml_out_include_cidrs")?,
-            interface_routes: PinnedMap::open(layout, "ml_out_iface_routes")?,
-            conns: PinnedMap::open(layout, "ml_conn_orig_dst")?,
-            attachments: PinnedMap::open(layout, "ml_attachments")?,
+            pods: PinnedMap::open(layout, maps::PODS)?,
+            pod_ips: PinnedMap::open(layout, maps::POD_IPS)?,
+            port_rules: PinnedMap::open(layout, maps::PORT_RULES)?,
+            exclude_cidrs: PinnedMap::open(layout, maps::OUT_EXCLUDE_CIDRS)?,
+            include_cidrs: PinnedMap::open(layout, maps::OUT_INCLUDE_CIDRS)?,
+            interface_routes: PinnedMap::open(layout, maps::OUT_IFACE_ROUTES)?,
+            conns: PinnedMap::open(layout, maps::CONN_ORIG_DST)?,
+            attachments: PinnedMap::open(layout, maps::ATTACHMENTS)?,
         })
     }
 
@@ -288,4 +291,66 @@ impl PodMaps {
             .map(|(key, value)| Attachment::from_abi(key, value))
             .collect())
     }
+
+    /// The IPs a netns's pod record lists: `attachment`'s, then those of the
+    /// netns's other attachments (Multus: one pod, several interfaces).
+    pub fn netns_ips_with(&self, attachment: &Attachment) -> Result<Vec<IpAddr>, DatapathError> {
+        let mut ips = attachment.ips.clone();
+        for sibling in self.attachments()? {
+            if sibling.netns_cookie == attachment.netns_cookie && sibling.key != attachment.key {
+                for ip in sibling.ips {
+                    if !ips.contains(&ip) {
+                        ips.push(ip);
+                    }
+                }
+            }
+        }
+        Ok(ips)
+    }
+
+    /// After an attachment of this netns went: removes the pod's records if no
+    /// attachment references the netns any more (returns true), else rewrites
+    /// its record to the IPs the remaining attachments hold.
+    pub fn rebuild_from_attachments(&self, netns_cookie: u64) -> Result<bool, DatapathError> {
+        let remaining: Vec<Attachment> = self
+            .attachments()?
+            .into_iter()
+            .filter(|a| a.netns_cookie == netns_cookie)
+            .collect();
+        let Some(first) = remaining.first() else {
+            self.remove_pod(netns_cookie)?;
+            return Ok(true);
+        };
+        if let Some(mut pod) = self.pod(netns_cookie)? {
+            let ips = self.netns_ips_with(first)?;
+            let mut slots = pod.ips;
+            slots.fill(Default::default());
+            for (slot, ip) in slots.iter_mut().zip(&ips) {
+                *slot = ml_addr::from_ip(*ip);
+            }
+            pod.ips = slots;
+            pod.ip_count = ips.len().min(slots.len()) as u16;
+            self.put_pod_record(netns_cookie, &pod)?;
+        }
+        Ok(false)
+    }
+
+    /// What CNI CHECK and enrollment need of a pod record: `None` without one.
+    pub fn pod_summary(&self, netns_cookie: u64) -> Result<Option<PodSummary>, DatapathError> {
+        Ok(self.pod(netns_cookie)?.map(|pod| PodSummary {
+            captures_inbound: pod.flags & ml_pod_flag::ML_POD_CAPTURE_INBOUND.0 != 0,
+            inbound_port: pod.inbound_port,
+            ip_count: usize::from(pod.ip_count),
+        }))
+    }
+}
+
+/// A pod record, as far as callers outside the datapath need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodSummary {
+    pub captures_inbound: bool,
+    /// The proxy's inbound listener port.
+    pub inbound_port: u16,
+    /// How many IPs the record lists.
+    pub ip_count: usize,
 }

@@ -36,7 +36,8 @@ use super::loader::{
     map_program_attachment, MapAttachment, MapProgram, MAP_PROGRAMS, NODE_PROGRAMS, POD_PROGRAMS,
 };
 use super::lock::RootLock;
-use super::object_load::{self, OBJECTS};
+use super::names::Object;
+use super::object_load;
 use super::prog_identity::ProgramIdentity;
 use super::relink;
 use super::upgrade_report::{Outcome, ProgramUpgrade, Target, UpgradeReport};
@@ -275,17 +276,17 @@ fn open_pinned_program(
 fn load_this_build(
     layout: &PinLayout,
 ) -> Result<HashMap<&'static str, (OwnedFd, ProgramIdentity)>, DatapathError> {
-    let mut wanted: Vec<(&'static str, &'static str)> = Vec::new();
+    let mut wanted: Vec<(Object, &'static str)> = Vec::new();
     wanted.extend(NODE_PROGRAMS.iter().map(|p| (p.object, p.program)));
     wanted.extend(POD_PROGRAMS.iter().map(|p| (p.object, p.program)));
     wanted.extend(MAP_PROGRAMS.iter().map(|p| (p.object, p.program)));
     let mut loaded = HashMap::new();
-    for object in OBJECTS {
+    for object in Object::LOAD_ORDER {
         object_load::with_loaded(object, layout, |built| {
             for &(_, name) in wanted.iter().filter(|(o, _)| *o == object) {
                 let prog = built.progs().find(|p| p.name() == name).ok_or(
                     DatapathError::MissingProgram {
-                        object,
+                        object: object.name(),
                         program: name,
                     },
                 )?;

@@ -21,9 +21,8 @@ use std::time::Duration;
 use crate::datapath::cgroup::{host_cgroup2_root, Cgroup};
 use crate::datapath::counters::read_counters;
 use crate::datapath::features;
-use crate::datapath::loader::{
-    map_program_attachment, pinned_link_cgroup, MAP_PROGRAMS, NODE_PROGRAMS, POD_PROGRAMS,
-};
+use crate::datapath::inventory::Inventory;
+use crate::datapath::loader::NODE_PROGRAMS;
 use crate::datapath::{ensure_attached, AttachOutcome, PinLayout, PodMaps};
 use crate::policy::short_path_kernels::{node_short_path, ShortPathSwitch};
 
@@ -65,34 +64,25 @@ impl Node {
             .unwrap_or(false)
     }
 
-    /// Node programs whose pinned link is attached to our cgroup, and whether
-    /// the per-pod programs are pinned and the map programs (the short path's
-    /// sk_msg) attached too.
-    fn programs(&self) -> (u64, bool) {
-        let Ok(cgroup) = Cgroup::open(&self.cgroup) else {
-            return (0, false);
+    /// Node programs whose pinned link is attached to our cgroup, and what is
+    /// missing for capture (node, per-pod and short path programs).
+    fn programs(&self) -> (u64, Vec<String>) {
+        let inventory = Inventory::probe(&self.layout);
+        let attached = match Cgroup::open(&self.cgroup) {
+            Ok(cgroup) => inventory.node_programs_on(cgroup.id) as u64,
+            Err(_) => 0,
         };
-        let attached = NODE_PROGRAMS
-            .iter()
-            .filter(|p| pinned_link_cgroup(&self.layout.link(p.link)) == Some(cgroup.id))
-            .count() as u64;
-        let pod_programs = POD_PROGRAMS
-            .iter()
-            .all(|p| self.layout.prog(p.pin).exists())
-            && MAP_PROGRAMS
-                .iter()
-                .all(|p| map_program_attachment(&self.layout, p).is_some());
-        (attached, pod_programs)
+        (attached, inventory.missing())
     }
 
     fn readiness(&self) -> Response {
         let chain = self.chain_in_place();
-        let (attached, pod_programs) = self.programs();
+        let (attached, missing) = self.programs();
         let expected = NODE_PROGRAMS.len() as u64;
         let upgrade = self.upgrade.problem();
         if chain
             && attached == expected
-            && pod_programs
+            && missing.is_empty()
             && upgrade.is_none()
             && self.kernel_problem.is_none()
         {
@@ -105,11 +95,13 @@ impl Node {
                 self.conf_dir.display()
             ));
         }
-        if attached != expected || !pod_programs {
+        if attached != expected {
             problems.push(format!(
-                "node programs attached {attached}/{expected}, per-pod and short path programs in place: {pod_programs}"
+                "node programs attached to {}: {attached}/{expected}",
+                self.cgroup.display()
             ));
         }
+        problems.extend(missing);
         problems.extend(upgrade);
         Response::text(503, format!("not ready: {}\n", problems.join("; ")))
     }
@@ -268,8 +260,8 @@ impl Agent {
             // Said once at start; loading would only fail the same way.
             return;
         }
-        let (attached, pod_programs) = self.node.programs();
-        if attached == NODE_PROGRAMS.len() as u64 && pod_programs {
+        let (attached, missing) = self.node.programs();
+        if attached == NODE_PROGRAMS.len() as u64 && missing.is_empty() {
             if self.memory.programs_ok != Some(true) {
                 info(
                     "node programs already attached",

@@ -4,6 +4,9 @@
 
 use std::fmt::Write;
 
+use crate::datapath::abi::ml_counter;
+use crate::datapath::counters::{value_of, CounterValue};
+
 /// ADD and DEL failures seen in the plugin's log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CniErrors {
@@ -14,7 +17,7 @@ pub struct CniErrors {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// The datapath's per-CPU counters, summed (empty when the maps are missing).
-    pub counters: Vec<(&'static str, u64)>,
+    pub counters: Vec<CounterValue>,
     /// Pod records in the maps; `None` when they cannot be read.
     pub enrolled_pods: Option<u64>,
     pub cni_errors: CniErrors,
@@ -24,34 +27,34 @@ pub struct Snapshot {
 }
 
 /// Captured connections, from the counter that counts each.
-const CAPTURED: [(&str, &str); 2] = [
-    ("outbound_redirected", "outbound"),
-    ("inbound_steered", "inbound"),
+const CAPTURED: [(ml_counter, &str); 2] = [
+    (ml_counter::ML_CNT_OUTBOUND_REDIRECTED, "outbound"),
+    (ml_counter::ML_CNT_INBOUND_STEERED, "inbound"),
 ];
 
 /// The short path's traffic (docs/shortpath.md): metric, counter, help.
-const SHORT_PATH: [(&str, &str, &str); 2] = [
+const SHORT_PATH: [(&str, ml_counter, &str); 2] = [
     (
         "meshlane_short_path_messages_total",
-        "short_path_redirected_messages",
+        ml_counter::ML_CNT_SHORT_REDIRECTED_MSGS,
         "Messages handed from socket to socket on the node (sk_msg), skipping TCP/IP.",
     ),
     (
         "meshlane_short_path_bytes_total",
-        "short_path_redirected_bytes",
+        ml_counter::ML_CNT_SHORT_REDIRECTED_BYTES,
         "Bytes handed from socket to socket on the node (sk_msg), skipping TCP/IP.",
     ),
 ];
 
-/// Bypasses by direction and reason: outbound ones are the `bypass_*` counters.
-fn bypass_labels(counter: &str) -> Option<(&'static str, &str)> {
-    if let Some(reason) = counter.strip_prefix("bypass_") {
-        return Some(("outbound", reason));
+/// Bypasses by direction and reason: the outbound ones are the counters named
+/// `bypass_<reason>` in `COUNTERS` (datapath/counters.rs).
+fn bypass_labels(read: &CounterValue) -> Option<(&'static str, &'static str)> {
+    if read.counter == ml_counter::ML_CNT_INBOUND_BYPASS_PORT {
+        return Some(("inbound", "excluded_port"));
     }
-    match counter {
-        "inbound_bypass_port" => Some(("inbound", "excluded_port")),
-        _ => None,
-    }
+    read.name
+        .strip_prefix("bypass_")
+        .map(|reason| ("outbound", reason))
 }
 
 fn escape(label: &str) -> String {
@@ -114,13 +117,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         snapshot.programs_expected
     );
 
-    let value = |name: &str| {
-        snapshot
-            .counters
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-    };
+    let value = |counter: ml_counter| value_of(&snapshot.counters, counter);
     family(
         &mut out,
         "meshlane_captured_connections_total",
@@ -141,12 +138,13 @@ pub fn render(snapshot: &Snapshot) -> String {
         "counter",
         "Connections of captured pods left alone, by direction and reason.",
     );
-    for (counter, v) in &snapshot.counters {
-        if let Some((direction, reason)) = bypass_labels(counter) {
+    for read in &snapshot.counters {
+        if let Some((direction, reason)) = bypass_labels(read) {
             let _ = writeln!(
                 out,
-                "meshlane_bypassed_connections_total{{direction=\"{direction}\",reason=\"{}\"}} {v}",
-                escape(reason)
+                "meshlane_bypassed_connections_total{{direction=\"{direction}\",reason=\"{}\"}} {}",
+                escape(reason),
+                read.value
             );
         }
     }
@@ -162,11 +160,12 @@ pub fn render(snapshot: &Snapshot) -> String {
         "counter",
         "Every per-CPU event counter of the BPF programs, summed over CPUs.",
     );
-    for (counter, v) in &snapshot.counters {
+    for read in &snapshot.counters {
         let _ = writeln!(
             out,
-            "meshlane_datapath_events_total{{event=\"{}\"}} {v}",
-            escape(counter)
+            "meshlane_datapath_events_total{{event=\"{}\"}} {}",
+            escape(read.name),
+            read.value
         );
     }
 
@@ -201,18 +200,33 @@ pub fn render(snapshot: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::counters::COUNTERS;
+
+    /// A counter as `read_counters` returns it.
+    fn read(counter: ml_counter, value: u64) -> CounterValue {
+        let name = COUNTERS
+            .iter()
+            .find(|(c, _)| *c == counter)
+            .map(|(_, name)| *name)
+            .unwrap();
+        CounterValue {
+            counter,
+            name,
+            value,
+        }
+    }
 
     #[test]
     fn renders_every_family_with_help_and_type() {
         let text = render(&Snapshot {
             counters: vec![
-                ("outbound_redirected", 7),
-                ("inbound_steered", 3),
-                ("bypass_excluded_port", 2),
-                ("inbound_bypass_port", 1),
-                ("orig_dst_answered", 5),
-                ("short_path_redirected_messages", 9),
-                ("short_path_redirected_bytes", 9000),
+                read(ml_counter::ML_CNT_OUTBOUND_REDIRECTED, 7),
+                read(ml_counter::ML_CNT_INBOUND_STEERED, 3),
+                read(ml_counter::ML_CNT_BYPASS_EXCLUDED_PORT, 2),
+                read(ml_counter::ML_CNT_INBOUND_BYPASS_PORT, 1),
+                read(ml_counter::ML_CNT_ORIG_DST_ANSWERED, 5),
+                read(ml_counter::ML_CNT_SHORT_REDIRECTED_MSGS, 9),
+                read(ml_counter::ML_CNT_SHORT_REDIRECTED_BYTES, 9000),
             ],
             enrolled_pods: Some(4),
             cni_errors: CniErrors { add: 1, del: 0 },

@@ -29,7 +29,7 @@ pub struct UninstallSettings {
 /// The captured pods, as `namespace/name` (or the netns cookie when no CNI
 /// attachment names the pod). Empty when nothing is loaded.
 pub fn captured_pods(layout: &PinLayout) -> Result<Vec<String>, InstallError> {
-    if !layout.map("ml_pods").exists() {
+    if !layout.map(crate::datapath::names::maps::PODS).exists() {
         return Ok(Vec::new());
     }
     let maps = PodMaps::open(layout)?;

@@ -2,9 +2,7 @@
 //! still attached.
 
 use crate::cni::{AttachmentRequest, CniError};
-use crate::datapath::loader::{
-    map_program_attachment, pinned_link_cgroup, MAP_PROGRAMS, NODE_PROGRAMS,
-};
+use crate::datapath::inventory::Inventory;
 use crate::datapath::PodMaps;
 use crate::netns;
 use crate::policy::selection::Selection;
@@ -23,25 +21,8 @@ pub fn check(request: &AttachmentRequest) -> Result<(), CniError> {
     if let Selection::Skip(_) = classify(&context.config, request)?.selection {
         return Ok(());
     }
-    for program in NODE_PROGRAMS {
-        if pinned_link_cgroup(&context.layout.link(program.link)).is_none() {
-            return Err(CniError::datapath(format!(
-                "node program {} is not attached (no link pinned at {})",
-                program.program,
-                context.layout.link(program.link).display()
-            )));
-        }
-    }
-    for program in MAP_PROGRAMS {
-        if map_program_attachment(&context.layout, &program).is_none() {
-            return Err(CniError::datapath(format!(
-                "{} is not attached to map {} (no link at {}, no program at {})",
-                program.program,
-                program.map,
-                context.layout.link(program.pin).display(),
-                context.layout.prog(program.pin).display()
-            )));
-        }
+    if let Some(missing) = Inventory::probe(&context.layout).missing().first() {
+        return Err(CniError::datapath(missing.clone()));
     }
     let netns_path = request
         .netns
@@ -66,15 +47,13 @@ pub fn check(request: &AttachmentRequest) -> Result<(), CniError> {
             facts.cookie
         )));
     }
-    let pod = maps.pod(facts.cookie)?.ok_or_else(|| {
+    let pod = maps.pod_summary(facts.cookie)?.ok_or_else(|| {
         CniError::pod_state(format!(
             "no pod record for netns cookie {}: the pod is not captured",
             facts.cookie
         ))
     })?;
-    if pod.flags & crate::datapath::abi::ml_pod_flag::ML_POD_CAPTURE_INBOUND.0 != 0
-        && !maps.inbound_attached(facts.cookie)
-    {
+    if pod.captures_inbound && !maps.inbound_attached(facts.cookie) {
         return Err(CniError::datapath(format!(
             "inbound steering is not linked to {} (no pin at {})",
             netns_path.display(),
@@ -89,7 +68,7 @@ pub fn check(request: &AttachmentRequest) -> Result<(), CniError> {
             )));
         }
     }
-    let recorded = usize::from(pod.ip_count);
+    let recorded = pod.ip_count;
     if recorded < attachment.ips.len() {
         return Err(CniError::pod_state(format!(
             "the pod record lists {recorded} IPs, the attachment {}",

@@ -42,39 +42,8 @@ pub fn forget_attachment(maps: &PodMaps, key: &AttachmentKey) -> Result<bool, Cn
         return Ok(false);
     };
     maps.remove_attachment(key)?;
-    if forget_netns_if_unused(maps, attachment.netns_cookie)? {
+    if maps.rebuild_from_attachments(attachment.netns_cookie)? {
         log_info!("released netns cookie {}", attachment.netns_cookie);
     }
     Ok(true)
-}
-
-/// Removes a netns's pod records if no attachment references it any more; when
-/// others remain, the record keeps only their IPs. Returns whether it removed.
-pub fn forget_netns_if_unused(maps: &PodMaps, netns_cookie: u64) -> Result<bool, CniError> {
-    let remaining: Vec<_> = maps
-        .attachments()?
-        .into_iter()
-        .filter(|a| a.netns_cookie == netns_cookie)
-        .collect();
-    if remaining.is_empty() {
-        maps.remove_pod(netns_cookie)?;
-        return Ok(true);
-    }
-    if let Some(mut pod) = maps.pod(netns_cookie)? {
-        let mut ips = Vec::new();
-        for ip in remaining.iter().flat_map(|a| a.ips.iter()) {
-            if !ips.contains(ip) {
-                ips.push(*ip);
-            }
-        }
-        let mut slots = pod.ips;
-        slots.fill(Default::default());
-        for (slot, ip) in slots.iter_mut().zip(&ips) {
-            *slot = crate::datapath::abi::ml_addr::from_ip(*ip);
-        }
-        pod.ips = slots;
-        pod.ip_count = ips.len().min(slots.len()) as u16;
-        maps.put_pod_record(netns_cookie, &pod)?;
-    }
-    Ok(false)
 }

@@ -108,7 +108,7 @@ pub fn write(maps: &PodMaps, prepared: Prepared, owner: Owner) -> Result<String,
         pod_name: owner.pod_name,
     };
     let replaced = maps.attachment(&attachment.key)?;
-    capture.ips = pod_ips_with_siblings(maps, &attachment)?;
+    capture.ips = maps.netns_ips_with(&attachment)?;
     let entries = PodEntries::from_capture(&capture)?;
     maps.put_attachment(&attachment)?;
     if let Err(err) = maps.write_pod(cookie, &entries) {
@@ -120,7 +120,7 @@ pub fn write(maps: &PodMaps, prepared: Prepared, owner: Owner) -> Result<String,
         if let Err(err) = maps.attach_inbound(cookie, &netns_path) {
             // Fail closed: a pod whose inbound cannot be captured does not start.
             let _ = restore_attachment(maps, &attachment, replaced.clone());
-            let _ = super::del::forget_netns_if_unused(maps, cookie);
+            let _ = maps.rebuild_from_attachments(cookie);
             return Err(err.into());
         }
     }
@@ -130,7 +130,7 @@ pub fn write(maps: &PodMaps, prepared: Prepared, owner: Owner) -> Result<String,
             old.netns_cookie,
             cookie
         );
-        super::del::forget_netns_if_unused(maps, old.netns_cookie)?;
+        maps.rebuild_from_attachments(old.netns_cookie)?;
     }
     Ok(describe(&capture, &node_short_path))
 }
@@ -162,22 +162,6 @@ fn describe(capture: &PodCapture, node: &NodeShortPath) -> String {
         if node.on { "on" } else { "off" },
         node.reason
     )
-}
-
-/// A netns with several attachments (Multus) is one pod: its record lists the
-/// IPs of all of them.
-fn pod_ips_with_siblings(maps: &PodMaps, attachment: &Attachment) -> Result<Vec<IpAddr>, CniError> {
-    let mut ips = attachment.ips.clone();
-    for sibling in maps.attachments()? {
-        if sibling.netns_cookie == attachment.netns_cookie && sibling.key != attachment.key {
-            for ip in sibling.ips {
-                if !ips.contains(&ip) {
-                    ips.push(ip);
-                }
-            }
-        }
-    }
-    Ok(ips)
 }
 
 /// Envoy's inbound passthrough binds `::6` to call the app; Istio's init puts that

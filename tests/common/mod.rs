@@ -14,7 +14,7 @@
 //! #[test]
 //! fn app_in_a_reaches_b_through_its_sidecar() {
 //!     let node = TestNode::new("example"); // bridge → meshlane, IPv4
-//!     let a = node.add_pod("a", PodOptions::new().annotation("sidecar.istio.io/status", "{}"));
+//!     let a = node.add_pod("a", PodOptions::new().injected()); // Istio gave it a sidecar
 //!     let b = node.add_pod("b", PodOptions::new());
 //!     let envoy = a.start_envoy(EnvoyOptions::new());
 //!     let _server = ProbeServer::start(&b.place(), 8080, "b");
@@ -28,6 +28,8 @@
 //! ```
 //! meshlane's entry always gets `bpffsRoot`, `cgroupPath` and `logFile` inside the
 //! node (see `node.rs`), so it never touches the machine's root cgroup or /sys/fs/bpf.
+//! What meshlane recorded is read back through the same objects: `node.maps()`,
+//! `node.counter(name)`, `pod.netns_cookie()` (the key of the pod's records).
 
 // Each test binary compiles this module and uses only part of it; unused helpers
 // would otherwise warn in every binary that does not need them.

@@ -1,60 +1,24 @@
-//! The mount table of the test process, from /proc/self/mountinfo.
+//! The mount table of the test process, from /proc/self/mountinfo, read with
+//! meshlane's own parser (`datapath::cgroup::parse_mountinfo`).
 
 use std::fs;
 use std::path::PathBuf;
 
-/// One line of /proc/self/mountinfo, the fields the harness needs.
-#[derive(Debug, Clone)]
-pub struct Mount {
-    pub mount_point: PathBuf,
-    pub fstype: String,
+pub use meshlane::datapath::cgroup::Mount;
+use meshlane::datapath::cgroup::{find_cgroup2_mount, parse_mountinfo};
+
+fn mountinfo() -> String {
+    fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
 }
 
 pub fn mounts() -> Vec<Mount> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines().filter_map(parse_line).collect()
-}
-
-/// "<id> <parent> <maj:min> <root> <mount point> <options> [optional…] - <fstype> …"
-fn parse_line(line: &str) -> Option<Mount> {
-    let (before, after) = line.split_once(" - ")?;
-    Some(Mount {
-        mount_point: PathBuf::from(unescape(before.split_whitespace().nth(4)?)),
-        fstype: after.split_whitespace().next()?.to_string(),
-    })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
-            let text = std::str::from_utf8(digits).ok()?;
-            u8::from_str_radix(text, 8).ok()
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    parse_mountinfo(&mountinfo())
 }
 
 /// The cgroup2 mount point. Hybrid hosts mount it at `/sys/fs/cgroup/unified`, so it
 /// is looked up, never hard-coded.
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    mounts()
-        .into_iter()
-        .find(|m| m.fstype == "cgroup2")
-        .map(|m| m.mount_point)
+    find_cgroup2_mount(&mountinfo())
 }
 
 /// Every cgroup mount: the cgroup2 one, and on hybrid hosts each v1 hierarchy.

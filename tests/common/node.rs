@@ -8,6 +8,8 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use meshlane::datapath::counters::{read_counters, CounterValue};
+use meshlane::datapath::{PinLayout, PodMaps};
 use serde_json::{Map, Value};
 
 use super::bpffs::BpffsMount;
@@ -62,6 +64,7 @@ pub struct TestNodeBuilder {
     extra_plugins: Vec<LayoutFn<Value>>,
     plugin_env: Vec<(String, String)>,
     edit_conflist: Option<ConflistEdit>,
+    short_path: bool,
 }
 
 impl TestNodeBuilder {
@@ -88,6 +91,13 @@ impl TestNodeBuilder {
     /// returned here win.
     pub fn meshlane_config(mut self, f: impl FnOnce(&NodeLayout) -> Value + 'static) -> Self {
         self.meshlane_config = Some(Box::new(f));
+        self
+    }
+
+    /// `"shortPath": true` in meshlane's entry: the short path on, whatever this
+    /// kernel's default (docs/kernels.md). `meshlane_config` may still override it.
+    pub fn short_path(mut self) -> Self {
+        self.short_path = true;
         self
     }
 
@@ -150,6 +160,9 @@ impl TestNodeBuilder {
         link_plugins(&layout.bin_dir);
 
         let mut meshlane_keys = meshlane_safety_keys(&layout);
+        if self.short_path {
+            meshlane_keys.insert("shortPath".into(), Value::Bool(true));
+        }
         if let Some(f) = self.meshlane_config {
             match f(&layout) {
                 Value::Object(map) => meshlane_keys.extend(map),
@@ -253,6 +266,7 @@ impl TestNode {
             extra_plugins: Vec::new(),
             plugin_env: Vec::new(),
             edit_conflist: None,
+            short_path: false,
         }
     }
 
@@ -270,6 +284,34 @@ impl TestNode {
 
     pub fn pin_root(&self) -> &Path {
         &self.layout.pin_root
+    }
+
+    /// meshlane's pins under this node's pin root.
+    pub fn pin_layout(&self) -> PinLayout {
+        PinLayout::new(self.pin_root())
+    }
+
+    /// meshlane's pod maps, read from the node's pins (panics unless pinned).
+    pub fn maps(&self) -> PodMaps {
+        PodMaps::open(&self.pin_layout()).expect("meshlane's maps are pinned")
+    }
+
+    /// Every counter of meshlane's programs, by name, in meshlane's order.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        read_counters(&self.pin_layout())
+            .expect("counters readable")
+            .iter()
+            .map(CounterValue::named)
+            .collect()
+    }
+
+    /// One counter of meshlane's programs (panics if there is none by that name).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters()
+            .into_iter()
+            .find(|(counter, _)| *counter == name)
+            .unwrap_or_else(|| panic!("no counter {name}"))
+            .1
     }
 
     /// Processes here run in the node netns (no pod, no mesh) but in the hooked

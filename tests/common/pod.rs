@@ -244,6 +244,13 @@ impl Pod<'_> {
         self.netns.path()
     }
 
+    /// The netns cookie meshlane keys the pod's records by (what its ADD reads).
+    pub fn netns_cookie(&self) -> u64 {
+        meshlane::netns::inspect(self.netns_path(), false)
+            .expect("the pod netns exists")
+            .cookie
+    }
+
     /// The attachment as the runtime describes it to plugins.
     pub fn runtime(&self) -> &RuntimeConf {
         &self.runtime
@@ -302,6 +309,16 @@ impl Pod<'_> {
     /// Starts an Envoy sidecar in this pod and waits until it is ready.
     pub fn start_envoy(&self, options: EnvoyOptions) -> Envoy {
         Envoy::start(&self.place(), options)
+    }
+
+    /// Sets a sysctl of the pod's netns (`sysctl -qw key=value` inside it).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        let set = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", self.netns_path().display()))
+            .args(["sysctl", "-qw", &format!("{key}={value}")])
+            .status()
+            .expect("nsenter sysctl");
+        assert!(set.success(), "sysctl {key}={value} in pod {}", self.name);
     }
 
     /// Runs `ip <args>` inside the pod netns.

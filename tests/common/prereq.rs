@@ -75,9 +75,16 @@ pub fn system_tool(name: &str) -> Option<PathBuf> {
         .find(|path| is_executable(path))
 }
 
+/// `tests/tools/<name>`: the probes, servers and senders tests run inside pods.
+pub fn test_tool(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/tools")
+        .join(name)
+}
+
 /// `tests/tools/probe.py`, the socket probe run inside pods.
 pub fn probe_script() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/probe.py"))
+    test_tool("probe.py")
 }
 
 fn is_executable(path: &Path) -> bool {

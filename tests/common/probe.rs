@@ -210,6 +210,15 @@ pub struct ConnectOutcome {
     pub raw: Value,
 }
 
+impl ConnectOutcome {
+    /// The server's reply; panics with the whole outcome when there is none.
+    pub fn expect_reply(&self) -> ServerReply {
+        self.reply
+            .clone()
+            .unwrap_or_else(|| panic!("no reply: {self:?}"))
+    }
+}
+
 impl Connect {
     /// `to` is "ip:port" or "[ip6]:port".
     pub fn to(to: impl ToString) -> Self {

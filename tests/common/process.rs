@@ -256,6 +256,14 @@ impl TestProcess {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The lines of its output that are JSON (the reports tools print as they go).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.output()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

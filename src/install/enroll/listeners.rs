@@ -14,8 +14,8 @@ use std::path::Path;
 
 use nix::sys::socket::{getsockname, getsockopt, sockopt, SockaddrStorage};
 
-use crate::datapath::abi::{ml_pod, ml_pod_flag};
 use crate::datapath::listeners::{register_listener, registered_cookies};
+use crate::datapath::pod_state::PodSummary;
 use crate::datapath::PinLayout;
 use crate::netns;
 
@@ -25,11 +25,11 @@ use super::procfs::PodProcess;
 pub fn adopt_listeners(
     layout: &PinLayout,
     netns_cookie: u64,
-    pod: &ml_pod,
+    pod: &PodSummary,
     processes: &[PodProcess],
     proc_root: &Path,
 ) -> Result<usize, String> {
-    if pod.flags & ml_pod_flag::ML_POD_CAPTURE_INBOUND.0 == 0 {
+    if !pod.captures_inbound {
         return Ok(0);
     }
     let mut known: BTreeSet<u64> = registered_cookies(layout, netns_cookie)

@@ -231,7 +231,7 @@ impl Enroller {
         let description = setup::write(maps, prepared, owner)?;
         // The proxy listens already: sockops will never see its listeners
         // being made, so they are registered from here.
-        let listeners = match maps.pod(cookie) {
+        let listeners = match maps.pod_summary(cookie) {
             Ok(Some(record)) => listeners::adopt_listeners(
                 &self.layout,
                 cookie,

@@ -1,0 +1,184 @@
+//! What is loaded, attached, pinned and linked under a pin root — probed in
+//! one place. `ensure_attached` (is anything missing?), CNI CHECK (what is
+//! missing?), the agent's readiness and metrics (how many?) and `meshlane
+//! status` (show it all) read the same probe, so they never disagree about
+//! what "attached" means.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use libbpf_rs::query::LinkTypeInfo;
+use libbpf_rs::{Link, ProgramHandle};
+
+use super::error::DatapathError;
+use super::inbound_link;
+use super::layout::PinLayout;
+use super::loader::{
+    map_program_attachment, MapAttachment, MapProgram, NodeProgram, PodProgram, MAP_PROGRAMS,
+    NODE_PROGRAMS, POD_PROGRAMS,
+};
+
+/// A node program's pinned cgroup link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupLink {
+    pub link_id: u32,
+    pub prog_id: u32,
+    pub cgroup_id: u64,
+}
+
+/// How a map program (the short path's `sk_msg`) is attached, with its program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapProgramState {
+    pub attachment: MapAttachment,
+    pub prog_id: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub layout: PinLayout,
+    /// Each node program and its link, `None` when no link is pinned (or the
+    /// pin is not a cgroup link).
+    pub node_programs: Vec<(NodeProgram, Option<CgroupLink>)>,
+    /// Each map program, `None` when it is not attached to its pinned map.
+    pub map_programs: Vec<(MapProgram, Option<MapProgramState>)>,
+    /// Each per-pod program and its pinned program's id, `None` when unpinned.
+    pub pod_programs: Vec<(PodProgram, Option<u32>)>,
+}
+
+impl Inventory {
+    /// Reads the pins under `layout` (one open per pin; no pod link is read).
+    pub fn probe(layout: &PinLayout) -> Inventory {
+        Inventory {
+            layout: layout.clone(),
+            node_programs: NODE_PROGRAMS
+                .iter()
+                .map(|program| (*program, cgroup_link(layout, program)))
+                .collect(),
+            map_programs: MAP_PROGRAMS
+                .iter()
+                .map(|program| (*program, map_program_state(layout, program)))
+                .collect(),
+            pod_programs: POD_PROGRAMS
+                .iter()
+                .map(|program| (*program, pinned_program_id(layout, program)))
+                .collect(),
+        }
+    }
+
+    /// Node programs whose link is attached to cgroup `cgroup_id`.
+    pub fn node_programs_on(&self, cgroup_id: u64) -> usize {
+        self.node_programs
+            .iter()
+            .filter(|(_, link)| link.is_some_and(|link| link.cgroup_id == cgroup_id))
+            .count()
+    }
+
+    /// What is missing for the node to capture, one line each (empty: nothing).
+    pub fn missing(&self) -> Vec<String> {
+        let layout = &self.layout;
+        let mut missing = Vec::new();
+        for (program, link) in &self.node_programs {
+            if link.is_none() {
+                missing.push(format!(
+                    "node program {} is not attached (no link pinned at {})",
+                    program.program,
+                    layout.link(program.link).display()
+                ));
+            }
+        }
+        for (program, state) in &self.map_programs {
+            if state.is_none() {
+                missing.push(format!(
+                    "{} is not attached to map {} (no link at {}, no program at {})",
+                    program.program,
+                    program.map,
+                    layout.link(program.pin).display(),
+                    layout.prog(program.pin).display()
+                ));
+            }
+        }
+        for (program, id) in &self.pod_programs {
+            if id.is_none() {
+                missing.push(format!(
+                    "per-pod program {} is not pinned at {}",
+                    program.program,
+                    layout.prog(program.pin).display()
+                ));
+            }
+        }
+        missing
+    }
+
+    /// Everything is in place, for `cgroup_id`. A node program linked to another
+    /// cgroup is an error: one pin root serves one cgroup.
+    pub fn complete_for(&self, cgroup_id: u64, cgroup: &Path) -> Result<bool, DatapathError> {
+        for (_, link) in &self.node_programs {
+            if let Some(link) = link {
+                if link.cgroup_id != cgroup_id {
+                    return Err(DatapathError::CgroupMismatch {
+                        root: self.layout.root().to_path_buf(),
+                        cgroup: cgroup.to_path_buf(),
+                        attached: link.cgroup_id,
+                        wanted: cgroup_id,
+                    });
+                }
+            }
+        }
+        Ok(self.missing().is_empty())
+    }
+
+    /// How many pods' inbound links run each program id (after an upgrade, all
+    /// the pinned one). Reads every pod link: for `meshlane status`, not ADD.
+    pub fn pod_links_by_program(&self) -> BTreeMap<u32, usize> {
+        let mut by_program = BTreeMap::new();
+        for cookie in inbound_link::linked_cookies(&self.layout) {
+            let prog_id = Link::open(self.layout.inbound_link(cookie))
+                .and_then(|link| link.info())
+                .map(|info| info.prog_id)
+                .unwrap_or(0);
+            *by_program.entry(prog_id).or_default() += 1;
+        }
+        by_program
+    }
+}
+
+fn cgroup_link(layout: &PinLayout, program: &NodeProgram) -> Option<CgroupLink> {
+    let path = layout.link(program.link);
+    // Checked first so that libbpf does not warn about a pin that is simply absent.
+    if !path.exists() {
+        return None;
+    }
+    let info = Link::open(&path).ok()?.info().ok()?;
+    match info.info {
+        LinkTypeInfo::Cgroup(cgroup) => Some(CgroupLink {
+            link_id: info.id,
+            prog_id: info.prog_id,
+            cgroup_id: cgroup.cgroup_id,
+        }),
+        _ => None,
+    }
+}
+
+fn map_program_state(layout: &PinLayout, program: &MapProgram) -> Option<MapProgramState> {
+    let attachment = map_program_attachment(layout, program)?;
+    let prog_id = match attachment {
+        MapAttachment::Link { prog_id, .. } => prog_id,
+        MapAttachment::Map => ProgramHandle::from_pinned_path(layout.prog(program.pin))
+            .ok()?
+            .id(),
+    };
+    Some(MapProgramState {
+        attachment,
+        prog_id,
+    })
+}
+
+fn pinned_program_id(layout: &PinLayout, program: &PodProgram) -> Option<u32> {
+    let path = layout.prog(program.pin);
+    if !path.exists() {
+        return None;
+    }
+    ProgramHandle::from_pinned_path(&path)
+        .ok()
+        .map(|prog| prog.id())
+}
