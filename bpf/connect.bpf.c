@@ -40,10 +40,7 @@ static __always_inline struct ml_addr bound_source(struct bpf_sock_addr *ctx)
 
 	if (sk->family == ML_AF_INET)
 		return addr_from_ipv4(READ_FIELD_U32(sk, struct bpf_sock, src_ip4));
-	words[0] = READ_FIELD_U32(sk, struct bpf_sock, src_ip6[0]);
-	words[1] = READ_FIELD_U32(sk, struct bpf_sock, src_ip6[1]);
-	words[2] = READ_FIELD_U32(sk, struct bpf_sock, src_ip6[2]);
-	words[3] = READ_FIELD_U32(sk, struct bpf_sock, src_ip6[3]);
+	READ_FIELD_IP6(sk, struct bpf_sock, src_ip6, words);
 	return addr_from_ipv6(words);
 }
 
@@ -54,10 +51,7 @@ static __always_inline struct ml_addr user_addr(struct bpf_sock_addr *ctx, int i
 
 	if (!ipv6)
 		return addr_from_ipv4(ctx->user_ip4);
-	words[0] = READ_FIELD_U32(ctx, struct bpf_sock_addr, user_ip6[0]);
-	words[1] = READ_FIELD_U32(ctx, struct bpf_sock_addr, user_ip6[1]);
-	words[2] = READ_FIELD_U32(ctx, struct bpf_sock_addr, user_ip6[2]);
-	words[3] = READ_FIELD_U32(ctx, struct bpf_sock_addr, user_ip6[3]);
+	READ_FIELD_IP6(ctx, struct bpf_sock_addr, user_ip6, words);
 	return addr_from_ipv6(words);
 }
 

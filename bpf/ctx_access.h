@@ -21,6 +21,16 @@
 		__value;                                                        \
 	})
 
+/* The four words of an IPv6 address field (src_ip6, user_ip6, ...), each loaded
+ * on its own as above. */
+#define READ_FIELD_IP6(ptr, type, field, words)                   \
+	do {                                                      \
+		(words)[0] = READ_FIELD_U32(ptr, type, field[0]); \
+		(words)[1] = READ_FIELD_U32(ptr, type, field[1]); \
+		(words)[2] = READ_FIELD_U32(ptr, type, field[2]); \
+		(words)[3] = READ_FIELD_U32(ptr, type, field[3]); \
+	} while (0)
+
 /*
  * Stores to neighbouring 32-bit context fields (optlen, retval) must stay two
  * 32-bit stores: clang merges them into one 64-bit store otherwise, which the

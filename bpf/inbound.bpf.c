@@ -22,10 +22,7 @@ static __always_inline struct ml_addr lookup_local(struct bpf_sk_lookup *ctx)
 
 	if (ctx->family == ML_AF_INET)
 		return addr_from_ipv4(READ_FIELD_U32(ctx, struct bpf_sk_lookup, local_ip4));
-	words[0] = READ_FIELD_U32(ctx, struct bpf_sk_lookup, local_ip6[0]);
-	words[1] = READ_FIELD_U32(ctx, struct bpf_sk_lookup, local_ip6[1]);
-	words[2] = READ_FIELD_U32(ctx, struct bpf_sk_lookup, local_ip6[2]);
-	words[3] = READ_FIELD_U32(ctx, struct bpf_sk_lookup, local_ip6[3]);
+	READ_FIELD_IP6(ctx, struct bpf_sk_lookup, local_ip6, words);
 	return addr_from_ipv6(words);
 }
 
@@ -35,10 +32,7 @@ static __always_inline struct ml_addr lookup_remote(struct bpf_sk_lookup *ctx)
 
 	if (ctx->family == ML_AF_INET)
 		return addr_from_ipv4(READ_FIELD_U32(ctx, struct bpf_sk_lookup, remote_ip4));
-	words[0] = READ_FIELD_U32(ctx, struct bpf_sk_lookup, remote_ip6[0]);
-	words[1] = READ_FIELD_U32(ctx, struct bpf_sk_lookup, remote_ip6[1]);
-	words[2] = READ_FIELD_U32(ctx, struct bpf_sk_lookup, remote_ip6[2]);
-	words[3] = READ_FIELD_U32(ctx, struct bpf_sk_lookup, remote_ip6[3]);
+	READ_FIELD_IP6(ctx, struct bpf_sk_lookup, remote_ip6, words);
 	return addr_from_ipv6(words);
 }
 

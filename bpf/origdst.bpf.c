@@ -60,15 +60,9 @@ static __always_inline int conn_key_of_accepted(struct bpf_sockopt *ctx, struct 
 		key->src = addr_from_ipv4(READ_FIELD_U32(sk, struct bpf_sock, dst_ip4));
 		key->dst = addr_from_ipv4(READ_FIELD_U32(sk, struct bpf_sock, src_ip4));
 	} else if (sk->family == ML_AF_INET6) {
-		words[0] = READ_FIELD_U32(sk, struct bpf_sock, dst_ip6[0]);
-		words[1] = READ_FIELD_U32(sk, struct bpf_sock, dst_ip6[1]);
-		words[2] = READ_FIELD_U32(sk, struct bpf_sock, dst_ip6[2]);
-		words[3] = READ_FIELD_U32(sk, struct bpf_sock, dst_ip6[3]);
+		READ_FIELD_IP6(sk, struct bpf_sock, dst_ip6, words);
 		key->src = addr_from_ipv6(words);
-		words[0] = READ_FIELD_U32(sk, struct bpf_sock, src_ip6[0]);
-		words[1] = READ_FIELD_U32(sk, struct bpf_sock, src_ip6[1]);
-		words[2] = READ_FIELD_U32(sk, struct bpf_sock, src_ip6[2]);
-		words[3] = READ_FIELD_U32(sk, struct bpf_sock, src_ip6[3]);
+		READ_FIELD_IP6(sk, struct bpf_sock, src_ip6, words);
 		key->dst = addr_from_ipv6(words);
 	} else {
 		return -1;
