@@ -136,11 +136,14 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, struct ml_connect 
 
 	if (verdict == ML_OUT_UNTOUCHED) {
 		/*
-		 * A UDP socket connected elsewhere must not keep an old DNS record. Only
-		 * on connect: a connected IPv4-mapped socket's every datagram passes
-		 * sendmsg4 too, addressed to where connect already sent it.
+		 * A socket connected again (TCP after a refused connect or an AF_UNSPEC
+		 * disconnect, UDP to another server) must not keep the record of its
+		 * earlier capture: getpeername would show the old destination and
+		 * sockops would publish it for the new connection. Only on connect: a
+		 * connected IPv4-mapped UDP socket's every datagram passes sendmsg4 too,
+		 * addressed to where connect already sent it.
 		 */
-		if (c->udp && on_connect)
+		if (on_connect)
 			bpf_sk_storage_delete(&ml_sk_redirects, ctx->sk);
 		return ML_SOCK_ALLOW;
 	}

@@ -41,6 +41,7 @@ pub mod bpffs;
 pub mod cgroup;
 pub mod chain;
 pub mod conflist;
+pub mod connect_variants;
 pub mod cri_node;
 pub mod envoy;
 pub mod envoy_config;

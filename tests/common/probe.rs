@@ -164,7 +164,7 @@ pub struct ServerReply {
 }
 
 impl ServerReply {
-    fn parse(json: &Value) -> Option<Self> {
+    pub fn parse(json: &Value) -> Option<Self> {
         Some(ServerReply {
             name: string_field(json, "name")?,
             peer: addr_field(json, "peer")?,
