@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use super::abi::{ml_addr, ml_cidr_key, ml_limits, ml_pod, ml_pod_flag, ml_port_key, ml_port_list};
 use super::error::DatapathError;
+use crate::policy::annotations::limits;
 use crate::policy::short_path::ShortPath;
 use crate::policy::{Cidr, CidrSelection, PodCapture, PortSelection};
 
@@ -146,6 +147,18 @@ impl PodEntries {
             }
         }
         if pod.flags & ml_pod_flag::ML_POD_EXCLUDES_INTERFACES.0 != 0 {
+            // Routes come from the pod's netns, not from a list the pod chose; the
+            // same per-pod share of the node-wide trie as a range annotation.
+            let cap = limits::CIDRS_PER_ANNOTATION;
+            if capture.interface_routes.len() > cap {
+                return Err(DatapathError::DoesNotFit {
+                    what: "routes of a pod with traffic.sidecar.istio.io/excludeInterfaces",
+                    detail: format!(
+                        "{} routes, at most {cap} per pod",
+                        capture.interface_routes.len()
+                    ),
+                });
+            }
             for (cidr, excluded) in &capture.interface_routes {
                 cidrs.insert((
                     CidrTrie::InterfaceRoutes,
@@ -296,6 +309,19 @@ mod tests {
             let flags = PodEntries::from_capture(&capture).unwrap().pod.flags;
             assert_eq!(flags & both, expected, "{setting:?}");
         }
+    }
+
+    /// The per-pod caps of policy::annotations::limits, every pod at every cap,
+    /// fit the node-wide maps.
+    #[test]
+    fn the_per_pod_caps_fit_the_maps_at_the_capped_pod_count() {
+        let pods = limits::CAPPED_PODS;
+        assert!(pods <= ml_limits::ML_MAX_PODS.0 as usize);
+        // Four port lists, and exclude-inbound's 4 ports of Istio's own.
+        let ports_per_pod = 4 * limits::PORTS_PER_ANNOTATION + 4;
+        assert!(pods * ports_per_pod <= ml_limits::ML_MAX_PORT_RULES.0 as usize);
+        // One trie per range list, and the interface-routes trie.
+        assert!(pods * limits::CIDRS_PER_ANNOTATION <= ml_limits::ML_MAX_CIDR_RULES.0 as usize);
     }
 
     #[test]

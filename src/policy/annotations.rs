@@ -19,6 +19,24 @@ pub const SIDECAR_STATUS: &str = "sidecar.istio.io/status";
 pub const SIDECAR_INJECT: &str = "sidecar.istio.io/inject";
 pub const AMBIENT_REDIRECTION: &str = "ambient.istio.io/redirection";
 
+/// Per-pod caps on the lists that become entries of node-wide maps (ml_port_rules,
+/// the outbound CIDR tries, bpf/meshlane.h). Without them one pod could fill a map
+/// and make every later ADD on the node fail. Sized so that [`CAPPED_PODS`] pods, every
+/// one at every cap, still fit (a test in datapath::pod_record checks it against the
+/// map sizes); docs/reliability.md ("Map capacity") gives the reasoning.
+pub mod limits {
+    /// Pods a node must hold with every list at its cap: large nodes run ~500 pods
+    /// (kubelet's default maximum is 110).
+    pub const CAPPED_PODS: usize = 512;
+    /// Ports per port annotation. Four lists share ml_port_rules (65,536 entries),
+    /// and the exclude-inbound one always holds 4 ports of Istio's own:
+    /// 512 × (4 × 30 + 4) = 63,488.
+    pub const PORTS_PER_ANNOTATION: usize = 30;
+    /// Ranges per range annotation; each list has its own trie of 65,536 entries:
+    /// 512 × 128 = 65,536.
+    pub const CIDRS_PER_ANNOTATION: usize = 128;
+}
+
 /// The capture settings the annotations ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrafficAnnotations {
@@ -113,9 +131,43 @@ fn port(annotation: &'static str, value: &str, item: &str) -> Result<u16, Annota
 }
 
 fn port_set(annotation: &'static str, value: &str) -> Result<BTreeSet<u16>, AnnotationError> {
-    items(value)
+    let ports = items(value)
         .map(|item| port(annotation, value, item))
-        .collect()
+        .collect::<Result<BTreeSet<u16>, _>>()?;
+    within_cap(
+        annotation,
+        value,
+        ports.len(),
+        limits::PORTS_PER_ANNOTATION,
+        "ports",
+    )?;
+    Ok(ports)
+}
+
+/// A list longer than its per-pod cap; the value is cut short in the message.
+fn within_cap(
+    annotation: &'static str,
+    value: &str,
+    count: usize,
+    cap: usize,
+    what: &str,
+) -> Result<(), AnnotationError> {
+    if count <= cap {
+        return Ok(());
+    }
+    const SHOWN: usize = 64;
+    let shown = match value.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_owned(),
+    };
+    Err(bad(
+        annotation,
+        &shown,
+        format!(
+            "{count} distinct {what}, more than the limit of {cap} per pod (the node's \
+             BPF maps are shared by every pod; see docs/reliability.md)"
+        ),
+    ))
 }
 
 /// `*` or a list.
@@ -138,7 +190,7 @@ fn port_set_allowing_wildcard(
 }
 
 fn cidr_list(annotation: &'static str, value: &str) -> Result<Vec<Cidr>, AnnotationError> {
-    items(value)
+    let cidrs = items(value)
         .map(|item| {
             if item.is_empty() {
                 return Err(bad(annotation, value, "empty item in the range list"));
@@ -146,7 +198,17 @@ fn cidr_list(annotation: &'static str, value: &str) -> Result<Vec<Cidr>, Annotat
             item.parse::<Cidr>()
                 .map_err(|err| bad(annotation, value, err.to_string()))
         })
-        .collect()
+        .collect::<Result<Vec<Cidr>, _>>()?;
+    // Duplicates (and the same prefix written twice) share one trie entry.
+    let distinct = cidrs.iter().collect::<BTreeSet<_>>().len();
+    within_cap(
+        annotation,
+        value,
+        distinct,
+        limits::CIDRS_PER_ANNOTATION,
+        "ranges",
+    )?;
+    Ok(cidrs)
 }
 
 fn cidr_selection(annotation: &'static str, value: &str) -> Result<CidrSelection, AnnotationError> {
@@ -303,6 +365,52 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(annotation) && text.contains(value), "{text}");
         }
+    }
+
+    #[test]
+    fn lists_longer_than_the_per_pod_caps_are_refused_naming_the_limit() {
+        let ports = |n: usize| {
+            (1..=n)
+                .map(|port| port.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let cidrs = |n: usize| {
+            (0..n)
+                .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let port_lists = [
+            INCLUDE_OUTBOUND_PORTS,
+            EXCLUDE_OUTBOUND_PORTS,
+            INCLUDE_INBOUND_PORTS,
+            EXCLUDE_INBOUND_PORTS,
+        ];
+        let cap = limits::PORTS_PER_ANNOTATION;
+        for annotation in port_lists {
+            assert!(parse(&[(annotation, &ports(cap))]).is_ok(), "{annotation}");
+            let err = parse(&[(annotation, &ports(cap + 1))]).unwrap_err();
+            assert_eq!(err.annotation, annotation);
+            let text = err.to_string();
+            assert!(text.contains(&format!("limit of {cap} per pod")), "{text}");
+            // The whole list of 65,535 ports is not repeated in the message.
+            let huge = parse(&[(annotation, &ports(65535))]).unwrap_err();
+            assert!(huge.to_string().len() < 400, "{huge}");
+        }
+        // Duplicates are one entry each.
+        let repeated = vec!["80"; 1000].join(",");
+        assert!(parse(&[(EXCLUDE_OUTBOUND_PORTS, &repeated)]).is_ok());
+
+        let cap = limits::CIDRS_PER_ANNOTATION;
+        for annotation in [INCLUDE_OUTBOUND_IP_RANGES, EXCLUDE_OUTBOUND_IP_RANGES] {
+            assert!(parse(&[(annotation, &cidrs(cap))]).is_ok(), "{annotation}");
+            let err = parse(&[(annotation, &cidrs(cap + 1))]).unwrap_err();
+            assert_eq!(err.annotation, annotation);
+            assert!(err.to_string().contains(&format!("limit of {cap} per pod")));
+        }
+        // "*" is a flag, not a list: never over the cap.
+        assert!(parse(&[(INCLUDE_OUTBOUND_PORTS, "*")]).is_ok());
     }
 
     #[test]

@@ -1,0 +1,316 @@
+//! Map capacity: the BPF maps are node-wide, so a pod's lists have per-pod caps
+//! (policy::annotations::limits), and every map that can still fill fails closed —
+//! a refused ADD that leaves nothing behind, or a refused connect — never a pod
+//! whose traffic escapes its sidecar. docs/reliability.md ("Map capacity").
+//!
+//! Needs root; fails loudly (never skips) when it cannot run.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::{Connect, Identity, Pod, PodOptions, ProbeServer, TestNode};
+use meshlane::datapath::abi::{ml_addr, ml_conn_key, ml_orig_dst, ml_pod, ml_port_key};
+use meshlane::datapath::names::maps;
+use meshlane::datapath::pinned_map::PinnedMap;
+use meshlane::datapath::pod_record::cidr_key;
+use meshlane::policy::annotations::limits;
+use meshlane::policy::Cidr;
+
+const EXCLUDE_OUTBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeOutboundPorts";
+const INCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeInboundPorts";
+const EXCLUDE_OUTBOUND_IP_RANGES: &str = "traffic.sidecar.istio.io/excludeOutboundIPRanges";
+/// Filler entries belong to no netns: cookies start at 1 and count up.
+const FILLER_COOKIE: u64 = u64::MAX - 7;
+const SERVER_PORT: u16 = 8080;
+/// CNI code 7 (invalid configuration) and meshlane's 102 (pod state).
+const INVALID_CONFIG: u64 = 7;
+const POD_STATE: u64 = 102;
+
+fn port_list(count: usize) -> String {
+    (1..=count)
+        .map(|port| port.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn map(node: &TestNode, name: &'static str) -> PinnedMap {
+    PinnedMap::open(&node.pin_layout(), name).expect("meshlane's maps are pinned")
+}
+
+/// The failed ADD left no record of the pod: no entry of any map names its netns,
+/// no attachment has its container ID; a DEL then succeeds (the runtime's cleanup).
+fn assert_nothing_left(node: &TestNode, pod: &mut Pod) {
+    let pod_maps = node.maps();
+    assert_eq!(
+        pod_maps.entries_of(pod.netns_cookie()).unwrap(),
+        0,
+        "entries left for the refused pod"
+    );
+    let attachments = pod_maps.attachments().unwrap();
+    assert!(
+        attachments
+            .iter()
+            .all(|a| a.key.container_id != pod.container_id()),
+        "attachment left: {attachments:?}"
+    );
+    let del = pod.try_del();
+    assert!(del.succeeded(), "{}", del.describe());
+}
+
+/// The error of the meshlane step of a failed ADD.
+fn add_error(pod: &Pod) -> (u64, String) {
+    let output = pod.add_output();
+    let step = output
+        .failed_step()
+        .unwrap_or_else(|| panic!("the ADD succeeded: {}", output.describe()));
+    assert_eq!(step.plugin, "meshlane", "{}", output.describe());
+    let error = step.error().expect("a CNI error result");
+    (error.code, error.msg)
+}
+
+/// Puts filler entries until the map refuses one; returns how many went in.
+fn fill(mut put: impl FnMut(u32) -> bool, at_most: u32) -> u32 {
+    let mut count = 0;
+    while count <= at_most && put(count) {
+        count += 1;
+    }
+    assert!(count <= at_most, "the map never filled up");
+    count
+}
+
+#[test]
+fn lists_over_a_per_pod_cap_are_refused_with_code_7_leaving_nothing() {
+    let node = TestNode::new("cap-lists");
+    let _first = node.add_pod("first", PodOptions::new().injected());
+    let cases = [
+        (
+            INCLUDE_INBOUND_PORTS,
+            port_list(limits::PORTS_PER_ANNOTATION + 1),
+            limits::PORTS_PER_ANNOTATION,
+        ),
+        (
+            EXCLUDE_OUTBOUND_IP_RANGES,
+            (0..=limits::CIDRS_PER_ANNOTATION)
+                .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+                .collect::<Vec<_>>()
+                .join(","),
+            limits::CIDRS_PER_ANNOTATION,
+        ),
+    ];
+    for (i, (annotation, value, cap)) in cases.into_iter().enumerate() {
+        let mut pod = node.try_add_pod(
+            &format!("big{i}"),
+            PodOptions::new().injected().annotation(annotation, &value),
+        );
+        let (code, msg) = add_error(&pod);
+        assert_eq!(code, INVALID_CONFIG, "{msg}");
+        assert!(msg.contains(annotation), "{msg}");
+        assert!(msg.contains(&format!("limit of {cap} per pod")), "{msg}");
+        assert_nothing_left(&node, &mut pod);
+    }
+    // At the cap, the pod is set up.
+    node.add_pod(
+        "atcap",
+        PodOptions::new().injected().annotation(
+            INCLUDE_INBOUND_PORTS,
+            &port_list(limits::PORTS_PER_ANNOTATION),
+        ),
+    );
+}
+
+#[test]
+fn full_rule_maps_fail_the_add_closed_and_leave_nothing() {
+    let node = TestNode::new("cap-full");
+    let _first = node.add_pod("first", PodOptions::new().injected());
+
+    // ml_port_rules: fill it, an ADD needing port entries fails and adds none.
+    let ports = map(&node, maps::PORT_RULES);
+    let port_filler = |i: u32| ml_port_key {
+        netns_cookie: FILLER_COOKIE - u64::from(i / 65_535),
+        port: (i % 65_535 + 1) as u16,
+        list: 1,
+        ..Default::default()
+    };
+    let filled = fill(|i| ports.put_raw(&port_filler(i), &[1]).is_ok(), 1 << 17);
+    let mut pod = node.try_add_pod(
+        "ports",
+        PodOptions::new()
+            .injected()
+            .annotation(EXCLUDE_OUTBOUND_PORTS, "3306,5432"),
+    );
+    let (code, msg) = add_error(&pod);
+    assert_eq!(code, POD_STATE, "{msg}");
+    assert!(msg.contains(maps::PORT_RULES), "{msg}");
+    assert_nothing_left(&node, &mut pod);
+    for i in 0..filled {
+        ports.delete(&port_filler(i)).unwrap();
+    }
+
+    // An exclude-range trie: the same.
+    let trie = map(&node, maps::OUT_EXCLUDE_CIDRS);
+    let cidr_filler = |i: u32| {
+        let cidr: Cidr = format!("10.{}.{}.0/24", (i >> 8) & 0xff, i & 0xff)
+            .parse()
+            .unwrap();
+        cidr_key(FILLER_COOKIE - u64::from(i >> 16), &cidr)
+    };
+    let filled = fill(|i| trie.put_raw(&cidr_filler(i), &[1]).is_ok(), 1 << 17);
+    let mut pod = node.try_add_pod(
+        "ranges",
+        PodOptions::new()
+            .injected()
+            .annotation(EXCLUDE_OUTBOUND_IP_RANGES, "192.0.2.0/24"),
+    );
+    let (code, msg) = add_error(&pod);
+    assert_eq!(code, POD_STATE, "{msg}");
+    assert!(msg.contains(maps::OUT_EXCLUDE_CIDRS), "{msg}");
+    assert_nothing_left(&node, &mut pod);
+    for i in 0..filled {
+        trie.delete(&cidr_filler(i)).unwrap();
+    }
+
+    // ml_pods: no room for the pod record, which is written last: its list
+    // entries are taken back.
+    let pods = map(&node, maps::PODS);
+    let filled = fill(
+        |i| {
+            pods.put(&(FILLER_COOKIE - u64::from(i)), &ml_pod::default())
+                .is_ok()
+        },
+        1 << 14,
+    );
+    let mut pod = node.try_add_pod(
+        "record",
+        PodOptions::new()
+            .injected()
+            .annotation(EXCLUDE_OUTBOUND_PORTS, "3306,5432"),
+    );
+    let (code, msg) = add_error(&pod);
+    assert_eq!(code, POD_STATE, "{msg}");
+    assert!(msg.contains(maps::PODS), "{msg}");
+    assert_nothing_left(&node, &mut pod);
+    for i in 0..filled {
+        pods.delete(&(FILLER_COOKIE - u64::from(i))).unwrap();
+    }
+
+    // Room again: the next ADD succeeds.
+    node.add_pod(
+        "after",
+        PodOptions::new()
+            .injected()
+            .annotation(EXCLUDE_OUTBOUND_PORTS, "3306,5432"),
+    );
+}
+
+/// Socket storage has no fixed size; what can run out is the memory a socket may
+/// charge for it (net.core.optmem_max). A captured connect that cannot remember
+/// its destination is refused, never let through to the server.
+#[test]
+fn a_connect_whose_destination_cannot_be_stored_is_refused() {
+    let node = TestNode::new("cap-skstore");
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new());
+    let _proxy =
+        ProbeServer::start_original_dst(&a.place(), "127.0.0.1", 15001, "proxy", Duration::ZERO);
+    let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
+    let destination = SocketAddr::new(IpAddr::from(b.ipv4()), SERVER_PORT);
+
+    a.sysctl("net.core.optmem_max", "0");
+    let refused = Connect::to(destination)
+        .identity(Identity::APP)
+        .run(&a.place());
+    assert!(!refused.ok && refused.reply.is_none(), "{}", refused.raw);
+    assert!(
+        refused
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("EPERM"),
+        "{}",
+        refused.raw
+    );
+    assert_eq!(node.counter("record_failed"), 1);
+
+    a.sysctl("net.core.optmem_max", "20480");
+    let reply = Connect::to(destination)
+        .identity(Identity::APP)
+        .expect_reply(&a.place());
+    assert_eq!(reply.name, "proxy");
+    assert_eq!(
+        reply.original_dst.as_deref(),
+        Some(destination.to_string().as_str())
+    );
+}
+
+/// ml_conn_orig_dst is an LRU map: full of records (here, of connections that
+/// never closed), it evicts the oldest, and a new connection still gets its own.
+#[test]
+fn a_full_original_destination_map_evicts_the_oldest_and_new_connects_keep_theirs() {
+    let node = TestNode::new("cap-lru");
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new());
+    let _proxy =
+        ProbeServer::start_original_dst(&a.place(), "127.0.0.1", 15001, "proxy", Duration::ZERO);
+    let conns = map(&node, maps::CONN_ORIG_DST);
+    let capacity = 262_144u32;
+    let filler = |i: u32| ml_conn_key {
+        netns_cookie: FILLER_COOKIE,
+        src: ml_addr::from_ip(IpAddr::from([10, 255, (i >> 16) as u8, (i >> 8) as u8])),
+        dst: ml_addr::from_ip(IpAddr::from([127, 0, 0, 1])),
+        sport: i as u16,
+        dport: 15001,
+        ..Default::default()
+    };
+    let orig = ml_orig_dst::default();
+    for i in 0..capacity {
+        conns.put(&filler(i), &orig).unwrap();
+    }
+    for i in 0..3u16 {
+        let destination = SocketAddr::new(IpAddr::from(b.ipv4()), SERVER_PORT + i);
+        let reply = Connect::to(destination)
+            .identity(Identity::APP)
+            .expect_reply(&a.place());
+        assert_eq!(reply.name, "proxy");
+        assert_eq!(
+            reply.original_dst.as_deref(),
+            Some(destination.to_string().as_str()),
+            "a captured connect in a full LRU map"
+        );
+    }
+    assert_eq!(node.counter("conn_publish_failed"), 0);
+    let entries = conns.keys::<ml_conn_key>().unwrap().len();
+    assert!(entries <= capacity as usize, "{entries} entries");
+}
+
+/// 16 inbound listener slots per pod and family: a 17th SO_REUSEPORT worker is
+/// counted and not registered, and inbound connections still reach the proxy.
+#[test]
+fn a_worker_beyond_the_listener_slots_is_counted_and_inbound_stays_captured() {
+    let node = TestNode::new("cap-slots");
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new());
+    let _app = ProbeServer::start(&a.place(), SERVER_PORT, "app");
+    let _workers: Vec<ProbeServer> = (0..17)
+        .map(|i| {
+            ProbeServer::start_reuseport_original_dst(
+                &a.place(),
+                "0.0.0.0",
+                15006,
+                &format!("w{i}"),
+            )
+        })
+        .collect();
+    assert_eq!(node.counter("inbound_listener_registered"), 16);
+    assert_eq!(node.counter("inbound_listener_slots_full"), 1);
+    let destination = SocketAddr::new(IpAddr::from(a.ipv4()), SERVER_PORT);
+    for _ in 0..8 {
+        let reply = Connect::to(destination).expect_reply(&b.place());
+        assert!(reply.name.starts_with('w'), "inbound escaped: {reply:?}");
+        assert_eq!(
+            reply.original_dst.as_deref(),
+            Some(destination.to_string().as_str())
+        );
+    }
+}
