@@ -11,3 +11,7 @@ pub mod netlink;
 pub mod netns;
 pub mod plugin;
 pub mod policy;
+
+// Property tests of the parsers of untrusted input (docs/reliability.md).
+#[cfg(test)]
+mod fuzz;

@@ -16,12 +16,12 @@
 //! ```
 
 mod access;
-mod error;
+pub(crate) mod error;
 mod fetch;
-mod kubeconfig;
+pub(crate) mod kubeconfig;
 mod list;
 mod node_pod;
-mod pod_json;
+pub(crate) mod pod_json;
 mod request;
 
 pub use access::KubeAccess;
