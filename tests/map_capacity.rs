@@ -10,6 +10,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use common::connect_variants;
 use common::{Connect, Identity, Pod, PodOptions, ProbeServer, TestNode};
 use meshlane::datapath::abi::{ml_addr, ml_conn_key, ml_orig_dst, ml_pod, ml_port_key};
 use meshlane::datapath::names::maps;
@@ -205,8 +206,9 @@ fn full_rule_maps_fail_the_add_closed_and_leave_nothing() {
 }
 
 /// Socket storage has no fixed size; what can run out is the memory a socket may
-/// charge for it (net.core.optmem_max). A captured connect that cannot remember
-/// its destination is refused, never let through to the server.
+/// charge for it (net.core.optmem_max, node-wide before 6.9). The tool spends that
+/// budget on TCP MD5 keys first: a captured connect that cannot remember its
+/// destination is refused, never let through to the server.
 #[test]
 fn a_connect_whose_destination_cannot_be_stored_is_refused() {
     let node = TestNode::new("cap-skstore");
@@ -217,26 +219,20 @@ fn a_connect_whose_destination_cannot_be_stored_is_refused() {
     let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
     let destination = SocketAddr::new(IpAddr::from(b.ipv4()), SERVER_PORT);
 
-    a.sysctl("net.core.optmem_max", "0");
-    let refused = Connect::to(destination)
-        .identity(Identity::APP)
-        .run(&a.place());
-    assert!(!refused.ok && refused.reply.is_none(), "{}", refused.raw);
-    assert!(
-        refused
-            .error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("EPERM"),
-        "{}",
-        refused.raw
+    let refused = connect_variants::connect(
+        &a.place(),
+        Identity::APP,
+        "omem-full",
+        destination,
+        "no-room",
     );
+    assert!(!refused.ok && refused.reply.is_none(), "{}", refused.raw);
+    assert_eq!(refused.error.as_deref(), Some("EPERM"), "{}", refused.raw);
     assert_eq!(node.counter("record_failed"), 1);
 
-    a.sysctl("net.core.optmem_max", "20480");
-    let reply = Connect::to(destination)
-        .identity(Identity::APP)
-        .expect_reply(&a.place());
+    // The same connect from a socket with room reaches the proxy.
+    let reply = connect_variants::connect(&a.place(), Identity::APP, "plain", destination, "room")
+        .expect_reply();
     assert_eq!(reply.name, "proxy");
     assert_eq!(
         reply.original_dst.as_deref(),
@@ -282,6 +278,77 @@ fn a_full_original_destination_map_evicts_the_oldest_and_new_connects_keep_their
     assert_eq!(node.counter("conn_publish_failed"), 0);
     let entries = conns.keys::<ml_conn_key>().unwrap().len();
     assert!(entries <= capacity as usize, "{entries} entries");
+}
+
+/// The proxy's accepted socket copies the original destination at the end of the
+/// handshake: a record evicted while the connection waits in the proxy's backlog
+/// does not change what the proxy reads.
+#[test]
+fn a_record_evicted_while_the_proxy_has_not_accepted_is_still_answered() {
+    let node = TestNode::new("cap-evict");
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new());
+    let _proxy = ProbeServer::start_original_dst_accepting_after(
+        &a.place(),
+        "127.0.0.1",
+        15001,
+        "proxy",
+        Duration::from_secs(4),
+    );
+    let conns = map(&node, maps::CONN_ORIG_DST);
+    let cookie = a.netns_cookie();
+    let records_of_a = || {
+        conns
+            .keys::<ml_conn_key>()
+            .unwrap()
+            .iter()
+            .filter(|key| key.netns_cookie == cookie)
+            .count()
+    };
+    let destination = SocketAddr::new(IpAddr::from(b.ipv4()), SERVER_PORT);
+    std::thread::scope(|scope| {
+        let client = scope.spawn(|| {
+            Connect::to(destination)
+                .identity(Identity::APP)
+                .timeout(Duration::from_secs(30))
+                .run(&a.place())
+        });
+        // Wait (by state, not by time) until the connection is established in
+        // the proxy's backlog: its record is published and the handshake is done.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let established = a
+                .command("ss")
+                .args(["-Htn", "state", "established", "( sport = :15001 )"])
+                .run()
+                .stdout;
+            if records_of_a() == 1 && !established.trim().is_empty() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never established");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let filler = |i: u32| ml_conn_key {
+            netns_cookie: FILLER_COOKIE,
+            src: ml_addr::from_ip(IpAddr::from([10, 254, (i >> 16) as u8, (i >> 8) as u8])),
+            dst: ml_addr::from_ip(IpAddr::from([127, 0, 0, 1])),
+            sport: i as u16,
+            dport: 15001,
+            ..Default::default()
+        };
+        for i in 0..2 * 262_144u32 {
+            conns.put(&filler(i), &ml_orig_dst::default()).unwrap();
+        }
+        assert_eq!(records_of_a(), 0, "the connection's record was not evicted");
+        let outcome = client.join().unwrap();
+        let reply = outcome.expect_reply();
+        assert_eq!(reply.name, "proxy");
+        assert_eq!(
+            reply.original_dst.as_deref(),
+            Some(destination.to_string().as_str()),
+            "the proxy lost the destination of an evicted record"
+        );
+    });
 }
 
 /// 16 inbound listener slots per pod and family: a 17th SO_REUSEPORT worker is

@@ -22,6 +22,10 @@
 //                   {"first":{...},"second":{...}}
 //   refused-then    connect to --to (expected to fail), then the same socket to --then;
 //                   prints {"first":{...},"second":{...}}
+//   omem-full       first uses up the socket's option memory (net.core.optmem_max)
+//                   with TCP MD5 keys for unrelated addresses, until the kernel
+//                   refuses one (ENOMEM), then connects: nothing more can be
+//                   charged to the socket, BPF socket storage included
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -224,6 +228,31 @@ static void run_tfo_connect(int fd, const struct target *target, const char *tex
 	run_connect(fd, target, text, outcome);
 }
 
+/* TCP MD5 keys for 198.18.x.y (never a peer here) until the socket's budget is spent. */
+static void run_omem_full(int fd, const struct target *target, const char *text,
+			  struct outcome *outcome)
+{
+	struct tcp_md5sig key;
+	int added;
+
+	for (added = 0; added < 100000; added++) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&key.tcpm_addr;
+
+		memset(&key, 0, sizeof(key));
+		sin->sin_family = AF_INET;
+		sin->sin_addr.s_addr = htonl(0xc6120000u | (unsigned)added);
+		key.tcpm_keylen = 8;
+		memcpy(key.tcpm_key, "meshlane", 8);
+		if (setsockopt(fd, IPPROTO_TCP, TCP_MD5SIG, &key, sizeof(key)) == 0)
+			continue;
+		if (errno == ENOMEM)
+			break;
+		return fail(outcome, "md5sig", errno);
+	}
+	fprintf(stderr, "connect-variants: %d MD5 keys fill the socket's option memory\n", added);
+	run_connect(fd, target, text, outcome);
+}
+
 static void run_nonblock_retry(int fd, const struct target *target, const char *text,
 			       struct outcome *outcome)
 {
@@ -402,6 +431,8 @@ int main(int argc, char **argv)
 		run_tfo_sendto(fd, &to, text, &outcome);
 	} else if (!strcmp(variant, "tfo-connect")) {
 		run_tfo_connect(fd, &to, text, &outcome);
+	} else if (!strcmp(variant, "omem-full")) {
+		run_omem_full(fd, &to, text, &outcome);
 	} else if (!strcmp(variant, "io-uring")) {
 		run_io_uring(fd, &to, text, &outcome);
 	} else if (!strcmp(variant, "nonblock-retry")) {
