@@ -11,6 +11,7 @@
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 
 #include "addr.h"
@@ -83,6 +84,43 @@ static __always_inline enum ml_redirect_kind kind_of(enum ml_outbound_verdict ve
 }
 
 /*
+ * The MPTCP socket an MPTCP subflow belongs to, or NULL. An MPTCP socket connects
+ * through its first subflow, a TCP socket: the connect hooks see the subflow, while
+ * the application's getpeername asks the MPTCP socket. On kernels without the
+ * helper (before 5.19) CO-RE drops the call and MPTCP peers read as the listener.
+ */
+static __always_inline void *mptcp_parent(struct bpf_sock_addr *ctx)
+{
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_skc_to_mptcp_sock))
+		return NULL;
+	return bpf_skc_to_mptcp_sock(ctx->sk);
+}
+
+/* The record's copy on the MPTCP socket, for getpeername; best effort. */
+static __always_inline void copy_to_mptcp_parent(struct bpf_sock_addr *ctx,
+						 const struct ml_sk_redirect *redirect)
+{
+	struct ml_sk_redirect *copy;
+	void *parent = mptcp_parent(ctx);
+
+	if (!parent)
+		return;
+	copy = bpf_sk_storage_get(&ml_sk_redirects, parent, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (copy)
+		*copy = *redirect;
+}
+
+/* A socket connecting again elsewhere: nothing of an earlier capture stays. */
+static __always_inline void forget_record(struct bpf_sock_addr *ctx)
+{
+	void *parent = mptcp_parent(ctx);
+
+	bpf_sk_storage_delete(&ml_sk_redirects, ctx->sk);
+	if (parent)
+		bpf_sk_storage_delete(&ml_sk_redirects, parent);
+}
+
+/*
  * Remember where the socket was going, on the socket itself: sockops publishes it
  * under the connection's tuple once the source port is chosen (TCP), recvmsg and
  * getpeername read it back.
@@ -99,6 +137,7 @@ static __always_inline int record_orig_dst(struct bpf_sock_addr *ctx, const stru
 	redirect->orig.addr = c->dst;
 	redirect->orig.port = c->dport;
 	redirect->orig.kind = kind_of(verdict);
+	copy_to_mptcp_parent(ctx, redirect);
 	return 0;
 }
 
@@ -144,7 +183,7 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, struct ml_connect 
 		 * addressed to where connect already sent it.
 		 */
 		if (on_connect)
-			bpf_sk_storage_delete(&ml_sk_redirects, ctx->sk);
+			forget_record(ctx);
 		return ML_SOCK_ALLOW;
 	}
 	/*
