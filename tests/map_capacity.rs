@@ -11,8 +11,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::connect_variants;
-use common::{Connect, Identity, Pod, PodOptions, ProbeServer, TestNode};
-use meshlane::datapath::abi::{ml_addr, ml_conn_key, ml_orig_dst, ml_pod, ml_port_key};
+use common::{Connect, EnvoyOptions, Identity, Pod, PodOptions, ProbeServer, TestNode};
+use meshlane::datapath::abi::{
+    ml_addr, ml_conn_key, ml_orig_dst, ml_pod, ml_port_key, ml_short_key,
+};
 use meshlane::datapath::names::maps;
 use meshlane::datapath::pinned_map::PinnedMap;
 use meshlane::datapath::pod_record::cidr_key;
@@ -379,5 +381,98 @@ fn a_worker_beyond_the_listener_slots_is_counted_and_inbound_stays_captured() {
             reply.original_dst.as_deref(),
             Some(destination.to_string().as_str())
         );
+    }
+}
+
+/// The short path's receiving sockhash full (262,144 sockets): the sidecars'
+/// sockets find no room there, are counted, and their connections stay on TCP,
+/// bytes intact. It is filled with one loopback socket of the test's own under every
+/// key (ml_short_rx has no program, so it takes a socket many times; ml_short_tx,
+/// whose sk_msg program a socket can carry once, would need 262,144 sockets).
+#[test]
+fn a_full_short_path_map_leaves_the_sidecars_on_tcp() {
+    let node = TestNode::builder("cap-short").short_path().build();
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new().injected());
+    let _envoy_a = a.start_envoy(EnvoyOptions::new());
+    let _envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
+    let _app = ProbeServer::start(&b.place(), SERVER_PORT, "app-b");
+
+    let _full = FullSockhash::fill(map(&node, maps::SHORT_RX));
+    let destination = SocketAddr::new(IpAddr::from(b.ipv4()), SERVER_PORT);
+    for i in 0..4 {
+        let text = format!("over-tcp-{i}");
+        let reply = Connect::to(destination)
+            .send(&text)
+            .identity(Identity::APP)
+            .expect_reply(&a.place());
+        assert_eq!(reply.name, "app-b");
+        assert_eq!(reply.got, text, "bytes changed on the way");
+    }
+    assert!(
+        node.counter("short_path_insert_failed") >= 4,
+        "{:?}",
+        node.counters()
+    );
+    assert_eq!(node.counter("short_path_rx_sockets"), 0);
+    assert_eq!(node.counter("short_path_redirected_messages"), 0);
+}
+
+/// A sockhash filled to its 262,144 entries with one loopback socket of the
+/// test's own (an established connection in the test's netns, no pod's) under
+/// every key. On drop the keys go first, in the order they were added: the kernel
+/// then finds each link at once, while closing a socket with all its links still
+/// there takes minutes.
+struct FullSockhash {
+    sockhash: PinnedMap,
+    socket: Option<std::net::TcpStream>,
+    /// The other end, kept open: a reset would take the socket out of the map.
+    _peer: (std::net::TcpListener, std::net::TcpStream),
+}
+
+impl FullSockhash {
+    const CAPACITY: u32 = 262_144;
+
+    fn key(i: u32) -> ml_short_key {
+        ml_short_key {
+            netns_cookie: FILLER_COOKIE,
+            local_port: (i >> 16) as u16,
+            remote_port: i as u16,
+            ..Default::default()
+        }
+    }
+
+    fn fill(sockhash: PinnedMap) -> Self {
+        use std::os::fd::AsRawFd;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let fd = u64::try_from(socket.as_raw_fd()).unwrap();
+        let full = FullSockhash {
+            sockhash,
+            socket: Some(socket),
+            _peer: (listener, accepted),
+        };
+        for i in 0..Self::CAPACITY {
+            full.sockhash
+                .put_raw(&Self::key(i), &fd.to_ne_bytes())
+                .unwrap_or_else(|err| panic!("filling the sockhash at {i}: {err}"));
+        }
+        // The map refuses one more.
+        let over = full
+            .sockhash
+            .put_raw(&Self::key(Self::CAPACITY), &fd.to_ne_bytes());
+        assert!(over.is_err(), "the sockhash took more than its capacity");
+        full
+    }
+}
+
+impl Drop for FullSockhash {
+    fn drop(&mut self) {
+        for i in 0..Self::CAPACITY {
+            let _ = self.sockhash.delete(&Self::key(i));
+        }
+        drop(self.socket.take());
     }
 }
