@@ -337,6 +337,26 @@ mod tests {
     }
 
     #[test]
+    fn more_routes_than_a_pods_share_of_the_trie_do_not_fit() {
+        let routes = |count: usize| -> Vec<(Cidr, bool)> {
+            (0..count)
+                .map(|i| {
+                    let cidr = format!("10.{}.{}.0/24", i / 256, i % 256);
+                    (cidr.parse().unwrap(), i == 0)
+                })
+                .collect()
+        };
+        let mut capture = capture();
+        capture.interface_routes = routes(limits::CIDRS_PER_ANNOTATION);
+        let entries = PodEntries::from_capture(&capture).unwrap();
+        assert_eq!(entries.cidrs.len(), limits::CIDRS_PER_ANNOTATION);
+        capture.interface_routes = routes(limits::CIDRS_PER_ANNOTATION + 1);
+        let err = PodEntries::from_capture(&capture).unwrap_err();
+        assert!(matches!(err, DatapathError::DoesNotFit { .. }), "{err}");
+        assert!(err.to_string().contains("excludeInterfaces"), "{err}");
+    }
+
+    #[test]
     fn cidr_keys_count_the_cookie_and_map_ipv4() {
         let v4 = cidr_key(0x1122_3344_5566_7788, &"10.0.0.0/8".parse().unwrap());
         assert_eq!(v4.prefixlen, 64 + 96 + 8);
