@@ -67,6 +67,9 @@ static __always_inline int assign_from_slots(struct bpf_sk_lookup *ctx, __u64 ne
 	return 0;
 }
 
+/* A tagged netns whose slot names no netns (being set up or torn down). */
+#define ML_NETNS_UNKNOWN ((__u64)-1)
+
 /*
  * The cookie of the netns this lookup runs in, from the tag its tag programs just
  * wrote; 0 when there is none (a pod linked by a meshlane without tags). The tag
@@ -91,7 +94,7 @@ static __always_inline __u64 own_netns(struct bpf_sk_lookup *ctx)
 		return 0;
 	slot = (__u32)(hi - 1) * ML_NETNS_TAG_DIGITS + (lo - 1);
 	cookie = bpf_map_lookup_elem(&ml_netns_slots, &slot);
-	return cookie ? *cookie : 0;
+	return cookie && *cookie ? *cookie : ML_NETNS_UNKNOWN;
 }
 
 /*
@@ -131,6 +134,8 @@ static __always_inline struct ml_pod *steering_pod(struct bpf_sk_lookup *ctx,
 		*netns_cookie = *owner;
 		return bpf_map_lookup_elem(&ml_pods, netns_cookie);
 	}
+	if (own == ML_NETNS_UNKNOWN)
+		return NULL;
 	*netns_cookie = own;
 	pod = bpf_map_lookup_elem(&ml_pods, &own);
 	if (!pod)
