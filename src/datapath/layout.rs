@@ -8,7 +8,7 @@
 //!                            to the map itself
 //! <root>/inbound/<cookie>    a pod's inbound steering link, by netns cookie
 //! <root>/netns_tags/progs/   the tag programs, hi0..hi63 and lo0..lo63 (netns_tag.rs)
-//! <root>/netns_tags/links/   a pod's two tag links, <cookie>-<slot>-hi and -lo
+//! <root>/netns_tags/links/<cookie>/<slot>-hi, -lo   a pod's two tag links
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -5,10 +5,9 @@
 //! linked before the steering program: they write the digits, the steering program
 //! reads them back and looks the slot up in `ml_netns_slots`.
 //!
-//! The 2 × 64 tag programs are loaded once per node (each is 12 instructions), so
+//! The 2 × 64 tag programs are loaded once per node (each is 13 instructions), so
 //! an ADD only creates two links: no verifier run per pod.
 
-use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -77,32 +76,25 @@ fn prog_pin(layout: &PinLayout, digit: Digit, value: u32) -> PathBuf {
         .join(format!("{}{value}", digit.name()))
 }
 
-fn link_pin(layout: &PinLayout, netns_cookie: u64, slot: u32, digit: Digit) -> PathBuf {
-    layout
-        .tag_links_dir()
-        .join(format!("{netns_cookie}-{slot}-{}", digit.name()))
+/// A netns's tag links live in a directory of their own, so that finding them
+/// never reads the other pods' pins.
+fn links_of(layout: &PinLayout, netns_cookie: u64) -> PathBuf {
+    layout.tag_links_dir().join(netns_cookie.to_string())
 }
 
-/// (cookie, slot) of every tag link pin.
-fn pinned_slots(layout: &PinLayout) -> Vec<(u64, u32)> {
-    let Ok(entries) = std::fs::read_dir(layout.tag_links_dir()) else {
-        return Vec::new();
-    };
-    entries
+fn link_pin(layout: &PinLayout, netns_cookie: u64, slot: u32, digit: Digit) -> PathBuf {
+    links_of(layout, netns_cookie).join(format!("{slot}-{}", digit.name()))
+}
+
+/// The slot of a netns, if it has a tag link.
+pub fn slot_of(layout: &PinLayout, netns_cookie: u64) -> Option<u32> {
+    std::fs::read_dir(links_of(layout, netns_cookie))
+        .ok()?
         .filter_map(|entry| {
             let name = entry.ok()?.file_name();
-            let mut parts = name.to_str()?.split('-');
-            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+            name.to_str()?.split('-').next()?.parse().ok()
         })
-        .collect()
-}
-
-/// The slot of a netns, if it has tag links.
-pub fn slot_of(layout: &PinLayout, netns_cookie: u64) -> Option<u32> {
-    pinned_slots(layout)
-        .into_iter()
-        .find(|(cookie, _)| *cookie == netns_cookie)
-        .map(|(_, slot)| slot)
+        .next()
 }
 
 /// How many entries of `ml_netns_slots` hold this netns (0 after `detach`).
@@ -273,21 +265,13 @@ pub fn attach(
     netns_path: &Path,
 ) -> Result<bool, DatapathError> {
     ensure_programs(layout)?;
-    make_dir(layout.tag_links_dir())?;
-    let pinned = pinned_slots(layout);
-    let slot = match pinned.iter().find(|(cookie, _)| *cookie == netns_cookie) {
-        Some((_, slot)) => *slot,
-        None => {
-            let used: BTreeSet<u32> = pinned.iter().map(|(_, slot)| *slot).collect();
-            (0..SLOTS)
-                .find(|slot| !used.contains(slot))
-                .ok_or(DatapathError::DoesNotFit {
-                    what: "netns slots",
-                    detail: format!("all {SLOTS} are taken by captured pods"),
-                })?
-        }
+    make_dir(links_of(layout, netns_cookie))?;
+    let slots = PinnedMap::open(layout, maps::NETNS_SLOTS)?;
+    let slot = match slot_of(layout, netns_cookie) {
+        Some(slot) => slot,
+        None => free_slot(layout, &slots, netns_cookie)?,
     };
-    PinnedMap::open(layout, maps::NETNS_SLOTS)?.put(&slot, &netns_cookie)?;
+    slots.put(&slot, &netns_cookie)?;
     let mut linked = false;
     for digit in Digit::BOTH {
         let pin_path = link_pin(layout, netns_cookie, slot, digit);
@@ -304,26 +288,57 @@ pub fn attach(
     Ok(linked)
 }
 
-/// Unlinks the netns's tag programs and frees its slot (idempotent).
-pub fn detach(layout: &PinLayout, netns_cookie: u64) -> Result<(), DatapathError> {
-    for (cookie, slot) in pinned_slots(layout) {
-        if cookie != netns_cookie {
-            continue;
-        }
-        for digit in Digit::BOTH {
-            let path = link_pin(layout, cookie, slot, digit);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(DatapathError::PinDir { path, source }),
-            }
-        }
-        let slots = PinnedMap::open(layout, maps::NETNS_SLOTS)?;
-        if slots.get::<u32, u64>(&slot)? == Some(netns_cookie) {
-            slots.put(&slot, &0u64)?;
+/// A free slot, searched from one the cookie picks: with at most 4096 pods in
+/// 4096 slots, a few map lookups find one, however many pods the node has. A
+/// slot still naming a netns without tag links (a DEL that stopped half-way) is
+/// free too.
+fn free_slot(
+    layout: &PinLayout,
+    slots: &PinnedMap,
+    netns_cookie: u64,
+) -> Result<u32, DatapathError> {
+    let start = (netns_cookie % u64::from(SLOTS)) as u32;
+    for step in 0..SLOTS {
+        let slot = (start + step) % SLOTS;
+        match slots.get::<u32, u64>(&slot)? {
+            None | Some(0) => return Ok(slot),
+            Some(holder) if !links_of(layout, holder).exists() => return Ok(slot),
+            Some(_) => {}
         }
     }
-    Ok(())
+    Err(DatapathError::DoesNotFit {
+        what: "netns slots",
+        detail: format!("all {SLOTS} are taken by captured pods"),
+    })
+}
+
+/// Unlinks the netns's tag programs and frees its slot (idempotent).
+pub fn detach(layout: &PinLayout, netns_cookie: u64) -> Result<(), DatapathError> {
+    let dir = links_of(layout, netns_cookie);
+    let Some(slot) = slot_of(layout, netns_cookie) else {
+        return remove_dir(dir);
+    };
+    for digit in Digit::BOTH {
+        let path = link_pin(layout, netns_cookie, slot, digit);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DatapathError::PinDir { path, source }),
+        }
+    }
+    let slots = PinnedMap::open(layout, maps::NETNS_SLOTS)?;
+    if slots.get::<u32, u64>(&slot)? == Some(netns_cookie) {
+        slots.put(&slot, &0u64)?;
+    }
+    remove_dir(dir)
+}
+
+fn remove_dir(path: PathBuf) -> Result<(), DatapathError> {
+    match std::fs::remove_dir(&path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DatapathError::PinDir { path, source }),
+    }
 }
 
 #[cfg(test)]
