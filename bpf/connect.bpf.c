@@ -173,6 +173,8 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, struct ml_connect 
 	enum ml_outbound_verdict verdict = decide_outbound(pod, c);
 	struct ml_addr listener;
 
+	if (verdict == ML_OUT_REFUSED)
+		return ML_SOCK_REJECT;
 	if (verdict == ML_OUT_UNTOUCHED) {
 		/*
 		 * A socket connected again (TCP after a refused connect or an AF_UNSPEC

@@ -88,8 +88,9 @@ struct {
 } ml_conn_orig_dst SEC(".maps");
 
 /*
- * Pod IP -> netns cookie of the pod that owns it. sk_lookup programs cannot read
- * netns cookies, and a pod IP is unique on the node.
+ * Pod IP -> netns cookie of the pod that steers it. The control plane never lets
+ * a second live netns claim an address; sk_lookup checks the entry against the
+ * netns it runs in (ml_netns_tag) before it trusts it.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -111,6 +112,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ml_inbound_listeners SEC(".maps");
 
+/* Netns slot -> netns cookie (0: free), written by CNI ADD (struct ml_netns_tag). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ML_MAX_PODS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_netns_slots SEC(".maps");
+
+/*
+ * The tag of the lookup in progress on this CPU. Lookups run in softirq with
+ * bottom halves off, so another lookup never runs on this CPU between the tag
+ * programs and the steering program of one run.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ml_netns_tag);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_netns_tag SEC(".maps");
+
 /* CNI attachment -> its netns and IPs; only the control plane uses it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -121,9 +144,10 @@ struct {
 } ml_attachments SEC(".maps");
 
 /* Event counters, per CPU so that counting never contends. */
+_Static_assert(ML_CNT_MAX <= ML_COUNTER_SLOTS, "ml_counters has no room for every counter");
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ML_CNT_MAX);
+	__uint(max_entries, ML_COUNTER_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);

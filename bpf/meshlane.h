@@ -42,6 +42,16 @@ enum ml_limits {
 	/* Sockets on the short path at once (each map), and handshakes in flight. */
 	ML_MAX_SHORT_SOCKETS = 262144,
 	ML_MAX_SHORT_OFFERS = 16384,
+	/*
+	 * A pod's netns slot is written as two base-64 digits (struct ml_netns_tag):
+	 * 64 * 64 = ML_MAX_PODS slots.
+	 */
+	ML_NETNS_TAG_DIGITS = 64,
+	/*
+	 * Entries of ml_counters: more than ML_CNT_MAX, so that a new counter does
+	 * not change the pinned map's shape (docs/upgrade.md).
+	 */
+	ML_COUNTER_SLOTS = 128,
 };
 
 /* Ports of Istio's sidecar (docs/istio-capture.md, "Ports and identities"). */
@@ -192,6 +202,21 @@ struct ml_sk_redirect {
 	__u8 pad[6];
 };
 
+/*
+ * Which netns an sk_lookup program runs in. sk_lookup programs cannot read their
+ * netns cookie (the kernel offers them no bpf_get_netns_cookie), so each pod's
+ * netns gets a slot (ml_netns_slots: slot -> cookie) and, linked before the
+ * steering program, two tiny programs that write the slot's digits here (one
+ * program per digit value, loaded once per node: docs/reliability.md). The
+ * steering program reads and clears the tag; the remote port ties it to the
+ * lookup that wrote it.
+ */
+struct ml_netns_tag {
+	__u16 hi;	   /* slot / ML_NETNS_TAG_DIGITS, plus 1; 0: not written */
+	__u16 lo;	   /* slot % ML_NETNS_TAG_DIGITS, plus 1; 0: not written */
+	__u32 remote_port; /* the lookup's ctx->remote_port, as read */
+};
+
 /* A CNI attachment (container ID + interface): a netns may carry several. */
 struct ml_attachment_key {
 	char container_id[ML_CONTAINER_ID_LEN];
@@ -244,6 +269,10 @@ enum ml_counter {
 	ML_CNT_SHORT_UNPAIRED,		  /* the passive end declined an offer */
 	ML_CNT_SHORT_BACKPRESSURE,	  /* the reader is behind: TCP (and its window) */
 	ML_CNT_SHORT_RESUMED,		  /* ... until it caught up: short path again */
+	ML_CNT_INBOUND_FOREIGN_ADDR,	  /* another netns's pod address, arriving here */
+	ML_CNT_INBOUND_ADDR_CONFLICT,	  /* this pod's address mapped to another netns */
+	ML_CNT_IPV6_REFUSED_OUTBOUND,	  /* IPv6 connect in a pod without IPv6 */
+	ML_CNT_IPV6_REFUSED_INBOUND,	  /* IPv6 connection into a pod without IPv6 */
 	ML_CNT_MAX,
 };
 

@@ -25,6 +25,7 @@ enum ml_outbound_verdict {
 	ML_OUT_TO_OUTBOUND = 1, /* the proxy's outbound listener (15001) */
 	ML_OUT_TO_INBOUND = 2,	/* the proxy's inbound listener (15006) */
 	ML_OUT_TO_DNS = 3,	/* the agent's DNS proxy (15053) */
+	ML_OUT_REFUSED = 4,	/* refused: the connect fails with EPERM */
 };
 
 /* One connect (or datagram) as the decision sees it. */
@@ -77,6 +78,21 @@ static __always_inline int unroutable(const struct ml_pod *pod, const struct ml_
 }
 
 /*
+ * O11: an app's IPv6 TCP connect in a pod that has no IPv6 address would leave
+ * around the sidecar (the link-local of eth0 and later SLAAC addresses route):
+ * Istio writes no ip6tables rules for such a pod, meshlane refuses the connect
+ * (docs/istio-capture.md). Loopback (::1, ::6, the pod itself) and the proxy's
+ * own connects follow the usual rules.
+ */
+static __always_inline int ipv6_without_ipv6(const struct ml_pod *pod, const struct ml_connect *c,
+					     int over_loopback)
+{
+	return !c->udp && !over_loopback && !addr_is_ipv4(&c->dst) &&
+	       !(pod->flags & ML_POD_HAS_IPV6) && c->uid != pod->proxy_uid &&
+	       c->gid != pod->proxy_gid;
+}
+
+/*
  * The source the kernel will use: the bound one, or for an unbound IPv6 connect to
  * ::6 that address itself (IPv6 source selection prefers the destination when it is
  * local; an IPv4 connect to 127.0.0.6 gets 127.0.0.1 instead).
@@ -123,6 +139,11 @@ static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_
 	int to_localhost = addr_is_localhost(&c->dst) || addr_is_unspecified(&c->dst);
 	struct ml_addr source = effective_source(c);
 
+	if (ipv6_without_ipv6(pod, c, over_loopback) &&
+	    !routed_through_excluded_interface(pod, c)) {
+		count_event(ML_CNT_IPV6_REFUSED_OUTBOUND);
+		return ML_OUT_REFUSED;
+	}
 	if (unroutable(pod, c, over_loopback))
 		return ML_OUT_UNTOUCHED;
 	if (routed_through_excluded_interface(pod, c)) {

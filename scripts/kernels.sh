@@ -37,7 +37,7 @@ cd "$REPO"
 # installer_conflist, static_binary and bench_smoke do not, or only repeat these.)
 # parity_iptables depends on the kernel too but takes over an hour in a TCG guest:
 # add it with --suites where that fits.
-DEFAULT_SUITES="kernel_check,harness_smoke,outbound_capture,inbound_capture,dns_capture,cni_lifecycle,istio_pods,shortpath,upgrade,enroll,installer,demo_smoke,socket_variants,map_capacity"
+DEFAULT_SUITES="kernel_check,harness_smoke,outbound_capture,inbound_capture,netns_steering,ipv6_in_ipv4_pods,dns_capture,cni_lifecycle,istio_pods,shortpath,upgrade,enroll,installer,demo_smoke,socket_variants,map_capacity"
 # Modules the suites need that Debian's cloud kernels build as modules: veth and
 # bridge for the test nodes, nf_tables and xtables for Istio's iptables rules
 # (parity, harness), conntrack and NAT for REDIRECT.

@@ -10,12 +10,13 @@ mod common;
 use std::net::IpAddr;
 use std::process::Command;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use meshlane::datapath::attachment::UNKNOWN_SANDBOX_PREFIX;
 use meshlane::datapath::{AttachmentKey, PodMaps};
 use serde_json::{json, Value};
 
-use common::{Pod, PodOptions, TestNode};
+use common::{Connect, Identity, Pod, PodOptions, ProbeServer, TestNode};
 
 fn key_of(pod: &Pod) -> AttachmentKey {
     AttachmentKey::new(pod.container_id(), "eth0")
@@ -120,6 +121,66 @@ fn add_check_del_through_the_chain_writes_and_removes_the_pods_records() {
     assert!(maps.attachment(&key_of(&pod)).unwrap().is_none());
     // Again: DEL is idempotent.
     pod.del();
+}
+
+/// Polls `count` until it satisfies `done`, for at most 10 s; returns the last count.
+fn wait_for(mut count: impl FnMut() -> usize, done: impl Fn(usize) -> bool) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = count();
+        if done(now) || Instant::now() > deadline {
+            return now;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// DEL does not search the original-destination map (docs/reliability.md): its
+/// records are keyed by the netns cookie, which the kernel never reuses, and each
+/// goes when its connecting socket closes. So a DEL while a redirected connection
+/// is open leaves exactly that record, and once it closes nothing references the pod.
+#[test]
+fn after_del_and_the_last_close_nothing_references_the_pod() {
+    let node = TestNode::new("life-inflight");
+    let mut pod = node.add_pod("a", PodOptions::new().injected());
+    let _proxy =
+        ProbeServer::start_original_dst(&pod.place(), "::", 15001, "proxy", Duration::from_secs(3));
+    let cookie = pod.netns_cookie();
+    let maps = node.maps();
+    let after_add = maps.entries_of(cookie).unwrap();
+    let place = pod.place();
+    let client = thread::spawn(move || {
+        Connect::to("198.51.100.7:80")
+            .identity(Identity::APP)
+            .timeout(Duration::from_secs(15))
+            .run(&place)
+    });
+    let open = wait_for(|| maps.entries_of(cookie).unwrap(), |n| n > after_add);
+    assert_eq!(
+        open,
+        after_add + 1,
+        "one connection record while it is open"
+    );
+
+    pod.del();
+    assert!(maps.pod(cookie).unwrap().is_none());
+    assert!(!maps.inbound_attached(cookie));
+    assert_eq!(
+        maps.entries_of(cookie).unwrap(),
+        1,
+        "DEL leaves only the open connection's record"
+    );
+    let outcome = client.join().expect("the client thread");
+    assert!(
+        outcome.ok,
+        "the open connection carries on: {:?}",
+        outcome.raw
+    );
+    assert_eq!(
+        wait_for(|| maps.entries_of(cookie).unwrap(), |n| n == 0),
+        0,
+        "a record outlived its socket"
+    );
 }
 
 #[test]

@@ -3,8 +3,8 @@
 
 pub use super::skel::connect::types::{
     ml_addr, ml_attachment, ml_attachment_key, ml_cidr_key, ml_conn_key, ml_counter, ml_istio_port,
-    ml_limits, ml_listener_key, ml_orig_dst, ml_pod, ml_pod_flag, ml_port_key, ml_port_list,
-    ml_short_key, ml_short_offer, ml_short_role, ml_short_sock, ml_short_state,
+    ml_limits, ml_listener_key, ml_netns_tag, ml_orig_dst, ml_pod, ml_pod_flag, ml_port_key,
+    ml_port_list, ml_short_key, ml_short_offer, ml_short_role, ml_short_sock, ml_short_state,
 };
 
 use std::mem::size_of;
@@ -46,6 +46,8 @@ pub unsafe trait MapBytes: Copy + Default + Sized {
 // explicit (checked by `contract_sizes_have_no_hidden_padding`).
 // SAFETY: an integer; the netns-cookie key of ml_pods.
 unsafe impl MapBytes for u64 {}
+// SAFETY: an integer; the slot key of ml_netns_slots.
+unsafe impl MapBytes for u32 {}
 unsafe impl MapBytes for ml_pod {}
 unsafe impl MapBytes for ml_addr {}
 unsafe impl MapBytes for ml_port_key {}

@@ -1,13 +1,13 @@
 //! The per-CPU event counters of the BPF programs, summed over CPUs.
 
-use super::abi::ml_counter;
+use super::abi::{ml_counter, ml_limits};
 use super::error::DatapathError;
 use super::layout::PinLayout;
 use super::names::maps;
 use super::pinned_map::PinnedMap;
 
 /// Every counter with the name operators and metrics see.
-pub const COUNTERS: [(ml_counter, &str); 35] = [
+pub const COUNTERS: [(ml_counter, &str); 39] = [
     (
         ml_counter::ML_CNT_OUTBOUND_REDIRECTED,
         "outbound_redirected",
@@ -100,7 +100,26 @@ pub const COUNTERS: [(ml_counter, &str); 35] = [
         "short_path_backpressure",
     ),
     (ml_counter::ML_CNT_SHORT_RESUMED, "short_path_resumed"),
+    (
+        ml_counter::ML_CNT_INBOUND_FOREIGN_ADDR,
+        "inbound_foreign_address",
+    ),
+    (
+        ml_counter::ML_CNT_INBOUND_ADDR_CONFLICT,
+        "inbound_refused_address_conflict",
+    ),
+    (
+        ml_counter::ML_CNT_IPV6_REFUSED_OUTBOUND,
+        "ipv6_refused_outbound",
+    ),
+    (
+        ml_counter::ML_CNT_IPV6_REFUSED_INBOUND,
+        "ipv6_refused_inbound",
+    ),
 ];
+
+// ml_counters has room for every counter (bpf/maps.h).
+const _: () = assert!(ml_counter::ML_CNT_MAX.0 <= ml_limits::ML_COUNTER_SLOTS.0);
 
 /// One counter's value, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

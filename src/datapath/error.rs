@@ -4,6 +4,17 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
+    #[error(
+        "{address} is already steered for {owner}, whose network namespace is alive: two \
+         live pods cannot share an address meshlane steers (overlapping networks: leave \
+         the overlapping interface out with traffic.sidecar.istio.io/excludeInterfaces, or \
+         give the networks distinct ranges)"
+    )]
+    AddressInUse {
+        address: std::net::IpAddr,
+        owner: String,
+    },
+
     #[error("{path} is not on a bpffs mount (mount one, e.g. `mount -t bpf bpf /sys/fs/bpf`)")]
     NotBpffs { path: PathBuf },
 

@@ -14,17 +14,20 @@ use libbpf_rs::query::LinkTypeInfo;
 
 use super::error::DatapathError;
 use super::layout::PinLayout;
+use super::netns_tag;
 
 const SK_LOOKUP_PROGRAM: &str = "sk_lookup";
 
-/// Links the sk_lookup program to the netns at `netns_path` (idempotent).
+/// Links the sk_lookup program to the netns at `netns_path`, after the netns's
+/// tag programs (netns_tag.rs) that tell it which netns it runs in (idempotent).
+/// The caller holds the pin root's lock.
 pub fn attach(
     layout: &PinLayout,
     netns_cookie: u64,
     netns_path: &Path,
 ) -> Result<(), DatapathError> {
     let pin = layout.inbound_link(netns_cookie);
-    if pin.exists() {
+    if pin.exists() && netns_tag::is_tagged(layout, netns_cookie) {
         return Ok(());
     }
     let link_err = |step: &'static str| {
@@ -50,40 +53,60 @@ pub fn attach(
         },
     )?;
     let netns = File::open(netns_path).map_err(link_err("opening the netns"))?;
-    // SAFETY: both descriptors are open for the duration of the call; no options.
-    let fd = unsafe {
-        libbpf_sys::bpf_link_create(
-            program.as_raw_fd(),
-            netns.as_raw_fd(),
-            libbpf_sys::BPF_SK_LOOKUP,
-            std::ptr::null(),
-        )
-    };
-    if fd < 0 {
-        return Err(link_err("creating the link")(
-            std::io::Error::from_raw_os_error(-fd),
-        ));
+    let tagged_now = netns_tag::attach(layout, netns_cookie, &netns, netns_path)?;
+    if pin.exists() && !tagged_now {
+        return Ok(());
     }
-    // SAFETY: a fresh link descriptor that nothing else owns.
-    let link = unsafe { OwnedFd::from_raw_fd(fd) };
-    let path = CString::new(pin.as_os_str().as_bytes()).map_err(|_| {
-        link_err("naming the pin")(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "pin path contains NUL",
-        ))
-    })?;
-    // SAFETY: a valid descriptor and a NUL-terminated path.
-    let rc = unsafe { libbpf_sys::bpf_obj_pin(link.as_raw_fd(), path.as_ptr()) };
-    if rc < 0 {
-        return Err(link_err("pinning the link")(
-            std::io::Error::from_raw_os_error(-rc),
-        ));
+    let result = (|| {
+        // SAFETY: both descriptors are open for the duration of the call; no options.
+        let fd = unsafe {
+            libbpf_sys::bpf_link_create(
+                program.as_raw_fd(),
+                netns.as_raw_fd(),
+                libbpf_sys::BPF_SK_LOOKUP,
+                std::ptr::null(),
+            )
+        };
+        if fd < 0 {
+            return Err(link_err("creating the link")(
+                std::io::Error::from_raw_os_error(-fd),
+            ));
+        }
+        // SAFETY: a fresh link descriptor that nothing else owns.
+        let link = unsafe { OwnedFd::from_raw_fd(fd) };
+        // A link made before the tags runs before them and would read no tag:
+        // the new one, made after them, replaces it.
+        if pin.exists() {
+            std::fs::remove_file(&pin).map_err(link_err("replacing an untagged link"))?;
+        }
+        let path = CString::new(pin.as_os_str().as_bytes()).map_err(|_| {
+            link_err("naming the pin")(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "pin path contains NUL",
+            ))
+        })?;
+        // SAFETY: a valid descriptor and a NUL-terminated path.
+        let rc = unsafe { libbpf_sys::bpf_obj_pin(link.as_raw_fd(), path.as_ptr()) };
+        if rc < 0 {
+            return Err(link_err("pinning the link")(
+                std::io::Error::from_raw_os_error(-rc),
+            ));
+        }
+        Ok(())
+    })();
+    if result.is_err() && !pin.exists() {
+        // Tags without their steering program would be read by no one.
+        let _ = netns_tag::detach(layout, netns_cookie);
     }
-    Ok(())
+    result
 }
 
-/// Unpins a pod's link; the kernel detaches it once no descriptor holds it.
+/// Unlinks a pod's tag programs, then unpins its steering link; the kernel
+/// detaches a link once no descriptor holds it. Tags go first: a steering
+/// program without tags falls back to the address map alone, while tags
+/// without a steering program after them would be left for another lookup.
 pub fn detach(layout: &PinLayout, netns_cookie: u64) -> Result<(), DatapathError> {
+    netns_tag::detach(layout, netns_cookie)?;
     let pin = layout.inbound_link(netns_cookie);
     match std::fs::remove_file(&pin) {
         Ok(()) => Ok(()),

@@ -7,6 +7,8 @@
 //!                            kernel has no sk_msg links (< 6.10) and it is attached
 //!                            to the map itself
 //! <root>/inbound/<cookie>    a pod's inbound steering link, by netns cookie
+//! <root>/netns_tags/progs/   the tag programs, hi0..hi63 and lo0..lo63 (netns_tag.rs)
+//! <root>/netns_tags/links/<cookie>/<slot>-hi, -lo   a pod's two tag links
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -41,6 +43,16 @@ impl PinLayout {
 
     pub fn inbound_dir(&self) -> PathBuf {
         self.root.join("inbound")
+    }
+
+    /// The tag programs that tell sk_lookup its netns (netns_tag.rs).
+    pub fn tag_progs_dir(&self) -> PathBuf {
+        self.root.join("netns_tags").join("progs")
+    }
+
+    /// The pods' tag links.
+    pub fn tag_links_dir(&self) -> PathBuf {
+        self.root.join("netns_tags").join("links")
     }
 
     pub fn prog(&self, name: &str) -> PathBuf {

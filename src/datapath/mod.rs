@@ -18,6 +18,7 @@ pub mod loader;
 pub mod lock;
 pub mod map_compat;
 pub mod names;
+pub mod netns_tag;
 pub mod object_load;
 pub mod pinned_map;
 pub mod pod_record;

@@ -15,6 +15,7 @@ use super::error::DatapathError;
 use super::inbound_link;
 use super::layout::PinLayout;
 use super::names::maps;
+use super::netns_tag;
 use super::pinned_map::PinnedMap;
 use super::pod_record::{
     cidr_key, cookie_of_cidr_key, port_entry_of, port_key, CidrTrie, PodEntries, PortEntry,
@@ -135,12 +136,15 @@ impl PodMaps {
             .iter()
             .map(|ip| ml_addr::from_ip(*ip))
             .collect();
+        for ip in &wanted_ips {
+            self.check_address_free(ip, netns_cookie)?;
+        }
         let mut added_ports = Vec::new();
         let mut added_cidrs = Vec::new();
         let mut added_ips = Vec::new();
         let result = (|| {
             for ip in &wanted_ips {
-                // A new pod may reuse an address: the latest ADD owns it.
+                // A new pod may reuse the address of a pod whose netns is gone.
                 self.pod_ips.put(ip, &netns_cookie)?;
                 added_ips.push(*ip);
             }
@@ -189,6 +193,48 @@ impl PodMaps {
         Ok(())
     }
 
+    /// An address steered for another netns may be taken over only once that
+    /// netns is gone (its DEL may come late, or never): two live pods never share
+    /// a steered address, whatever order their ADDs and DELs run in.
+    fn check_address_free(&self, ip: &ml_addr, netns_cookie: u64) -> Result<(), DatapathError> {
+        let Some(owner) = self.pod_ips.get::<_, u64>(ip)? else {
+            return Ok(());
+        };
+        if owner == netns_cookie || !self.netns_live(owner)? {
+            return Ok(());
+        }
+        let address = ip.to_ip();
+        let holder = self
+            .attachments()?
+            .into_iter()
+            .filter(|a| a.netns_cookie == owner)
+            .max_by_key(|a| a.ips.contains(&address));
+        Err(DatapathError::AddressInUse {
+            address,
+            owner: match holder {
+                Some(a) => format!(
+                    "pod {}/{} (container {}, interface {})",
+                    a.pod_namespace, a.pod_name, a.key.container_id, a.key.ifname
+                ),
+                None => format!("the pod of netns cookie {owner}"),
+            },
+        })
+    }
+
+    /// Whether a pod's netns still exists: its inbound link tells; a pod without
+    /// one (inbound not captured) counts as live while its record exists.
+    fn netns_live(&self, netns_cookie: u64) -> Result<bool, DatapathError> {
+        if inbound_link::is_attached(&self.layout, netns_cookie) {
+            return Ok(inbound_link::netns_alive(&self.layout, netns_cookie));
+        }
+        Ok(self.pod(netns_cookie)?.is_some())
+    }
+
+    /// The netns an address is steered for, if any.
+    pub fn address_owner(&self, ip: IpAddr) -> Result<Option<u64>, DatapathError> {
+        self.pod_ips.get(&ml_addr::from_ip(ip))
+    }
+
     /// The pod addresses currently mapped to this netns.
     fn ips_of(&self, netns_cookie: u64) -> Result<Vec<ml_addr>, DatapathError> {
         Ok(self
@@ -222,11 +268,15 @@ impl PodMaps {
         inbound_link::is_attached(&self.layout, netns_cookie)
     }
 
-    /// Removes everything of a pod: its record first (capture stops at once), then
-    /// its list entries and the records of its connections in flight.
+    /// Removes everything of a pod: its inbound steering first (a link left
+    /// without its record would let connections reach the app around the
+    /// proxy), then its record (capture stops), its addresses and list entries.
+    /// Its connection records are not searched for: they are keyed by netns
+    /// cookie, which the kernel never reuses, and sockops deletes each when its
+    /// socket closes (the map is LRU besides), so no later pod can read them.
     pub fn remove_pod(&self, netns_cookie: u64) -> Result<(), DatapathError> {
-        self.pods.delete(&netns_cookie)?;
         inbound_link::detach(&self.layout, netns_cookie)?;
+        self.pods.delete(&netns_cookie)?;
         for ip in self.ips_of(netns_cookie)? {
             self.forget_ip_if_owned(&ip, netns_cookie)?;
         }
@@ -238,11 +288,6 @@ impl PodMaps {
                 self.trie(trie).delete(&key)?;
             }
         }
-        for key in self.conns.keys::<ml_conn_key>()? {
-            if key.netns_cookie == netns_cookie {
-                self.conns.delete(&key)?;
-            }
-        }
         Ok(())
     }
 
@@ -250,6 +295,8 @@ impl PodMaps {
     pub fn entries_of(&self, netns_cookie: u64) -> Result<usize, DatapathError> {
         let mut count = usize::from(self.pod(netns_cookie)?.is_some());
         count += usize::from(self.inbound_attached(netns_cookie));
+        count += usize::from(netns_tag::slot_of(&self.layout, netns_cookie).is_some());
+        count += netns_tag::slots_holding(&self.layout, netns_cookie)?;
         count += self.ips_of(netns_cookie)?.len();
         count += self.port_entries(netns_cookie)?.len();
         for trie in CIDR_TRIES {

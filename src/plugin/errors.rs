@@ -42,6 +42,7 @@ fn datapath_code(err: &DatapathError) -> CniError {
                 CniError::kernel_unsupported(err.to_string())
             }
             DatapathError::Lock { .. } => CniError::try_again(err.to_string()),
+            DatapathError::AddressInUse { .. } => CniError::config("prevResult.ips", err),
             DatapathError::OpenMap { .. }
             | DatapathError::MapAccess { .. }
             | DatapathError::MapLayout { .. }

@@ -172,6 +172,15 @@ def client_socket(family, host):
     return socket.socket(socket.AF_INET, socket.SOCK_STREAM), host
 
 
+def socket_address(sock, host, port):
+    """(host, port), or for a scoped IPv6 address (fe80::1%eth0) the 4-tuple with
+    the interface's index, which a link-local destination needs."""
+    if sock.family == socket.AF_INET6 and "%" in host:
+        return socket.getaddrinfo(host, port, socket.AF_INET6, socket.SOCK_STREAM,
+                                  0, socket.AI_NUMERICHOST)[0][4]
+    return host, port
+
+
 def bind_address(text, family):
     """ADDR, IPv4:PORT or [IPv6]:PORT; an IPv4 address is mapped for --family mapped."""
     if text.startswith("[") or text.count(":") == 1:
@@ -192,7 +201,7 @@ def connect(args):
             sock.settimeout(args.timeout)
             if args.bind:
                 sock.bind(bind_address(args.bind, args.family))
-            sock.connect((target, port))
+            sock.connect(socket_address(sock, target, port))
             out.update(addr_fields("local", sock.getsockname()))
             out.update(addr_fields("peer", sock.getpeername()))
             sock.sendall((args.send + "\n").encode())
@@ -492,7 +501,8 @@ def landing_socket(op, kind):
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         return sock, (f"::ffff:{ipaddress.ip_address(host)}", port)
     if ipaddress.ip_address(host).version == 6:
-        return socket.socket(socket.AF_INET6, kind), (host, port)
+        sock = socket.socket(socket.AF_INET6, kind)
+        return sock, socket_address(sock, host, port)
     return socket.socket(socket.AF_INET, kind), (host, port)
 
 

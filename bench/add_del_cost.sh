@@ -1,0 +1,73 @@
+#!/bin/bash
+# ADD and DEL of meshlane alone, timed, on a private node: its own bpffs, its own
+# child cgroup (never the root cgroup), N+1 netns with a veth each. Optionally
+# fills the original-destination map with records of other netns first, as a
+# busy node holds them (docs/reliability.md, "DEL without the scan").
+#
+#   sudo bench/add_del_cost.sh MESHLANE_BINARY [N] [CONN_RECORDS]
+#
+# Prints "ADD i <µs>" and "DEL i <µs>" (wall time of the plugin process); pod 0's
+# ADD loads the node's programs. FIRST_STRACE="strace -f -T -e trace=bpf -o FILE"
+# traces that first ADD. Everything is removed on exit.
+set -u
+BIN=$(realpath "$1")
+N=${2:-20}
+FILL=${3:-0}
+CGROUP2=/sys/fs/cgroup/unified
+W=$(mktemp -d /tmp/meshlane-add-del.XXXX)
+CG=$CGROUP2/meshlane-add-del-$$
+NS=mad$$
+STATUS='{\"initContainers\":[\"istio-validation\"],\"containers\":[\"istio-proxy\"]}'
+
+cleanup() {
+  for i in $(seq 0 "$N"); do ip netns del "$NS-$i" 2>/dev/null; done
+  umount "$W/bpffs" 2>/dev/null
+  rmdir "$CG" 2>/dev/null
+  rm -rf "$W"
+}
+trap cleanup EXIT
+mkdir -p "$W/bpffs" "$W/cni" && mount -t bpf bpf "$W/bpffs" && mkdir "$CG" || exit 1
+cp "$BIN" "$W/cni/meshlane"
+
+ip_of() { echo "10.99.$(($1 / 200)).$(($1 % 200 + 2))"; }
+
+run() { # COMMAND i
+  local i=$2 ns=$NS-$2 trace=""
+  [ "$i" = 0 ] && [ "$1" = ADD ] && trace=${FIRST_STRACE:-}
+  local conf="{\"cniVersion\":\"1.0.0\",\"name\":\"cost\",\"type\":\"meshlane\",\
+\"bpffsRoot\":\"$W/bpffs/meshlane\",\"cgroupPath\":\"$CG\",\"logFile\":\"$W/log\",\
+\"prevResult\":{\"cniVersion\":\"1.0.0\",\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":\"/run/netns/$ns\"}],\
+\"ips\":[{\"address\":\"$(ip_of "$i")/16\",\"interface\":0}]},\
+\"runtimeConfig\":{\"io.kubernetes.cri.pod-annotations\":{\"sidecar.istio.io/status\":\"$STATUS\"}}}"
+  local start end
+  start=$(date +%s%N)
+  echo "$conf" | CNI_COMMAND=$1 CNI_CONTAINERID=cost$$x$i CNI_NETNS=/run/netns/$ns \
+    CNI_IFNAME=eth0 CNI_PATH=$W/cni CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=cost;K8S_POD_NAME=p$i" \
+    ${TIMER:-} $trace "$W/cni/meshlane" > "$W/out" 2>> "$W/err" || cat "$W/out"
+  end=$(date +%s%N)
+  echo "$1 $i $(((end - start) / 1000))"
+}
+
+for i in $(seq 0 "$N"); do
+  ip netns add "$NS-$i"
+  ip -n "$NS-$i" link add eth0 type veth peer name eth0p
+  ip -n "$NS-$i" addr add "$(ip_of "$i")/16" dev eth0
+  ip -n "$NS-$i" link set eth0 up
+  ip -n "$NS-$i" link set lo up
+done
+for i in $(seq 0 "$N"); do run ADD "$i"; done
+if [ "$FILL" -gt 0 ]; then
+  map=$W/bpffs/meshlane/maps/ml_conn_orig_dst
+  python3 - "$map" "$FILL" > "$W/batch" <<'PY'
+import struct, sys
+path, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    # struct ml_conn_key of a netns that is none of these pods', and ml_orig_dst
+    key = struct.pack("<Q16s16sHHI", 10**12 + i, bytes(16), bytes(16), i & 0xFFFF, 15001, 0)
+    value = struct.pack("<16sHBB", bytes(16), 80, 1, 0)
+    hexed = lambda b: " ".join("%02x" % x for x in b)
+    print("map update pinned %s key hex %s value hex %s" % (path, hexed(key), hexed(value)))
+PY
+  bpftool batch file "$W/batch" > /dev/null && echo "FILLED $FILL"
+fi
+for i in $(seq 0 "$N"); do run DEL "$i"; done
