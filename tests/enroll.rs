@@ -25,7 +25,7 @@ use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess};
 use serde_json::{json, Value};
 
 use common::agent::{Agent, WAIT};
-use common::kube_cluster::Cluster;
+use common::kube_cluster::{Cluster, STARTUP_TAINT};
 use common::pod::INJECTED_STATUS;
 use common::process::{Spawn, TestProcess};
 use common::{Connect, Identity, Place, Pod, PodOptions, ProbeServer, TestNode};
@@ -563,4 +563,62 @@ fn the_plugin_kubeconfig_names_a_token_copy_that_follows_rotation() {
     for file in [&kubeconfig, &token_copy] {
         assert!(!file.exists(), "{} left after uninstall", file.display());
     }
+}
+
+/// No pod before capture: the node's startup taint stays while the agent is
+/// not ready (here: no primary CNI config yet), and goes — only it — once the
+/// agent is, through strategic merge patches that name the resourceVersion
+/// read, read again after each 409 (two other writers get there first).
+#[test]
+fn the_startup_taint_goes_once_the_agent_is_ready() {
+    let node = node_without_meshlane("taint");
+    let primary = net_d(&node).join("10-bridge.conflist");
+    let primary_text = fs::read(&primary).unwrap();
+    fs::remove_file(&primary).unwrap();
+    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
+    let other = json!({"key": "dedicated", "value": "mesh", "effect": "NoSchedule"});
+    cluster.set_taints(json!([{"key": STARTUP_TAINT, "effect": "NoSchedule"}, other]));
+    cluster.conflict_next_patches(2);
+    let mut agent = Agent::start(
+        &node.layout().cgroup,
+        &agent_args(&node, &cluster, Some(NODE_NAME)),
+        &[],
+    );
+    agent.wait_for_log("waiting for the primary CNI");
+    // Two re-checks go by; not ready, so the taint stays and the Node is not
+    // even read.
+    thread::sleep(Duration::from_millis(2500));
+    let (status, body) = agent.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        cluster.node_requests().is_empty(),
+        "{:?}",
+        cluster.node_requests()
+    );
+    assert_eq!(cluster.node()["spec"]["taints"][0]["key"], STARTUP_TAINT);
+
+    fs::write(&primary, primary_text).unwrap();
+    let line = agent.wait_for_log("removed the startup taint");
+    assert!(line.contains("conflicts=2"), "{line}");
+    assert!(line.contains(&format!("node={NODE_NAME}")), "{line}");
+    agent.wait_until_ready();
+    assert_eq!(
+        cluster.node()["spec"]["taints"],
+        json!([other]),
+        "only the startup taint goes"
+    );
+    let requests = cluster.node_requests();
+    let patches: Vec<_> = requests.iter().filter(|(m, _)| m == "PATCH").collect();
+    assert_eq!(patches.len(), 3, "{requests:?}");
+    assert!(
+        patches
+            .iter()
+            .all(|(_, ct)| ct.as_deref() == Some("application/strategic-merge-patch+json")),
+        "{requests:?}"
+    );
+    assert_eq!(requests.iter().filter(|(m, _)| m == "GET").count(), 3);
+    // Done once: later re-checks leave the Node alone.
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(cluster.node_requests().len(), requests.len());
+    drop(agent);
 }

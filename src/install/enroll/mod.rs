@@ -26,7 +26,7 @@ use crate::plugin::config::PluginConfig;
 use crate::plugin::pod_ips::ClaimedIps;
 use crate::plugin::setup::{self, Owner};
 
-use super::agent_log::{error, info, warn};
+use crate::log::{error, info, warn};
 use procfs::PodProcess;
 use rules::Verdict;
 use sandbox::Sandbox;
