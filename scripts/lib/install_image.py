@@ -125,7 +125,9 @@ def write_rootfs(binary, directory):
     layer.seek(0)
     os.makedirs(directory, exist_ok=True)
     with tarfile.open(fileobj=layer) as tar:
-        tar.extractall(directory, filter="tar")
+        # The layer was written just above from our own spec, so its modes are
+        # kept as they are (the "tar" filter would clear /tmp's sticky bit).
+        tar.extractall(directory, filter="fully_trusted")
     return directory
 
 

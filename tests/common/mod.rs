@@ -42,6 +42,7 @@ pub mod cgroup;
 pub mod chain;
 pub mod conflist;
 pub mod cri_node;
+pub mod dns_server;
 pub mod envoy;
 pub mod envoy_config;
 pub mod exec;
