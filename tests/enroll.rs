@@ -622,3 +622,40 @@ fn the_startup_taint_goes_once_the_agent_is_ready() {
     assert_eq!(cluster.node_requests().len(), requests.len());
     drop(agent);
 }
+
+/// While the primary config chains istio-cni (a cluster in the middle of
+/// moving from it), running injected pods are istio-cni's: its iptables rules
+/// capture them. The agent enrolls none of them, says why once, and enrolls
+/// them when istio-cni's entry is gone.
+#[test]
+fn no_pod_is_enrolled_while_istio_cni_is_in_the_chain() {
+    let node = node_without_meshlane("istio-cni");
+    let primary = net_d(&node).join("10-bridge.conflist");
+    let bridge_only = fs::read(&primary).unwrap();
+    let mut with_istio: Value = serde_json::from_slice(&bridge_only).unwrap();
+    with_istio["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "istio-cni"}));
+    fs::write(&primary, serde_json::to_vec_pretty(&with_istio).unwrap()).unwrap();
+    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
+    let web = RunningPod::start(&node, "web", Kind::Sidecar);
+    cluster.set_pods(vec![web.json.clone()]);
+
+    let mut agent = Agent::start(
+        &node.layout().cgroup,
+        &agent_args(&node, &cluster, Some(NODE_NAME)),
+        &[],
+    );
+    let line = agent.wait_for_log("not enrolling running pods");
+    assert!(line.contains("istio-cni"), "{line}");
+    assert!(cluster.list_requests().is_empty(), "pods were listed");
+    assert!(node.maps().pod(web.cookie()).unwrap().is_none());
+
+    fs::write(&primary, &bridge_only).unwrap();
+    agent.wait_for_log("enrollment round done");
+    let enrolled = line_about(&agent, "enrolled a running pod", &web.id());
+    assert!(enrolled.contains("ifname=eth0"), "{enrolled}");
+    assert!(node.maps().pod(web.cookie()).unwrap().is_some());
+    drop(agent);
+}

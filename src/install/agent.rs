@@ -28,7 +28,7 @@ use crate::policy::short_path_kernels::{node_short_path, ShortPathSwitch};
 
 use super::cluster::Cluster;
 use super::conflist::{self, Action, ChainEntry, InstallOutcome};
-use super::error::InstallError;
+use super::error::{ConflistError, InstallError};
 use super::files;
 use super::http::{self, Response};
 use super::log_tail::{ErrorCounts, LogTail};
@@ -212,6 +212,9 @@ struct Agent {
     settings: InstallSettings,
     node: Arc<Node>,
     memory: Memory,
+    /// Why running pods must not be enrolled: the primary config chains
+    /// istio-cni, whose pods carry its iptables rules already.
+    istio_cni: Option<String>,
 }
 
 impl Agent {
@@ -227,7 +230,12 @@ impl Agent {
             Err(err) => return self.memory.problem(&self.node, err.to_string()),
         };
         let conf_name = self.settings.cni_conf_name.as_deref();
-        let plan = match conflist::plan_install(&dir, conf_name, &self.node.entry) {
+        let planned = conflist::plan_install(&dir, conf_name, &self.node.entry);
+        self.istio_cni = match &planned {
+            Err(err @ ConflistError::IstioCni { .. }) => Some(err.to_string()),
+            _ => None,
+        };
+        let plan = match planned {
             Ok(InstallOutcome::Planned(plan)) => plan,
             Ok(InstallOutcome::NoPrimary { skipped }) => {
                 self.clear_chain_problem();
@@ -433,6 +441,7 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
         settings,
         node: node.clone(),
         memory: Memory::default(),
+        istio_cni: None,
     };
 
     // The binary first: the chain entry must never name a plugin that is absent.
@@ -461,7 +470,7 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
     }
     // The plugin's kubeconfig, and pods that already run without capture.
     let mut cluster = Cluster::new(&agent.settings);
-    cluster.tick(node.ready());
+    cluster.tick(node.ready(), agent.istio_cni.as_deref());
 
     loop {
         match watcher.wait(agent.settings.recheck)? {
@@ -477,7 +486,7 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
                 // A pending startup taint goes as soon as the node is ready,
                 // not at the next periodic re-check.
                 if cluster.taint_pending() {
-                    cluster.tick(node.ready());
+                    cluster.tick(node.ready(), agent.istio_cni.as_deref());
                 }
             }
             Wake::Timeout => {
@@ -485,7 +494,7 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
                 agent.reconcile_programs();
                 agent.upgrade_programs();
                 agent.reconcile_chain();
-                cluster.tick(node.ready());
+                cluster.tick(node.ready(), agent.istio_cni.as_deref());
             }
         }
     }

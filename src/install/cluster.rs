@@ -35,6 +35,8 @@ pub struct Cluster {
     /// The last kubeconfig problem, logged once until it changes.
     kubeconfig_problem: Option<String>,
     taint: Option<StartupTaint>,
+    /// Why enrollment waits, logged once until it changes.
+    enroll_blocked: Option<String>,
 }
 
 impl Cluster {
@@ -93,12 +95,16 @@ impl Cluster {
             enroll_every,
             kubeconfig_problem: None,
             taint,
+            enroll_blocked: None,
         }
     }
 
     /// Refreshes the kubeconfig, runs an enrollment round when one is due, and
-    /// once the agent is `ready`, removes the node's startup taint.
-    pub fn tick(&mut self, ready: bool) {
+    /// once the agent is `ready`, removes the node's startup taint. While
+    /// `enroll_blocked` says why (istio-cni in the chain: its pods are
+    /// captured by its iptables rules already), no pod is enrolled; the round
+    /// runs once that is gone.
+    pub fn tick(&mut self, ready: bool, enroll_blocked: Option<&str>) {
         let Some(server) = self.server.clone() else {
             return;
         };
@@ -109,8 +115,23 @@ impl Cluster {
             let account_dir = &self.account_dir;
             taint.tick(ready, || KubeAccess::in_cluster(&server, account_dir));
         }
-        if self.next_round.is_some_and(|due| Instant::now() >= due) {
-            self.enroll_round(&server);
+        let due = self.next_round.is_some_and(|due| Instant::now() >= due);
+        match enroll_blocked {
+            Some(why) if due => {
+                if self.enroll_blocked.as_deref() != Some(why) {
+                    warn(
+                        "not enrolling running pods: they would be captured twice",
+                        &[("why", &why)],
+                    );
+                    self.enroll_blocked = Some(why.to_owned());
+                }
+            }
+            _ => {
+                self.enroll_blocked = None;
+                if due {
+                    self.enroll_round(&server);
+                }
+            }
         }
     }
 
