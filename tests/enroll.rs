@@ -659,3 +659,68 @@ fn no_pod_is_enrolled_while_istio_cni_is_in_the_chain() {
     assert!(node.maps().pod(web.cookie()).unwrap().is_some());
     drop(agent);
 }
+
+/// After istio-cni is gone, the pods it set up keep its iptables rules until
+/// they restart. The agent leaves them alone, saying so, whichever iptables
+/// backend wrote the rules (nftables here through iptables-nft, as Istio does
+/// on Debian 12; legacy x_tables too), and enrolls the others.
+#[test]
+fn pods_with_istio_iptables_rules_are_not_enrolled() {
+    use common::istio_iptables::{apply, generate, SidecarSettings};
+
+    let node = node_without_meshlane("istio-rules");
+    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
+    let nft = RunningPod::start(&node, "bynft", Kind::Sidecar);
+    let legacy = RunningPod::start(&node, "bylegacy", Kind::Sidecar);
+    let fresh = RunningPod::start(&node, "fresh", Kind::Sidecar);
+    cluster.set_pods(vec![
+        nft.json.clone(),
+        legacy.json.clone(),
+        fresh.json.clone(),
+    ]);
+    let rules = generate(&SidecarSettings::default(), &[IpAddr::V4(nft.pod.ipv4())]).unwrap();
+    apply(&nft.app(&node), &rules);
+    for args in [
+        &["-t", "nat", "-N", "ISTIO_REDIRECT"][..],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "ISTIO_REDIRECT",
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "15001",
+        ],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-j",
+            "ISTIO_REDIRECT",
+        ],
+    ] {
+        let done = Spawn::new(&legacy.app(&node), "iptables-legacy")
+            .args(args.iter().copied())
+            .run();
+        assert!(done.success(), "iptables-legacy {args:?}: {}", done.stderr);
+    }
+
+    let agent = start_agent(&node, &cluster);
+    for pod in [&nft, &legacy] {
+        let line = line_about(&agent, "not enrolling a pod", &pod.id());
+        assert!(line.contains("Istio's iptables rules"), "{line}");
+        assert!(line.contains("ISTIO_"), "{line}");
+        assert!(node.maps().pod(pod.cookie()).unwrap().is_none(), "{line}");
+    }
+    let line = line_about(&agent, "not enrolling a pod", &legacy.id());
+    assert!(line.contains("ISTIO_REDIRECT"), "{line}");
+    line_about(&agent, "enrolled a running pod", &fresh.id());
+    assert!(node.maps().pod(fresh.cookie()).unwrap().is_some());
+    drop(agent);
+}

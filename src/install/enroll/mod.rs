@@ -7,6 +7,7 @@
 //! records ADD writes (see `plugin::setup`). Pods meshlane already has a record
 //! of are never touched.
 
+mod istio_rules;
 mod listeners;
 mod procfs;
 mod rules;
@@ -180,6 +181,22 @@ impl Enroller {
                 return Outcome::Skipped("it runs in the node's network namespace".to_owned())
             }
             Some(_) => {}
+        }
+        // A pod istio-cni set up before it was replaced: its own rules
+        // capture it already.
+        match istio_rules::istio_chains(&netns_path) {
+            Ok(chains) if !chains.is_empty() => {
+                return Outcome::Skipped(format!(
+                "Istio's iptables rules capture it already ({}); restart it to move it to meshlane",
+                chains.join(",")
+            ))
+            }
+            Ok(_) => {}
+            Err(err) => {
+                return Outcome::Failed(format!(
+                    "cannot tell whether Istio's iptables rules capture it: {err}"
+                ))
+            }
         }
         match self.write(maps, pod, &sandbox, processes, &netns_path) {
             Ok(outcome) => outcome,
