@@ -579,11 +579,11 @@ fn the_startup_taint_goes_once_the_agent_is_ready() {
     let other = json!({"key": "dedicated", "value": "mesh", "effect": "NoSchedule"});
     cluster.set_taints(json!([{"key": STARTUP_TAINT, "effect": "NoSchedule"}, other]));
     cluster.conflict_next_patches(2);
-    let mut agent = Agent::start(
-        &node.layout().cgroup,
-        &agent_args(&node, &cluster, Some(NODE_NAME)),
-        &[],
-    );
+    // At debug level, the records of the libraries (rustls, ureq) come through
+    // the agent's own stream too.
+    let mut args = agent_args(&node, &cluster, Some(NODE_NAME));
+    args.extend(["--log-level".to_owned(), "debug".to_owned()]);
+    let mut agent = Agent::start(&node.layout().cgroup, &args, &[]);
     agent.wait_for_log("waiting for the primary CNI");
     // Two re-checks go by; not ready, so the taint stays and the Node is not
     // even read.
@@ -601,6 +601,11 @@ fn the_startup_taint_goes_once_the_agent_is_ready() {
     let line = agent.wait_for_log("removed the startup taint");
     assert!(line.contains("conflicts=2"), "{line}");
     assert!(line.contains(&format!("node={NODE_NAME}")), "{line}");
+    let library = agent.wait_for_log(" source=rustls");
+    assert!(
+        library.starts_with("ts=") && library.contains(" level=debug "),
+        "{library}"
+    );
     agent.wait_until_ready();
     assert_eq!(
         cluster.node()["spec"]["taints"],
