@@ -307,6 +307,51 @@ fn install_keeps_the_chain_survives_sigterm_and_uninstalls_cleanly() {
         .iter()
         .any(|(s, _)| s.starts_with("meshlane_bypassed_connections_total{")));
 
+    // What scripts read through `kubectl exec … -o json`: the inventory with
+    // every node program attached, the pod and its attachment.
+    let json_of = |command: &str| -> (Option<i32>, Value) {
+        let output = Command::new(meshlane())
+            .args([command, "--bpffs-root"])
+            .arg(&dirs.pin_root)
+            .args(["-o", "json"])
+            .output()
+            .unwrap();
+        let value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+            panic!(
+                "{command} -o json: {err}: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        });
+        (output.status.code(), value)
+    };
+    let (code, status) = json_of("status");
+    assert_eq!(code, Some(0), "{status:#}");
+    let inventory = &status["inventory"];
+    assert_eq!(inventory["missing"], json!([]), "{status:#}");
+    let node_programs = inventory["node_programs"].as_array().unwrap();
+    assert_eq!(node_programs.len(), NODE_PROGRAMS.len());
+    for program in node_programs {
+        let prog_id = program["attached"]["prog_id"].to_string();
+        assert!(
+            status["programs"][&prog_id]["tag"].is_string(),
+            "{program} has no name and tag in {status:#}"
+        );
+    }
+    assert_eq!(status["captured_pods"], 1, "{status:#}");
+    assert!(status["counters"]
+        .as_object()
+        .is_some_and(|c| !c.is_empty()));
+    let (code, pods) = json_of("pods");
+    assert_eq!(code, Some(0), "{pods:#}");
+    let listed = pods["pods"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{pods:#}");
+    assert_eq!(listed[0]["attachments"][0]["name"], "web-0", "{pods:#}");
+    assert_eq!(listed[0]["attachments"][0]["namespace"], "shop", "{pods:#}");
+    assert!(listed[0]["capture"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("outbound")));
+
     // SIGTERM (an upgrade): the agent exits, everything stays.
     let status = agent.terminate();
     assert!(status.success(), "exit after SIGTERM: {status}");
