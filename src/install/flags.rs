@@ -179,6 +179,14 @@ pub struct PluginFlags {
     #[arg(long, env = "MESHLANE_LOG_FILE", value_name = "FILE",
           default_value = DEFAULT_LOG_FILE, value_parser = absolute_or_empty)]
     pub log_file: String,
+    /// The plugin's log file is rotated to <file>.1 past this size (0: never)
+    #[arg(
+        long,
+        env = "MESHLANE_LOG_MAX_BYTES",
+        value_name = "BYTES",
+        default_value_t = crate::log::file::DEFAULT_MAX_BYTES
+    )]
+    pub log_max_bytes: u64,
     /// Log level of the plugin and the agent
     #[arg(long, env = "MESHLANE_LOG_LEVEL", default_value = "info",
           value_parser = ["debug", "info", "warn", "error"])]

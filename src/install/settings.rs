@@ -162,6 +162,7 @@ fn plugin_keys(
         Value::from(flags.pod_spec_lookup.as_str()),
     );
     plugin.insert("logFile".into(), Value::from(flags.log_file.as_str()));
+    plugin.insert("logMaxBytes".into(), Value::from(flags.log_max_bytes));
     plugin.insert("logLevel".into(), Value::from(flags.log_level.as_str()));
     plugin.insert("logFormat".into(), Value::from(flags.log_format.as_str()));
     plugin
@@ -238,6 +239,7 @@ mod tests {
         assert_eq!(s.plugin["proxyUID"], 1337);
         assert_eq!(s.plugin["capture"], "istio");
         assert_eq!(s.plugin["logFormat"], "logfmt");
+        assert_eq!(s.plugin["logMaxBytes"], 10 * 1024 * 1024);
         assert!(!s.plugin.contains_key("shortPath"), "by kernel");
         assert_eq!(s.tail_log, Some(PathBuf::from("/var/log/meshlane/cni.log")));
         assert_eq!(s.listen, "0.0.0.0:9967");
@@ -310,6 +312,7 @@ mod tests {
             "--capture=all",
             "--log-level=debug",
             "--log-format=json",
+            "--log-max-bytes=4096",
             "--plugin-cgroup-path=/sys/fs/cgroup",
             "--tail-log=",
             "--exclude-namespaces=kube-system, istio-system",
@@ -329,6 +332,7 @@ mod tests {
         assert_eq!(s.plugin["capture"], "all");
         assert_eq!(s.plugin["logLevel"], "debug");
         assert_eq!(s.plugin["logFormat"], "json");
+        assert_eq!(s.plugin["logMaxBytes"], 4096);
         assert_eq!(s.plugin["cgroupPath"], "/sys/fs/cgroup");
         assert_eq!(s.tail_log, None);
         assert_eq!(s.cni_conf_name, None, "\"\" is the runtime's pick");
