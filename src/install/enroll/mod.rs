@@ -182,22 +182,6 @@ impl Enroller {
             }
             Some(_) => {}
         }
-        // A pod istio-cni set up before it was replaced: its own rules
-        // capture it already.
-        match istio_rules::istio_chains(&netns_path) {
-            Ok(chains) if !chains.is_empty() => {
-                return Outcome::Skipped(format!(
-                "Istio's iptables rules capture it already ({}); restart it to move it to meshlane",
-                chains.join(",")
-            ))
-            }
-            Ok(_) => {}
-            Err(err) => {
-                return Outcome::Failed(format!(
-                    "cannot tell whether Istio's iptables rules capture it: {err}"
-                ))
-            }
-        }
         match self.write(maps, pod, &sandbox, processes, &netns_path) {
             Ok(outcome) => outcome,
             Err(err) => Outcome::Failed(err.to_string()),
@@ -215,6 +199,23 @@ impl Enroller {
         let facts = netns::inspect(netns_path, false)?;
         if maps.pod(facts.cookie)?.is_some() {
             return Ok(Outcome::Already(facts.cookie));
+        }
+        // A pod istio-cni set up before it was replaced: its own rules
+        // capture it already.
+        let chains = match istio_rules::istio_chains(netns_path) {
+            Ok(chains) => chains,
+            Err(err) => {
+                let problem =
+                    format!("cannot tell whether Istio's iptables rules capture it: {err}");
+                return Ok(Outcome::Failed(problem));
+            }
+        };
+        if !chains.is_empty() {
+            return Ok(Outcome::Skipped(format!(
+                "Istio's iptables rules capture it already ({}); {}",
+                chains.join(","),
+                "restart it to move it to meshlane"
+            )));
         }
         let ifname = facts
             .interface_addresses
