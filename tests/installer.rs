@@ -21,6 +21,7 @@ use meshlane::datapath::PinLayout;
 use serde_json::{json, Map, Value};
 
 use common::agent::{Agent, WAIT};
+use common::chain::ChainOutput;
 use common::chain::ChainRunner;
 use common::netns::NamedNetns;
 use common::{Conflist, RuntimeConf, TestNode, POD_ANNOTATIONS_CAPABILITY};
@@ -178,20 +179,26 @@ fn uninstall(dirs: &Dirs, force: bool) -> std::process::Output {
 }
 
 /// A captured pod created through `conflist` (the agent's), as a runtime would.
-fn add_captured_pod(node: &TestNode, dirs: &Dirs, conflist: &Value) -> NamedNetns {
-    let netns = NamedNetns::create(&node.layout().id.netns_name("web")).unwrap();
+/// A pod created through the agent's conflist with the binary the agent
+/// copied: its netns, its runtime config and what the chain answered.
+fn add_pod(
+    node: &TestNode,
+    dirs: &Dirs,
+    conflist: &Value,
+    name: &str,
+    annotations: Value,
+) -> (NamedNetns, ChainRunner, RuntimeConf, ChainOutput) {
+    let netns = NamedNetns::create(&node.layout().id.netns_name(name)).unwrap();
     let runner = ChainRunner::new(
         Conflist::from_json(conflist),
         dirs.bin.clone(),
         node.layout().node_netns.clone(),
         Vec::new(),
     );
-    let container_id = format!("{:0>64x}", std::process::id() as u64 * 7919 + 17);
+    let salt = name.bytes().map(u64::from).sum::<u64>();
+    let container_id = format!("{:0>64x}", std::process::id() as u64 * 7919 + salt);
     let mut capability_args = Map::new();
-    capability_args.insert(
-        POD_ANNOTATIONS_CAPABILITY.into(),
-        json!({ "sidecar.istio.io/status": "{}" }),
-    );
+    capability_args.insert(POD_ANNOTATIONS_CAPABILITY.into(), annotations);
     let runtime = RuntimeConf {
         container_id: container_id.clone(),
         netns: Some(netns.path().to_path_buf()),
@@ -199,13 +206,24 @@ fn add_captured_pod(node: &TestNode, dirs: &Dirs, conflist: &Value) -> NamedNetn
         args: vec![
             ("IgnoreUnknown".into(), "1".into()),
             ("K8S_POD_NAMESPACE".into(), "shop".into()),
-            ("K8S_POD_NAME".into(), "web-0".into()),
+            ("K8S_POD_NAME".into(), format!("{name}-0")),
             ("K8S_POD_INFRA_CONTAINER_ID".into(), container_id),
             ("MESHLANE_CAPTURE".into(), "true".into()),
         ],
         capability_args,
     };
     let output = runner.add(&runtime);
+    (netns, runner, runtime, output)
+}
+
+fn add_captured_pod(node: &TestNode, dirs: &Dirs, conflist: &Value) -> NamedNetns {
+    let (netns, _, _, output) = add_pod(
+        node,
+        dirs,
+        conflist,
+        "web",
+        json!({ "sidecar.istio.io/status": "{}" }),
+    );
     assert!(
         output.succeeded(),
         "pod ADD through the agent's conflist failed: {}",
@@ -306,6 +324,51 @@ fn install_keeps_the_chain_survives_sigterm_and_uninstalls_cleanly() {
     assert!(samples
         .iter()
         .any(|(s, _)| s.starts_with("meshlane_bypassed_connections_total{")));
+
+    // A failed ADD (a port Istio would refuse): the plugin's error record is
+    // counted by its fields, once, and the runtime's DEL after it succeeds.
+    let (bad_netns, runner, bad_pod, failed) = add_pod(
+        &node,
+        &dirs,
+        &restored,
+        "bad",
+        json!({
+            "sidecar.istio.io/status": "{}",
+            "traffic.sidecar.istio.io/excludeOutboundPorts": "80,http",
+        }),
+    );
+    let step = failed.failed_step().expect("the ADD failed");
+    assert_eq!(step.plugin, "meshlane", "{}", failed.describe());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, text) = agent.get("/metrics");
+        let errors = metric(
+            &parse_metrics(&text),
+            "meshlane_cni_errors_total{command=\"ADD\"}",
+        );
+        if errors == 1.0 {
+            break;
+        }
+        assert_eq!(errors, 0.0, "{text}");
+        assert!(
+            Instant::now() < deadline,
+            "the failed ADD was not counted:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let copied = agent.stdout.text();
+    let record = copied
+        .lines()
+        .find(|line| line.contains(" pod=shop/bad-0") && line.contains(" level=error "))
+        .unwrap_or_else(|| {
+            panic!("no error record of the failed ADD in the agent's stdout:\n{copied}")
+        });
+    assert!(
+        record.contains(" code=7 ") && record.contains(" command=ADD "),
+        "{record}"
+    );
+    assert!(runner.del(&bad_pod, None).succeeded());
+    drop(bad_netns);
 
     // What scripts read through `kubectl exec … -o json`: the inventory with
     // every node program attached, the pod and its attachment.
