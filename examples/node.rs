@@ -152,7 +152,7 @@ fn walk_through() {
     let log = std::fs::read_to_string(node.path("/var/log/meshlane/cni.log")).unwrap_or_default();
     show(
         &log.lines()
-            .filter(|line| line.contains("[DEL"))
+            .filter(|line| line.contains(" command=DEL "))
             .collect::<Vec<_>>()
             .join("\n"),
     );

@@ -567,9 +567,10 @@ add_pod() {
         --annotations "$annotations" | indent ||
         die "CNI ADD of pod $pod failed (the failing plugin's output is above)" \
             "meshlane's log: $tmp/meshlane-cni.log"
-    # meshlane's own account of this ADD (its log, without the timestamps).
+    # meshlane's own account of this ADD (its logfmt records, without the
+    # timestamp and the long container id).
     tail -n +"$((log_lines + 1))" "$tmp/meshlane-cni.log" |
-        sed -E 's/^[^ ]+ [A-Z]+ \[[^]]*\] /meshlane log: /' | indent
+        sed -E 's/^ts=[^ ]+ /meshlane log: /; s/ container_id=[^ ]+//' | indent
 }
 
 pod_ip() { run_chain ip --state "$tmp/pods/$1.json"; }

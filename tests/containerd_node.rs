@@ -11,6 +11,7 @@
 mod common;
 
 use meshlane::datapath::PinLayout;
+use meshlane::log::line::{field, parse as parse_record, Fields};
 use serde_json::Value;
 
 use common::cri_node::{daemonset, images, pods, CriNode, RunningPod};
@@ -101,23 +102,24 @@ fn the_daemonset_installs_meshlane_and_injected_pods_are_captured() {
     // kubelet removes the pod: StopPodSandbox, RemovePodSandbox. containerd
     // runs DEL at each (the second time with the netns gone); both succeed and
     // the pod is forgotten.
-    let web_id = web.sandbox_id[..12].to_owned();
+    let web_id = web.sandbox_id.clone();
     node.remove_pod(&web);
     let listed = captured_pods(&node, &agent);
     assert!(!listed.contains("shop/web"), "{listed}");
-    let dels: Vec<String> = plugin_log(&node)
+    // The plugin's records carry the command and the container id as fields.
+    let dels: Vec<Fields> = plugin_log(&node)
         .lines()
-        .filter(|line| line.contains(&format!("[DEL {web_id}")))
-        .map(str::to_owned)
+        .filter_map(parse_record)
+        .filter(|f| field(f, "command") == Some("DEL") && field(f, "container_id") == Some(&web_id))
         .collect();
     assert!(!dels.is_empty(), "no DEL logged:\n{}", plugin_log(&node));
     assert!(
-        dels.iter().all(|line| line.contains(" INFO ")),
+        dels.iter().all(|f| field(f, "level") == Some("info")),
         "a DEL failed: {dels:#?}"
     );
     assert!(
         dels.iter()
-            .any(|line| line.contains("released netns cookie")),
+            .any(|f| field(f, "msg").is_some_and(|msg| msg.contains("released netns cookie"))),
         "{dels:#?}"
     );
     node.finish();

@@ -25,7 +25,7 @@ use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess};
 use serde_json::{json, Value};
 
 use common::agent::{Agent, WAIT};
-use common::kube_cluster::Cluster;
+use common::kube_cluster::{Cluster, STARTUP_TAINT};
 use common::pod::INJECTED_STATUS;
 use common::process::{Spawn, TestProcess};
 use common::{Connect, Identity, Place, Pod, PodOptions, ProbeServer, TestNode};
@@ -563,4 +563,169 @@ fn the_plugin_kubeconfig_names_a_token_copy_that_follows_rotation() {
     for file in [&kubeconfig, &token_copy] {
         assert!(!file.exists(), "{} left after uninstall", file.display());
     }
+}
+
+/// No pod before capture: the node's startup taint stays while the agent is
+/// not ready (here: no primary CNI config yet), and goes — only it — once the
+/// agent is, through strategic merge patches that name the resourceVersion
+/// read, read again after each 409 (two other writers get there first).
+#[test]
+fn the_startup_taint_goes_once_the_agent_is_ready() {
+    let node = node_without_meshlane("taint");
+    let primary = net_d(&node).join("10-bridge.conflist");
+    let primary_text = fs::read(&primary).unwrap();
+    fs::remove_file(&primary).unwrap();
+    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
+    let other = json!({"key": "dedicated", "value": "mesh", "effect": "NoSchedule"});
+    cluster.set_taints(json!([{"key": STARTUP_TAINT, "effect": "NoSchedule"}, other]));
+    cluster.conflict_next_patches(2);
+    // At debug level, the records of the libraries (rustls, ureq) come through
+    // the agent's own stream too.
+    let mut args = agent_args(&node, &cluster, Some(NODE_NAME));
+    args.extend(["--log-level".to_owned(), "debug".to_owned()]);
+    let mut agent = Agent::start(&node.layout().cgroup, &args, &[]);
+    agent.wait_for_log("waiting for the primary CNI");
+    // Two re-checks go by; not ready, so the taint stays and the Node is not
+    // even read.
+    thread::sleep(Duration::from_millis(2500));
+    let (status, body) = agent.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        cluster.node_requests().is_empty(),
+        "{:?}",
+        cluster.node_requests()
+    );
+    assert_eq!(cluster.node()["spec"]["taints"][0]["key"], STARTUP_TAINT);
+
+    fs::write(&primary, primary_text).unwrap();
+    let line = agent.wait_for_log("removed the startup taint");
+    assert!(line.contains("conflicts=2"), "{line}");
+    assert!(line.contains(&format!("node={NODE_NAME}")), "{line}");
+    let library = agent.wait_for_log(" source=rustls");
+    assert!(
+        library.starts_with("ts=") && library.contains(" level=debug "),
+        "{library}"
+    );
+    agent.wait_until_ready();
+    assert_eq!(
+        cluster.node()["spec"]["taints"],
+        json!([other]),
+        "only the startup taint goes"
+    );
+    let requests = cluster.node_requests();
+    let patches: Vec<_> = requests.iter().filter(|(m, _)| m == "PATCH").collect();
+    assert_eq!(patches.len(), 3, "{requests:?}");
+    assert!(
+        patches
+            .iter()
+            .all(|(_, ct)| ct.as_deref() == Some("application/strategic-merge-patch+json")),
+        "{requests:?}"
+    );
+    assert_eq!(requests.iter().filter(|(m, _)| m == "GET").count(), 3);
+    // Done once: later re-checks leave the Node alone.
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(cluster.node_requests().len(), requests.len());
+    drop(agent);
+}
+
+/// While the primary config chains istio-cni (a cluster in the middle of
+/// moving from it), running injected pods are istio-cni's: its iptables rules
+/// capture them. The agent enrolls none of them, says why once, and enrolls
+/// them when istio-cni's entry is gone.
+#[test]
+fn no_pod_is_enrolled_while_istio_cni_is_in_the_chain() {
+    let node = node_without_meshlane("istio-cni");
+    let primary = net_d(&node).join("10-bridge.conflist");
+    let bridge_only = fs::read(&primary).unwrap();
+    let mut with_istio: Value = serde_json::from_slice(&bridge_only).unwrap();
+    with_istio["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "istio-cni"}));
+    fs::write(&primary, serde_json::to_vec_pretty(&with_istio).unwrap()).unwrap();
+    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
+    let web = RunningPod::start(&node, "web", Kind::Sidecar);
+    cluster.set_pods(vec![web.json.clone()]);
+
+    let mut agent = Agent::start(
+        &node.layout().cgroup,
+        &agent_args(&node, &cluster, Some(NODE_NAME)),
+        &[],
+    );
+    let line = agent.wait_for_log("not enrolling running pods");
+    assert!(line.contains("istio-cni"), "{line}");
+    assert!(cluster.list_requests().is_empty(), "pods were listed");
+    assert!(node.maps().pod(web.cookie()).unwrap().is_none());
+
+    fs::write(&primary, &bridge_only).unwrap();
+    agent.wait_for_log("enrollment round done");
+    let enrolled = line_about(&agent, "enrolled a running pod", &web.id());
+    assert!(enrolled.contains("ifname=eth0"), "{enrolled}");
+    assert!(node.maps().pod(web.cookie()).unwrap().is_some());
+    drop(agent);
+}
+
+/// After istio-cni is gone, the pods it set up keep its iptables rules until
+/// they restart. The agent leaves them alone, saying so, whichever iptables
+/// backend wrote the rules (nftables here through iptables-nft, as Istio does
+/// on Debian 12; legacy x_tables too), and enrolls the others.
+#[test]
+fn pods_with_istio_iptables_rules_are_not_enrolled() {
+    use common::istio_iptables::{apply, generate, SidecarSettings};
+
+    let node = node_without_meshlane("istio-rules");
+    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
+    let nft = RunningPod::start(&node, "bynft", Kind::Sidecar);
+    let legacy = RunningPod::start(&node, "bylegacy", Kind::Sidecar);
+    let fresh = RunningPod::start(&node, "fresh", Kind::Sidecar);
+    cluster.set_pods(vec![
+        nft.json.clone(),
+        legacy.json.clone(),
+        fresh.json.clone(),
+    ]);
+    let rules = generate(&SidecarSettings::default(), &[IpAddr::V4(nft.pod.ipv4())]).unwrap();
+    apply(&nft.app(&node), &rules);
+    for args in [
+        &["-t", "nat", "-N", "ISTIO_REDIRECT"][..],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "ISTIO_REDIRECT",
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "15001",
+        ],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-j",
+            "ISTIO_REDIRECT",
+        ],
+    ] {
+        let done = Spawn::new(&legacy.app(&node), "iptables-legacy")
+            .args(args.iter().copied())
+            .run();
+        assert!(done.success(), "iptables-legacy {args:?}: {}", done.stderr);
+    }
+
+    let agent = start_agent(&node, &cluster);
+    for pod in [&nft, &legacy] {
+        let line = line_about(&agent, "not enrolling a pod", &pod.id());
+        assert!(line.contains("Istio's iptables rules"), "{line}");
+        assert!(line.contains("ISTIO_"), "{line}");
+        assert!(node.maps().pod(pod.cookie()).unwrap().is_none(), "{line}");
+    }
+    let line = line_about(&agent, "not enrolling a pod", &legacy.id());
+    assert!(line.contains("ISTIO_REDIRECT"), "{line}");
+    line_about(&agent, "enrolled a running pod", &fresh.id());
+    assert!(node.maps().pod(fresh.cookie()).unwrap().is_some());
+    drop(agent);
 }

@@ -21,6 +21,7 @@ use meshlane::datapath::PinLayout;
 use serde_json::{json, Map, Value};
 
 use common::agent::{Agent, WAIT};
+use common::chain::ChainOutput;
 use common::chain::ChainRunner;
 use common::netns::NamedNetns;
 use common::{Conflist, RuntimeConf, TestNode, POD_ANNOTATIONS_CAPABILITY};
@@ -178,20 +179,26 @@ fn uninstall(dirs: &Dirs, force: bool) -> std::process::Output {
 }
 
 /// A captured pod created through `conflist` (the agent's), as a runtime would.
-fn add_captured_pod(node: &TestNode, dirs: &Dirs, conflist: &Value) -> NamedNetns {
-    let netns = NamedNetns::create(&node.layout().id.netns_name("web")).unwrap();
+/// A pod created through the agent's conflist with the binary the agent
+/// copied: its netns, its runtime config and what the chain answered.
+fn add_pod(
+    node: &TestNode,
+    dirs: &Dirs,
+    conflist: &Value,
+    name: &str,
+    annotations: Value,
+) -> (NamedNetns, ChainRunner, RuntimeConf, ChainOutput) {
+    let netns = NamedNetns::create(&node.layout().id.netns_name(name)).unwrap();
     let runner = ChainRunner::new(
         Conflist::from_json(conflist),
         dirs.bin.clone(),
         node.layout().node_netns.clone(),
         Vec::new(),
     );
-    let container_id = format!("{:0>64x}", std::process::id() as u64 * 7919 + 17);
+    let salt = name.bytes().map(u64::from).sum::<u64>();
+    let container_id = format!("{:0>64x}", std::process::id() as u64 * 7919 + salt);
     let mut capability_args = Map::new();
-    capability_args.insert(
-        POD_ANNOTATIONS_CAPABILITY.into(),
-        json!({ "sidecar.istio.io/status": "{}" }),
-    );
+    capability_args.insert(POD_ANNOTATIONS_CAPABILITY.into(), annotations);
     let runtime = RuntimeConf {
         container_id: container_id.clone(),
         netns: Some(netns.path().to_path_buf()),
@@ -199,13 +206,24 @@ fn add_captured_pod(node: &TestNode, dirs: &Dirs, conflist: &Value) -> NamedNetn
         args: vec![
             ("IgnoreUnknown".into(), "1".into()),
             ("K8S_POD_NAMESPACE".into(), "shop".into()),
-            ("K8S_POD_NAME".into(), "web-0".into()),
+            ("K8S_POD_NAME".into(), format!("{name}-0")),
             ("K8S_POD_INFRA_CONTAINER_ID".into(), container_id),
             ("MESHLANE_CAPTURE".into(), "true".into()),
         ],
         capability_args,
     };
     let output = runner.add(&runtime);
+    (netns, runner, runtime, output)
+}
+
+fn add_captured_pod(node: &TestNode, dirs: &Dirs, conflist: &Value) -> NamedNetns {
+    let (netns, _, _, output) = add_pod(
+        node,
+        dirs,
+        conflist,
+        "web",
+        json!({ "sidecar.istio.io/status": "{}" }),
+    );
     assert!(
         output.succeeded(),
         "pod ADD through the agent's conflist failed: {}",
@@ -307,6 +325,96 @@ fn install_keeps_the_chain_survives_sigterm_and_uninstalls_cleanly() {
         .iter()
         .any(|(s, _)| s.starts_with("meshlane_bypassed_connections_total{")));
 
+    // A failed ADD (a port Istio would refuse): the plugin's error record is
+    // counted by its fields, once, and the runtime's DEL after it succeeds.
+    let (bad_netns, runner, bad_pod, failed) = add_pod(
+        &node,
+        &dirs,
+        &restored,
+        "bad",
+        json!({
+            "sidecar.istio.io/status": "{}",
+            "traffic.sidecar.istio.io/excludeOutboundPorts": "80,http",
+        }),
+    );
+    let step = failed.failed_step().expect("the ADD failed");
+    assert_eq!(step.plugin, "meshlane", "{}", failed.describe());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, text) = agent.get("/metrics");
+        let errors = metric(
+            &parse_metrics(&text),
+            "meshlane_cni_errors_total{command=\"ADD\"}",
+        );
+        if errors == 1.0 {
+            break;
+        }
+        assert_eq!(errors, 0.0, "{text}");
+        assert!(
+            Instant::now() < deadline,
+            "the failed ADD was not counted:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let copied = agent.stdout.text();
+    let record = copied
+        .lines()
+        .find(|line| line.contains(" pod=shop/bad-0") && line.contains(" level=error "))
+        .unwrap_or_else(|| {
+            panic!("no error record of the failed ADD in the agent's stdout:\n{copied}")
+        });
+    assert!(
+        record.contains(" code=7 ") && record.contains(" command=ADD "),
+        "{record}"
+    );
+    assert!(runner.del(&bad_pod, None).succeeded());
+    drop(bad_netns);
+
+    // What scripts read through `kubectl exec … -o json`: the inventory with
+    // every node program attached, the pod and its attachment.
+    let json_of = |command: &str| -> (Option<i32>, Value) {
+        let output = Command::new(meshlane())
+            .args([command, "--bpffs-root"])
+            .arg(&dirs.pin_root)
+            .args(["-o", "json"])
+            .output()
+            .unwrap();
+        let value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+            panic!(
+                "{command} -o json: {err}: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        });
+        (output.status.code(), value)
+    };
+    let (code, status) = json_of("status");
+    assert_eq!(code, Some(0), "{status:#}");
+    let inventory = &status["inventory"];
+    assert_eq!(inventory["missing"], json!([]), "{status:#}");
+    let node_programs = inventory["node_programs"].as_array().unwrap();
+    assert_eq!(node_programs.len(), NODE_PROGRAMS.len());
+    for program in node_programs {
+        let prog_id = program["attached"]["prog_id"].to_string();
+        assert!(
+            status["programs"][&prog_id]["tag"].is_string(),
+            "{program} has no name and tag in {status:#}"
+        );
+    }
+    assert_eq!(status["captured_pods"], 1, "{status:#}");
+    assert!(status["counters"]
+        .as_object()
+        .is_some_and(|c| !c.is_empty()));
+    let (code, pods) = json_of("pods");
+    assert_eq!(code, Some(0), "{pods:#}");
+    let listed = pods["pods"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{pods:#}");
+    assert_eq!(listed[0]["attachments"][0]["name"], "web-0", "{pods:#}");
+    assert_eq!(listed[0]["attachments"][0]["namespace"], "shop", "{pods:#}");
+    assert!(listed[0]["capture"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("outbound")));
+
     // SIGTERM (an upgrade): the agent exits, everything stays.
     let status = agent.terminate();
     assert!(status.success(), "exit after SIGTERM: {status}");
@@ -373,4 +481,207 @@ fn install_keeps_the_chain_survives_sigterm_and_uninstalls_cleanly() {
     // Uninstalling again is harmless.
     assert!(uninstall(&dirs, false).status.success());
     drop(pod_netns);
+}
+
+/// `meshlane precheck -o json` on the dirs, with extra arguments.
+fn precheck_json(dirs: &Dirs, extra: &[&str]) -> (i32, Value) {
+    let output = Command::new(meshlane())
+        .arg("precheck")
+        .arg("--cni-conf-dir")
+        .arg(&dirs.net_d)
+        .arg("--bpffs-root")
+        .arg(&dirs.pin_root)
+        .arg("--cgroup")
+        .arg(&dirs.cgroup)
+        .args(extra)
+        .args(["-o", "json"])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "precheck -o json: {err}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), report)
+}
+
+fn check_named<'r>(report: &'r Value, name: &str) -> &'r Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name:?} check in {report:#}"))
+}
+
+/// Istio's own CNI plugin in the primary config (a cluster moving from
+/// istio-cni): the agent does not chain itself after it, is not ready and says
+/// why; precheck fails with the fix; once istio-cni's entry is gone, the agent
+/// chains itself.
+#[test]
+fn istio_cni_in_the_chain_is_refused_until_it_is_gone() {
+    let node = TestNode::builder("istio-cni").without_meshlane().build();
+    let dirs = Dirs::of(&node);
+    let primary_path = dirs.net_d.join("10-bridge.conflist");
+    let mut primary = node.chain().conflist.to_json();
+    let bridge_only = serde_json::to_string_pretty(&primary).unwrap() + "\n";
+    primary["plugins"].as_array_mut().unwrap().push(json!({
+        "type": "istio-cni",
+        "kubernetes": {"kubeconfig": "/etc/cni/net.d/ZZZ-istio-cni-kubeconfig"}
+    }));
+    let with_istio = serde_json::to_string_pretty(&primary).unwrap() + "\n";
+    fs::write(&primary_path, &with_istio).unwrap();
+
+    let (code, report) = precheck_json(&dirs, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["verdict"], "FAIL");
+    let chain = check_named(&report, "CNI chain");
+    assert_eq!(chain["verdict"], "FAIL", "{chain:#}");
+    assert!(
+        chain["detail"].as_str().unwrap().contains("istio-cni"),
+        "{chain:#}"
+    );
+    assert!(
+        chain["fix"]
+            .as_str()
+            .unwrap()
+            .contains("Moving from istio-cni"),
+        "{chain:#}"
+    );
+
+    let mut agent = start_agent(&dirs);
+    agent.wait_for_log("cannot put meshlane's chain entry in place");
+    let (status, body) = agent.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("istio-cni"), "{body}");
+    assert_eq!(
+        fs::read_to_string(&primary_path).unwrap(),
+        with_istio,
+        "the config was changed"
+    );
+
+    // Istio's CNI is uninstalled: its entry goes, meshlane's comes.
+    fs::write(&primary_path, &bridge_only).unwrap();
+    let chained = wait_for_entry(&primary_path);
+    assert_eq!(chained["plugins"][0]["type"], "bridge");
+    agent.wait_until_ready();
+    let (code, report) = precheck_json(&dirs, &[]);
+    assert_eq!(check_named(&report, "CNI chain")["verdict"], "OK");
+    assert!(code == 0 || code == 1, "{report:#}");
+    assert!(agent.terminate().success());
+    assert!(uninstall(&dirs, true).status.success());
+}
+
+/// Cilium in the chain: precheck reads `cilium-config` from the API (the
+/// stand-in) and says OK only when the socket LB stays in the host namespace,
+/// a warning with the fix otherwise, and a warning when it cannot read it.
+#[test]
+fn precheck_reads_cilium_socket_lb_mode_from_its_config_map() {
+    let node = TestNode::builder("cilium").without_meshlane().build();
+    let dirs = Dirs::of(&node);
+    fs::write(
+        dirs.net_d.join("05-cilium.conflist"),
+        r#"{"cniVersion": "0.3.1", "name": "cilium", "plugins": [{"type": "cilium-cni", "enable-debug": false}]}"#,
+    )
+    .unwrap();
+    let cluster = common::kube_cluster::Cluster::start(&node.layout().work_dir, "node-a", None);
+    let port = cluster.port();
+    let account = cluster.account_dir.to_string_lossy().into_owned();
+    let api = [
+        "--api-host",
+        "127.0.0.1",
+        "--api-port",
+        &port,
+        "--service-account-dir",
+        &account,
+    ];
+    let cilium_check = |extra: &[&str]| {
+        let (_, report) = precheck_json(&dirs, extra);
+        check_named(&report, "Cilium socket LB").clone()
+    };
+
+    let unreadable = cilium_check(&[]);
+    assert_eq!(unreadable["verdict"], "WARN", "{unreadable:#}");
+    assert!(
+        unreadable["fix"]
+            .as_str()
+            .unwrap()
+            .contains("socketLB.hostNamespaceOnly=true"),
+        "{unreadable:#}"
+    );
+
+    let missing = cilium_check(&api);
+    assert_eq!(missing["verdict"], "WARN", "{missing:#}");
+    assert!(
+        missing["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{missing:#}"
+    );
+
+    cluster.set_config_map(
+        "kube-system",
+        "cilium-config",
+        json!({"kube-proxy-replacement": "true", "bpf-lb-sock-hostns-only": "false"}),
+    );
+    let in_pods = cilium_check(&api);
+    assert_eq!(in_pods["verdict"], "WARN", "{in_pods:#}");
+
+    cluster.set_config_map(
+        "kube-system",
+        "cilium-config",
+        json!({"kube-proxy-replacement": "true", "bpf-lb-sock-hostns-only": "true"}),
+    );
+    let host_only = cilium_check(&api);
+    assert_eq!(host_only["verdict"], "OK", "{host_only:#}");
+    let (_, report) = precheck_json(&dirs, &api);
+    assert_eq!(check_named(&report, "Kubernetes API")["verdict"], "OK");
+}
+
+/// The command line as an operator meets it: `--help` on every command, exit
+/// 2 and a suggestion for a typo, and the plugin still answers with
+/// CNI_COMMAND set whatever the arguments.
+#[test]
+fn every_command_has_help_and_typos_exit_2() {
+    for command in [
+        "status",
+        "pods",
+        "precheck",
+        "install",
+        "uninstall",
+        "upgrade-programs",
+        "version",
+    ] {
+        let output = Command::new(meshlane())
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{command} --help: {text}");
+        assert!(text.contains("Usage: meshlane "), "{command}: {text}");
+    }
+    let typo = Command::new(meshlane()).arg("stauts").output().unwrap();
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert_eq!(typo.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("status"), "{stderr}");
+    let install_help = Command::new(meshlane())
+        .args(["install", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&install_help.stdout);
+    assert!(text.contains("MESHLANE_STARTUP_TAINT"), "{text}");
+
+    let plugin = Command::new(meshlane())
+        .arg("--help")
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&plugin.stdout)
+        .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&plugin.stdout)));
+    assert!(answer["supportedVersions"].is_array(), "{answer}");
 }

@@ -303,3 +303,46 @@ fn the_entry_declares_the_pod_annotations_capability() {
     );
     assert_eq!(value["proxyUID"], 1337);
 }
+
+/// Istio's own CNI plugin in the primary config: meshlane does not chain
+/// itself after it (both would capture the same pods) and says why; a config
+/// without it (or with istio-cni only in a file the runtime does not pick)
+/// is chained as usual.
+#[test]
+fn istio_cni_in_the_primary_config_is_refused() {
+    let with_istio = r#"{"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [
+        {"type": "calico"}, {"type": "portmap"},
+        {"type": "istio-cni", "kubernetes": {"kubeconfig": "/etc/cni/net.d/ZZZ-istio-cni-kubeconfig"}}]}"#;
+    let files = dir(&[("10-calico.conflist", with_istio)]);
+    match plan_install(&files, None, &entry()) {
+        Err(err @ ConflistError::IstioCni { .. }) => {
+            let text = err.to_string();
+            assert!(text.contains("10-calico.conflist"), "{text}");
+            assert!(text.contains("istio-cni"), "{text}");
+        }
+        other => panic!("istio-cni not refused: {other:?}"),
+    }
+    assert_eq!(
+        conflist::istio_cni_primary(&files, None).as_deref(),
+        Some("10-calico.conflist")
+    );
+    // A single-plugin .conf of istio-cni's type counts too.
+    let single = dir(&[(
+        "05-istio.conf",
+        r#"{"cniVersion": "0.3.1", "name": "istio-cni", "type": "istio-cni"}"#,
+    )]);
+    assert!(matches!(
+        plan_install(&single, None, &entry()),
+        Err(ConflistError::IstioCni { .. })
+    ));
+
+    let without = dir(&[
+        ("10-bridge.conf", BRIDGE_CONF),
+        ("20-other.conflist", with_istio),
+    ]);
+    assert_eq!(conflist::istio_cni_primary(&without, None), None);
+    assert!(matches!(
+        plan_install(&without, None, &entry()),
+        Ok(InstallOutcome::Planned(_))
+    ));
+}

@@ -827,7 +827,7 @@ fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
     let variant = attach_variant_sk_msg(&layout);
     let mut agent = start_agent(&node, "agent-variant");
     let line = agent.wait_for_log("program upgraded");
-    let target = meshlane::install::agent_log::quote(&sk_msg_target().to_string());
+    let target = meshlane::log::line::quote(&sk_msg_target().to_string());
     assert!(line.contains(&format!(" target={target} ")), "{line}");
     assert_eq!(field(&line, "program"), "ml_short_msg", "{line}");
     assert_eq!(field(&line, "old_id"), variant.to_string(), "{line}");

@@ -5,8 +5,11 @@ scripts/image.sh builds the static binary and calls this; tests/tools/images.py
 imports it, so the test node runs the very archive users push.
 
   install_image.py --binary PATH [--out FILE] [--name NAME] [--tag TAG] [--no-reuse]
+  install_image.py --binary PATH --rootfs DIR
 
-Prints one JSON line: {"archive", "ref", "digest", ...}.
+Prints one JSON line: {"archive", "ref", "digest", ...}. With --rootfs, writes the
+image's one layer, unpacked, into DIR instead (tests/static_binary.rs runs the
+binary chrooted there).
 
 What the image holds, and why (install/Dockerfile uses distroless static; this is
 the part of it the binary needs, and no more):
@@ -15,10 +18,14 @@ the part of it the binary needs, and no more):
                        host paths; the DaemonSet runs it privileged).
   /etc/passwd, group   root and nonroot (65532), as distroless has them, so that a
                        runAsUser override shows a name; meshlane looks up no user.
+  /etc/nsswitch.conf   "hosts: files dns", as distroless has it: without the file,
+                       glibc asks DNS first and reads /etc/hosts only when no DNS
+                       server answers, so a pod's hostAliases would be ignored for
+                       the kubeconfig's server. The static glibc (2.34 and later)
+                       has both sources built in: no NSS module is loaded.
   /tmp                 1777, as in distroless; both manifests mount the root
                        filesystem read-only, and meshlane writes no temp file.
-Not included: /etc/nsswitch.conf (the static glibc already looks in /etc/hosts,
-then DNS, without one), CA certificates (the API server's CA comes from the service account
+Not included: CA certificates (the API server's CA comes from the service account
 or the kubeconfig; a kubeconfig without one is checked against the Mozilla roots
 compiled into the binary, webpki-roots) and tzdata (log times are UTC).
 """
@@ -41,6 +48,7 @@ PT_INTERP = 3
 PASSWD = ("root:x:0:0:root:/root:/sbin/nologin\n"
           "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
 GROUP = "root:x:0:\nnonroot:x:65532:\n"
+NSSWITCH = "hosts: files dns\n"
 
 
 def cargo_version(repo=REPO):
@@ -77,6 +85,7 @@ def spec(binary, name=DEFAULT_NAME, tag=None):
             oci_image.File("/meshlane", src=binary, mode=0o755),
             oci_image.File("/etc/passwd", data=PASSWD.encode(), mode=0o644),
             oci_image.File("/etc/group", data=GROUP.encode(), mode=0o644),
+            oci_image.File("/etc/nsswitch.conf", data=NSSWITCH.encode(), mode=0o644),
             oci_image.Dir("/tmp", mode=0o1777),
         ],
         entrypoint=["/meshlane"],
@@ -105,6 +114,23 @@ def build(binary, out=None, name=DEFAULT_NAME, tag=None, reuse=True):
                                  reuse=reuse)
 
 
+def write_rootfs(binary, directory):
+    """The image's filesystem, unpacked into `directory` (from the same layer)."""
+    import io
+    import tarfile
+    check_static(binary)
+    members = oci_image.resolve_entries(spec(binary).entries)
+    layer = io.BytesIO()
+    oci_image.write_layer(members, layer, 0)
+    layer.seek(0)
+    os.makedirs(directory, exist_ok=True)
+    with tarfile.open(fileobj=layer) as tar:
+        # The layer was written just above from our own spec, so its modes are
+        # kept as they are (the "tar" filter would clear /tmp's sticky bit).
+        tar.extractall(directory, filter="fully_trusted")
+    return directory
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", required=True, help="the static meshlane")
@@ -113,7 +139,15 @@ def main(argv=None):
     parser.add_argument("--tag", help="default: the version in Cargo.toml")
     parser.add_argument("--no-reuse", action="store_true",
                         help="rebuild even when --out was made from the same inputs")
+    parser.add_argument("--rootfs", help="write the unpacked filesystem here, not an archive")
     args = parser.parse_args(argv)
+    if args.rootfs:
+        try:
+            print(json.dumps({"rootfs": write_rootfs(args.binary, args.rootfs)}))
+        except (oci_image.ImageError, OSError) as err:
+            print(f"install_image.py: {err}", file=sys.stderr)
+            return 1
+        return 0
     try:
         result = build(args.binary, args.out, args.name, args.tag, reuse=not args.no_reuse)
     except (oci_image.ImageError, OSError) as err:

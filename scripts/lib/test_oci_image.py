@@ -502,9 +502,17 @@ class InstallImage(Workdir):
         self.assertEqual(image["layers"][0]["mediaType"], oci_image.MEDIA_LAYER_GZIP)
         files = {f["path"]: f for f in image["layers"][0]["files"]}
         self.assertEqual(set(files), {"/meshlane", "/etc", "/etc/passwd", "/etc/group",
-                                      "/tmp"})
+                                      "/etc/nsswitch.conf", "/tmp"})
         self.assertEqual(files["/meshlane"]["mode"], "0755")
         self.assertEqual(files["/tmp"]["mode"], "1777")
+
+    def test_the_rootfs_is_the_layer_unpacked(self):
+        binary = self.write("meshlane", elf(False), 0o755)
+        root = install_image.write_rootfs(binary, self.path("rootfs"))
+        with open(os.path.join(root, "etc", "nsswitch.conf")) as f:
+            self.assertEqual(f.read(), "hosts: files dns\n")
+        self.assertEqual(os.stat(os.path.join(root, "meshlane")).st_mode & 0o777, 0o755)
+        self.assertEqual(os.stat(os.path.join(root, "tmp")).st_mode & 0o7777, 0o1777)
 
     def test_name_and_tag(self):
         binary = self.write("meshlane", elf(False), 0o755)

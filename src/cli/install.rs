@@ -4,44 +4,34 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::install::agent;
-use crate::install::settings::{self, InstallSettings, INSTALL_SETTINGS};
+use crate::install::flags::InstallFlags;
+use crate::install::settings::InstallSettings;
+use crate::install::{agent, InstallError};
 
-use super::args::Args;
+use super::UsageError;
 
-/// Reads every install setting from its flag, else its environment variable.
-pub fn settings_from(args: &mut Args, wanted: &[&settings::Setting]) -> Result<settings::Values> {
-    let mut flags = Vec::new();
-    for setting in wanted {
-        if let Some(value) = args.option(setting.flag)? {
-            flags.push((setting.flag, value));
-        }
-    }
-    Ok(settings::resolve(
-        wanted,
-        |flag| {
-            flags
-                .iter()
-                .find(|(f, _)| *f == flag)
-                .map(|(_, v)| v.clone())
-        },
-        |env| std::env::var(env).ok(),
-    ))
+/// The agent copies the plugin binary, chains meshlane after the primary CNI,
+/// attaches the node programs and keeps them in place, serves /healthz,
+/// /readyz and /metrics, and removes the node's startup taint once ready.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub flags: InstallFlags,
 }
 
-pub fn run(args: &mut Args) -> Result<i32> {
-    let values = settings_from(args, &INSTALL_SETTINGS)?;
-    args.finish()?;
-    let settings = InstallSettings::from_values(&values)?;
+/// A setting error found after parsing is a usage error (exit 2).
+pub fn settings_error(err: InstallError) -> anyhow::Error {
+    match err {
+        InstallError::Setting { setting, problem } => {
+            UsageError(format!("--{setting}: {problem}")).into()
+        }
+        other => other.into(),
+    }
+}
+
+pub fn run(args: &Args) -> Result<i32> {
+    let settings = InstallSettings::from_flags(&args.flags).map_err(settings_error)?;
+    crate::log::init_agent(settings.log_level, settings.log_format);
     // /proc/self/exe is this very program even if its file was replaced since.
     Ok(agent::run(settings, Path::new("/proc/self/exe"))?)
-}
-
-/// The help text of the install settings.
-pub fn usage() -> String {
-    INSTALL_SETTINGS
-        .iter()
-        .map(|s| format!("    --{:<20} ${:<28} {}", s.flag, s.env, s.help))
-        .collect::<Vec<_>>()
-        .join("\n")
 }

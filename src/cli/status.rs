@@ -2,15 +2,27 @@
 //! tag, link) — the node programs, the short path's, the per-pod program and
 //! what the pods' links run —, the number of captured pods and the counters.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 use libbpf_rs::query::{ProgInfoIter, ProgramInfo};
+use serde_json::json;
 
 use crate::datapath::counters::read_counters;
 use crate::datapath::inventory::Inventory;
 use crate::datapath::loader::MapAttachment;
-use crate::datapath::PodMaps;
+use crate::datapath::{PinLayout, PodMaps};
+use crate::install::flags::PinRootFlag;
 
-use super::args::Args;
+use super::output::{print_json, Output, OutputFlag};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub pin_root: PinRootFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+}
 
 /// `a1b2c3d4e5f60718`: the kernel's tag of a program (a hash of its
 /// instructions), which tells two builds apart.
@@ -18,9 +30,11 @@ fn tag(info: &ProgramInfo) -> String {
     info.tag.0.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn run(args: &mut Args) -> Result<i32> {
-    let layout = args.layout()?;
-    args.finish()?;
+pub fn run(args: &Args) -> Result<i32> {
+    let layout = PinLayout::new(&args.pin_root.bpffs_root);
+    if args.output.output == Output::Json {
+        return json_status(&layout);
+    }
     println!("meshlane  {}", env!("CARGO_PKG_VERSION"));
     println!("pin root  {}", layout.root().display());
     if !layout.maps_dir().exists() {
@@ -113,4 +127,64 @@ pub fn run(args: &mut Args) -> Result<i32> {
         println!("  {:<28} {}", read.name, read.value);
     }
     Ok(if inventory.missing().is_empty() { 0 } else { 1 })
+}
+
+/// `status -o json`: the inventory (datapath/inventory.rs), the loaded
+/// programs' names and tags by id, the pods' links, the pod count and the
+/// counters. Exit 1 when something is missing, as in text.
+fn json_status(layout: &PinLayout) -> Result<i32> {
+    let loaded = layout.maps_dir().exists();
+    let inventory = Inventory::probe(layout);
+    let programs: BTreeMap<String, serde_json::Value> = ProgInfoIter::default()
+        .map(|p| {
+            (
+                p.id.to_string(),
+                json!({"name": p.name.to_string_lossy(), "tag": tag(&p)}),
+            )
+        })
+        .collect();
+    let ours: Vec<u32> = inventory
+        .node_programs
+        .iter()
+        .filter_map(|(_, link)| link.map(|l| l.prog_id))
+        .chain(
+            inventory
+                .map_programs
+                .iter()
+                .filter_map(|(_, s)| s.map(|s| s.prog_id)),
+        )
+        .chain(inventory.pod_programs.iter().filter_map(|(_, id)| *id))
+        .collect();
+    let links = inventory.pod_links_by_program();
+    let programs: BTreeMap<String, serde_json::Value> = programs
+        .into_iter()
+        .filter(|(id, _)| {
+            id.parse::<u32>()
+                .is_ok_and(|id| ours.contains(&id) || links.contains_key(&id))
+        })
+        .collect();
+    let pods = PodMaps::open(layout).and_then(|maps| maps.pods()).ok();
+    let counters: BTreeMap<&str, u64> = if loaded {
+        read_counters(layout)
+            .context("reading the counters")?
+            .into_iter()
+            .map(|read| (read.name, read.value))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    print_json(&json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "loaded": loaded,
+        "inventory": inventory,
+        "programs": programs,
+        "pod_links_by_program": links,
+        "captured_pods": pods.map(|p| p.len()),
+        "counters": counters,
+    }))?;
+    Ok(if loaded && inventory.missing().is_empty() {
+        0
+    } else {
+        1
+    })
 }

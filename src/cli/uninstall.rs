@@ -2,37 +2,38 @@
 
 use anyhow::Result;
 
-use crate::install::settings::{
-    InstallSettings, BPFFS_ROOT, CNI_BIN_DIR, CNI_CONF_DIR, KUBECONFIG, WRITE_KUBECONFIG,
-};
+use crate::install::flags::{BinDirFlag, ConfDirFlag, KubeconfigFlags, PinRootFlag};
+use crate::install::settings::KubeconfigFiles;
 use crate::install::uninstall::{self, UninstallSettings};
 use crate::install::InstallError;
-
-use super::args::Args;
-use super::install::settings_from;
+use crate::log::{Format, Level};
 
 /// Exit code when captured pods are still there and `--force` was not given.
 pub const EXIT_PODS_CAPTURED: i32 = 3;
 
-pub fn run(args: &mut Args, force: bool) -> Result<i32> {
-    let values = settings_from(
-        args,
-        &[
-            &CNI_BIN_DIR,
-            &CNI_CONF_DIR,
-            &BPFFS_ROOT,
-            &KUBECONFIG,
-            &WRITE_KUBECONFIG,
-        ],
-    )?;
-    args.finish()?;
-    let install = InstallSettings::from_values(&values)?;
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub bin_dir: BinDirFlag,
+    #[command(flatten)]
+    pub conf_dir: ConfDirFlag,
+    #[command(flatten)]
+    pub pin_root: PinRootFlag,
+    #[command(flatten)]
+    pub kubeconfig: KubeconfigFlags,
+    /// Remove meshlane even while captured pods run (they lose capture at once)
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(args: &Args) -> Result<i32> {
+    crate::log::init_agent(Level::Info, Format::Logfmt);
     let settings = UninstallSettings {
-        cni_bin_dir: install.cni_bin_dir,
-        cni_conf_dir: install.cni_conf_dir,
-        pin_root: install.pin_root,
-        kubeconfig: install.cluster.kubeconfig,
-        force,
+        cni_bin_dir: args.bin_dir.cni_bin_dir.clone(),
+        cni_conf_dir: args.conf_dir.cni_conf_dir.clone(),
+        pin_root: args.pin_root.bpffs_root.clone(),
+        kubeconfig: KubeconfigFiles::from_flags(&args.kubeconfig),
+        force: args.force,
     };
     match uninstall::run(&settings) {
         Ok(removed) => {

@@ -3,14 +3,21 @@
 
 use anyhow::{Context, Result};
 
-use crate::datapath::{upgrade_programs, UpgradeMode};
+use crate::datapath::{upgrade_programs, PinLayout, UpgradeMode};
+use crate::install::flags::PinRootFlag;
 
-use super::args::Args;
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub pin_root: PinRootFlag,
+    /// Switch every program, even identical ones
+    #[arg(long)]
+    pub force: bool,
+}
 
-pub fn run(args: &mut Args, force: bool) -> Result<i32> {
-    let layout = args.layout()?;
-    args.finish()?;
-    let mode = if force {
+pub fn run(args: &Args) -> Result<i32> {
+    let layout = PinLayout::new(&args.pin_root.bpffs_root);
+    let mode = if args.force {
         UpgradeMode::ForceEvenIfIdentical
     } else {
         UpgradeMode::WhatDiffers

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use libbpf_rs::query::LinkTypeInfo;
 use libbpf_rs::{Link, ProgramHandle};
+use serde_json::{json, Value};
 
 use super::error::DatapathError;
 use super::inbound_link;
@@ -139,6 +140,68 @@ impl Inventory {
             *by_program.entry(prog_id).or_default() += 1;
         }
         by_program
+    }
+}
+
+/// `meshlane status -o json` shows the inventory as it is: each program with
+/// its object and function, and what holds it in place (`null`: missing).
+impl serde::Serialize for Inventory {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let node: Vec<Value> = self
+            .node_programs
+            .iter()
+            .map(|(program, link)| {
+                json!({
+                    "link": program.link,
+                    "object": program.object.name(),
+                    "program": program.program,
+                    "attached": link.map(|link| json!({
+                        "link_id": link.link_id,
+                        "prog_id": link.prog_id,
+                        "cgroup_id": link.cgroup_id,
+                    })),
+                })
+            })
+            .collect();
+        let map: Vec<Value> = self
+            .map_programs
+            .iter()
+            .map(|(program, state)| {
+                let attached = state.map(|state| match state.attachment {
+                    MapAttachment::Link {
+                        link_id, map_id, ..
+                    } => json!({"prog_id": state.prog_id, "via": "link", "link_id": link_id, "map_id": map_id}),
+                    MapAttachment::Map => json!({"prog_id": state.prog_id, "via": "map"}),
+                });
+                json!({
+                    "pin": program.pin,
+                    "object": program.object.name(),
+                    "program": program.program,
+                    "map": program.map,
+                    "attached": attached,
+                })
+            })
+            .collect();
+        let pod: Vec<Value> = self
+            .pod_programs
+            .iter()
+            .map(|(program, prog_id)| {
+                json!({
+                    "pin": program.pin,
+                    "object": program.object.name(),
+                    "program": program.program,
+                    "prog_id": prog_id,
+                })
+            })
+            .collect();
+        json!({
+            "pin_root": self.layout.root(),
+            "node_programs": node,
+            "map_programs": map,
+            "pod_programs": pod,
+            "missing": self.missing(),
+        })
+        .serialize(serializer)
     }
 }
 

@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::datapath::cgroup::{host_cgroup2_root, Cgroup};
@@ -26,10 +26,9 @@ use crate::datapath::loader::NODE_PROGRAMS;
 use crate::datapath::{ensure_attached, AttachOutcome, PinLayout, PodMaps};
 use crate::policy::short_path_kernels::{node_short_path, ShortPathSwitch};
 
-use super::agent_log::{error, info, warn};
 use super::cluster::Cluster;
 use super::conflist::{self, Action, ChainEntry, InstallOutcome};
-use super::error::InstallError;
+use super::error::{ConflistError, InstallError};
 use super::files;
 use super::http::{self, Response};
 use super::log_tail::{ErrorCounts, LogTail};
@@ -38,6 +37,7 @@ use super::netdir::Skipped;
 use super::program_upgrade::StartupUpgrade;
 use super::settings::InstallSettings;
 use super::watch::{Wake, Watcher};
+use crate::log::{error, info, warn};
 
 /// How often the plugin's log is read for new lines.
 const TAIL_INTERVAL: Duration = Duration::from_millis(500);
@@ -55,6 +55,9 @@ struct Node {
     upgrade: StartupUpgrade,
     /// What this kernel lacks (probed once at start): the agent is never ready.
     kernel_problem: Option<String>,
+    /// Why the chain entry is not in place (istio-cni in the chain, an
+    /// unchainable config), for the readiness answer.
+    chain_problem: Mutex<Option<String>>,
 }
 
 impl Node {
@@ -90,8 +93,15 @@ impl Node {
         }
         let mut problems: Vec<String> = self.kernel_problem.iter().cloned().collect();
         if !chain {
+            let why = self
+                .chain_problem
+                .lock()
+                .ok()
+                .and_then(|problem| problem.clone())
+                .map(|problem| format!(": {problem}"))
+                .unwrap_or_default();
             problems.push(format!(
-                "meshlane's entry is not in the primary CNI config in {}",
+                "meshlane's entry is not in the primary CNI config in {}{why}",
                 self.conf_dir.display()
             ));
         }
@@ -106,6 +116,10 @@ impl Node {
         Response::text(503, format!("not ready: {}\n", problems.join("; ")))
     }
 
+    fn ready(&self) -> bool {
+        self.readiness().status == 200
+    }
+
     fn metrics(&self) -> Response {
         let (attached, _) = self.programs();
         let snapshot = Snapshot {
@@ -118,6 +132,7 @@ impl Node {
             chain_in_place: self.chain_in_place(),
             programs_attached: attached,
             programs_expected: NODE_PROGRAMS.len() as u64,
+            process: super::process_metrics::read_self(),
         };
         Response {
             status: 200,
@@ -178,7 +193,10 @@ impl Memory {
         self.skipped = now;
     }
 
-    fn problem(&mut self, message: String) {
+    fn problem(&mut self, node: &Node, message: String) {
+        if let Ok(mut shared) = node.chain_problem.lock() {
+            *shared = Some(message.clone());
+        }
         if self.last_problem.as_ref() != Some(&message) {
             error(
                 "cannot put meshlane's chain entry in place",
@@ -194,18 +212,33 @@ struct Agent {
     settings: InstallSettings,
     node: Arc<Node>,
     memory: Memory,
+    /// Why running pods must not be enrolled: the primary config chains
+    /// istio-cni, whose pods carry its iptables rules already.
+    istio_cni: Option<String>,
 }
 
 impl Agent {
+    fn clear_chain_problem(&self) {
+        if let Ok(mut shared) = self.node.chain_problem.lock() {
+            *shared = None;
+        }
+    }
+
     fn reconcile_chain(&mut self) {
         let dir = match files::read_net_dir(&self.settings.cni_conf_dir) {
             Ok(dir) => dir,
-            Err(err) => return self.memory.problem(err.to_string()),
+            Err(err) => return self.memory.problem(&self.node, err.to_string()),
         };
         let conf_name = self.settings.cni_conf_name.as_deref();
-        let plan = match conflist::plan_install(&dir, conf_name, &self.node.entry) {
+        let planned = conflist::plan_install(&dir, conf_name, &self.node.entry);
+        self.istio_cni = match &planned {
+            Err(err @ ConflistError::IstioCni { .. }) => Some(err.to_string()),
+            _ => None,
+        };
+        let plan = match planned {
             Ok(InstallOutcome::Planned(plan)) => plan,
             Ok(InstallOutcome::NoPrimary { skipped }) => {
+                self.clear_chain_problem();
                 self.memory.note_skipped(&skipped);
                 if self.memory.in_place != Some(false) || self.memory.last_problem.is_some() {
                     info(
@@ -220,8 +253,9 @@ impl Agent {
                 self.memory.in_place = Some(false);
                 return;
             }
-            Err(err) => return self.memory.problem(err.to_string()),
+            Err(err) => return self.memory.problem(&self.node, err.to_string()),
         };
+        self.clear_chain_problem();
         self.memory.note_skipped(&plan.skipped);
         if plan.action == Action::InPlace {
             if self.memory.in_place != Some(true) {
@@ -232,7 +266,7 @@ impl Agent {
             return;
         }
         if let Err(err) = files::apply_changes(&self.settings.cni_conf_dir, &plan.changes) {
-            return self.memory.problem(err.to_string());
+            return self.memory.problem(&self.node, err.to_string());
         }
         let restored = self.memory.in_place == Some(true);
         match &plan.action {
@@ -401,11 +435,13 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
         errors: errors.clone(),
         upgrade: StartupUpgrade::default(),
         kernel_problem,
+        chain_problem: Mutex::new(None),
     });
     let mut agent = Agent {
         settings,
         node: node.clone(),
         memory: Memory::default(),
+        istio_cni: None,
     };
 
     // The binary first: the chain entry must never name a plugin that is absent.
@@ -434,7 +470,7 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
     }
     // The plugin's kubeconfig, and pods that already run without capture.
     let mut cluster = Cluster::new(&agent.settings);
-    cluster.tick();
+    cluster.tick(node.ready(), agent.istio_cni.as_deref());
 
     loop {
         match watcher.wait(agent.settings.recheck)? {
@@ -445,13 +481,20 @@ pub fn run(settings: InstallSettings, self_exe: &Path) -> Result<i32, InstallErr
                 );
                 return Ok(0);
             }
-            Wake::Changed => agent.reconcile_chain(),
+            Wake::Changed => {
+                agent.reconcile_chain();
+                // A pending startup taint goes as soon as the node is ready,
+                // not at the next periodic re-check.
+                if cluster.taint_pending() {
+                    cluster.tick(node.ready(), agent.istio_cni.as_deref());
+                }
+            }
             Wake::Timeout => {
                 agent.reconcile_binary(self_exe, false);
                 agent.reconcile_programs();
                 agent.upgrade_programs();
                 agent.reconcile_chain();
-                cluster.tick();
+                cluster.tick(node.ready(), agent.istio_cni.as_deref());
             }
         }
     }

@@ -1,6 +1,7 @@
 //! What the agent does with the Kubernetes API, at start and then on each of the
 //! loop's periodic re-checks: keep the plugin's kubeconfig (and its copy of the
-//! agent's rotating token) current, and enroll pods that run uncaptured.
+//! agent's rotating token) current, enroll pods that run uncaptured, and take
+//! the startup taint off the node once the agent is ready.
 //!
 //! Both are optional: outside a cluster (no KUBERNETES_SERVICE_HOST), without
 //! NODE_NAME or without a `kubeconfig` setting, the agent says once what it
@@ -12,10 +13,11 @@ use std::time::{Duration, Instant};
 use crate::kube::KubeAccess;
 use crate::plugin::config::PluginConfig;
 
-use super::agent_log::{error, info, warn};
 use super::enroll::Enroller;
 use super::plugin_kubeconfig;
 use super::settings::{ClusterSettings, InstallSettings, KubeconfigFiles};
+use super::startup_taint::StartupTaint;
+use crate::log::{error, info, warn};
 
 /// After a failed round (API server unreachable, maps not loaded yet), the
 /// next one comes this much later rather than at the next re-check: each try
@@ -32,6 +34,9 @@ pub struct Cluster {
     next_round: Option<Instant>,
     /// The last kubeconfig problem, logged once until it changes.
     kubeconfig_problem: Option<String>,
+    taint: Option<StartupTaint>,
+    /// Why enrollment waits, logged once until it changes.
+    enroll_blocked: Option<String>,
 }
 
 impl Cluster {
@@ -43,6 +48,7 @@ impl Cluster {
             host_proc,
             kubeconfig,
             enroll_every,
+            startup_taint,
         } = settings.cluster.clone();
         if api_server.is_none() {
             info(
@@ -51,6 +57,17 @@ impl Cluster {
                 &[],
             );
         }
+        let taint = match (&api_server, &node_name, startup_taint) {
+            (Some(_), Some(node), Some(key)) => Some(StartupTaint::new(key, node.clone())),
+            (_, _, None) => None,
+            (_, _, Some(key)) => {
+                warn(
+                    "outside a cluster or without NODE_NAME: the startup taint is not removed",
+                    &[("taint", &key)],
+                );
+                None
+            }
+        };
         let enroller = match (&api_server, node_name) {
             (Some(_), None) => {
                 warn(
@@ -77,20 +94,50 @@ impl Cluster {
             enroller,
             enroll_every,
             kubeconfig_problem: None,
+            taint,
+            enroll_blocked: None,
         }
     }
 
-    /// Refreshes the kubeconfig and runs an enrollment round when one is due.
-    pub fn tick(&mut self) {
+    /// Refreshes the kubeconfig, runs an enrollment round when one is due, and
+    /// once the agent is `ready`, removes the node's startup taint. While
+    /// `enroll_blocked` says why (istio-cni in the chain: its pods are
+    /// captured by its iptables rules already), no pod is enrolled; the round
+    /// runs once that is gone.
+    pub fn tick(&mut self, ready: bool, enroll_blocked: Option<&str>) {
         let Some(server) = self.server.clone() else {
             return;
         };
         if let Some(files) = self.kubeconfig.clone() {
             self.refresh_kubeconfig(&server, files);
         }
-        if self.next_round.is_some_and(|due| Instant::now() >= due) {
-            self.enroll_round(&server);
+        if let Some(taint) = self.taint.as_mut() {
+            let account_dir = &self.account_dir;
+            taint.tick(ready, || KubeAccess::in_cluster(&server, account_dir));
         }
+        let due = self.next_round.is_some_and(|due| Instant::now() >= due);
+        match enroll_blocked {
+            Some(why) if due => {
+                if self.enroll_blocked.as_deref() != Some(why) {
+                    warn(
+                        "not enrolling running pods: they would be captured twice",
+                        &[("why", &why)],
+                    );
+                    self.enroll_blocked = Some(why.to_owned());
+                }
+            }
+            _ => {
+                self.enroll_blocked = None;
+                if due {
+                    self.enroll_round(&server);
+                }
+            }
+        }
+    }
+
+    /// Whether a startup taint is still to be removed.
+    pub fn taint_pending(&self) -> bool {
+        self.taint.as_ref().is_some_and(|taint| !taint.done())
     }
 
     fn refresh_kubeconfig(&mut self, server: &str, files: KubeconfigFiles) {

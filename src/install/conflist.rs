@@ -24,6 +24,8 @@ use super::json_text::{self, Splice};
 use super::netdir::{self, Kind, NetDir, Skipped, WRAPPED_FROM_KEY};
 
 pub const MESHLANE_TYPE: &str = "meshlane";
+/// Istio's own CNI plugin in chained mode (`istio-cni` node agent).
+pub const ISTIO_CNI_TYPE: &str = "istio-cni";
 /// containerd (≥ 1.5) hands the pod's annotations to plugins that declare it.
 pub const POD_ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
 
@@ -122,6 +124,9 @@ pub fn plan_install(
         });
     };
     let text = text_of(dir, &primary.file);
+    if chains_istio_cni(text) {
+        return Err(ConflistError::IstioCni { file: primary.file });
+    }
     let (action, changes) = match primary.kind {
         Kind::ConfList => merge_into_list(&primary.file, text, entry)?,
         Kind::Conf => {
@@ -136,6 +141,25 @@ pub fn plan_install(
         changes,
         skipped: choice.skipped,
     }))
+}
+
+/// Whether a config (conflist or single plugin) runs Istio's own CNI plugin.
+pub fn chains_istio_cni(text: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    let is_istio =
+        |plugin: &Value| plugin.get("type").and_then(Value::as_str) == Some(ISTIO_CNI_TYPE);
+    match value.get("plugins").and_then(Value::as_array) {
+        Some(plugins) => plugins.iter().any(is_istio),
+        None => is_istio(&value),
+    }
+}
+
+/// The primary config's file when it chains istio-cni (for `precheck`).
+pub fn istio_cni_primary(dir: &NetDir, configured: Option<&str>) -> Option<String> {
+    let primary = netdir::choose_primary(dir, configured).ok()?.primary?;
+    chains_istio_cni(text_of(dir, &primary.file)).then_some(primary.file)
 }
 
 /// True when the primary config carries `entry` exactly as wanted.

@@ -26,6 +26,14 @@ pub enum ConflistError {
 
     #[error("meshlane's chain entry would be refused by the plugin: {0}")]
     Entry(#[from] ConfigError),
+
+    #[error(
+        "{file} chains Istio's own CNI plugin (istio-cni), which already redirects the \
+         pods' traffic with iptables; meshlane would capture the same pods a second time, \
+         so it does not add its entry. Remove istio-cni first (README, \"Moving from \
+         istio-cni\"): meshlane chains itself as soon as istio-cni's entry is gone"
+    )]
+    IstioCni { file: String },
 }
 
 #[derive(Debug, thiserror::Error)]

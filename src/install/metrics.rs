@@ -7,6 +7,8 @@ use std::fmt::Write;
 use crate::datapath::abi::ml_counter;
 use crate::datapath::counters::{value_of, CounterValue};
 
+use super::process_metrics::{self, ProcessStats};
+
 /// ADD and DEL failures seen in the plugin's log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CniErrors {
@@ -14,7 +16,7 @@ pub struct CniErrors {
     pub del: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// The datapath's per-CPU counters, summed (empty when the maps are missing).
     pub counters: Vec<CounterValue>,
@@ -24,6 +26,8 @@ pub struct Snapshot {
     pub chain_in_place: bool,
     pub programs_attached: u64,
     pub programs_expected: u64,
+    /// The agent's own process (`None`: /proc unreadable).
+    pub process: Option<ProcessStats>,
 }
 
 /// Captured connections, from the counter that counts each.
@@ -182,7 +186,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         &mut out,
         "meshlane_cni_errors_total",
         "counter",
-        "Failed CNI calls of the plugin on this node, from its log.",
+        "Failed CNI calls of the plugin on this node, counted from its log records.",
     );
     let _ = writeln!(
         out,
@@ -194,6 +198,9 @@ pub fn render(snapshot: &Snapshot) -> String {
         "meshlane_cni_errors_total{{command=\"DEL\"}} {}",
         snapshot.cni_errors.del
     );
+    if let Some(process) = &snapshot.process {
+        process_metrics::render(&mut out, process);
+    }
     out
 }
 
@@ -233,6 +240,7 @@ mod tests {
             chain_in_place: true,
             programs_attached: 6,
             programs_expected: 6,
+            process: process_metrics::read_self(),
         });
         for line in [
             "meshlane_captured_connections_total{direction=\"outbound\"} 7",
@@ -246,6 +254,9 @@ mod tests {
             "meshlane_cni_errors_total{command=\"ADD\"} 1",
             "meshlane_chain_entry_present 1",
             "meshlane_node_programs_attached 6",
+            "# TYPE process_resident_memory_bytes gauge",
+            "# TYPE process_start_time_seconds gauge",
+            "# TYPE process_open_fds gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

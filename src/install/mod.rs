@@ -7,12 +7,13 @@
 //! (files, inotify, the HTTP listener, BPF), so it is tested without a node.
 
 pub mod agent;
-pub mod agent_log;
+pub mod cilium;
 pub mod cluster;
 pub mod conflist;
 pub mod enroll;
 pub mod error;
 pub mod files;
+pub mod flags;
 pub mod http;
 pub mod json_text;
 pub mod log_tail;
@@ -20,8 +21,10 @@ pub mod metrics;
 pub mod netdir;
 pub mod plugin_kubeconfig;
 pub mod precheck;
+pub mod process_metrics;
 pub mod program_upgrade;
 pub mod settings;
+pub mod startup_taint;
 pub mod uninstall;
 pub mod watch;
 

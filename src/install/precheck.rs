@@ -17,11 +17,17 @@ use crate::datapath::loader::NODE_PROGRAMS;
 use crate::datapath::PinLayout;
 use crate::policy::short_path_kernels::{kernel_series, node_short_path, ShortPathSwitch};
 
+use super::cilium;
+use super::conflist;
+use super::error::ConflistError;
+use super::netdir::{self, NetDir};
+
 /// The oldest kernel meshlane supports (netns cookies in every program type it
 /// uses, cgroup and netns links, sk_lookup).
 pub const MIN_KERNEL: (u32, u32) = (5, 15);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Verdict {
     Ok,
     Warn,
@@ -38,7 +44,7 @@ impl fmt::Display for Verdict {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
     pub name: String,
     pub verdict: Verdict,
@@ -46,7 +52,7 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
-fn check(
+pub fn check(
     name: impl Into<String>,
     verdict: Verdict,
     detail: impl Into<String>,
@@ -263,9 +269,12 @@ fn program_names() -> Vec<(u32, String)> {
         .collect()
 }
 
-fn conflict_checks(cgroup_path: &Path, layout: &PinLayout) -> Vec<Check> {
+/// Other programs on meshlane's hooks. Cilium's socket LB programs are OK
+/// when its ConfigMap says they stay in the host namespace (`cilium.rs`).
+fn conflict_checks(cgroup_path: &Path, layout: &PinLayout, cilium_host_only: bool) -> Conflicts {
+    let mut conflicts = Conflicts::default();
     let Ok(cgroup) = Cgroup::open(cgroup_path) else {
-        return Vec::new();
+        return conflicts;
     };
     let ours: Vec<u32> = NODE_PROGRAMS
         .iter()
@@ -278,24 +287,37 @@ fn conflict_checks(cgroup_path: &Path, layout: &PinLayout) -> Vec<Check> {
         .map(|info| info.prog_id)
         .collect();
     let names = program_names();
-    let name_of = |id: u32| {
-        names.iter().find(|(n, _)| *n == id).map_or_else(
-            || format!("id {id}"),
-            |(_, name)| format!("{name} (id {id})"),
-        )
+    let name = |id: u32| {
+        names
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map(|(_, name)| name.clone())
     };
-    let mut checks = Vec::new();
+    let name_of =
+        |id: u32| name(id).map_or_else(|| format!("id {id}"), |n| format!("{n} (id {id})"));
+    let checks = &mut conflicts.checks;
     for (hook, attach_type) in HOOKS {
         let label = format!("other programs on {hook}");
         match effective_programs(&cgroup, attach_type) {
             Ok(ids) => {
-                let others: Vec<String> = ids
-                    .iter()
-                    .filter(|id| !ours.contains(id))
-                    .map(|id| name_of(*id))
-                    .collect();
+                let other_ids: Vec<u32> = ids.into_iter().filter(|id| !ours.contains(id)).collect();
+                let cilium = |id: &u32| name(*id).is_some_and(|n| cilium::is_socket_lb_program(&n));
+                if other_ids.iter().any(cilium) {
+                    conflicts.cilium_seen = true;
+                }
+                let others: Vec<String> = other_ids.iter().map(|id| name_of(*id)).collect();
                 if others.is_empty() {
                     checks.push(check(label, Verdict::Ok, "none", None));
+                } else if cilium_host_only && other_ids.iter().all(cilium) {
+                    checks.push(check(
+                        label,
+                        Verdict::Ok,
+                        format!(
+                            "Cilium's socket LB ({}), which stays in the host namespace",
+                            others.join(", ")
+                        ),
+                        None,
+                    ));
                 } else {
                     checks.push(check(
                         label,
@@ -313,11 +335,64 @@ fn conflict_checks(cgroup_path: &Path, layout: &PinLayout) -> Vec<Check> {
             )),
         }
     }
-    checks
+    conflicts
 }
 
-/// Every check, in the order an operator would fix them.
-pub fn run_all(pin_root: &Path, cgroup: Result<PathBuf, String>) -> Vec<Check> {
+/// The hooks' checks, and whether Cilium's socket LB programs are among the
+/// other programs.
+#[derive(Debug, Default)]
+pub struct Conflicts {
+    pub checks: Vec<Check>,
+    pub cilium_seen: bool,
+}
+
+/// The primary CNI config: meshlane must not be chained after Istio's own
+/// plugin (both would capture). `dir` is the conf dir as read, or why not.
+pub fn chain_check(dir: Result<&NetDir, String>, configured: Option<&str>) -> Check {
+    const NAME: &str = "CNI chain";
+    match dir {
+        Err(err) => check(
+            NAME,
+            Verdict::Warn,
+            format!("cannot read the CNI config dir: {err}"),
+            Some("pass --cni-conf-dir (the host's /etc/cni/net.d as mounted here)"),
+        ),
+        Ok(dir) => match conflist::istio_cni_primary(dir, configured) {
+            Some(file) => check(
+                NAME,
+                Verdict::Fail,
+                ConflistError::IstioCni { file }.to_string(),
+                Some("uninstall Istio's CNI component first (README, \"Moving from istio-cni\")"),
+            ),
+            None => check(
+                NAME,
+                Verdict::Ok,
+                "no istio-cni in the primary config",
+                None,
+            ),
+        },
+    }
+}
+
+/// Whether the primary config chains Cilium's CNI plugin.
+pub fn cilium_in_chain(dir: &NetDir, configured: Option<&str>) -> bool {
+    let Ok(choice) = netdir::choose_primary(dir, configured) else {
+        return false;
+    };
+    choice.primary.is_some_and(|primary| {
+        std::str::from_utf8(&dir[&primary.file])
+            .is_ok_and(|text| text.contains(&format!("\"{}\"", cilium::CILIUM_CNI_TYPE)))
+    })
+}
+
+/// Every check of the node, in the order an operator would fix them; the
+/// hooks' last (`cilium_host_only`: Cilium's ConfigMap says its socket LB
+/// leaves pods alone).
+pub fn run_all(
+    pin_root: &Path,
+    cgroup: Result<PathBuf, String>,
+    cilium_host_only: bool,
+) -> (Vec<Check>, Conflicts) {
     let release = features::kernel_release();
     let mut checks = vec![kernel_check(&release), btf_check()];
     match &cgroup {
@@ -332,10 +407,11 @@ pub fn run_all(pin_root: &Path, cgroup: Result<PathBuf, String>) -> Vec<Check> {
     checks.push(bpffs_check(pin_root));
     checks.extend(feature_checks(&release));
     checks.push(short_path_check(&release));
-    if let Ok(path) = &cgroup {
-        checks.extend(conflict_checks(path, &PinLayout::new(pin_root)));
-    }
-    checks
+    let conflicts = match &cgroup {
+        Ok(path) => conflict_checks(path, &PinLayout::new(pin_root), cilium_host_only),
+        Err(_) => Conflicts::default(),
+    };
+    (checks, conflicts)
 }
 
 /// The worst verdict (OK for none).

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::datapath::{upgrade_programs, Outcome, PinLayout, UpgradeMode};
 
-use super::agent_log::{error, info};
+use crate::log::{error, info};
 
 const RETRY_EVERY: Duration = Duration::from_secs(60);
 

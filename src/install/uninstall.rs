@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use crate::datapath::bpffs::is_on_bpffs;
 use crate::datapath::{PinLayout, PodMaps};
 
-use super::agent_log::{info, warn};
 use super::conflist::{self, FileChange};
 use super::error::InstallError;
 use super::files;
 use super::settings::KubeconfigFiles;
+use crate::log::{info, warn};
 
 pub struct UninstallSettings {
     pub cni_bin_dir: PathBuf,

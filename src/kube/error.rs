@@ -93,6 +93,23 @@ pub enum KubeError {
     #[error("listing the pods of node {node} did not end within {pages} pages")]
     TooManyPages { node: String, pages: u32 },
 
+    #[error("forbidden: the service account cannot {verb} {what}: {message}")]
+    ForbiddenObject {
+        verb: &'static str,
+        what: String,
+        message: String,
+    },
+
+    #[error("{what} not found")]
+    ObjectNotFound { what: String },
+
+    /// The object changed between the read and the write (its resourceVersion).
+    #[error("{what} changed since it was read: {message}")]
+    Conflict { what: String, message: String },
+
+    #[error("{what}: {problem}")]
+    MalformedObject { what: String, problem: String },
+
     /// 429 or 5xx on every attempt.
     #[error(
         "Kubernetes API server {url} answered HTTP {status} on all {attempts} attempt(s): {message}"

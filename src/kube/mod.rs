@@ -1,4 +1,5 @@
-//! A small, synchronous Kubernetes API client: GET a Pod, list a node's pods.
+//! A small, synchronous Kubernetes API client: GET a Pod, list a node's pods,
+//! patch the node's startup taint, read a ConfigMap and the server's version.
 //!
 //! Most pods are classified from the annotations the runtime passes; what lives
 //! only in the pod spec (a custom `runAsUser`, DNS capture in the proxy's env,
@@ -20,7 +21,9 @@ pub(crate) mod error;
 mod fetch;
 pub(crate) mod kubeconfig;
 mod list;
+pub mod node;
 mod node_pod;
+mod objects;
 pub(crate) mod pod_json;
 mod request;
 
@@ -29,4 +32,5 @@ pub use error::KubeError;
 pub use fetch::{fetch_pod, FetchPolicy};
 pub use list::list_node_pods;
 pub use node_pod::{node_pod_from_json, pod_list_page, NodePod, PodListPage};
+pub use objects::{config_map_data, server_version};
 pub use pod_json::pod_meta_from_json;

@@ -1,5 +1,6 @@
-//! One bounded GET of JSON from the API server, shared by [`super::fetch_pod`]
-//! and [`super::list_node_pods`]: a per-attempt timeout and a few retries.
+//! One bounded request for JSON to the API server — a GET, or the PATCH of a
+//! Node's taints — shared by every call of the client: a per-attempt timeout
+//! and a few retries.
 //!
 //! Retried: connection failures, timeouts, 429 and 5xx (an API server
 //! restarting or shedding load). Not retried: 401, 403, 404, other statuses and
@@ -17,11 +18,25 @@ use super::fetch::FetchPolicy;
 /// How much of an error body goes into a message.
 const MAX_MESSAGE_CHARS: usize = 300;
 
-/// What a GET reads; the errors of a 403 or 404 name it.
+/// What a request reads or writes; the errors of a 403 or 404 name it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Target<'a> {
-    Pod { namespace: &'a str, name: &'a str },
-    NodePods { node: &'a str },
+    Pod {
+        namespace: &'a str,
+        name: &'a str,
+    },
+    NodePods {
+        node: &'a str,
+    },
+    /// Read, or patched (the agent's startup taint).
+    Node {
+        name: &'a str,
+    },
+    ConfigMap {
+        namespace: &'a str,
+        name: &'a str,
+    },
+    Version,
 }
 
 impl Target<'_> {
@@ -29,6 +44,39 @@ impl Target<'_> {
         match self {
             Target::Pod { .. } => "Pod",
             Target::NodePods { .. } => "page of a pod list",
+            Target::Node { .. } => "Node",
+            Target::ConfigMap { .. } => "ConfigMap",
+            Target::Version => "version",
+        }
+    }
+
+    /// `node node-1`, `configmap kube-system/cilium-config`.
+    fn describe(&self) -> String {
+        match self {
+            Target::Pod { namespace, name } => format!("pod {namespace}/{name}"),
+            Target::NodePods { node } => format!("the pods of node {node}"),
+            Target::Node { name } => format!("node {name}"),
+            Target::ConfigMap { namespace, name } => format!("configmap {namespace}/{name}"),
+            Target::Version => "/version".to_owned(),
+        }
+    }
+}
+
+/// How a request is made: a GET, or a PATCH with its content type and body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Method<'a> {
+    Get,
+    Patch {
+        content_type: &'static str,
+        body: &'a [u8],
+    },
+}
+
+impl Method<'_> {
+    fn verb(&self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Patch { .. } => "patch",
         }
     }
 }
@@ -42,11 +90,26 @@ pub(crate) fn get_json(
     policy: &FetchPolicy,
     max_body: u64,
 ) -> Result<Value, KubeError> {
+    send_json(access, url, Method::Get, target, policy, max_body)
+}
+
+/// Sends one request (`method`) and parses the answer as JSON, retrying what
+/// may pass. A 409 (the object changed since it was read) is not retried here:
+/// the caller reads the object again and decides anew.
+pub(crate) fn send_json(
+    access: &KubeAccess,
+    url: &str,
+    method: Method<'_>,
+    target: Target<'_>,
+    policy: &FetchPolicy,
+    max_body: u64,
+) -> Result<Value, KubeError> {
     let token = access.bearer_token()?;
     let agent = access.agent(policy.timeout);
     let request = Request {
         agent: &agent,
         url,
+        method,
         token: token.as_deref(),
         timeout: policy.timeout,
         target,
@@ -69,9 +132,15 @@ pub(crate) fn get_json(
                 last = reason;
                 if attempt < attempts {
                     let wait = policy.backoff_after(attempt);
-                    crate::log_info!(
-                        "GET {url}: attempt {attempt}/{attempts} failed ({}); retrying in {wait:?}",
-                        last.describe()
+                    crate::log::info(
+                        "API request failed; retrying",
+                        &[
+                            ("method", &method.verb()),
+                            ("url", &url),
+                            ("attempt", &format!("{attempt}/{attempts}")),
+                            ("error", &last.describe()),
+                            ("retry_in", &format!("{wait:?}")),
+                        ],
                     );
                     thread::sleep(wait);
                 }
@@ -79,9 +148,14 @@ pub(crate) fn get_json(
         }
     }
     // The caller reports the error; this line adds how long the attempts took.
-    crate::log_info!(
-        "GET {url}: {attempts} attempt(s) failed in {:?}",
-        started.elapsed()
+    crate::log::info(
+        "API request failed on every attempt",
+        &[
+            ("method", &method.verb()),
+            ("url", &url),
+            ("attempts", &attempts),
+            ("took", &format!("{:?}", started.elapsed())),
+        ],
     );
     let url = url.to_owned();
     Err(match last {
@@ -102,6 +176,7 @@ pub(crate) fn get_json(
 struct Request<'a> {
     agent: &'a ureq::Agent,
     url: &'a str,
+    method: Method<'a>,
     token: Option<&'a str>,
     timeout: Duration,
     target: Target<'a>,
@@ -130,14 +205,30 @@ impl Transient {
 
 impl Request<'_> {
     fn send(&self) -> Attempt {
-        let mut request = self
-            .agent
-            .get(self.url)
-            .header("Accept", "application/json");
-        if let Some(token) = self.token {
-            request = request.header("Authorization", format!("Bearer {token}"));
-        }
-        let mut response = match request.call() {
+        let sent = match self.method {
+            Method::Get => {
+                let mut request = self
+                    .agent
+                    .get(self.url)
+                    .header("Accept", "application/json");
+                if let Some(token) = self.token {
+                    request = request.header("Authorization", format!("Bearer {token}"));
+                }
+                request.call()
+            }
+            Method::Patch { content_type, body } => {
+                let mut request = self
+                    .agent
+                    .patch(self.url)
+                    .header("Accept", "application/json")
+                    .header("Content-Type", content_type);
+                if let Some(token) = self.token {
+                    request = request.header("Authorization", format!("Bearer {token}"));
+                }
+                request.send(body)
+            }
+        };
+        let mut response = match sent {
             Ok(response) => response,
             Err(err) => return self.transport_failure(err),
         };
@@ -181,6 +272,11 @@ impl Request<'_> {
                     node: node.to_owned(),
                     message,
                 },
+                other => KubeError::ForbiddenObject {
+                    verb: self.method.verb(),
+                    what: other.describe(),
+                    message,
+                },
             }),
             404 => Attempt::Failed(match self.target {
                 Target::Pod { namespace, name } => KubeError::NotFound {
@@ -188,11 +284,18 @@ impl Request<'_> {
                     name: name.to_owned(),
                 },
                 // The list path always exists: a 404 is a wrong server or prefix.
-                Target::NodePods { .. } => KubeError::UnexpectedStatus {
+                Target::NodePods { .. } | Target::Version => KubeError::UnexpectedStatus {
                     url: self.url.to_owned(),
                     status,
                     message,
                 },
+                other => KubeError::ObjectNotFound {
+                    what: other.describe(),
+                },
+            }),
+            409 => Attempt::Failed(KubeError::Conflict {
+                what: self.target.describe(),
+                message,
             }),
             429 | 500..=599 => Attempt::Retry(Transient::Status { status, message }),
             _ => Attempt::Failed(KubeError::UnexpectedStatus {

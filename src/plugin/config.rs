@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::datapath::DEFAULT_PIN_ROOT;
-use crate::log::Level;
+use crate::log::file::DEFAULT_MAX_BYTES;
+use crate::log::{Format, Level};
 use crate::policy::pod_capture::{ISTIO_PROXY_GID, ISTIO_PROXY_UID};
 use crate::policy::short_path_kernels::ShortPathSwitch;
 use crate::policy::CaptureMode;
@@ -14,7 +15,7 @@ use crate::policy::CaptureMode;
 pub const DEFAULT_LOG_FILE: &str = "/var/log/meshlane/cni.log";
 
 /// Every key meshlane reads, with what it means (the README lists the same).
-pub const KEYS: [(&str, &str); 12] = [
+pub const KEYS: [(&str, &str); 14] = [
     (
         "bpffsRoot",
         "pin root on a bpffs (default /sys/fs/bpf/meshlane)",
@@ -57,6 +58,14 @@ pub const KEYS: [(&str, &str); 12] = [
     ),
     ("logLevel", "debug, info (default), warn or error"),
     (
+        "logFormat",
+        "\"logfmt\" (default) or \"json\", the same as the agent's",
+    ),
+    (
+        "logMaxBytes",
+        "the log file is rotated to <file>.1 past this size (default 10485760; 0: never)",
+    ),
+    (
         "shortPath",
         "sockmap short path between sidecars on the node: true (on), false (off); unset: on \
          where the kernel series is proven (docs/kernels.md); per pod: the annotation \
@@ -91,6 +100,8 @@ pub struct PluginConfig {
     pub pod_spec_lookup: PodSpecLookup,
     pub log_file: Option<PathBuf>,
     pub log_level: Level,
+    pub log_format: Format,
+    pub log_max_bytes: u64,
     /// Absent: on where the kernel series is proven.
     pub short_path: ShortPathSwitch,
 }
@@ -109,6 +120,8 @@ impl Default for PluginConfig {
             pod_spec_lookup: PodSpecLookup::default(),
             log_file: Some(PathBuf::from(DEFAULT_LOG_FILE)),
             log_level: Level::Info,
+            log_format: Format::Logfmt,
+            log_max_bytes: DEFAULT_MAX_BYTES,
             short_path: ShortPathSwitch::ByKernel,
         }
     }
@@ -158,6 +171,16 @@ impl PluginConfig {
                             format!("{text:?} is not one of debug, info, warn, error"),
                         )
                     })?;
+                }
+                "logFormat" => {
+                    let text = string(key, value)?;
+                    config.log_format = Format::parse(text)
+                        .ok_or_else(|| bad(key, format!("{text:?} is not one of logfmt, json")))?;
+                }
+                "logMaxBytes" => {
+                    config.log_max_bytes = value
+                        .as_u64()
+                        .ok_or_else(|| bad(key, format!("{value} is not a number of bytes")))?;
                 }
                 "shortPath" => {
                     config.short_path = ShortPathSwitch::from_setting(Some(boolean(key, value)?))
@@ -275,6 +298,8 @@ mod tests {
             "podSpecLookup": "always",
             "logFile": "/tmp/t/cni.log",
             "logLevel": "debug",
+            "logFormat": "json",
+            "logMaxBytes": 4096,
             "shortPath": false
         }))
         .unwrap();
@@ -297,6 +322,8 @@ mod tests {
         assert_eq!(config.pod_spec_lookup, PodSpecLookup::Always);
         assert_eq!(config.log_file, Some(PathBuf::from("/tmp/t/cni.log")));
         assert_eq!(config.log_level, Level::Debug);
+        assert_eq!(config.log_format, Format::Json);
+        assert_eq!(config.log_max_bytes, 4096);
         assert_eq!(config.short_path, ShortPathSwitch::Off);
         assert_eq!(
             parse(json!({"shortPath": true})).unwrap().short_path,
@@ -327,6 +354,8 @@ mod tests {
             (json!({"proxyGID": "1337"}), "proxyGID", "1337"),
             (json!({"proxyGID": 4294967295u64}), "proxyGID", "4294967295"),
             (json!({"logLevel": "loud"}), "logLevel", "loud"),
+            (json!({"logFormat": "text"}), "logFormat", "text"),
+            (json!({"logMaxBytes": -1}), "logMaxBytes", "-1"),
             (
                 json!({"bpfRoot": "/sys/fs/bpf/x"}),
                 "bpfRoot",

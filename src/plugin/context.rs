@@ -15,25 +15,37 @@ pub struct Context {
 }
 
 impl Context {
-    /// Parses the settings and starts the log, labelled with the command and pod.
+    /// Parses the settings and starts the log, whose records carry the command,
+    /// the container id, the interface and the pod as fields.
     pub fn for_attachment(command: &str, request: &AttachmentRequest) -> Result<Self, CniError> {
         let (namespace, name) = pod_name(request);
-        let id = &request.attachment.container_id;
-        let short_id = id.get(..12).unwrap_or(id);
-        let mut label = format!("{command} {short_id}/{}", request.attachment.ifname);
+        let mut context = vec![
+            ("command", command.to_owned()),
+            ("container_id", request.attachment.container_id.clone()),
+            ("ifname", request.attachment.ifname.clone()),
+        ];
         if !name.is_empty() {
-            label.push_str(&format!(" {namespace}/{name}"));
+            context.push(("pod", format!("{namespace}/{name}")));
         }
-        Self::for_netconf_labelled(&request.config, label)
+        Self::for_netconf_with(&request.config, context)
     }
 
     pub fn for_netconf(command: &str, netconf: &NetConf) -> Result<Self, CniError> {
-        Self::for_netconf_labelled(netconf, command.to_owned())
+        Self::for_netconf_with(netconf, vec![("command", command.to_owned())])
     }
 
-    fn for_netconf_labelled(netconf: &NetConf, label: String) -> Result<Self, CniError> {
+    fn for_netconf_with(
+        netconf: &NetConf,
+        context: Vec<(&'static str, String)>,
+    ) -> Result<Self, CniError> {
         let config = PluginConfig::from_keys(&netconf.plugin_keys())?;
-        crate::log::init(config.log_file.as_deref(), config.log_level, label);
+        crate::log::init_plugin(
+            config.log_file.as_deref(),
+            config.log_max_bytes,
+            config.log_level,
+            config.log_format,
+            context,
+        );
         let layout = PinLayout::new(&config.pin_root);
         Ok(Context { config, layout })
     }

@@ -20,12 +20,22 @@ use crate::cni::{AttachmentRequest, CniError, GcRequest, NetConf, Plugin};
 pub struct Meshlane;
 
 /// Failures go to the log too: the runtime shows the error JSON, the node's log
-/// keeps the history.
+/// keeps the history. The record's `code` field (with the context's `command`)
+/// is what the agent counts as a failed call (`install::log_tail`).
 fn logged<T>(result: Result<T, CniError>) -> Result<T, CniError> {
     if let Err(err) = &result {
-        crate::log_error!("failed with code {}: {}", err.code.value(), err.msg);
-        if !err.details.is_empty() {
-            crate::log_error!("details:\n{}", err.details);
+        let code = err.code.value();
+        if err.details.is_empty() {
+            crate::log::error("failed", &[("code", &code), ("error", &err.msg)]);
+        } else {
+            crate::log::error(
+                "failed",
+                &[
+                    ("code", &code),
+                    ("error", &err.msg),
+                    ("details", &err.details),
+                ],
+            );
         }
     }
     result

@@ -85,6 +85,9 @@ pub struct Seen {
     pub path: String,
     pub authorization: Option<String>,
     pub accept: Option<String>,
+    pub content_type: Option<String>,
+    /// The request's body (a PATCH's), empty for a GET.
+    pub body: Vec<u8>,
 }
 
 pub enum Reply {
@@ -256,6 +259,11 @@ fn serve(stream: TcpStream, config: Arc<ServerConfig>, handler: &Handler, seen: 
             return;
         }
     }
+    let head_end = request
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .map_or(request.len(), |at| at + 4);
+    let mut body = request.split_off(head_end);
     let text = String::from_utf8_lossy(&request).into_owned();
     let mut lines = text.split("\r\n");
     let mut start = lines.next().unwrap_or_default().split(' ');
@@ -266,11 +274,22 @@ fn serve(stream: TcpStream, config: Arc<ServerConfig>, handler: &Handler, seen: 
             .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
             .map(|(_, value)| value.trim().to_owned())
     };
+    let length: usize = header("content-length")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    while body.len() < length.min(1 << 20) {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+        }
+    }
     let request = Seen {
         method: start.next().unwrap_or_default().to_owned(),
         path: start.next().unwrap_or_default().to_owned(),
         authorization: header("authorization"),
         accept: header("accept"),
+        content_type: header("content-type"),
+        body,
     };
     seen.lock().unwrap().push(request.clone());
 
@@ -281,6 +300,9 @@ fn serve(stream: TcpStream, config: Arc<ServerConfig>, handler: &Handler, seen: 
                 401 => "Unauthorized",
                 403 => "Forbidden",
                 404 => "Not Found",
+                409 => "Conflict",
+                415 => "Unsupported Media Type",
+                422 => "Unprocessable Entity",
                 429 => "Too Many Requests",
                 500 => "Internal Server Error",
                 503 => "Service Unavailable",

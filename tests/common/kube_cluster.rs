@@ -1,9 +1,19 @@
-//! A stand-in Kubernetes API server with a node's pods and a service account:
-//! the one stand-in of the node-level tests (the agent lists its node's pods,
-//! the plugin may read one). Real HTTPS underneath (`api_server.rs`).
+//! A stand-in Kubernetes API server with a node's pods, the Node itself and a
+//! service account: the one stand-in of the node-level tests (the agent lists
+//! its node's pods and takes its startup taint off the Node, the plugin may
+//! read a pod, precheck reads a ConfigMap and /version). Real HTTPS
+//! underneath (`api_server.rs`).
+//!
+//! PATCH of the Node behaves as the API server with meshlane's admission
+//! policy (manifests/admission-policy.yaml) would: a strategic merge patch
+//! whose `metadata.resourceVersion` is not the current one is refused with 409,
+//! and a patch that changes anything but the removal of the startup taint is
+//! refused as the policy would refuse it.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -21,6 +31,10 @@ pub struct Cluster {
     pub server: ApiServer,
     pods: Arc<Mutex<Vec<Value>>>,
     token: Arc<Mutex<String>>,
+    node: Arc<Mutex<Value>>,
+    /// PATCHes still to be beaten by "another writer" (409 each).
+    conflicts: Arc<AtomicU32>,
+    config_maps: Arc<Mutex<BTreeMap<String, Value>>>,
     /// `token` and `ca.crt`, as kubelet projects them into a pod.
     pub account_dir: PathBuf,
 }
@@ -33,15 +47,36 @@ impl Cluster {
         let node_name = node_name.to_owned();
         let pods = Arc::new(Mutex::new(Vec::new()));
         let token = Arc::new(Mutex::new("token-1".to_owned()));
+        let node = Arc::new(Mutex::new(json!({
+            "kind": "Node", "apiVersion": "v1",
+            "metadata": {"name": node_name, "resourceVersion": "100", "labels": {"kubernetes.io/os": "linux"}},
+            "spec": {},
+        })));
+        let conflicts = Arc::new(AtomicU32::new(0));
+        let config_maps = Arc::new(Mutex::new(BTreeMap::<String, Value>::new()));
         let handler = {
             let (pods, token) = (pods.clone(), token.clone());
+            let (node, conflicts, config_maps) =
+                (node.clone(), conflicts.clone(), config_maps.clone());
             Box::new(move |seen: &Seen| {
-                answer(
-                    seen,
-                    &node_name,
-                    &pods.lock().unwrap(),
-                    &token.lock().unwrap(),
-                )
+                if seen.authorization.as_deref()
+                    != Some(&format!("Bearer {}", token.lock().unwrap()))
+                {
+                    return Reply::Json(401, status_json(401, "Unauthorized", "Unauthorized"));
+                }
+                if seen.path == "/version" {
+                    return Reply::Json(200, json!({"gitVersion": "v1.31.0"}).to_string());
+                }
+                if seen.path.starts_with("/api/v1/nodes/") {
+                    return answer_node(seen, &node, &conflicts);
+                }
+                if let Some(key) = config_map_key(&seen.path) {
+                    return match config_maps.lock().unwrap().get(&key) {
+                        Some(map) => Reply::Json(200, map.to_string()),
+                        None => Reply::Json(404, status_json(404, "NotFound", "not found")),
+                    };
+                }
+                answer(seen, &node_name, &pods.lock().unwrap())
             })
         };
         let options = ServerOptions {
@@ -56,6 +91,9 @@ impl Cluster {
             server,
             pods,
             token,
+            node,
+            conflicts,
+            config_maps,
             account_dir,
         };
         cluster.rotate_token("token-1");
@@ -79,6 +117,42 @@ impl Cluster {
         *self.pods.lock().unwrap() = pods;
     }
 
+    /// The Node as the API server holds it now.
+    pub fn node(&self) -> Value {
+        self.node.lock().unwrap().clone()
+    }
+
+    /// Sets the Node's taints (as kubelet registers them at node creation).
+    pub fn set_taints(&self, taints: Value) {
+        let mut node = self.node.lock().unwrap();
+        node["spec"]["taints"] = taints;
+        bump(&mut node);
+    }
+
+    /// The next `n` PATCHes of the Node find it changed by another writer.
+    pub fn conflict_next_patches(&self, n: u32) {
+        self.conflicts.store(n, Ordering::SeqCst);
+    }
+
+    pub fn set_config_map(&self, namespace: &str, name: &str, data: Value) {
+        let map = json!({"kind": "ConfigMap", "apiVersion": "v1",
+            "metadata": {"namespace": namespace, "name": name}, "data": data});
+        self.config_maps
+            .lock()
+            .unwrap()
+            .insert(format!("{namespace}/{name}"), map);
+    }
+
+    /// The Node requests seen: (method, content type).
+    pub fn node_requests(&self) -> Vec<(String, Option<String>)> {
+        self.server
+            .seen()
+            .into_iter()
+            .filter(|seen| seen.path.starts_with("/api/v1/nodes/"))
+            .map(|seen| (seen.method, seen.content_type))
+            .collect()
+    }
+
     /// Requests for one pod (`/api/v1/namespaces/<ns>/pods/<name>`): the
     /// plugin's, when it reads a pod it cannot classify otherwise.
     pub fn pod_requests(&self) -> Vec<String> {
@@ -100,12 +174,120 @@ impl Cluster {
     }
 }
 
+/// The startup taint the agent removes (its default setting).
+pub const STARTUP_TAINT: &str = "meshlane.io/agent-not-ready";
+
+fn bump(node: &mut Value) {
+    let version: u64 = node["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    node["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+}
+
+fn config_map_key(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (namespace, name) = rest.split_once("/configmaps/")?;
+    Some(format!("{namespace}/{name}"))
+}
+
+/// GET and PATCH (strategic merge) of `/api/v1/nodes/<name>`.
+fn answer_node(seen: &Seen, node: &Mutex<Value>, conflicts: &AtomicU32) -> Reply {
+    let mut node = node.lock().unwrap();
+    let name = node["metadata"]["name"].as_str().unwrap().to_owned();
+    if seen.path != format!("/api/v1/nodes/{name}") {
+        return Reply::Json(404, status_json(404, "NotFound", "nodes not found"));
+    }
+    match seen.method.as_str() {
+        "GET" => Reply::Json(200, node.to_string()),
+        "PATCH" => {
+            if seen.content_type.as_deref() != Some("application/strategic-merge-patch+json") {
+                return Reply::Json(415, status_json(415, "UnsupportedMediaType", "patch type"));
+            }
+            let Ok(patch) = serde_json::from_slice::<Value>(&seen.body) else {
+                return Reply::Json(400, status_json(400, "BadRequest", "patch is not JSON"));
+            };
+            // Another writer got there first.
+            if conflicts
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                bump(&mut node);
+            }
+            if let Some(version) = patch["metadata"]["resourceVersion"].as_str() {
+                if version != node["metadata"]["resourceVersion"] {
+                    return Reply::Json(
+                        409,
+                        status_json(409, "Conflict", "the object has been modified"),
+                    );
+                }
+            }
+            if let Err(why) = admitted(&patch, &node) {
+                return Reply::Json(422, status_json(422, "Invalid", &why));
+            }
+            node["spec"]["taints"] = patch["spec"]["taints"].clone();
+            bump(&mut node);
+            Reply::Json(200, node.to_string())
+        }
+        _ => Reply::Json(405, status_json(405, "MethodNotAllowed", "method")),
+    }
+}
+
+/// What manifests/admission-policy.yaml lets the agent change: only
+/// `spec.taints`, and only by removing the startup taint.
+fn admitted(patch: &Value, node: &Value) -> Result<(), String> {
+    let object = patch.as_object().ok_or("not an object")?;
+    for (key, value) in object {
+        match key.as_str() {
+            "metadata" => {
+                let keys: Vec<&String> = value.as_object().ok_or("metadata")?.keys().collect();
+                if keys.iter().any(|k| *k != "resourceVersion") {
+                    return Err(format!(
+                        "the agent may only change spec.taints, not metadata {keys:?}"
+                    ));
+                }
+            }
+            "spec" => {
+                let keys: Vec<&String> = value.as_object().ok_or("spec")?.keys().collect();
+                if keys.iter().any(|k| *k != "taints") {
+                    return Err(format!(
+                        "the agent may only change spec.taints, not spec {keys:?}"
+                    ));
+                }
+            }
+            other => {
+                return Err(format!(
+                    "the agent may only change spec.taints, not {other}"
+                ))
+            }
+        }
+    }
+    let old: Vec<Value> = node["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let new: Vec<Value> = patch["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if new.iter().any(|taint| !old.contains(taint)) {
+        return Err("the agent may not add or change taints".to_owned());
+    }
+    if old
+        .iter()
+        .any(|taint| !new.contains(taint) && taint["key"] != STARTUP_TAINT)
+    {
+        return Err(format!(
+            "the agent may only remove the {STARTUP_TAINT} taint"
+        ));
+    }
+    Ok(())
+}
+
 /// `GET /api/v1/pods?fieldSelector=spec.nodeName%3D<node>` in pages of
 /// [`PAGE`], and `GET /api/v1/namespaces/<ns>/pods/<name>`.
-fn answer(seen: &Seen, node_name: &str, pods: &[Value], token: &str) -> Reply {
-    if seen.authorization.as_deref() != Some(&format!("Bearer {token}")) {
-        return Reply::Json(401, status_json(401, "Unauthorized", "Unauthorized"));
-    }
+fn answer(seen: &Seen, node_name: &str, pods: &[Value]) -> Reply {
     let (path, query) = seen
         .path
         .split_once('?')

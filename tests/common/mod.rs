@@ -43,6 +43,7 @@ pub mod chain;
 pub mod conflist;
 pub mod connect_variants;
 pub mod cri_node;
+pub mod dns_server;
 pub mod envoy;
 pub mod envoy_config;
 pub mod exec;

@@ -7,6 +7,7 @@
 //! records ADD writes (see `plugin::setup`). Pods meshlane already has a record
 //! of are never touched.
 
+mod istio_rules;
 mod listeners;
 mod procfs;
 mod rules;
@@ -26,7 +27,7 @@ use crate::plugin::config::PluginConfig;
 use crate::plugin::pod_ips::ClaimedIps;
 use crate::plugin::setup::{self, Owner};
 
-use super::agent_log::{error, info, warn};
+use crate::log::{error, info, warn};
 use procfs::PodProcess;
 use rules::Verdict;
 use sandbox::Sandbox;
@@ -198,6 +199,23 @@ impl Enroller {
         let facts = netns::inspect(netns_path, false)?;
         if maps.pod(facts.cookie)?.is_some() {
             return Ok(Outcome::Already(facts.cookie));
+        }
+        // A pod istio-cni set up before it was replaced: its own rules
+        // capture it already.
+        let chains = match istio_rules::istio_chains(netns_path) {
+            Ok(chains) => chains,
+            Err(err) => {
+                let problem =
+                    format!("cannot tell whether Istio's iptables rules capture it: {err}");
+                return Ok(Outcome::Failed(problem));
+            }
+        };
+        if !chains.is_empty() {
+            return Ok(Outcome::Skipped(format!(
+                "Istio's iptables rules capture it already ({}); {}",
+                chains.join(","),
+                "restart it to move it to meshlane"
+            )));
         }
         let ifname = facts
             .interface_addresses
