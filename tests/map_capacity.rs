@@ -341,7 +341,17 @@ fn a_record_evicted_while_the_proxy_has_not_accepted_is_still_answered() {
         for i in 0..2 * 262_144u32 {
             conns.put(&filler(i), &ml_orig_dst::default()).unwrap();
         }
-        assert_eq!(records_of_a(), 0, "the connection's record was not evicted");
+        // Which entry an LRU map gives up is the kernel's choice: one that a
+        // program looked up lately sits on its active list and outlives any
+        // number of never-read fillers (seen under load). The promise is about
+        // a record that is gone, so a survivor is removed as eviction would.
+        for key in conns.keys::<ml_conn_key>().unwrap() {
+            if key.netns_cookie == cookie {
+                eprintln!("the record survived the fill (active LRU list); removing it");
+                conns.delete(&key).unwrap();
+            }
+        }
+        assert_eq!(records_of_a(), 0, "the connection's record is still there");
         let outcome = client.join().unwrap();
         let reply = outcome.expect_reply();
         assert_eq!(reply.name, "proxy");
