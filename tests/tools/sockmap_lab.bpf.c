@@ -9,6 +9,9 @@
  *   mode 2  in both maps, every message handed to the peer (BPF_F_INGRESS)
  *   mode 3  in a sockhash without a program (a receiver only), plain TCP
  *
+ * In mode 2, messages of at most lab_state[3] bytes go over TCP instead (0: none):
+ * the close experiment's "some data over TCP first".
+ *
  * Self-contained (no libbpf headers): clang -O2 -g -target bpf.
  */
 #include <linux/bpf.h>
@@ -48,10 +51,13 @@ struct {
 	__type(value, __u64);
 } lab_rx SEC(".maps");
 
-/* [0]: the mode; [1]: messages handed over; [2]: handovers that found no peer. */
+/*
+ * [0]: the mode; [1]: messages handed over; [2]: handovers that found no peer;
+ * [3]: in mode 2, the largest message that still goes over TCP (0: none).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 3);
+	__uint(max_entries, 4);
 	__type(key, __u32);
 	__type(value, __u64);
 } lab_state SEC(".maps");
@@ -101,9 +107,11 @@ SEC("sk_msg")
 int lab_msg(struct sk_msg_md *msg)
 {
 	struct lab_key peer = {};
-	__u64 *mode = slot(0), *count;
+	__u64 *mode = slot(0), *tcp_max = slot(3), *count;
 
 	if (!mode || *mode != 2)
+		return SK_PASS;
+	if (tcp_max && msg->size <= *tcp_max)
 		return SK_PASS;
 	if (msg->family == 2) {
 		peer.local[2] = LAB_MAPPED_V4;
