@@ -30,7 +30,12 @@ queued or not (the variants are listed at CLOSE_VARIANTS below): one table row p
 variant, with how many receivers were still ESTABLISHED after the bound and the
 netns's TCPBacklogDrop count. --check: exit 1 when one was. docs/kernels.md
 explains what it found. `stalled-receiver` and `rst-sender` are its "stalled"
-variant as two processes, for tests/shortpath.rs (through meshlane).
+variant as two processes, for a test through meshlane's short path.
+
+  sudo tests/tools/sockmap_lab.py partial [--bytes 131072] [--part 32768]
+
+`partial` hands over the first --part bytes of one message (bpf_msg_apply_bytes)
+and answers SK_PASS on the rest, and says where the kernel sent the rest.
 
 Everything it creates carries its PID and is removed on exit: a private bpffs, a
 child cgroup of the cgroup2 mount (never the root cgroup), network namespaces.
@@ -161,7 +166,8 @@ class Lab:
             return int.from_bytes(bytes(int(b, 16) for b in raw), "little")
 
         values = {number(entry["key"]): number(entry["value"]) for entry in out}
-        return {"redirected": values.get(1, 0), "no_peer": values.get(2, 0)}
+        return {"redirected": values.get(1, 0), "no_peer": values.get(2, 0),
+                "rest_passed": values.get(6, 0)}
 
     def cmd(self, netns, *args):
         """A command line that runs in the lab's cgroup and the given netns."""
@@ -618,6 +624,59 @@ def close_experiment(args):
     return 1 if failed and args.check else 0
 
 
+# The partial experiment: a message larger than lab_state[4] hands over that many
+# bytes (bpf_msg_apply_bytes) and the program answers SK_PASS on the rest. Over
+# TCP, the receiver's TCP_INFO counts the rest as bytes received; handed over, it
+# counts nothing. One connection over loopback, one send.
+TCPI_BYTES_RECEIVED, TCPI_BYTES_SENT = 128, 200  # offsets in struct tcp_info
+
+
+def tcpi_u64(sock, offset):
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    return struct.unpack_from("Q", raw, offset)[0]
+
+
+def partial_worker(args):
+    spec = json.loads(args.spec)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    c = socket.create_connection(srv.getsockname())
+    s, _ = srv.accept()
+    payload = os.urandom(spec["bytes"])
+    c.sendall(payload)
+    got = b""
+    s.settimeout(5)
+    while len(got) < len(payload):
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        got += chunk
+    print(json.dumps({"sent": len(payload), "read": len(got), "intact": got == payload,
+                      "receiver_tcp_bytes_received": tcpi_u64(s, TCPI_BYTES_RECEIVED),
+                      "sender_tcp_bytes_sent": tcpi_u64(c, TCPI_BYTES_SENT)}), flush=True)
+
+
+def partial_experiment(args):
+    with Lab() as lab:
+        lab.mode(2)
+        lab.slot(4, args.part)
+        spec = {"bytes": args.bytes}
+        out = subprocess.run(lab.cmd("lo", "/usr/bin/python3", os.path.abspath(__file__),
+                                     "partial-worker", json.dumps(spec)),
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        result = json.loads(out.splitlines()[-1])
+        result.update(lab.counters())
+    rest = args.bytes - args.part
+    tcp = result["receiver_tcp_bytes_received"]
+    where = ("over TCP" if tcp >= rest else "handed over too" if tcp == 0
+             else "partly over TCP")
+    print(f"kernel {os.uname().release}: one send of {args.bytes} bytes, {args.part} handed "
+          f"over, SK_PASS on the rest ({rest} bytes): it went {where}")
+    print(json.dumps(result))
+    return 0 if result["intact"] else 1
+
+
 # The stalled pair, for tests/shortpath.rs: the close experiment's "stalled"
 # variant with meshlane's short path instead of the lab's programs. Two processes,
 # one per pod, that meet through files in a shared directory:
@@ -740,6 +799,13 @@ def main():
                    help="exit 1 when a receiver stayed open")
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(run=close_experiment)
+    p = commands.add_parser("partial")
+    p.add_argument("--bytes", type=int, default=131072, help="the one message's size")
+    p.add_argument("--part", type=int, default=32768, help="bytes handed over")
+    p.set_defaults(run=partial_experiment)
+    p = commands.add_parser("partial-worker")
+    p.add_argument("spec")
+    p.set_defaults(run=partial_worker)
     p = commands.add_parser("close-worker")
     p.add_argument("spec")
     p.set_defaults(run=close_worker)
