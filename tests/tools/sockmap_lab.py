@@ -669,10 +669,10 @@ def partial_experiment(args):
         result.update(lab.counters())
     rest = args.bytes - args.part
     tcp = result["receiver_tcp_bytes_received"]
-    where = ("over TCP" if tcp >= rest else "handed over too" if tcp == 0
-             else "partly over TCP")
+    where = ("sent over TCP" if tcp >= rest else "handed over too" if tcp == 0
+             else "partly sent over TCP")
     print(f"kernel {os.uname().release}: one send of {args.bytes} bytes, {args.part} handed "
-          f"over, SK_PASS on the rest ({rest} bytes): it went {where}")
+          f"over, SK_PASS on the rest ({rest} bytes): the rest was {where}")
     print(json.dumps(result))
     return 0 if result["intact"] else 1
 
