@@ -23,29 +23,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 
+#include "kernel_fields.h"
 #include "maps.h"
 #include "meshlane.h"
-
-/* The kernel fields the program reads (CO-RE). */
-struct sk_msg___ml {
-	void *sk_redir; /* the socket bpf_msg_redirect_hash chose */
-} __attribute__((preserve_access_index));
-
-struct sock___ml {
-	struct {
-		struct {
-			int counter;
-		} rmem_alloc; /* what the socket holds unread, handed-over messages too */
-	} sk_backlog;
-	int sk_rcvbuf;
-} __attribute__((preserve_access_index));
-
-struct tcp_sock___ml {
-	__u32 rcv_nxt;
-	__u32 copied_seq;
-	__u32 snd_una;
-	__u32 write_seq;
-} __attribute__((preserve_access_index));
 
 /*
  * Settings, per node before load; the defaults come from the measurements in

@@ -25,16 +25,10 @@
 
 #include "addr.h"
 #include "inbound.h"
+#include "kernel_fields.h"
 #include "maps.h"
 #include "meshlane.h"
 #include "pod.h"
-
-/* The fields of the kernel's struct sock the short path reads (CO-RE). */
-struct sock___ml {
-	struct {
-		__u32 val;
-	} sk_uid;
-} __attribute__((preserve_access_index));
 
 /* One end of a connection, as sockops sees it. */
 struct short_end {

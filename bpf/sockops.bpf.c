@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * sockops, three jobs:
+ * sockops, four jobs:
  * - hands the original destination of a redirected connect over to the proxy:
  *   connect4/6 can only store it on the connecting socket (its source port is not
  *   chosen yet); right before the SYN leaves the tuple is known, and the record is
@@ -32,10 +32,7 @@ static __always_inline struct ml_addr local_addr(struct bpf_sock_ops *skops)
 
 	if (skops->family == ML_AF_INET)
 		return addr_from_ipv4(READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip4));
-	words[0] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[0]);
-	words[1] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[1]);
-	words[2] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[2]);
-	words[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[3]);
+	READ_FIELD_IP6(skops, struct bpf_sock_ops, local_ip6, words);
 	return addr_from_ipv6(words);
 }
 
@@ -45,10 +42,7 @@ static __always_inline struct ml_addr remote_addr(struct bpf_sock_ops *skops)
 
 	if (skops->family == ML_AF_INET)
 		return addr_from_ipv4(READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip4));
-	words[0] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[0]);
-	words[1] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[1]);
-	words[2] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[2]);
-	words[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[3]);
+	READ_FIELD_IP6(skops, struct bpf_sock_ops, remote_ip6, words);
 	return addr_from_ipv6(words);
 }
 
@@ -101,11 +95,6 @@ static __always_inline void forget_on_close(struct bpf_sock_ops *skops)
 }
 
 /*
- * TCP_LISTEN_CB: a wildcard listener on the pod's inbound port is the proxy's
- * virtualInbound. Listeners on a specific address (Istio's own start-up check
- * listens on 127.0.0.1:15006) are not registered.
- */
-/*
  * The accepting end of a redirected connect (the proxy's socket) takes the
  * original destination with it at the end of the handshake. The connecting
  * socket's record goes when that socket closes, and a client that sends and
@@ -142,6 +131,11 @@ static __always_inline int adopt_orig_dst(struct bpf_sock_ops *skops)
 	return 1;
 }
 
+/*
+ * TCP_LISTEN_CB: a wildcard listener on the pod's inbound port is the proxy's
+ * virtualInbound. Listeners on a specific address (Istio's own start-up check
+ * listens on 127.0.0.1:15006) are not registered.
+ */
 static __always_inline void register_inbound_listener(struct bpf_sock_ops *skops)
 {
 	struct ml_listener_key key = {};

@@ -11,6 +11,11 @@
 # Default: 6.1 6.12 host.
 #
 #   --suites A,B  suites to run (default: every kernel-dependent suite, below)
+#   --script NAME=COMMAND  also run COMMAND (bash, from the repository's root) as
+#                 a suite called NAME, passed when it exits 0; repeatable. With
+#                 --script and no --suites only the scripts run, e.g. the sockmap
+#                 lab's close experiment (docs/kernels.md):
+#                 --script lab_close='tests/tools/sockmap_lab.py close --check'
 #   --runs N      run each suite N times in a row (the short path's evidence:
 #                 --suites shortpath --runs 20 --stop-at-first-failure)
 #   --stop-at-first-failure  stop a suite's runs at its first failed one
@@ -47,6 +52,8 @@ GUEST_MODULES="veth bridge nf_tables nft_compat nft_chain_nat nf_conntrack nf_na
 TCG_TIME_SCALE=10
 
 suites="$DEFAULT_SUITES"
+suites_given=0
+scripts=()
 runs=1
 stop_first=0
 ci=0
@@ -57,7 +64,8 @@ deps=1
 kernels=()
 while (($#)); do
     case "$1" in
-    --suites) suites="$2"; shift 2 ;;
+    --suites) suites="$2"; suites_given=1; shift 2 ;;
+    --script) scripts+=("$2"); shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --stop-at-first-failure) stop_first=1; shift ;;
     --ci) ci=1; suites="kernel_check"; shift ;;
@@ -73,6 +81,10 @@ done
 if ((${#kernels[@]} == 0)); then
     if ((ci)); then kernels=(6.1); else kernels=(6.1 6.12 host); fi
 fi
+if ((${#scripts[@]})) && ((!suites_given)); then suites=""; fi
+for script in "${scripts[@]}"; do
+    [[ "$script" =~ ^[A-Za-z0-9_-]+=. ]] || { echo "--script wants NAME=COMMAND" >&2; exit 2; }
+done
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "--runs wants a positive number" >&2; exit 2; }
 case "$accel" in auto | kvm | tcg) ;; *) echo "--accel: auto, kvm or tcg" >&2; exit 2 ;; esac
 [[ $EUID -eq 0 ]] || { echo "scripts/kernels.sh boots kernels and runs privileged tests: run it as root" >&2; exit 1; }
@@ -88,15 +100,19 @@ out="${out:-$REPO/target/kernels/runs/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 
-log "building the test executables (cargo test --no-run)"
-build_json="$out/build.json"
-test_args=()
-for suite in ${suites//,/ }; do
-    test_args+=(--test "$suite")
-done
-cargo test --locked --no-run --message-format=json "${test_args[@]}" >"$build_json"
-# name<TAB>executable for each wanted suite, and the meshlane binary the tests use.
-python3 - "$build_json" "$suites" >"$out/suites.tsv" <<'PY'
+# The cargo suites (none when only --script was given).
+meshlane_bin=""
+: >"$out/suites.tsv"
+if [[ -n "$suites" ]]; then
+    log "building the test executables (cargo test --no-run)"
+    build_json="$out/build.json"
+    test_args=()
+    for suite in ${suites//,/ }; do
+        test_args+=(--test "$suite")
+    done
+    cargo test --locked --no-run --message-format=json "${test_args[@]}" >"$build_json"
+    # name<TAB>executable for each wanted suite, and the meshlane binary the tests use.
+    python3 - "$build_json" "$suites" >"$out/suites.tsv" <<'PY'
 import json, sys
 executables, meshlane = {}, None
 for line in open(sys.argv[1]):
@@ -115,8 +131,14 @@ for suite in sys.argv[2].split(","):
     print(f"{suite}\t{executables[suite]}")
 print(f"#meshlane\t{meshlane}")
 PY
-meshlane_bin="$(awk -F'\t' '$1 == "#meshlane" {print $2}' "$out/suites.tsv")"
-sed -i '/^#meshlane/d' "$out/suites.tsv"
+    meshlane_bin="$(awk -F'\t' '$1 == "#meshlane" {print $2}' "$out/suites.tsv")"
+    sed -i '/^#meshlane/d' "$out/suites.tsv"
+fi
+# Scripts: name<TAB>command<TAB>"script" (run-suites.sh runs the command with bash).
+for script in "${scripts[@]}"; do
+    command="cd $(printf '%q' "$REPO") && ${script#*=}"
+    printf '%s\t%s\tscript\n' "${script%%=*}" "$command" >>"$out/suites.tsv"
+done
 
 # Writes run.env for run-suites.sh.
 write_run_env() { # DIR TIMEOUT TIME_SCALE

@@ -3,7 +3,9 @@
 #
 #   scripts/kernels/run-suites.sh RESULTS_DIR
 #
-# RESULTS_DIR/suites.tsv lists "name<TAB>executable" (built by scripts/kernels.sh);
+# RESULTS_DIR/suites.tsv lists "name<TAB>executable" (built by scripts/kernels.sh),
+# or "name<TAB>command<TAB>script" for a --script (run with bash, passed when it
+# exits 0, counted as one test);
 # RESULTS_DIR/run.env sets RUNS (each suite's runs in a row), SUITE_TIMEOUT
 # (seconds per run) and the tests' environment. For run i of suite s it writes
 # s.i.log (the suite's output) and s.i.result: "name run status passed failed
@@ -23,18 +25,25 @@ if [[ -n "${MESHLANE_BIN:-}" ]]; then
     echo "exit $?" >>"$results/precheck.log"
 fi
 
-while IFS=$'\t' read -r name exe; do
+while IFS=$'\t' read -r name exe kind; do
     [[ -n "$name" ]] || continue
     for run in $(seq 1 "$RUNS"); do
         log="$results/$name.$run.log"
         start=$(date +%s.%N)
         # -k: a suite that ignores SIGTERM is killed 10 s later; either way "hung".
         # --show-output: what passing tests print is evidence too (stalls, queues).
-        timeout -k 10 "$SUITE_TIMEOUT" "$exe" --test-threads 1 --show-output >"$log" 2>&1
-        rc=$?
+        if [[ "${kind:-}" == script ]]; then
+            timeout -k 10 "$SUITE_TIMEOUT" bash -c "$exe" </dev/null >"$log" 2>&1
+            rc=$?
+            passed=$((rc == 0 ? 1 : 0))
+            failed=$((rc == 0 ? 0 : 1))
+        else
+            timeout -k 10 "$SUITE_TIMEOUT" "$exe" --test-threads 1 --show-output >"$log" 2>&1
+            rc=$?
+            passed=$(grep -cE '^test .* \.\.\. ok$' "$log")
+            failed=$(grep -cE '^test .* \.\.\. FAILED$' "$log")
+        fi
         seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
-        passed=$(grep -cE '^test .* \.\.\. ok$' "$log")
-        failed=$(grep -cE '^test .* \.\.\. FAILED$' "$log")
         case "$rc" in
         0) status=pass ;;
         124 | 137) status=hung ;;

@@ -9,6 +9,12 @@
  *   mode 2  in both maps, every message handed to the peer (BPF_F_INGRESS)
  *   mode 3  in a sockhash without a program (a receiver only), plain TCP
  *
+ * In mode 2, messages of at most lab_state[3] bytes go over TCP instead (0: none):
+ * the close experiment's "some data over TCP first". With lab_state[4] set, a
+ * larger message hands over that many bytes (bpf_msg_apply_bytes) and the
+ * program answers SK_PASS on the rest: the partial experiment asks the kernel
+ * where the rest goes.
+ *
  * Self-contained (no libbpf headers): clang -O2 -g -target bpf.
  */
 #include <linux/bpf.h>
@@ -25,6 +31,8 @@ static long (*bpf_sock_hash_update)(struct bpf_sock_ops *skops, void *map, void 
 				    __u64 flags) = (void *)BPF_FUNC_sock_hash_update;
 static long (*bpf_msg_redirect_hash)(struct sk_msg_md *msg, void *map, void *key,
 				     __u64 flags) = (void *)BPF_FUNC_msg_redirect_hash;
+static long (*bpf_msg_apply_bytes)(struct sk_msg_md *msg,
+				   __u32 bytes) = (void *)BPF_FUNC_msg_apply_bytes;
 
 /* Both ends of a connection, IPv4 mapped into IPv6 like meshlane's keys. */
 struct lab_key {
@@ -48,10 +56,16 @@ struct {
 	__type(value, __u64);
 } lab_rx SEC(".maps");
 
-/* [0]: the mode; [1]: messages handed over; [2]: handovers that found no peer. */
+/*
+ * [0]: the mode; [1]: messages handed over; [2]: handovers that found no peer;
+ * [3]: in mode 2, the largest message that still goes over TCP (0: none);
+ * [4]: in mode 2, the part of a larger message handed over (0: all of it);
+ * [5]: 1 while the program's next run is on the rest of such a message;
+ * [6]: runs on a rest, answered SK_PASS.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 3);
+	__uint(max_entries, 7);
 	__type(key, __u32);
 	__type(value, __u64);
 } lab_state SEC(".maps");
@@ -80,14 +94,8 @@ int lab_sockops(struct bpf_sock_ops *skops)
 		key.remote[2] = LAB_MAPPED_V4;
 		key.remote[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip4);
 	} else {
-		key.local[0] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[0]);
-		key.local[1] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[1]);
-		key.local[2] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[2]);
-		key.local[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip6[3]);
-		key.remote[0] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[0]);
-		key.remote[1] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[1]);
-		key.remote[2] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[2]);
-		key.remote[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip6[3]);
+		READ_FIELD_IP6(skops, struct bpf_sock_ops, local_ip6, key.local);
+		READ_FIELD_IP6(skops, struct bpf_sock_ops, remote_ip6, key.remote);
 	}
 	key.local_port = skops->local_port;
 	key.remote_port = __builtin_bswap32(skops->remote_port);
@@ -101,24 +109,35 @@ SEC("sk_msg")
 int lab_msg(struct sk_msg_md *msg)
 {
 	struct lab_key peer = {};
-	__u64 *mode = slot(0), *count;
+	__u64 *mode = slot(0), *tcp_max = slot(3), *part = slot(4), *rest = slot(5), *count;
 
 	if (!mode || *mode != 2)
 		return SK_PASS;
+	if (tcp_max && msg->size <= *tcp_max)
+		return SK_PASS;
+	if (part && *part) {
+		/* The kernel runs the program again on the rest of the message. */
+		if (rest && *rest) {
+			*rest = 0;
+			bpf_msg_apply_bytes(msg, 0);
+			count = slot(6);
+			if (count)
+				__sync_fetch_and_add(count, 1);
+			return SK_PASS;
+		}
+		if (msg->size > *part && rest) {
+			bpf_msg_apply_bytes(msg, (__u32)*part);
+			*rest = 1;
+		}
+	}
 	if (msg->family == 2) {
 		peer.local[2] = LAB_MAPPED_V4;
 		peer.local[3] = READ_FIELD_U32(msg, struct sk_msg_md, remote_ip4);
 		peer.remote[2] = LAB_MAPPED_V4;
 		peer.remote[3] = READ_FIELD_U32(msg, struct sk_msg_md, local_ip4);
 	} else {
-		peer.local[0] = READ_FIELD_U32(msg, struct sk_msg_md, remote_ip6[0]);
-		peer.local[1] = READ_FIELD_U32(msg, struct sk_msg_md, remote_ip6[1]);
-		peer.local[2] = READ_FIELD_U32(msg, struct sk_msg_md, remote_ip6[2]);
-		peer.local[3] = READ_FIELD_U32(msg, struct sk_msg_md, remote_ip6[3]);
-		peer.remote[0] = READ_FIELD_U32(msg, struct sk_msg_md, local_ip6[0]);
-		peer.remote[1] = READ_FIELD_U32(msg, struct sk_msg_md, local_ip6[1]);
-		peer.remote[2] = READ_FIELD_U32(msg, struct sk_msg_md, local_ip6[2]);
-		peer.remote[3] = READ_FIELD_U32(msg, struct sk_msg_md, local_ip6[3]);
+		READ_FIELD_IP6(msg, struct sk_msg_md, remote_ip6, peer.local);
+		READ_FIELD_IP6(msg, struct sk_msg_md, local_ip6, peer.remote);
 	}
 	peer.local_port = __builtin_bswap32(msg->remote_port);
 	peer.remote_port = msg->local_port;

@@ -21,25 +21,50 @@ and `pods` (two netns on a bridge through veths, as two pods of a node).
 sendfile readers and writers, a blocking reader next to a writer, a slow reader,
 RST, urgent data) in modes 0, 1 and 2 and prints what each saw.
 
+  sudo tests/tools/sockmap_lab.py close [--iterations 50] [--variant "..."]...
+                                        [--bound 3] [--topology pods] [--check]
+
+`close` asks whether the receiving end of a redirected connection learns that its
+peer closed (RST or FIN), with the receiver reading or not at that moment, data
+queued or not (the variants are listed at CLOSE_VARIANTS below): one table row per
+variant, with how many receivers were still ESTABLISHED after the bound and the
+netns's TCPBacklogDrop count. --check: exit 1 when one was. docs/kernels.md
+explains what it found. `stalled-receiver` and `rst-sender` are its "stalled"
+variant as two processes, for a test through meshlane's short path.
+
+  sudo tests/tools/sockmap_lab.py partial [--bytes 131072] [--part 32768]
+
+`partial` hands over the first --part bytes of one message (bpf_msg_apply_bytes)
+and answers SK_PASS on the rest, and says where the kernel sent the rest.
+
 Everything it creates carries its PID and is removed on exit: a private bpffs, a
 child cgroup of the cgroup2 mount (never the root cgroup), network namespaces.
 Traffic stays inside them. Needs root, clang, bpftool, qperf (scripts/deps.sh).
 """
 
 import argparse
+import ctypes
 import json
+import mmap
 import os
 import re
 import shutil
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+# No __pycache__ in the source tree.
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(REPO, "scripts", "lib"))
+import mountinfo  # noqa: E402  (scripts/lib)
 PID = os.getpid()
 NS = {"lo": f"mllab-{PID}-lo", "node": f"mllab-{PID}-node", "a": f"mllab-{PID}-a",
       "b": f"mllab-{PID}-b"}
@@ -53,13 +78,7 @@ def sh(*args, check=True, **kw):
 
 
 def cgroup2_mount():
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            if fields[sep + 1] == "cgroup2":
-                return fields[4]
-    raise SystemExit("no cgroup2 mount")
+    return mountinfo.cgroup2_mount() or sys.exit("no cgroup2 mount")
 
 
 class Lab:
@@ -130,9 +149,12 @@ class Lab:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def mode(self, mode):
-        value = " ".join(str(b) for b in mode.to_bytes(8, "little"))
+        self.slot(0, mode)
+
+    def slot(self, index, value):
         sh("bpftool", "map", "update", "pinned", f"{self.bpffs}/maps/lab_state", "key",
-           "0", "0", "0", "0", "value", *value.split())
+           *(str(b) for b in index.to_bytes(4, "little")), "value",
+           *(str(b) for b in value.to_bytes(8, "little")))
 
     def counters(self):
         out = json.loads(sh("bpftool", "-j", "map", "dump", "pinned",
@@ -144,7 +166,8 @@ class Lab:
             return int.from_bytes(bytes(int(b, 16) for b in raw), "little")
 
         values = {number(entry["key"]): number(entry["value"]) for entry in out}
-        return {"redirected": values.get(1, 0), "no_peer": values.get(2, 0)}
+        return {"redirected": values.get(1, 0), "no_peer": values.get(2, 0),
+                "rest_passed": values.get(6, 0)}
 
     def cmd(self, netns, *args):
         """A command line that runs in the lab's cgroup and the given netns."""
@@ -315,6 +338,440 @@ def edges(_args):
                 print(f"{name:34} mode {mode} ({MODE_NAMES[mode]}): {result}", flush=True)
 
 
+# The close experiment: does the receiving end of a redirected connection learn
+# that its peer closed? Two sockets in two netns on the bridge (like two sidecars)
+# or over loopback, both in the maps, every message of the sender handed into the
+# receiver's queue (mode 2), as meshlane's short path does. The sender closes
+# (RST or FIN) while the receiver reads, or not; the receiver must see EOF or
+# ECONNRESET, and its socket must leave ESTABLISHED, within a bound.
+#
+# A variant is "close=rst|fin reader=busy|small|late bytes=N pending=yes|no
+# unmap=no|before tcpfirst=no|yes":
+#   reader   busy: recv into an 8 MiB buffer, back to back; small: 16 KiB reads
+#            (as Envoy does); faulting: busy, into a buffer whose pages are given
+#            back before each read, so that the copy, done with the socket locked,
+#            is slower than the sender; late: not reading when the sender closes,
+#            from 0.2 s after it; stalled: one read that holds the socket locked
+#            while the sender closes (its buffer's first page fault waits on a
+#            userfaultfd until 0.3 s after the close), then busy: the window a
+#            slow machine opens by chance, opened on purpose
+#   bytes    handed over right before the close (K and M suffixes)
+#   chunk    the sender's send size (default 64K; "all": one send)
+#   pending  yes: close right after the last send (the bytes are still unread);
+#            no: wait until the receiver read them all (it waits in recv)
+#   unmap    before: the sender's socket leaves both maps before it closes
+#   tcpfirst yes: 100 bytes over TCP first (read before the handover starts)
+CLOSE_VARIANTS = [
+    "close=rst reader=busy bytes=4M",
+    "close=rst reader=small bytes=4M chunk=all",
+    "close=rst reader=faulting bytes=4M chunk=all",
+    "close=rst reader=faulting bytes=4M chunk=all unmap=before",
+    "close=rst reader=faulting bytes=4M chunk=all tcpfirst=yes",
+    "close=rst reader=late bytes=4M",
+    "close=rst reader=busy bytes=4M pending=no",
+    "close=fin reader=faulting bytes=4M chunk=all",
+    "close=rst reader=stalled bytes=4M",
+    "close=rst reader=stalled bytes=256K",
+    "close=fin reader=stalled bytes=4M",
+]
+CLOSE_DEFAULTS = {"close": "rst", "reader": "busy", "bytes": "4M", "chunk": "64K",
+                  "pending": "yes", "unmap": "no", "tcpfirst": "no"}
+TCP_STATES = {1: "ESTABLISHED", 7: "CLOSE", 8: "CLOSE_WAIT"}
+
+
+def netstat_counter(name):
+    """A TcpExt counter of the calling thread's network namespace."""
+    with open("/proc/thread-self/net/netstat") as f:
+        lines = [line.split() for line in f if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0][1:], lines[1][1:]))[name])
+
+
+def tcp_state(sock):
+    state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    return TCP_STATES.get(state, str(state))
+
+
+def parse_variant(text):
+    variant = dict(CLOSE_DEFAULTS)
+    for item in text.split():
+        name, _, value = item.partition("=")
+        if name not in variant:
+            raise SystemExit(f"unknown variant setting {name!r} in {text!r}")
+        variant[name] = value
+    return variant
+
+
+def size_of(text):
+    scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:].upper(), 1)
+    return int(text.rstrip("KkMm")) * scale
+
+
+class StalledBuffer:
+    """Anonymous memory whose first page fault waits until release() (userfaultfd):
+    a recv into it sits in the kernel with the socket locked until then."""
+
+    SYSCALL = {"x86_64": 323, "aarch64": 282}
+    API, REGISTER, ZEROPAGE = 0xC018AA3F, 0xC020AA00, 0xC020AA04  # _IOWR(0xAA, ...)
+
+    def __init__(self, size):
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.syscall.restype = ctypes.c_long
+        self.libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+        self.fd = self.libc.syscall(self.SYSCALL[os.uname().machine], os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "userfaultfd")
+        self.ioctl(self.API, 0xAA, 0, 0)
+        self.map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        ref = ctypes.c_char.from_buffer(self.map)
+        self.addr, self.size = ctypes.addressof(ref), size
+        del ref
+        self.ioctl(self.REGISTER, self.addr, size, 1, 0)  # UFFDIO_REGISTER_MODE_MISSING
+
+    def ioctl(self, request, *words):
+        arg = (ctypes.c_uint64 * len(words))(*words)
+        if self.libc.ioctl(self.fd, request, ctypes.addressof(arg)) != 0:
+            raise OSError(ctypes.get_errno(), f"userfaultfd ioctl {request:#x}")
+
+    def wait_for_fault(self):
+        """Returns once a fault on the buffer waits (reads the userfaultfd's event)."""
+        os.read(self.fd, 32)
+
+    def release(self):
+        """Maps zero pages everywhere, which wakes the waiting fault."""
+        self.ioctl(self.ZEROPAGE, self.addr, self.size, 0, 0)
+
+    def close(self):
+        os.close(self.fd)
+        self.map.close()
+
+
+def close_worker(args):
+    """Runs in the lab's cgroup and netns A (the sender); the receiver is a thread
+    that moved into netns B. Prints one JSON line per connection."""
+    import netns  # scripts/lib
+
+    spec = json.loads(args.spec)
+    bound = spec["bound"]
+    buffer = mmap.mmap(-1, 8 << 20)
+    payload = os.urandom(8 << 20)
+    ready = threading.Event()
+    box = {}
+
+    def key_of(sock):
+        """The sender's key in the lab's maps (struct lab_key), as bpftool bytes."""
+        local, lport = sock.getsockname()[:2]
+        remote, rport = sock.getpeername()[:2]
+        def addr(ip):
+            return bytes(10) + b"\xff\xff" + socket.inet_aton(ip)
+        raw = addr(local) + addr(remote) + struct.pack("<II", lport, rport)
+        return [str(b) for b in raw]
+
+    def receiver():
+        with open(spec["netns_b"]) as f:
+            netns.setns(f.fileno())
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((spec["server_ip"], 0))
+        srv.listen(8)
+        box["port"] = srv.getsockname()[1]
+        ready.set()
+        while True:
+            conn, _ = srv.accept()
+            run = box["run"]
+            drops = netstat_counter("TCPBacklogDrop")
+            conn.settimeout(0.05)
+            got, end = 0, None
+            if run["variant"]["reader"] == "late":
+                run["closed"].wait()
+                time.sleep(0.2)
+            if run["variant"]["reader"] == "stalled":
+                run["sent_all"].wait()
+                try:
+                    got += conn.recv_into(run["stall"].map, 1 << 20)
+                except OSError as e:
+                    end = type(e).__name__
+            size = 16384 if run["variant"]["reader"] == "small" else len(buffer)
+            while end is None:
+                if run["variant"]["reader"] == "faulting":
+                    buffer.madvise(mmap.MADV_DONTNEED)
+                try:
+                    n = conn.recv_into(buffer, size)
+                    if n == 0:
+                        end = "EOF"
+                    got += n
+                    run["got"] = got
+                except socket.timeout:
+                    pass
+                except OSError as e:
+                    end = type(e).__name__
+                if end is None and run["closed"].is_set() \
+                        and time.monotonic() > run["closed_at"] + bound:
+                    end = "nothing"
+            run["after_s"] = round(time.monotonic() - run["closed_at"], 3) \
+                if run["closed"].is_set() else None
+            run.update(end=end, read=got, state=tcp_state(conn),
+                       backlog_drops=netstat_counter("TCPBacklogDrop") - drops)
+            if run["state"] == "ESTABLISHED":
+                run["ss"] = sh("ss", "-tnie", "state", "established", check=False).stdout
+            conn.close()
+            run["done"].set()
+
+    threading.Thread(target=receiver, daemon=True).start()
+    ready.wait()
+    for text in spec["variants"]:
+        variant = parse_variant(text)
+        nbytes = size_of(variant["bytes"])
+        for i in range(spec["iterations"]):
+            run = {"variant": variant, "closed": threading.Event(),
+                   "sent_all": threading.Event(), "done": threading.Event(), "got": 0,
+                   "closed_at": 0.0}
+            if variant["reader"] == "stalled":
+                run["stall"] = StalledBuffer(1 << 20)
+            box["run"] = run
+            c = socket.create_connection((spec["server_ip"], box["port"]))
+            sent = 0
+            if variant["tcpfirst"] == "yes":
+                c.sendall(b"t" * 100)  # at most lab_state[3] bytes: over TCP
+                sent = 100
+                while run["got"] < sent:
+                    time.sleep(0.001)
+            total = sent + nbytes
+            step = nbytes if variant["chunk"] == "all" else size_of(variant["chunk"])
+            while sent < total:
+                chunk = payload[:min(step, total - sent)]
+                c.sendall(chunk)
+                sent += len(chunk)
+            if variant["pending"] == "no":
+                while run["got"] < sent:
+                    time.sleep(0.001)
+            run["sent_all"].set()
+            if variant["reader"] == "stalled":
+                time.sleep(0.1 * spec["time_scale"])  # the receiver waits in its fault
+            if variant["unmap"] == "before":
+                key = key_of(c)
+                for m in ("lab_tx", "lab_rx"):
+                    sh("bpftool", "map", "delete", "pinned", f"{spec['maps']}/{m}", "key", *key)
+            if variant["close"] == "rst":
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            run["closed_at"] = time.monotonic()
+            c.close()
+            run["closed"].set()
+            if variant["reader"] == "stalled":
+                time.sleep(0.3 * spec["time_scale"])  # the close reaches the receiver
+                run["stall"].release()
+            run["done"].wait()
+            if variant["reader"] == "stalled":
+                run["stall"].close()
+            print(json.dumps({"variant": text, "i": i, "sent": sent,
+                              **{k: run.get(k) for k in
+                                 ("end", "read", "after_s", "state", "backlog_drops", "ss")}}),
+                  flush=True)
+
+
+def close_experiment(args):
+    variants = args.variant or CLOSE_VARIANTS
+    for text in variants:
+        parse_variant(text)
+    bound = args.bound * args.time_scale
+    failed = 0
+    with Lab() as lab:
+        lab.mode(2)
+        lab.slot(3, 100)  # tcpfirst's 100 bytes go over TCP
+        client, server, server_ip = {"pods": ("a", "b", POD_B),
+                                     "loopback": ("lo", "lo", "127.0.0.1")}[args.topology]
+        spec = {"netns_b": f"/run/netns/{NS[server]}", "server_ip": server_ip,
+                "maps": f"{lab.bpffs}/maps", "bound": bound, "iterations": args.iterations,
+                "time_scale": args.time_scale,
+                "variants": variants}
+        print(f"close experiment: kernel {os.uname().release}, {args.topology}, "
+              f"{args.iterations} connections per variant, bound {bound:g} s", flush=True)
+        proc = subprocess.Popen(lab.cmd(client, "/usr/bin/python3", os.path.abspath(__file__),
+                                        "close-worker", json.dumps(spec)),
+                                stdout=subprocess.PIPE, text=True)
+        tally = {}
+        for line in proc.stdout:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                print(line, end="")
+                continue
+            t = tally.setdefault(r["variant"], {"runs": 0, "ended": 0, "stuck": 0,
+                                                "drops": 0, "stuck_drops": 0, "slowest": 0})
+            t["runs"] += 1
+            t["drops"] += r["backlog_drops"]
+            stuck = r["end"] == "nothing" or r["state"] == "ESTABLISHED"
+            if stuck:
+                t["stuck"] += 1
+                t["stuck_drops"] += r["backlog_drops"]
+                if t["stuck"] == 1 or args.verbose:
+                    print(f"STUCK {json.dumps(r)}", flush=True)
+            else:
+                t["ended"] += 1
+                t["slowest"] = max(t["slowest"], r["after_s"] or 0)
+            if args.verbose:
+                print(json.dumps({k: v for k, v in r.items() if k != "ss"}), flush=True)
+        if proc.wait() != 0:
+            raise SystemExit(f"the close worker failed (exit {proc.returncode})")
+        print(f"\n| variant | connections | receiver saw the end | still ESTABLISHED after "
+              f"{bound:g} s | TCPBacklogDrop (all / stuck ones) | slowest end, s |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for text in variants:
+            t = tally.get(text, {"runs": 0, "ended": 0, "stuck": 0, "drops": 0,
+                                 "stuck_drops": 0, "slowest": 0})
+            failed += t["stuck"]
+            print(f"| {text} | {t['runs']} | {t['ended']} | {t['stuck']} | "
+                  f"{t['drops']} / {t['stuck_drops']} | {t['slowest']:.3f} |", flush=True)
+    return 1 if failed and args.check else 0
+
+
+# The partial experiment: a message larger than lab_state[4] hands over that many
+# bytes (bpf_msg_apply_bytes) and the program answers SK_PASS on the rest. Over
+# TCP, the receiver's TCP_INFO counts the rest as bytes received; handed over, it
+# counts nothing. One connection over loopback, one send.
+TCPI_BYTES_RECEIVED, TCPI_BYTES_SENT = 128, 200  # offsets in struct tcp_info
+
+
+def tcpi_u64(sock, offset):
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    return struct.unpack_from("Q", raw, offset)[0]
+
+
+def partial_worker(args):
+    spec = json.loads(args.spec)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    c = socket.create_connection(srv.getsockname())
+    s, _ = srv.accept()
+    payload = os.urandom(spec["bytes"])
+    c.sendall(payload)
+    got = b""
+    s.settimeout(5)
+    while len(got) < len(payload):
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        got += chunk
+    print(json.dumps({"sent": len(payload), "read": len(got), "intact": got == payload,
+                      "receiver_tcp_bytes_received": tcpi_u64(s, TCPI_BYTES_RECEIVED),
+                      "sender_tcp_bytes_sent": tcpi_u64(c, TCPI_BYTES_SENT)}), flush=True)
+
+
+def partial_experiment(args):
+    with Lab() as lab:
+        lab.mode(2)
+        lab.slot(4, args.part)
+        spec = {"bytes": args.bytes}
+        out = subprocess.run(lab.cmd("lo", "/usr/bin/python3", os.path.abspath(__file__),
+                                     "partial-worker", json.dumps(spec)),
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        result = json.loads(out.splitlines()[-1])
+        result.update(lab.counters())
+    rest = args.bytes - args.part
+    tcp = result["receiver_tcp_bytes_received"]
+    where = ("sent over TCP" if tcp >= rest else "handed over too" if tcp == 0
+             else "partly sent over TCP")
+    print(f"kernel {os.uname().release}: one send of {args.bytes} bytes, {args.part} handed "
+          f"over, SK_PASS on the rest ({rest} bytes): the rest was {where}")
+    print(json.dumps(result))
+    return 0 if result["intact"] else 1
+
+
+# The stalled pair, for tests/shortpath.rs: the close experiment's "stalled"
+# variant with meshlane's short path instead of the lab's programs. Two processes,
+# one per pod, that meet through files in a shared directory:
+#
+#   stalled-receiver --listen IP:PORT --dir DIR [--uid UID] [--bound S] [--hold S]
+#       (root) listens with UID as its sockets' owner (the pod's proxy: a receiver
+#       on the short path); for the first connection, once bytes wait, reads into
+#       a StalledBuffer: when the read sits in the kernel, with the socket locked,
+#       writes DIR/stalled, waits for DIR/rst-sent, HOLD seconds more, and lets the
+#       read finish; then reads on. Prints one JSON line: how the connection ended
+#       (EOF, ConnectionResetError, nothing within BOUND seconds), its TCP state,
+#       what it held unread when it stalled, the netns's TCPBacklogDrop count.
+#   rst-sender --to IP:PORT --dir DIR [--bytes N] [--send-for S]
+#       sends up to N bytes without blocking for at most S seconds, waits for
+#       DIR/stalled, closes with SO_LINGER 0 (an RST), writes DIR/rst-sent.
+
+
+def wait_for_file(path, timeout):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{path} did not appear within {timeout:g} s")
+        time.sleep(0.005)
+
+
+def stalled_receiver(args):
+    import fcntl
+    import select
+    import termios
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    host, port = args.listen.rsplit(":", 1)
+    libc.setfsuid(args.uid)  # the socket's owner (sk_uid) is the fsuid at socket()
+    srv = socket.socket()
+    libc.setfsuid(0)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, int(port)))
+    srv.listen(8)
+    print("READY", flush=True)
+    conn, _ = srv.accept()
+    drops = netstat_counter("TCPBacklogDrop")
+    select.select([conn], [], [])
+    time.sleep(0.1 * args.time_scale)  # the sender's burst lands
+    held = int.from_bytes(fcntl.ioctl(conn, termios.FIONREAD, bytes(4)), "little")
+    stall = StalledBuffer(1 << 20)
+
+    def hold():
+        stall.wait_for_fault()
+        open(os.path.join(args.dir, "stalled"), "w").close()
+        wait_for_file(os.path.join(args.dir, "rst-sent"), 60 * args.time_scale)
+        time.sleep(args.hold * args.time_scale)
+        stall.release()
+
+    threading.Thread(target=hold, daemon=True).start()
+    got, end = 0, None
+    try:
+        got += conn.recv_into(stall.map)
+    except OSError as e:
+        end = type(e).__name__
+    deadline = time.monotonic() + args.bound * args.time_scale
+    conn.settimeout(0.05)
+    while end is None:
+        try:
+            n = conn.recv(1 << 20)
+            got += len(n)
+            if not n:
+                end = "EOF"
+        except socket.timeout:
+            if time.monotonic() > deadline:
+                end = "nothing"
+        except OSError as e:
+            end = type(e).__name__
+    print(json.dumps({"end": end, "state": tcp_state(conn), "read": got,
+                      "held_when_stalled": held,
+                      "backlog_drops": netstat_counter("TCPBacklogDrop") - drops}), flush=True)
+
+
+def rst_sender(args):
+    host, port = args.to.rsplit(":", 1)
+    c = socket.create_connection((host, int(port)))
+    c.setblocking(False)
+    payload, sent = os.urandom(1 << 20), 0
+    deadline = time.monotonic() + args.send_for * args.time_scale
+    while sent < args.bytes and time.monotonic() < deadline:
+        try:
+            sent += c.send(payload[:min(len(payload), args.bytes - sent)])
+        except BlockingIOError:
+            time.sleep(0.001)
+    wait_for_file(os.path.join(args.dir, "stalled"), 60 * args.time_scale)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    open(os.path.join(args.dir, "rst-sent"), "w").close()
+    print(json.dumps({"sent": sent}), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -328,10 +785,50 @@ def main():
     p.set_defaults(run=bench)
     p = commands.add_parser("edges")
     p.set_defaults(run=edges)
+    p = commands.add_parser("close")
+    p.add_argument("--iterations", type=int, default=50, help="connections per variant")
+    p.add_argument("--variant", action="append",
+                   help="a variant (repeatable; default: the built-in list)")
+    p.add_argument("--bound", type=float, default=3.0,
+                   help="seconds the receiver may take to see the end")
+    p.add_argument("--time-scale", type=float,
+                   default=float(os.environ.get("MESHLANE_TEST_TIME_SCALE", "1")),
+                   help="multiplies the bound (a TCG guest: 10)")
+    p.add_argument("--topology", choices=("pods", "loopback"), default="pods")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when a receiver stayed open")
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(run=close_experiment)
+    p = commands.add_parser("partial")
+    p.add_argument("--bytes", type=int, default=131072, help="the one message's size")
+    p.add_argument("--part", type=int, default=32768, help="bytes handed over")
+    p.set_defaults(run=partial_experiment)
+    p = commands.add_parser("partial-worker")
+    p.add_argument("spec")
+    p.set_defaults(run=partial_worker)
+    p = commands.add_parser("close-worker")
+    p.add_argument("spec")
+    p.set_defaults(run=close_worker)
+    time_scale = float(os.environ.get("MESHLANE_TEST_TIME_SCALE", "1"))
+    p = commands.add_parser("stalled-receiver")
+    p.add_argument("--listen", required=True)
+    p.add_argument("--dir", required=True)
+    p.add_argument("--uid", type=int, default=1337)
+    p.add_argument("--bound", type=float, default=3.0)
+    p.add_argument("--hold", type=float, default=0.3)
+    p.add_argument("--time-scale", type=float, default=time_scale)
+    p.set_defaults(run=stalled_receiver, lab=False)
+    p = commands.add_parser("rst-sender")
+    p.add_argument("--to", required=True)
+    p.add_argument("--dir", required=True)
+    p.add_argument("--bytes", type=int, default=4 << 20)
+    p.add_argument("--send-for", type=float, default=0.2)
+    p.add_argument("--time-scale", type=float, default=time_scale)
+    p.set_defaults(run=rst_sender, lab=False)
     args = parser.parse_args()
-    if os.geteuid() != 0:
+    if getattr(args, "lab", True) and os.geteuid() != 0:
         raise SystemExit("the sockmap lab needs root (bpffs, cgroups, netns)")
-    args.run(args)
+    return args.run(args)
 
 
 if __name__ == "__main__":
