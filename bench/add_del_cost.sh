@@ -8,7 +8,12 @@
 #
 # Prints "ADD i <µs>" and "DEL i <µs>" (wall time of the plugin process); pod 0's
 # ADD loads the node's programs. FIRST_STRACE="strace -f -T -e trace=bpf -o FILE"
-# traces that first ADD. Everything is removed on exit.
+# traces that first ADD; TRACE_AT=i TRACE_OUT=FILE runs the ADD and the DEL of pod i
+# under "strace -f -c" (summaries in FILE.ADD, FILE.DEL). With N >= 200 a summary:
+# ADD and DEL p50/p99 over pods 1-100 and over the last 100 (pod setup at N pods,
+# docs/benchmarks.md); CPU=1 adds the plugin's CPU time (perf stat task-clock),
+# which a busy shared machine disturbs less than the wall time. Everything is
+# removed on exit.
 set -u
 BIN=$(realpath "$1")
 N=${2:-20}
@@ -32,8 +37,10 @@ cp "$BIN" "$W/cni/meshlane"
 ip_of() { echo "10.99.$(($1 / 200)).$(($1 % 200 + 2))"; }
 
 run() { # COMMAND i
-  local i=$2 ns=$NS-$2 trace=""
+  local i=$2 ns=$NS-$2 trace="" cpu=""
+  [ "${CPU:-0}" = 1 ] && cpu="perf stat -x, -e task-clock -o $W/cpu.$1.$i"
   [ "$i" = 0 ] && [ "$1" = ADD ] && trace=${FIRST_STRACE:-}
+  [ "$i" = "${TRACE_AT:-x}" ] && trace="strace -f -c -o ${TRACE_OUT:-/dev/null}.$1"
   local conf="{\"cniVersion\":\"1.0.0\",\"name\":\"cost\",\"type\":\"meshlane\",\
 \"bpffsRoot\":\"$W/bpffs/meshlane\",\"cgroupPath\":\"$CG\",\"logFile\":\"$W/log\",\
 \"prevResult\":{\"cniVersion\":\"1.0.0\",\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":\"/run/netns/$ns\"}],\
@@ -43,9 +50,11 @@ run() { # COMMAND i
   start=$(date +%s%N)
   echo "$conf" | CNI_COMMAND=$1 CNI_CONTAINERID=cost$$x$i CNI_NETNS=/run/netns/$ns \
     CNI_IFNAME=eth0 CNI_PATH=$W/cni CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=cost;K8S_POD_NAME=p$i" \
-    ${TIMER:-} $trace "$W/cni/meshlane" > "$W/out" 2>> "$W/err" || cat "$W/out"
+    ${TIMER:-} $cpu $trace "$W/cni/meshlane" > "$W/out" 2>> "$W/err" || cat "$W/out"
   end=$(date +%s%N)
-  echo "$1 $i $(((end - start) / 1000))"
+  echo "$1 $i $(((end - start) / 1000))" | tee -a "$W/times"
+  [ -n "$cpu" ] && awk -F, -v op="$1" -v i="$i" '/task-clock/ {printf "CPU%s %d %d\n", op, i, $1 * 1000}' \
+    "$W/cpu.$1.$i" | tee -a "$W/times"
 }
 
 for i in $(seq 0 "$N"); do
@@ -71,3 +80,20 @@ PY
   bpftool batch file "$W/batch" > /dev/null && echo "FILLED $FILL"
 fi
 for i in $(seq 0 "$N"); do run DEL "$i"; done
+if [ "$N" -ge 200 ]; then
+  python3 - "$W/times" "$N" <<'PY'
+import sys
+n = int(sys.argv[2])
+times = {}
+for line in open(sys.argv[1]):
+    op, i, us = line.split()
+    times.setdefault(op, {})[int(i)] = int(us)
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+for op in [op for op in ("ADD", "DEL", "CPUADD", "CPUDEL") if op in times]:
+    for name, lo, hi in (("first100", 1, 100), ("last100", n - 99, n)):
+        v = [times[op][i] for i in range(lo, hi + 1)]
+        print("SUMMARY %s %s p50 %d p99 %d us" % (op, name, pct(v, 50), pct(v, 99)))
+PY
+fi

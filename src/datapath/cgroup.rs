@@ -64,8 +64,22 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The host's cgroup2 root, from this process's mount table.
+/// Where cgroup2 is mounted on nearly every host (unified, then hybrid layout),
+/// in the order the mount table lists them there.
+const USUAL_CGROUP2_MOUNTS: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+
+/// The host's cgroup2 root: a usual mount point whose filesystem is cgroup2
+/// (one statfs each), else the first cgroup2 mount of this process's mount
+/// table. The table is read only as the fallback: it grows by a line with each
+/// pod's netns mount, and the CNI ADD of every pod would read it.
 pub fn host_cgroup2_root() -> Result<PathBuf, DatapathError> {
+    for candidate in USUAL_CGROUP2_MOUNTS {
+        let is_cgroup2 = nix::sys::statfs::statfs(candidate)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+        if is_cgroup2 {
+            return Ok(PathBuf::from(candidate));
+        }
+    }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|_| DatapathError::NoCgroup2Mount)?;
     find_cgroup2_mount(&mountinfo).ok_or(DatapathError::NoCgroup2Mount)
@@ -134,6 +148,17 @@ mod tests {
         assert_eq!(
             find_cgroup2_mount(line),
             Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+    }
+
+    /// The statfs shortcut names the mount the mount table names first.
+    #[test]
+    fn the_usual_mount_is_the_one_the_mount_table_lists() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert_eq!(
+            host_cgroup2_root().ok(),
+            find_cgroup2_mount(&mountinfo),
+            "{mountinfo}"
         );
     }
 

@@ -110,13 +110,38 @@ impl PodMaps {
             .collect())
     }
 
+    /// Whether a netns may already hold records: it has a pod record, or the
+    /// attachment being written was made for it before (an ADD that is repeated,
+    /// or one that stopped between the attachment and the pod record). A netns
+    /// that is new to meshlane holds nothing: its cookie was never used before
+    /// (the kernel does not reuse cookies), so its ADD need not search the
+    /// node-wide maps, whose size grows with the node's pod count.
+    pub fn netns_known(
+        &self,
+        netns_cookie: u64,
+        replaced: Option<&Attachment>,
+    ) -> Result<bool, DatapathError> {
+        Ok(replaced.is_some_and(|old| old.netns_cookie == netns_cookie)
+            || self.pod(netns_cookie)?.is_some())
+    }
+
     /// Writes (or replaces) a pod's records. The list entries go in first and the
     /// pod record last, because the record is what turns capture on; if anything
-    /// fails, the entries this call added are removed again.
-    pub fn write_pod(&self, netns_cookie: u64, entries: &PodEntries) -> Result<(), DatapathError> {
-        let old_ports = self.port_entries(netns_cookie)?;
+    /// fails, the entries this call added are removed again. `known` is
+    /// `netns_known`: only a known netns has old entries to search for.
+    pub fn write_pod(
+        &self,
+        netns_cookie: u64,
+        entries: &PodEntries,
+        known: bool,
+    ) -> Result<(), DatapathError> {
+        let old_ports = if known {
+            self.port_entries(netns_cookie)?
+        } else {
+            BTreeSet::new()
+        };
         let mut old_cidrs = Vec::new();
-        for trie in CIDR_TRIES {
+        for trie in CIDR_TRIES.into_iter().filter(|_| known) {
             for key in self.cidr_keys(trie, netns_cookie)? {
                 old_cidrs.push((trie, key));
             }
@@ -130,7 +155,11 @@ impl PodMaps {
             a.0 == b.0 && a.1.as_bytes() == b.1.as_bytes()
         };
 
-        let old_ips = self.ips_of(netns_cookie)?;
+        let old_ips = if known {
+            self.ips_of(netns_cookie)?
+        } else {
+            Vec::new()
+        };
         let wanted_ips: Vec<ml_addr> = entries
             .steered_ips
             .iter()
@@ -274,16 +303,28 @@ impl PodMaps {
     /// Its connection records are not searched for: they are keyed by netns
     /// cookie, which the kernel never reuses, and sockops deletes each when its
     /// socket closes (the map is LRU besides), so no later pod can read them.
+    ///
+    /// The pod record, while there is one, names the pod's addresses and which
+    /// tries hold its ranges, so that only those are visited; without a record (a
+    /// DEL that stopped half-way before) every map is searched.
     pub fn remove_pod(&self, netns_cookie: u64) -> Result<(), DatapathError> {
         inbound_link::detach(&self.layout, netns_cookie)?;
+        let record = self.pod(netns_cookie)?;
         self.pods.delete(&netns_cookie)?;
-        for ip in self.ips_of(netns_cookie)? {
+        let ips = match &record {
+            Some(pod) => pod_ips(pod),
+            None => self.ips_of(netns_cookie)?,
+        };
+        for ip in ips {
             self.forget_ip_if_owned(&ip, netns_cookie)?;
         }
         for entry in self.port_entries(netns_cookie)? {
             self.port_rules.delete(&port_key(netns_cookie, entry))?;
         }
         for trie in CIDR_TRIES {
+            if record.is_some_and(|pod| !trie_in_use(&pod, trie)) {
+                continue;
+            }
             for key in self.cidr_keys(trie, netns_cookie)? {
                 self.trie(trie).delete(&key)?;
             }
@@ -340,9 +381,17 @@ impl PodMaps {
     }
 
     /// The IPs a netns's pod record lists: `attachment`'s, then those of the
-    /// netns's other attachments (Multus: one pod, several interfaces).
-    pub fn netns_ips_with(&self, attachment: &Attachment) -> Result<Vec<IpAddr>, DatapathError> {
+    /// netns's other attachments (Multus: one pod, several interfaces). A netns
+    /// that is not `known` has no other attachments to search for.
+    pub fn netns_ips_with(
+        &self,
+        attachment: &Attachment,
+        known: bool,
+    ) -> Result<Vec<IpAddr>, DatapathError> {
         let mut ips = attachment.ips.clone();
+        if !known {
+            return Ok(ips);
+        }
         for sibling in self.attachments()? {
             if sibling.netns_cookie == attachment.netns_cookie && sibling.key != attachment.key {
                 for ip in sibling.ips {
@@ -369,7 +418,7 @@ impl PodMaps {
             return Ok(true);
         };
         if let Some(mut pod) = self.pod(netns_cookie)? {
-            let ips = self.netns_ips_with(first)?;
+            let ips = self.netns_ips_with(first, true)?;
             let mut slots = pod.ips;
             slots.fill(Default::default());
             for (slot, ip) in slots.iter_mut().zip(&ips) {
@@ -389,6 +438,17 @@ impl PodMaps {
             inbound_port: pod.inbound_port,
             ip_count: usize::from(pod.ip_count),
         }))
+    }
+}
+
+/// Whether a pod record's flags allow entries in a trie: a pod without ranges
+/// of a kind has none there (`PodEntries::from_capture` sets the flags).
+fn trie_in_use(pod: &ml_pod, trie: CidrTrie) -> bool {
+    let flag = |bit: ml_pod_flag| pod.flags & bit.0 != 0;
+    match trie {
+        CidrTrie::ExcludeOutbound => !flag(ml_pod_flag::ML_POD_NO_EXCLUDED_OUT_CIDRS),
+        CidrTrie::IncludeOutbound => !flag(ml_pod_flag::ML_POD_NO_INCLUDED_OUT_CIDRS),
+        CidrTrie::InterfaceRoutes => flag(ml_pod_flag::ML_POD_EXCLUDES_INTERFACES),
     }
 }
 

@@ -108,10 +108,11 @@ pub fn write(maps: &PodMaps, prepared: Prepared, owner: Owner) -> Result<String,
         pod_name: owner.pod_name,
     };
     let replaced = maps.attachment(&attachment.key)?;
-    capture.ips = maps.netns_ips_with(&attachment)?;
+    let known = maps.netns_known(cookie, replaced.as_ref())?;
+    capture.ips = maps.netns_ips_with(&attachment, known)?;
     let entries = PodEntries::from_capture(&capture)?;
     maps.put_attachment(&attachment)?;
-    if let Err(err) = maps.write_pod(cookie, &entries) {
+    if let Err(err) = maps.write_pod(cookie, &entries, known) {
         // Leave nothing half-written: this attachment did not happen.
         let _ = restore_attachment(maps, &attachment, replaced);
         return Err(err.into());
