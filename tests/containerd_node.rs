@@ -169,6 +169,14 @@ fn a_pod_started_before_the_agent_is_enrolled_from_the_runtimes_layout() {
     node.cluster
         .set_pods(vec![node.api_object(&server), node.api_object(&web)]);
     let agent = node.run_daemonset();
+    // Ready means new pods are captured; the first enrollment round runs right
+    // after (it reads each running pod's netns, and looks for Istio's iptables).
+    node.wait_for_log(
+        &agent,
+        "install",
+        "enrollment round done",
+        std::time::Duration::from_secs(60),
+    );
     let log = node.container_log(&agent, "install");
     assert!(log.contains("enrolled=1"), "{log}");
     let listed = captured_pods(&node, &agent);
