@@ -47,6 +47,18 @@ fn overlapping_net1(pod: &Pod, client: &Pod, client_ip: &str) {
     client.ip(&["link", "set", "c1", "up"]);
 }
 
+/// Two injected pods A and B, each with a `net1` holding the same address (an
+/// overlapping Multus network) and a client pod on that network.
+fn two_injected_pods_on_one_address(node: &TestNode) -> (Pod<'_>, Pod<'_>, Pod<'_>, Pod<'_>) {
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new().injected());
+    let client_a = node.add_pod("ca", PodOptions::new());
+    let client_b = node.add_pod("cb", PodOptions::new());
+    overlapping_net1(&a, &client_a, "192.168.77.9");
+    overlapping_net1(&b, &client_b, "192.168.77.9");
+    (a, b, client_a, client_b)
+}
+
 /// meshlane alone for `pod`'s `net1` (as Multus runs a chain per network), with
 /// the shared address in its prevResult.
 fn meshlane_net1(node: &TestNode, pod: &Pod, command: &str) -> PluginOutput {
@@ -105,12 +117,7 @@ fn inbound_entries(envoy: &Envoy) -> usize {
 #[test]
 fn an_address_another_pod_steers_is_left_to_the_netns_it_arrives_in() {
     let node = TestNode::new("ns-overlap");
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new().injected());
-    let client_a = node.add_pod("ca", PodOptions::new());
-    let client_b = node.add_pod("cb", PodOptions::new());
-    overlapping_net1(&a, &client_a, "192.168.77.9");
-    overlapping_net1(&b, &client_b, "192.168.77.9");
+    let (a, b, client_a, client_b) = two_injected_pods_on_one_address(&node);
     let add = meshlane_net1(&node, &a, "ADD");
     assert!(add.status.success(), "{add:?}");
     assert_eq!(steered_for(&node), Some(a.netns_cookie()));
@@ -137,12 +144,7 @@ fn an_address_another_pod_steers_is_left_to_the_netns_it_arrives_in() {
 #[test]
 fn a_second_live_pod_cannot_claim_a_steered_address() {
     let node = TestNode::new("ns-claim");
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new().injected());
-    let client_a = node.add_pod("ca", PodOptions::new());
-    let client_b = node.add_pod("cb", PodOptions::new());
-    overlapping_net1(&a, &client_a, "192.168.77.9");
-    overlapping_net1(&b, &client_b, "192.168.77.9");
+    let (a, b, _client_a, _client_b) = two_injected_pods_on_one_address(&node);
     assert!(meshlane_net1(&node, &a, "ADD").status.success());
     let entries_of_b = node.maps().entries_of(b.netns_cookie()).unwrap();
 
@@ -175,12 +177,7 @@ fn a_second_live_pod_cannot_claim_a_steered_address() {
 #[test]
 fn a_late_add_after_del_and_ip_reuse_cannot_take_the_address_back() {
     let node = TestNode::new("ns-reuse");
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new().injected());
-    let client_a = node.add_pod("ca", PodOptions::new());
-    let client_b = node.add_pod("cb", PodOptions::new());
-    overlapping_net1(&a, &client_a, "192.168.77.9");
-    overlapping_net1(&b, &client_b, "192.168.77.9");
+    let (a, b, _client_a, client_b) = two_injected_pods_on_one_address(&node);
     assert!(meshlane_net1(&node, &a, "ADD").status.success());
     assert!(meshlane_net1(&node, &a, "DEL").status.success());
     assert_eq!(steered_for(&node), None);
@@ -208,12 +205,7 @@ fn a_late_add_after_del_and_ip_reuse_cannot_take_the_address_back() {
 #[test]
 fn the_address_of_a_pod_whose_netns_is_gone_can_be_reused() {
     let node = TestNode::new("ns-gone");
-    let mut a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new().injected());
-    let client_a = node.add_pod("ca", PodOptions::new());
-    let client_b = node.add_pod("cb", PodOptions::new());
-    overlapping_net1(&a, &client_a, "192.168.77.9");
-    overlapping_net1(&b, &client_b, "192.168.77.9");
+    let (mut a, b, _client_a, _client_b) = two_injected_pods_on_one_address(&node);
     assert!(meshlane_net1(&node, &a, "ADD").status.success());
     let cookie_a = a.netns_cookie();
     a.remove_netns();

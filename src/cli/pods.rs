@@ -5,17 +5,10 @@ use serde_json::json;
 
 use crate::datapath::abi::ml_pod_flag;
 use crate::datapath::{PinLayout, PodMaps};
-use crate::install::flags::PinRootFlag;
 
-use super::output::{print_json, Output, OutputFlag};
+use super::output::{print_json, Output};
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(flatten)]
-    pub pin_root: PinRootFlag,
-    #[command(flatten)]
-    pub output: OutputFlag,
-}
+pub use super::output::ReadPinsArgs as Args;
 
 const FLAG_NAMES: [(ml_pod_flag, &str); 6] = [
     (ml_pod_flag::ML_POD_CAPTURE_OUTBOUND, "outbound"),

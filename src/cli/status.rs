@@ -12,17 +12,10 @@ use crate::datapath::counters::read_counters;
 use crate::datapath::inventory::Inventory;
 use crate::datapath::loader::MapAttachment;
 use crate::datapath::{PinLayout, PodMaps};
-use crate::install::flags::PinRootFlag;
 
-use super::output::{print_json, Output, OutputFlag};
+use super::output::{print_json, Output};
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(flatten)]
-    pub pin_root: PinRootFlag,
-    #[command(flatten)]
-    pub output: OutputFlag,
-}
+pub use super::output::ReadPinsArgs as Args;
 
 /// `a1b2c3d4e5f60718`: the kernel's tag of a program (a hash of its
 /// instructions), which tells two builds apart.
