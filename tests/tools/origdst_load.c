@@ -3,7 +3,7 @@
 //
 //   gcc -O2 -Wall -Wextra -Werror -o origdst-load origdst_load.c
 //
-// proxy --name N --port P [--port P2 ...]
+// proxy --name N --port P [--port P2 ...] [--local]
 //     A minimal sidecar (IPv4): listens on 0.0.0.0:P for each P and serves every
 //     connection from one epoll loop, so that tens of thousands stay open at once. Per
 //     connection it reads the client's first line (the destination the client asked
@@ -12,13 +12,15 @@
 //     open until the client closes it. Prints READY when listening. SIGUSR1 prints the
 //     counts as one JSON line {"name","accepted","matched","mismatched","no_original_dst",
 //     "reply_failed","open"}; SIGTERM prints them and exits. The first mismatches are printed as
-//     {"mismatch":EXPECTED,"got":ORIG} lines. Run it as the proxy's UID.
-// client (--to IP:PORT ... | --count N --base IP --ports K --port-base P)
+//     {"mismatch":EXPECTED,"got":ORIG} lines. Run it as the proxy's UID. With --local it
+//     answers with the address it was reached at (getsockname) instead: an app behind
+//     a real sidecar.
+// client (--to IP:PORT[/NAME] ... | --count N --base IP --ports K --port-base P)
 //        [--expect-name N] [--hold] [--window W] [--timeout S]
 //     Connects to each destination (with --count, N distinct ones: address base + i / K,
 //     port P + i % K), at most W handshakes in flight (default 256), sends the
 //     destination and a newline, reads the reply line and checks that it names the
-//     expected proxy (--expect-name) and the destination as the original one. Without
+//     expected proxy (/NAME, else --expect-name) and the destination as the original one. Without
 //     --hold each connection closes once checked; with --hold all stay open until every
 //     one is checked, the result is printed, and SIGTERM arrives (the harness reads
 //     maps and memory meanwhile). Prints one JSON line {"connections","ok","wrong_dst",
@@ -50,6 +52,7 @@ struct conn {
 	size_t got;
 	char line[LINE_MAX_LEN];
 	struct sockaddr_in dst;
+	const char *expect_name; /* client: who must answer (NULL: anyone) */
 };
 
 static volatile sig_atomic_t report_wanted;
@@ -77,9 +80,16 @@ static void format_addr(const struct sockaddr_in *addr, char *out, size_t len)
 	snprintf(out, len, "%s:%u", ip, ntohs(addr->sin_port));
 }
 
-static int parse_addr(const char *text, struct sockaddr_in *out)
+/* "ip:port", or "ip:port/NAME" with the name of the proxy that must answer. */
+static int parse_addr(char *text, struct sockaddr_in *out, const char **name)
 {
 	char ip[INET_ADDRSTRLEN];
+	char *slash = strchr(text, '/');
+
+	if (name)
+		*name = slash ? slash + 1 : NULL;
+	if (slash)
+		*slash = '\0';
 	const char *colon = strrchr(text, ':');
 
 	if (!colon || (size_t)(colon - text) >= sizeof(ip))
@@ -172,6 +182,9 @@ static void proxy_report(const char *name, const struct proxy_counts *k)
 	fflush(stdout);
 }
 
+/* An app behind a real sidecar answers with the address it was reached at. */
+static int answer_local;
+
 static void proxy_answer(struct conn *c, const char *name, struct proxy_counts *k)
 {
 	struct sockaddr_in orig;
@@ -179,7 +192,10 @@ static void proxy_answer(struct conn *c, const char *name, struct proxy_counts *
 	char text[LINE_MAX_LEN] = "none";
 	char reply[2 * LINE_MAX_LEN];
 
-	if (getsockopt(c->fd, SOL_IP, SO_ORIGINAL_DST, &orig, &len) == 0) {
+	int found = answer_local ? getsockname(c->fd, (struct sockaddr *)&orig, &len)
+				 : getsockopt(c->fd, SOL_IP, SO_ORIGINAL_DST, &orig, &len);
+
+	if (found == 0) {
 		format_addr(&orig, text, sizeof(text));
 		if (strcmp(text, c->line) == 0) {
 			k->matched++;
@@ -205,8 +221,12 @@ static int run_proxy(int argc, char **argv)
 	int ports[MAX_PORTS], nports = 0;
 	struct proxy_counts k = { 0 };
 
-	for (int i = 0; i + 1 < argc; i += 2) {
-		if (strcmp(argv[i], "--name") == 0)
+	for (int i = 0; i < argc; i += 2) {
+		if (strcmp(argv[i], "--local") == 0)
+			answer_local = 1, i--;
+		else if (i + 1 >= argc)
+			break;
+		else if (strcmp(argv[i], "--name") == 0)
 			name = argv[i + 1];
 		else if (strcmp(argv[i], "--port") == 0 && nports < MAX_PORTS)
 			ports[nports++] = atoi(argv[i + 1]);
@@ -305,7 +325,7 @@ static void client_problem(struct client_counts *k, unsigned long *which, const 
 }
 
 /* The reply "NAME ORIG" against the expected proxy name and destination. */
-static void client_check(struct conn *c, const char *expect_name, struct client_counts *k)
+static void client_check(struct conn *c, struct client_counts *k)
 {
 	char want[LINE_MAX_LEN];
 	char *space = strchr(c->line, ' ');
@@ -316,7 +336,7 @@ static void client_check(struct conn *c, const char *expect_name, struct client_
 		return;
 	}
 	*space = '\0';
-	if (expect_name && strcmp(c->line, expect_name) != 0)
+	if (c->expect_name && strcmp(c->line, c->expect_name) != 0)
 		client_problem(k, &k->wrong_name, "reached '%s' for %s", c->line, want);
 	else if (strcmp(space + 1, want) != 0)
 		client_problem(k, &k->wrong_dst, "original destination %s for %s", space + 1, want);
@@ -331,6 +351,7 @@ static int run_client(int argc, char **argv)
 	unsigned long count = 0, ports_per_ip = 1;
 	struct sockaddr_in base = { .sin_family = AF_INET };
 	struct sockaddr_in *dsts = calloc(argc, sizeof(*dsts));
+	const char **names = calloc(argc, sizeof(*names));
 	unsigned long ndst = 0;
 
 	for (int i = 0; i < argc; i++) {
@@ -338,7 +359,8 @@ static int run_client(int argc, char **argv)
 
 		if (strcmp(argv[i], "--hold") == 0)
 			hold = 1;
-		else if (strcmp(argv[i], "--to") == 0 && parse_addr(value, &dsts[ndst]) == 0)
+		else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc &&
+			 parse_addr(argv[i + 1], &dsts[ndst], &names[ndst]) == 0)
 			ndst++, i++;
 		else if (strcmp(argv[i], "--count") == 0)
 			count = strtoul(value, NULL, 10), i++;
@@ -393,6 +415,8 @@ static int run_client(int argc, char **argv)
 			struct conn *c = conn_new(fd);
 
 			c->dst = dst;
+			c->expect_name =
+				count || !names[started - 1] ? expect_name : names[started - 1];
 			if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0 &&
 			    errno != EINPROGRESS) {
 				client_problem(&k, &k.failed, "connect: %s%s", strerror(errno), "");
@@ -451,7 +475,7 @@ static int run_client(int argc, char **argv)
 					client_problem(&k, &k.failed, "closed before a reply%s%s",
 						       "", "");
 				else
-					client_check(c, expect_name, &k);
+					client_check(c, &k);
 				finished = 1;
 			}
 			if (!finished)
