@@ -24,7 +24,8 @@
 //     --hold each connection closes once checked; with --hold all stay open until every
 //     one is checked, the result is printed, and SIGTERM arrives (the harness reads
 //     maps and memory meanwhile). Prints one JSON line {"connections","ok","wrong_dst",
-//     "wrong_name","failed","first_problem"}; exit 0 only when every one is ok.
+//     "wrong_name","failed","first_problem"} (before it, a {"failed_to":"ip:port"} line per
+//     connection that was not right); exit 0 only when every one is ok.
 
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -316,12 +317,18 @@ struct client_counts {
 	char first_problem[160];
 };
 
-static void client_problem(struct client_counts *k, unsigned long *which, const char *fmt,
-			   const char *a, const char *b)
+/* One connection that was not right: counted, its destination printed on a line of its own. */
+static void client_problem(struct client_counts *k, unsigned long *which,
+			   const struct sockaddr_in *dst, const char *fmt, const char *a,
+			   const char *b)
 {
+	char text[LINE_MAX_LEN];
+
 	(*which)++;
 	if (!k->first_problem[0])
 		snprintf(k->first_problem, sizeof(k->first_problem), fmt, a, b);
+	format_addr(dst, text, sizeof(text));
+	printf("{\"failed_to\":\"%s\"}\n", text);
 }
 
 /* The reply "NAME ORIG" against the expected proxy name and destination. */
@@ -332,14 +339,15 @@ static void client_check(struct conn *c, struct client_counts *k)
 
 	format_addr(&c->dst, want, sizeof(want));
 	if (!space) {
-		client_problem(k, &k->failed, "reply '%s' for %s", c->line, want);
+		client_problem(k, &k->failed, &c->dst, "reply '%s' for %s", c->line, want);
 		return;
 	}
 	*space = '\0';
 	if (c->expect_name && strcmp(c->line, c->expect_name) != 0)
-		client_problem(k, &k->wrong_name, "reached '%s' for %s", c->line, want);
+		client_problem(k, &k->wrong_name, &c->dst, "reached '%s' for %s", c->line, want);
 	else if (strcmp(space + 1, want) != 0)
-		client_problem(k, &k->wrong_dst, "original destination %s for %s", space + 1, want);
+		client_problem(k, &k->wrong_dst, &c->dst, "original destination %s for %s",
+			       space + 1, want);
 	else
 		k->ok++;
 }
@@ -408,7 +416,8 @@ static int run_client(int argc, char **argv)
 			int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 
 			if (fd < 0) {
-				client_problem(&k, &k.failed, "socket: %s%s", strerror(errno), "");
+				client_problem(&k, &k.failed, &dst, "socket: %s%s", strerror(errno),
+					       "");
 				done++;
 				continue;
 			}
@@ -419,7 +428,8 @@ static int run_client(int argc, char **argv)
 				count || !names[started - 1] ? expect_name : names[started - 1];
 			if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0 &&
 			    errno != EINPROGRESS) {
-				client_problem(&k, &k.failed, "connect: %s%s", strerror(errno), "");
+				client_problem(&k, &k.failed, &dst, "connect: %s%s",
+					       strerror(errno), "");
 				close(fd);
 				conns[fd] = NULL;
 				free(c);
@@ -447,7 +457,7 @@ static int run_client(int argc, char **argv)
 
 				getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
 				if (err) {
-					client_problem(&k, &k.failed, "connect: %s%s",
+					client_problem(&k, &k.failed, &c->dst, "connect: %s%s",
 						       strerror(err), "");
 					finished = 1;
 				} else {
@@ -455,7 +465,7 @@ static int run_client(int argc, char **argv)
 					strcat(text, "\n");
 					if (write(c->fd, text, strlen(text)) !=
 					    (ssize_t)strlen(text)) {
-						client_problem(&k, &k.failed, "send: %s%s",
+						client_problem(&k, &k.failed, &c->dst, "send: %s%s",
 							       strerror(errno), "");
 						finished = 1;
 					} else {
@@ -472,8 +482,8 @@ static int run_client(int argc, char **argv)
 				if (r == 0)
 					continue;
 				if (r < 0)
-					client_problem(&k, &k.failed, "closed before a reply%s%s",
-						       "", "");
+					client_problem(&k, &k.failed, &c->dst,
+						       "closed before a reply%s%s", "", "");
 				else
 					client_check(c, &k);
 				finished = 1;
