@@ -4,7 +4,7 @@ and ADD, DEL and GC issued concurrently, as a runtime issues them (docs/reliabil
 "Churn"). Root only; its own bpffs, child cgroup and netns (bench/harness/meshnode.py).
 
   sudo bench/churn.py MESHLANE_BINARY [--pods 1000] [--wave 100] [--churn-waves 5]
-                      [--envoys 3] [--workers 4]
+                      [--envoys 3] [--workers 4] [--short-path] [--no-cpu]
 
 1. Fill: --pods pods through bridge + host-local + meshlane, --wave at a time by
    --workers parallel "runtime" threads. Every pod is captured (Istio-injected); the
@@ -24,8 +24,8 @@ sidecar's own counts must equal the connections sent through it.
 At the end: no entry of any pinned map references a deleted pod's netns cookie, no
 pin or link of a pod is left; map memory (bpftool's bytes_memlock) at the peak; the
 ADD time of meshlane's own process (wall, and CPU time from `perf stat`) for the first
-pods and at the last ones. Neighbour-table thresholds of the machine are raised for
-the run and put back (MeshNode.make_room_for_neighbours). Exit 0
+pods and at the last ones. The machine's backlog and neighbour-table limits are raised
+for the run and put back (MeshNode.make_room_for_pods says why). Exit 0
 only when every check passed. Everything it made is removed, also on failure."""
 
 import argparse
@@ -194,12 +194,13 @@ class Churn:
         for pod in lost:
             self.node.delete(pod, plugins=("bridge",))
 
-    def gc_loop(self):
-        while not self.stop.wait(2):
+    def repeat(self, pause, step, what):
+        """step() every `pause` seconds until the run stops; failures are reported."""
+        while not self.stop.wait(pause):
             try:
-                self.gc_once()
+                step()
             except BenchError as err:
-                self.fail(f"GC: {err}")
+                self.fail(f"{what}: {err}")
 
     # --- traffic ---------------------------------------------------------------------
 
@@ -291,14 +292,6 @@ class Churn:
         with self.lock:
             self.traffic["rounds"] += 1
 
-    def traffic_loop(self):
-        # A pause between rounds: the machine's cores are shared.
-        while not self.stop.wait(0.1):
-            try:
-                self.traffic_round()
-            except BenchError as err:
-                self.fail(f"traffic: {err}")
-
     # --- phases ----------------------------------------------------------------------
 
     def run_wave(self, pool, jobs):
@@ -317,8 +310,11 @@ class Churn:
 
     def run(self):
         args = self.args
-        threads = [threading.Thread(target=self.gc_loop, daemon=True),
-                   threading.Thread(target=self.traffic_loop, daemon=True)]
+        # GC every 2 s; a pause between traffic rounds (the machine's cores are shared).
+        threads = [threading.Thread(target=self.repeat, args=(2, self.gc_once, "GC"),
+                                    daemon=True),
+                   threading.Thread(target=self.repeat,
+                                    args=(0.1, self.traffic_round, "traffic"), daemon=True)]
         next_index = 0
         with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
             for t in threads:
@@ -431,6 +427,8 @@ def main():
     parser.add_argument("--subnet", default="10.77.0.0/22",
                         help="small enough that churned pods reuse addresses")
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--short-path", action="store_true",
+                        help='"shortPath": true in meshlane\'s entry (the sockmap maps then fill too)')
     parser.add_argument("--no-cpu", dest="cpu", action="store_false",
                         help="without perf stat around meshlane (no CPU time per ADD)")
     args = parser.parse_args()
@@ -438,14 +436,14 @@ def main():
         sys.exit("churn.py needs root")
     random.seed(args.seed)
     envoy = os.environ.get("ENVOY", os.path.join(REPO, "target", "tools", "envoy"))
-    node = MeshNode(args.meshlane, "mlchurn", args.subnet, cpu_clock=args.cpu)
+    node = MeshNode(args.meshlane, "mlchurn", args.subnet, cpu_clock=args.cpu,
+                    keys={"shortPath": True} if args.short_path else {})
     started = time.monotonic()
     report = {"args": vars(args)}
     code = 1
     try:
         node.build()
-        # Each pod's entry for the gateway and the node's for each pod, twice over.
-        node.make_room_for_neighbours(8 * args.pods)
+        node.make_room_for_pods(args.pods)
         args.envoy_copy = os.path.join(node.tmp, "envoy")
         with open(envoy, "rb") as src, open(args.envoy_copy, "wb") as dst:
             dst.write(src.read())

@@ -17,46 +17,34 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 
 import cni_chain  # scripts/lib (see __init__.py)
 import mountinfo
 
-from . import sysutil
+from . import node, sysutil
 from .sysutil import BenchError, in_netns
 
 PROXY_ID = 1337
 APP_ID = 1000
 SO_NETNS_COOKIE = 71
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-INJECTED_STATUS = json.dumps({"initContainers": ["istio-validation"],
-                              "containers": ["istio-proxy"], "templates": ["sidecar"]})
 
 
-class Pod:
+class Pod(node.Pod):
+    """A captured (Istio-injected) pod of a MeshNode."""
+
     def __init__(self, name, netns, container_id):
-        self.name = name
-        self.netns = netns
-        self.container_id = container_id
-        self.result = None
-        self.ip = None
+        super().__init__(name, None, netns, container_id, None,
+                         {"sidecar.istio.io/status": node.INJECTED_STATUS})
         self.cookie = None
-        self.processes = {}
         # Traffic holds it while it uses the pod; a DEL takes it first.
         self.lock = threading.Lock()
 
-    def runtime(self):
-        return cni_chain.runtime_conf(
-            self.container_id, self.netns, "eth0",
-            f"IgnoreUnknown=1;K8S_POD_NAMESPACE=load;K8S_POD_NAME={self.name};"
-            f"K8S_POD_INFRA_CONTAINER_ID={self.container_id}",
-            {"sidecar.istio.io/status": INJECTED_STATUS})
-
 
 class MeshNode:
-    def __init__(self, meshlane, prefix, subnet, log=print, cpu_clock=False):
+    def __init__(self, meshlane, prefix, subnet, log=print, cpu_clock=False, keys=None):
         self.meshlane = os.path.realpath(meshlane)
         self.prefix = f"{prefix}{os.getpid()}"
         self.subnet = subnet
@@ -70,9 +58,11 @@ class MeshNode:
         self.netns_names = set()
         self.pids = set()
         self.guard = threading.Lock()
-        self.neigh_was = None
+        self.sysctls_were = []
         # meshlane runs under `perf stat`: its own CPU time, on its stderr.
         self.cpu_clock = cpu_clock
+        # More keys of meshlane's entry (e.g. "shortPath").
+        self.keys = keys or {}
 
     # --- building ---------------------------------------------------------------
 
@@ -80,10 +70,7 @@ class MeshNode:
         root = mountinfo.cgroup2_mount()
         if not root:
             raise BenchError("no cgroup2 mount (meshlane needs cgroup v2)")
-        self.tmp = tempfile.mkdtemp(prefix=f"{self.prefix}.", dir="/tmp")
-        os.chmod(self.tmp, 0o755)
-        for sub in ("bpffs", "bin", "ipam", "logs"):
-            os.mkdir(os.path.join(self.tmp, sub))
+        self.tmp = sysutil.private_tmp(f"{self.prefix}.", ("bpffs", "bin", "ipam", "logs"))
         self.bpffs = os.path.join(self.tmp, "bpffs")
         sysutil.run(["mount", "-t", "bpf", "bpf", self.bpffs])
         # A child cgroup of the cgroup2 mount: meshlane hooks it, never the root.
@@ -117,29 +104,36 @@ class MeshNode:
             "bpffsRoot": self.pin_root(),
             "cgroupPath": self.cgroup,
             "logFile": os.path.join(self.tmp, "logs", "meshlane.log"),
+            **self.keys,
         }
         self.conflist = {"cniVersion": "1.0.0", "name": self.prefix,
                          "plugins": [bridge, meshlane]}
 
-    def make_room_for_neighbours(self, entries):
-        """The kernel's neighbour table is one for all netns of the machine, and its
-        garbage collector starts evicting entries still being resolved from
-        gc_thresh3 (1,024) on: at 1,000 pods (each pod's entry for the gateway, the
-        node's for each pod) connections into pods then fail with EHOSTUNREACH, on
-        this node and on any other of the machine. Large Kubernetes nodes raise the
-        thresholds; so does this, until teardown puts the old values back."""
-        keys = [f"net.ipv4.neigh.default.gc_thresh{i}" for i in (1, 2, 3)]
-        paths = ["/proc/sys/" + key.replace(".", "/") for key in keys]
-        was = []
-        for path in paths:
+    def raise_sysctls(self, wanted):
+        """Machine-wide sysctls ({key: value}) raised to at least `value` for the run;
+        teardown puts the old values back."""
+        for key, value in wanted.items():
+            path = "/proc/sys/" + key.replace(".", "/")
             with open(path, encoding="ascii") as f:
-                was.append(int(f.read()))
-        if was[2] >= entries:
-            return
-        self.neigh_was = list(zip(paths, was))
-        for path, value in zip(paths, (entries // 4, entries // 2, entries)):
-            with open(path, "w", encoding="ascii") as f:
-                f.write(str(max(value, was[paths.index(path)])))
+                was = int(f.read())
+            if was < value:
+                self.sysctls_were.append((path, was))
+                with open(path, "w", encoding="ascii") as f:
+                    f.write(str(value))
+
+    def make_room_for_pods(self, pods):
+        """What a bridge with `pods` ports needs of the machine (both are one for all
+        netns of the machine). A broadcast on the bridge (every ARP request) is one
+        packet per port, all queued on one CPU's backlog (netdev_max_backlog, 1,000):
+        at 1,000 pods the copies for the last ports are dropped (counted as RX drops
+        on their veth), their ARP never resolves and connections into them fail with
+        EHOSTUNREACH. The neighbour table's garbage collector evicts entries from
+        gc_thresh3 (1,024) on, and 1,000 pods hold two entries each (the node's for
+        the pod, the pod's for the gateway). Large nodes raise both."""
+        self.raise_sysctls({"net.core.netdev_max_backlog": 16 * pods,
+                            "net.ipv4.neigh.default.gc_thresh1": 2 * pods,
+                            "net.ipv4.neigh.default.gc_thresh2": 4 * pods,
+                            "net.ipv4.neigh.default.gc_thresh3": 8 * pods})
 
     def pin_root(self):
         return os.path.join(self.bpffs, "meshlane")
@@ -262,7 +256,7 @@ class MeshNode:
         """Kills every process by pid, removes every netns, the bpffs, the cgroup and
         the temp dir. Returns what could not be removed."""
         problems = []
-        for path, value in self.neigh_was or []:
+        for path, value in self.sysctls_were:
             with open(path, "w", encoding="ascii") as f:
                 f.write(str(value))
         with self.guard:
