@@ -131,14 +131,17 @@ impl HeldConnections {
         (base, ports, port_base): (Ipv4Addr, u32, u16),
         expect_name: &str,
     ) -> HeldConnections {
+        // A connection that escapes waits for its SYN's retries: bounded here.
+        let limit = scaled(Duration::from_secs(30)).as_secs().to_string();
         let mut process = Spawn::new(place, binary(place))
             .args(["client", "--hold", "--expect-name", expect_name])
+            .args(["--timeout", &limit])
             .args(["--count", &count.to_string(), "--base", &base.to_string()])
             .args(["--ports", &ports.to_string()])
             .args(["--port-base", &port_base.to_string()])
             .identity(Identity::APP)
             .spawn();
-        let line = json_line_with(&mut process, "connections", 0, Duration::from_secs(120));
+        let line = json_line_with(&mut process, "connections", 0, Duration::from_secs(60));
         let report = ClientReport {
             connections: field(&line, "connections"),
             ok: field(&line, "ok"),
