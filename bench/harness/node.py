@@ -12,7 +12,6 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 
 import cni_chain  # scripts/lib, shared with the demo (see __init__.py)
@@ -159,12 +158,8 @@ class Node:
         root = mountinfo.cgroup2_mount()
         if not root:
             raise BenchError("no cgroup2 mount in /proc/self/mountinfo (meshlane needs cgroup v2)")
-        self.tmp = tempfile.mkdtemp(prefix=f"{NAME}.", dir="/tmp")
         # Envoy (1337) and the apps (1000) read their files in here.
-        os.chmod(self.tmp, 0o755)
-        for sub in ("bpffs", "bin", "ipam", "envoy", "logs"):
-            os.mkdir(os.path.join(self.tmp, sub))
-            os.chmod(os.path.join(self.tmp, sub), 0o755)
+        self.tmp = sysutil.private_tmp(f"{NAME}.", ("bpffs", "bin", "ipam", "envoy", "logs"))
         # A private bpffs: each meshlane instance pins under it; unmounting it at the
         # end drops the pins, which detaches the programs.
         sysutil.run(["mount", "-t", "bpf", "bpf", os.path.join(self.tmp, "bpffs")])

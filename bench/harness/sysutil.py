@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import time
 
 from netns import in_netns, setns  # noqa: F401  (the harness's netns switch)
@@ -32,6 +33,17 @@ def run(argv, *, input_bytes=None, timeout=60, check=True, env=None):
         raise BenchError(f"{' '.join(argv)} failed (exit status {done.returncode}): "
                          f"{done.stderr.decode(errors='replace').strip()}")
     return done
+
+
+def private_tmp(prefix, subdirs):
+    """A temp dir under /tmp with these subdirectories, readable by the unprivileged
+    users processes run as (Envoy as 1337, apps as 1000)."""
+    tmp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(tmp, 0o755)
+    for sub in subdirs:
+        os.mkdir(os.path.join(tmp, sub))
+        os.chmod(os.path.join(tmp, sub), 0o755)
+    return tmp
 
 
 def netns_path(name):

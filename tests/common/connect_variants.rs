@@ -4,12 +4,11 @@
 //! use, run at a [`Place`] like the probes.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use serde_json::Value;
 
-use super::prereq;
+use super::c_tool;
 use super::probe::ServerReply;
 use super::process::{Identity, Place, Spawn};
 
@@ -48,36 +47,8 @@ impl VariantOutcome {
     }
 }
 
-/// gcc's output for this place's node, built once (the temp dir goes with the node).
-fn binary(place: &Place) -> PathBuf {
-    let out = place.work_dir.join("connect-variants");
-    if out.exists() {
-        return out;
-    }
-    let source = prereq::test_tool("connect_variants.c");
-    // Built under a private name, then renamed: two tests of one node never see a
-    // half-written binary.
-    let partial = place
-        .work_dir
-        .join(format!("connect-variants.{}", std::process::id()));
-    let built = Command::new("gcc")
-        .args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&partial)
-        .arg(&source)
-        .output()
-        .unwrap_or_else(|err| panic!("gcc is needed to build {}: {err}", source.display()));
-    assert!(
-        built.status.success(),
-        "gcc {} failed:\n{}",
-        source.display(),
-        String::from_utf8_lossy(&built.stderr)
-    );
-    std::fs::rename(&partial, &out).expect("rename the connect-variants binary");
-    out
-}
-
 fn run(place: &Place, identity: Identity, args: &[&str]) -> Value {
-    let program: &Path = &binary(place);
+    let program: &Path = &c_tool::build(&place.work_dir, "connect_variants.c", "connect-variants");
     let finished = Spawn::new(place, program)
         .args(args.iter().copied())
         .identity(identity)

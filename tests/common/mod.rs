@@ -38,6 +38,7 @@
 pub mod agent;
 pub mod api_server;
 pub mod bpffs;
+pub mod c_tool;
 pub mod cgroup;
 pub mod chain;
 pub mod conflist;
@@ -55,6 +56,7 @@ pub mod mountinfo;
 pub mod names;
 pub mod netns;
 pub mod node;
+pub mod origdst_load;
 pub mod pod;
 pub mod prereq;
 pub mod probe;
