@@ -1,0 +1,229 @@
+//! Faults around the plugin and the agent: the plugin killed inside ADD and DEL,
+//! then the runtime's retries. Each fault is real: the plugin runs under strace,
+//! which sends it SIGKILL at the entry of its n-th call of a system call, for
+//! every n until the command completes, so every step that changes the node's
+//! state (BPF map writes, links, pins: `bpf`; pin removal: `unlink`) is a kill
+//! point. What must hold after each: the retries succeed, and once the pod is
+//! deleted nothing names its netns.
+//!
+//! Needs root and strace; fails loudly (never skips) when it cannot run.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+
+use meshlane::datapath::AttachmentKey;
+use serde_json::json;
+
+use common::{PluginOutput, Pod, PodOptions, TestNode};
+
+const STRACE: &str = "/usr/bin/strace";
+
+/// The system calls a kill is injected at: `bpf` (map updates and deletes, link
+/// creation, pins) and `unlink` (pin removal).
+const KILL_SYSCALLS: [&str; 2] = ["bpf", "unlink"];
+
+/// Every how many `bpf` calls the node's first ADD is killed (each point costs
+/// a fresh node).
+const FIRST_ADD_STRIDE: usize = 40;
+
+/// strace arguments that kill the plugin (SIGKILL) at its `n`-th `syscall`.
+fn killed_at(syscall: &str, n: usize) -> Vec<String> {
+    assert!(
+        Path::new(STRACE).exists(),
+        "{STRACE} is needed to inject faults"
+    );
+    [
+        STRACE,
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        &format!("trace={syscall}"),
+        "-e",
+        &format!("inject={syscall}:signal=KILL:when={n}"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// meshlane alone for `pod` (an uncaptured pod: the chain's meshlane left it),
+/// as an injected pod, with the chain's result as prevResult.
+fn meshlane(node: &TestNode, pod: &Pod, command: &str, wrapper: &[String]) -> PluginOutput {
+    let mut conf = node.meshlane_netconf("1.0.0");
+    conf["prevResult"] = pod.result().cloned().expect("the chain's result");
+    conf["runtimeConfig"] = json!({
+        "io.kubernetes.cri.pod-annotations": {
+            "sidecar.istio.io/status": common::pod::INJECTED_STATUS
+        }
+    });
+    let env = node.cni_env(command, Some(pod.runtime()));
+    node.chain()
+        .exec_plugin_under(wrapper, "meshlane", &env, conf.to_string().as_bytes())
+}
+
+fn expect_success(output: &PluginOutput, what: &str) {
+    assert!(
+        output.status.success() && !output.timed_out,
+        "{what} must succeed: {output:?}"
+    );
+}
+
+fn expect_killed(output: &PluginOutput, what: &str) {
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGKILL),
+        "{what}: the plugin must have been killed: {output:?}"
+    );
+}
+
+/// Every pin under the pin root whose path names the cookie.
+fn pins_naming(root: &Path, cookie: u64) -> Vec<String> {
+    let name = cookie.to_string();
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| *n == *name) {
+                found.push(path.display().to_string());
+            }
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Nothing of the pod is left: no entry of any map naming its netns cookie, no
+/// attachment of its sandbox, no pin (link) naming the cookie.
+fn expect_nothing_left(node: &TestNode, pod: &Pod, after: &str) {
+    let maps = node.maps();
+    let cookie = pod.netns_cookie();
+    assert_eq!(maps.entries_of(cookie).unwrap(), 0, "{after}: entries left");
+    let key = AttachmentKey::new(pod.container_id(), "eth0");
+    assert_eq!(
+        maps.attachment(&key).unwrap(),
+        None,
+        "{after}: attachment left"
+    );
+    let pins = pins_naming(node.pin_root(), cookie);
+    assert!(pins.is_empty(), "{after}: pins left: {pins:?}");
+}
+
+fn expect_captured(node: &TestNode, pod: &Pod, after: &str) {
+    let maps = node.maps();
+    let cookie = pod.netns_cookie();
+    assert!(
+        maps.pod(cookie).unwrap().is_some(),
+        "{after}: no pod record"
+    );
+    assert!(maps.inbound_attached(cookie), "{after}: no inbound link");
+}
+
+/// A node whose programs are loaded (by a first captured pod) and an uncaptured
+/// pod for meshlane to be run on alone.
+fn loaded_node(name: &str) -> TestNode {
+    let node = TestNode::new(name);
+    node.add_pod("first", PodOptions::new().injected());
+    node
+}
+
+/// SIGKILL at every `bpf` and `unlink` call of an ADD. The runtime saw the ADD
+/// fail; it either tries the ADD again and later deletes the pod, or deletes it
+/// at once: each kill point is tried with both. They must succeed, the ADD
+/// again must capture the pod, and after the DEL nothing of the pod is left.
+/// Before the fixes, a kill between the write of the netns's tag slot and the
+/// pin of its first tag link left the slot naming the netns for ever.
+#[test]
+fn add_killed_at_every_step_then_retried_leaves_nothing() {
+    let node = loaded_node("kill-add");
+    let pod = node.add_pod("victim", PodOptions::new());
+    let mut points = 0;
+    for syscall in KILL_SYSCALLS {
+        for n in 1.. {
+            let what = format!("ADD killed at {syscall} #{n}");
+            let add = meshlane(&node, &pod, "ADD", &killed_at(syscall, n));
+            if add.status.success() {
+                // Fewer than n such calls: the ADD ran to its end.
+                expect_success(&meshlane(&node, &pod, "DEL", &[]), "DEL");
+                break;
+            }
+            expect_killed(&add, &what);
+            points += 1;
+            let retry = meshlane(&node, &pod, "ADD", &[]);
+            expect_success(&retry, &format!("{what}, the ADD again"));
+            expect_captured(&node, &pod, &format!("{what}, the ADD again"));
+            expect_success(&meshlane(&node, &pod, "DEL", &[]), &format!("{what}, DEL"));
+            expect_nothing_left(&node, &pod, &format!("{what}, ADD again, DEL"));
+            // The same kill, and the runtime gives up: DEL alone.
+            expect_killed(&meshlane(&node, &pod, "ADD", &killed_at(syscall, n)), &what);
+            expect_success(&meshlane(&node, &pod, "DEL", &[]), &format!("{what}, DEL"));
+            expect_nothing_left(&node, &pod, &format!("{what}, DEL alone"));
+        }
+    }
+    eprintln!("ADD: {points} kill points");
+    assert!(points >= 10, "only {points} kill points in an ADD");
+}
+
+/// SIGKILL at every `bpf` and `unlink` call of a DEL; the runtime's DEL again
+/// succeeds and leaves nothing of the pod. Before the fix, a DEL killed after it
+/// removed the attachment left the pod's records for ever: the DEL again found
+/// no attachment, so nothing to release.
+#[test]
+fn del_killed_at_every_step_then_retried_leaves_nothing() {
+    let node = loaded_node("kill-del");
+    let pod = node.add_pod("victim", PodOptions::new());
+    let mut points = 0;
+    for syscall in KILL_SYSCALLS {
+        for n in 1.. {
+            let what = format!("DEL killed at {syscall} #{n}");
+            expect_success(&meshlane(&node, &pod, "ADD", &[]), "ADD");
+            let del = meshlane(&node, &pod, "DEL", &killed_at(syscall, n));
+            if del.status.success() {
+                expect_nothing_left(&node, &pod, "DEL");
+                break;
+            }
+            expect_killed(&del, &what);
+            points += 1;
+            expect_success(
+                &meshlane(&node, &pod, "DEL", &[]),
+                &format!("{what}, DEL again"),
+            );
+            expect_nothing_left(&node, &pod, &format!("{what}, then DEL again"));
+        }
+    }
+    eprintln!("DEL: {points} kill points");
+    assert!(points >= 5, "only {points} kill points in a DEL");
+}
+
+/// The node's first ADD loads and pins its programs and maps (hundreds of `bpf`
+/// calls): killed every `FIRST_ADD_STRIDE` calls on a fresh node, the ADD
+/// again must finish the load and capture the pod, and its DEL leave nothing.
+#[test]
+fn the_first_add_killed_while_loading_is_finished_by_the_next() {
+    let mut points = 0;
+    for n in (1..).step_by(FIRST_ADD_STRIDE) {
+        let what = format!("first ADD killed at bpf #{n}");
+        let node = TestNode::new("kill-load");
+        let pod = node.add_pod("victim", PodOptions::new());
+        let add = meshlane(&node, &pod, "ADD", &killed_at("bpf", n));
+        if add.status.success() {
+            break;
+        }
+        expect_killed(&add, &what);
+        points += 1;
+        expect_success(
+            &meshlane(&node, &pod, "ADD", &[]),
+            &format!("{what}, ADD again"),
+        );
+        expect_captured(&node, &pod, &format!("{what}, ADD again"));
+        expect_success(&meshlane(&node, &pod, "DEL", &[]), &format!("{what}, DEL"));
+        expect_nothing_left(&node, &pod, &format!("{what}, ADD again, DEL"));
+    }
+    eprintln!("first ADD: {points} kill points");
+    assert!(points >= 5, "only {points} kill points in a first ADD");
+}
