@@ -10,12 +10,15 @@
 
 mod common;
 
+use std::fs::{self, File};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use meshlane::datapath::AttachmentKey;
 use serde_json::json;
 
+use common::bpffs::BpffsMount;
 use common::{PluginOutput, Pod, PodOptions, TestNode};
 
 const STRACE: &str = "/usr/bin/strace";
@@ -62,6 +65,103 @@ fn meshlane(node: &TestNode, pod: &Pod, command: &str, wrapper: &[String]) -> Pl
     let env = node.cni_env(command, Some(pod.runtime()));
     node.chain()
         .exec_plugin_under(wrapper, "meshlane", &env, conf.to_string().as_bytes())
+}
+
+/// tmpfs's allocation unit.
+const PAGE: usize = 4096;
+
+/// Bytes left in the log's last page when the disk is full.
+const ROOM_LEFT: usize = 50;
+
+/// Fills a file system: a file grown until the disk refuses more.
+fn fill(dir: &Path) {
+    let mut filler = File::create(dir.join("filler")).unwrap();
+    let chunk = [0u8; 4096];
+    loop {
+        match filler.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) if err.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(err) => panic!("filling {}: {err}", dir.display()),
+        }
+    }
+}
+
+/// The plugin's log on a full disk: the ADD that must succeed succeeds with the
+/// previous result unchanged on stdout, the one that must fail fails with its
+/// own error (code and culprit), DEL succeeds, nothing hangs (the harness
+/// times each call out). Once there is room again, the next record starts a
+/// line of its own: before the fix it was glued to the one the full disk cut.
+#[test]
+fn a_full_log_disk_changes_no_answer() {
+    let node = TestNode::builder("log-full")
+        .meshlane_config(|layout| json!({"logFile": layout.work_dir.join("logdisk/cni.log")}))
+        .build();
+    let disk = BpffsMount::tmpfs(node.layout().work_dir.join("logdisk"), 64 * 1024).unwrap();
+    let log_path = disk.path().join("cni.log");
+    let _first = node.add_pod("first", PodOptions::new().injected());
+    // The log's last page keeps room for a few bytes only, so that the next
+    // record is cut short by the full disk (tmpfs allocates whole pages).
+    let size = fs::metadata(&log_path).unwrap().len() as usize;
+    let room = PAGE - size % PAGE;
+    let pad = (room + PAGE - ROOM_LEFT) % PAGE;
+    assert!(pad > 60, "{size}");
+    let filler_record = format!(
+        "ts=2026-01-01T00:00:00.000Z level=info msg=\"{}\"\n",
+        "p".repeat(pad - 46)
+    );
+    assert_eq!(filler_record.len(), pad);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .unwrap()
+        .write_all(filler_record.as_bytes())
+        .unwrap();
+    fill(disk.path());
+
+    let mut pod = node.add_pod("web", PodOptions::new().injected());
+    let steps = &pod.add_output().steps;
+    assert_eq!(
+        steps[1].json(),
+        steps[0].json(),
+        "prevResult passes through"
+    );
+    let cookie = pod.netns_cookie();
+    assert!(node.maps().pod(cookie).unwrap().is_some(), "captured");
+
+    let annotation = "traffic.sidecar.istio.io/includeInboundPorts";
+    let mut bad = node.try_add_pod(
+        "bad",
+        PodOptions::new().injected().annotation(annotation, "80,x"),
+    );
+    let failed = bad.add_output().failed_step().expect("the ADD fails");
+    let error = failed
+        .error()
+        .unwrap_or_else(|| panic!("no error JSON: {failed:?}"));
+    assert_eq!(error.code, 7, "{error:?}");
+    assert!(error.msg.contains(annotation), "{error:?}");
+    bad.del().expect_success();
+    pod.del().expect_success();
+    assert_eq!(node.maps().entries_of(cookie).unwrap(), 0);
+
+    fs::remove_file(disk.path().join("filler")).unwrap();
+    let _later = node.add_pod("later", PodOptions::new().injected());
+    let log = fs::read_to_string(&log_path).unwrap();
+    assert!(log.ends_with('\n'), "a line cut short: {log:?}");
+    // The record the full disk cut stays cut; every record after it starts a
+    // line of its own.
+    let cut: Vec<&str> = log.lines().filter(|line| line.len() == ROOM_LEFT).collect();
+    assert_eq!(cut.len(), 1, "one record was cut short: {log}");
+    for line in log.lines() {
+        assert!(line.starts_with("ts=20"), "not a record: {line:?}");
+        assert_eq!(
+            line.matches("ts=20").count(),
+            1,
+            "two records on one line: {line:?}"
+        );
+    }
+    let last = log.lines().last().unwrap();
+    assert!(last.contains("pod=default/later"), "{log}");
 }
 
 fn expect_success(output: &PluginOutput, what: &str) {
