@@ -14,12 +14,17 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use meshlane::datapath::AttachmentKey;
 use serde_json::json;
 
+use common::api_server::{token_kubeconfig, ApiServer, Authority, Reply, ServerOptions};
 use common::bpffs::BpffsMount;
 use common::{PluginOutput, Pod, PodOptions, TestNode};
+
+const SIDECAR_POD: &str = include_str!("fixtures/kube/sidecar-pod.json");
 
 const STRACE: &str = "/usr/bin/strace";
 
@@ -326,4 +331,115 @@ fn the_first_add_killed_while_loading_is_finished_by_the_next() {
     }
     eprintln!("first ADD: {points} kill points");
     assert!(points >= 5, "only {points} kill points in a first ADD");
+}
+
+/// What the API server stand-in answers a pod GET with: the first `silent`
+/// requests get no answer at all, the others an injected pod.
+fn api_answering_after(silent: usize, ca: &Authority, node: &TestNode) -> ApiServer {
+    let asked = AtomicUsize::new(0);
+    ApiServer::start(
+        ca,
+        ServerOptions {
+            netns: Some(node.layout().node_netns.clone()),
+            ..ServerOptions::default()
+        },
+        Box::new(move |_| {
+            if asked.fetch_add(1, Ordering::SeqCst) < silent {
+                Reply::Silent
+            } else {
+                Reply::Json(200, SIDECAR_POD.to_owned())
+            }
+        }),
+    )
+}
+
+/// ADD of a pod whose runtime passes no annotations: the API is the only
+/// source, and without it the pod cannot be classified.
+fn add_needing_the_api<'n>(node: &'n TestNode, name: &str) -> (Pod<'n>, Duration) {
+    let start = Instant::now();
+    let pod = node.try_add_pod(name, PodOptions::new().runtime_lacks_annotations());
+    (pod, start.elapsed())
+}
+
+/// The API server down (connection refused) or silent (accepts, never
+/// answers) during an ADD that needs it: the ADD fails closed with code 104
+/// naming the pod and the cause, after its bounded attempts (3 of at most 2 s
+/// each), writes nothing, and its DEL succeeds. Slow (the first attempt gets
+/// no answer, the retry does): the ADD succeeds and captures the pod.
+#[test]
+fn an_add_that_needs_the_api_fails_closed_when_it_is_down_or_silent() {
+    let node = TestNode::builder("api-down")
+        .edit_conflist(|layout, conflist| {
+            let meshlane = conflist.plugins.last_mut().expect("meshlane's entry");
+            meshlane["kubeconfig"] = json!(layout.work_dir.join("kubeconfig"));
+        })
+        .build();
+    let kubeconfig = node.layout().work_dir.join("kubeconfig");
+    let ca = Authority::new("faults-api");
+    let use_server =
+        |url: &str| fs::write(&kubeconfig, token_kubeconfig(url, &ca.pem(), "t")).unwrap();
+    let expect_fails_closed = |pod: &mut Pod, took: Duration, cause: &str| {
+        let failed = pod.add_output().failed_step().expect("the ADD fails");
+        assert_eq!(failed.plugin, "meshlane");
+        assert!(!failed.timed_out, "{failed:?}");
+        let error = failed
+            .error()
+            .unwrap_or_else(|| panic!("no error JSON: {failed:?}"));
+        assert_eq!(error.code, 104, "{error:?}");
+        assert!(
+            error
+                .msg
+                .contains(&format!("cannot read pod default/{}", pod.name())),
+            "{error:?}"
+        );
+        assert!(error.msg.contains(cause), "{error:?}");
+        let loaded = node.pin_layout().maps_dir().exists();
+        let cookie = pod.netns_cookie();
+        assert!(
+            !loaded || node.maps().entries_of(cookie).unwrap() == 0,
+            "written"
+        );
+        pod.del().expect_success();
+        eprintln!("API {cause}: the ADD failed after {took:?}: {}", error.msg);
+    };
+
+    // Down: nothing listens on the port.
+    let port = {
+        let _inside = meshlane::netns::NetnsGuard::enter(&node.layout().node_netns).unwrap();
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    use_server(&format!("https://127.0.0.1:{port}"));
+    let (mut down, took) = add_needing_the_api(&node, "down");
+    expect_fails_closed(&mut down, took, "refused");
+
+    // Silent: every attempt times out.
+    let silent = api_answering_after(usize::MAX, &ca, &node);
+    use_server(&silent.url());
+    let (mut hung, took) = add_needing_the_api(&node, "hung");
+    expect_fails_closed(&mut hung, took, "no answer within 2s");
+    assert_eq!(
+        silent.seen().len(),
+        3,
+        "three attempts, then the ADD gives up"
+    );
+
+    // Slow: the first attempt gets nothing, the retry gets the pod.
+    let slow = api_answering_after(1, &ca, &node);
+    use_server(&slow.url());
+    let (slowly, took) = add_needing_the_api(&node, "slowly");
+    assert!(
+        slowly.add_output().succeeded(),
+        "{}",
+        slowly.add_output().describe()
+    );
+    assert!(
+        node.maps().pod(slowly.netns_cookie()).unwrap().is_some(),
+        "captured"
+    );
+    assert_eq!(slow.seen().len(), 2);
+    eprintln!("API slow: the ADD succeeded after {took:?}");
 }
