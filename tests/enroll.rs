@@ -27,7 +27,7 @@ use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess};
 use meshlane::plugin::config::{PluginConfig, KEYS};
 use serde_json::{json, Value};
 
-use common::agent::{Agent, WAIT};
+use common::agent::{install_args, Agent, WAIT};
 use common::kube_cluster::{Cluster, STARTUP_TAINT};
 use common::pod::INJECTED_STATUS;
 use common::process::{Spawn, TestProcess};
@@ -219,25 +219,11 @@ impl<'n> RunningPod<'n> {
 
 /// The agent's settings for a test node and cluster.
 fn agent_args(node: &TestNode, cluster: &Cluster, node_name: Option<&str>) -> Vec<String> {
-    let layout = node.layout();
-    let net_d = net_d(node);
-    let mut args: Vec<String> = vec!["install".into()];
+    let mut args = install_args(node.layout(), &net_d(node));
     let mut set = |flag: &str, value: String| {
         args.push(format!("--{flag}"));
         args.push(value);
     };
-    set("cni-bin-dir", path_text(&layout.bin_dir));
-    set("cni-conf-dir", path_text(&net_d));
-    set("bpffs-root", path_text(&layout.pin_root));
-    set("cgroup", path_text(&layout.cgroup));
-    // The plugin runs where the agent does here, so the paths agree.
-    set("plugin-cgroup-path", path_text(&layout.cgroup));
-    set(
-        "log-file",
-        path_text(&layout.work_dir.join("meshlane-cni.log")),
-    );
-    set("listen", "127.0.0.1:0".into());
-    set("recheck-seconds", "1".into());
     set("api-host", "127.0.0.1".into());
     set("api-port", cluster.port());
     set("service-account-dir", path_text(&cluster.account_dir));

@@ -14,15 +14,18 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use meshlane::datapath::AttachmentKey;
-use serde_json::json;
+use serde_json::{json, Value};
 
+use common::agent::{install_args, Agent, WAIT};
 use common::api_server::{token_kubeconfig, ApiServer, Authority, Reply, ServerOptions};
-use common::bpffs::BpffsMount;
-use common::{PluginOutput, Pod, PodOptions, TestNode};
+use common::bpffs::{self, BpffsMount};
+use common::prereq::meshlane_binary;
+use common::{Connect, Identity, PluginOutput, Pod, PodOptions, ProbeServer, TestNode};
 
 const SIDECAR_POD: &str = include_str!("fixtures/kube/sidecar-pod.json");
 
@@ -442,4 +445,111 @@ fn an_add_that_needs_the_api_fails_closed_when_it_is_down_or_silent() {
     );
     assert_eq!(slow.seen().len(), 2);
     eprintln!("API slow: the ADD succeeded after {took:?}");
+}
+
+/// `meshlane precheck -o json` for the node: (exit code, the bpffs check).
+fn precheck_bpffs(node: &TestNode, net_d: &Path) -> (i32, Value) {
+    let layout = node.layout();
+    let output = Command::new(meshlane_binary())
+        .arg("precheck")
+        .arg("--cni-conf-dir")
+        .arg(net_d)
+        .arg("--bpffs-root")
+        .arg(&layout.pin_root)
+        .arg("--cgroup")
+        .arg(&layout.cgroup)
+        .args(["-o", "json"])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("precheck -o json: {err}: {output:?}"));
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|check| check["name"] == "bpffs")
+        .cloned()
+        .unwrap_or_else(|| panic!("no bpffs check: {report}"));
+    (output.status.code().unwrap_or(-1), check)
+}
+
+/// Polls the agent's readiness until `status`, returning the body.
+fn readiness_becomes(agent: &Agent, status: u16) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (now, body) = agent.get("/readyz");
+        if now == status {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "readiness stayed {now}: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The node's bpffs unmounted under a running, captured pod (an operator's
+/// `umount`, a host reconfiguration). Every pin goes with it — the node's maps
+/// and the links that held its programs on the cgroup — so capture stops (once
+/// the last descriptor into a lazily detached bpffs is closed): the app's
+/// connect reaches its destination directly. precheck fails its
+/// bpffs check, and the agent's readiness goes false naming the pin root. Once
+/// a bpffs is mounted again the agent loads and attaches the programs again and
+/// is ready; the pod's records are gone with the old maps, so the running pod
+/// is captured again only by its enrollment.
+#[test]
+fn bpffs_unmounted_under_a_running_pod() {
+    let node = TestNode::new("bpffs-gone");
+    let net_d = node.layout().work_dir.join("net.d");
+    fs::create_dir_all(&net_d).unwrap();
+    let conflist = serde_json::to_string_pretty(&node.chain().conflist.to_json()).unwrap();
+    fs::write(net_d.join("10-bridge.conflist"), conflist).unwrap();
+
+    let pod = node.add_pod("web", PodOptions::new().injected());
+    let dest = node.add_pod("dest", PodOptions::new());
+    let _dest_server = ProbeServer::start(&dest.place(), 8080, "dest");
+    let _proxy =
+        ProbeServer::start_original_dst(&pod.place(), "127.0.0.1", 15001, "proxy", Duration::ZERO);
+    let to = format!("{}:8080", dest.ipv4());
+    let lands_at = || {
+        Connect::to(&to)
+            .identity(Identity::APP)
+            .expect_reply(&pod.place())
+            .name
+    };
+    assert_eq!(lands_at(), "proxy", "captured");
+    let mut agent = Agent::start(
+        &node.layout().cgroup,
+        &install_args(node.layout(), &net_d),
+        &[],
+    );
+    agent.wait_until_ready();
+    assert_eq!(precheck_bpffs(&node, &net_d).1["verdict"], "OK");
+
+    bpffs::unmount(&node.layout().bpffs).unwrap();
+    // A busy bpffs (the agent reading a map) is detached lazily: its pins,
+    // and so the links, go once the last descriptor into it is closed.
+    let deadline = Instant::now() + WAIT;
+    while lands_at() != "dest" {
+        assert!(Instant::now() < deadline, "capture outlived the bpffs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, check) = precheck_bpffs(&node, &net_d);
+    assert_eq!(
+        (code, check["verdict"].as_str()),
+        (1, Some("FAIL")),
+        "{check}"
+    );
+    let body = readiness_becomes(&agent, 503);
+    eprintln!("bpffs unmounted: precheck {check}; the agent: {body}");
+    let pin_root = node.layout().pin_root.display();
+    let reason = format!("not ready: {pin_root} is not on a bpffs mount");
+    assert!(body.starts_with(&reason), "{body}");
+    assert!(!body.contains("is not attached"), "one reason, not every pin: {body}");
+
+    let _again = BpffsMount::mount(node.layout().bpffs.clone()).unwrap();
+    readiness_becomes(&agent, 200);
+    assert_eq!(precheck_bpffs(&node, &net_d).1["verdict"], "OK");
+    assert!(node.maps().pod(pod.netns_cookie()).unwrap().is_none(), "records gone");
+    assert_eq!(lands_at(), "dest", "no record: uncaptured until enrolled");
+    agent.terminate();
 }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::datapath::bpffs;
 use crate::datapath::cgroup::{host_cgroup2_root, Cgroup};
 use crate::datapath::counters::read_counters;
 use crate::datapath::features;
@@ -105,13 +106,23 @@ impl Node {
                 self.conf_dir.display()
             ));
         }
-        if attached != expected {
+        if let Err(err) = bpffs::check_root(&self.layout) {
+            // Unmounted under running pods: every pin went with it, the maps
+            // and the links that held the programs on the cgroup. That is the
+            // one reason, not the dozen pins it took with it.
             problems.push(format!(
-                "node programs attached to {}: {attached}/{expected}",
-                self.cgroup.display()
+                "{err}: the node's maps and program links went with their pins, so no pod is \
+                 captured; the agent loads and attaches them again once a bpffs is mounted there"
             ));
+        } else {
+            if attached != expected {
+                problems.push(format!(
+                    "node programs attached to {}: {attached}/{expected}",
+                    self.cgroup.display()
+                ));
+            }
+            problems.extend(missing);
         }
-        problems.extend(missing);
         problems.extend(upgrade);
         Response::text(503, format!("not ready: {}\n", problems.join("; ")))
     }

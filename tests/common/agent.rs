@@ -10,10 +10,33 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::node::NodeLayout;
 use super::prereq::{meshlane_binary, CHILD_PATH};
 
 /// How long the agent may take to log, serve or stop.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// `meshlane install` for a test node: its bin dir, `net_d`, pin root and
+/// cgroup (where the plugin runs too, so the paths agree), its log in the work
+/// dir, health endpoints on a free loopback port, a re-check every second.
+pub fn install_args(layout: &NodeLayout, net_d: &Path) -> Vec<String> {
+    let text = |path: &Path| path.to_string_lossy().into_owned();
+    let mut args: Vec<String> = vec!["install".into()];
+    for (flag, value) in [
+        ("cni-bin-dir", text(&layout.bin_dir)),
+        ("cni-conf-dir", text(net_d)),
+        ("bpffs-root", text(&layout.pin_root)),
+        ("cgroup", text(&layout.cgroup)),
+        ("plugin-cgroup-path", text(&layout.cgroup)),
+        ("log-file", text(&layout.work_dir.join("meshlane-cni.log"))),
+        ("listen", "127.0.0.1:0".into()),
+        ("recheck-seconds", "1".into()),
+    ] {
+        args.push(format!("--{flag}"));
+        args.push(value);
+    }
+    args
+}
 
 /// Output of a child process, collected line by line as it comes.
 #[derive(Clone, Default)]
