@@ -544,12 +544,74 @@ fn bpffs_unmounted_under_a_running_pod() {
     let pin_root = node.layout().pin_root.display();
     let reason = format!("not ready: {pin_root} is not on a bpffs mount");
     assert!(body.starts_with(&reason), "{body}");
-    assert!(!body.contains("is not attached"), "one reason, not every pin: {body}");
+    assert!(
+        !body.contains("is not attached"),
+        "one reason, not every pin: {body}"
+    );
 
     let _again = BpffsMount::mount(node.layout().bpffs.clone()).unwrap();
     readiness_becomes(&agent, 200);
     assert_eq!(precheck_bpffs(&node, &net_d).1["verdict"], "OK");
-    assert!(node.maps().pod(pod.netns_cookie()).unwrap().is_none(), "records gone");
+    assert!(
+        node.maps().pod(pod.netns_cookie()).unwrap().is_none(),
+        "records gone"
+    );
     assert_eq!(lands_at(), "dest", "no record: uncaptured until enrolled");
+    agent.terminate();
+}
+
+/// The primary CNI rewrites its conflist (meshlane chained in it) and the
+/// write is torn: half a JSON document, written in place. The agent must leave
+/// those bytes alone (the runtime skips the file; meshlane has nothing sound to
+/// write), write no other file, and say why it is not ready. Once the primary
+/// finishes its write, the agent chains meshlane into the new config, keeping
+/// everything the primary wrote.
+#[test]
+fn a_torn_primary_conflist_is_left_as_written_until_the_primary_completes_it() {
+    let node = TestNode::builder("conf-torn").without_meshlane().build();
+    let net_d = node.layout().work_dir.join("net.d");
+    fs::create_dir_all(&net_d).unwrap();
+    let file = net_d.join("10-bridge.conflist");
+    let primary = node.chain().conflist.to_json();
+    fs::write(&file, serde_json::to_string_pretty(&primary).unwrap()).unwrap();
+    let mut agent = Agent::start(
+        &node.layout().cgroup,
+        &install_args(node.layout(), &net_d),
+        &[],
+    );
+    agent.wait_until_ready();
+
+    let mut rewritten = primary.clone();
+    rewritten["plugins"][0]["mtu"] = json!(1400);
+    let text = serde_json::to_string_pretty(&rewritten).unwrap();
+    let torn = &text[..text.len() / 2];
+    fs::write(&file, torn).unwrap();
+    agent.wait_for_log("skipping an invalid CNI config");
+    let body = readiness_becomes(&agent, 503);
+    eprintln!("torn conflist: the agent: {body}");
+    assert!(
+        body.contains("10-bridge.conflist") && body.contains("not valid JSON"),
+        "the reason: {body}"
+    );
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        torn,
+        "the torn file was changed"
+    );
+    let names: Vec<String> = fs::read_dir(&net_d)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["10-bridge.conflist"], "files written meanwhile");
+
+    fs::write(&file, &text).unwrap();
+    readiness_becomes(&agent, 200);
+    let chained: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    let plugins = chained["plugins"].as_array().unwrap();
+    assert_eq!(
+        plugins[0], rewritten["plugins"][0],
+        "the primary's new entry"
+    );
+    assert_eq!(plugins.last().unwrap()["type"], "meshlane");
     agent.terminate();
 }

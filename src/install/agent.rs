@@ -235,6 +235,12 @@ impl Agent {
         }
     }
 
+    fn set_chain_problem(&self, problem: String) {
+        if let Ok(mut shared) = self.node.chain_problem.lock() {
+            *shared = Some(problem);
+        }
+    }
+
     fn reconcile_chain(&mut self) {
         let dir = match files::read_net_dir(&self.settings.cni_conf_dir) {
             Ok(dir) => dir,
@@ -249,7 +255,20 @@ impl Agent {
         let plan = match planned {
             Ok(InstallOutcome::Planned(plan)) => plan,
             Ok(InstallOutcome::NoPrimary { skipped }) => {
-                self.clear_chain_problem();
+                // The files passed over are why (a primary's torn or broken
+                // write): readiness names them.
+                let why = skipped
+                    .iter()
+                    .map(|s| format!("{} is skipped: {}", s.file, s.reason))
+                    .collect::<Vec<_>>();
+                if why.is_empty() {
+                    self.clear_chain_problem();
+                } else {
+                    self.set_chain_problem(format!(
+                        "no valid config to chain into ({})",
+                        why.join("; ")
+                    ));
+                }
                 self.memory.note_skipped(&skipped);
                 if self.memory.in_place != Some(false) || self.memory.last_problem.is_some() {
                     info(
