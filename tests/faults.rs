@@ -10,10 +10,11 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ use common::agent::{install_args, Agent, WAIT};
 use common::api_server::{token_kubeconfig, ApiServer, Authority, Reply, ServerOptions};
 use common::bpffs::{self, BpffsMount};
 use common::prereq::meshlane_binary;
+use common::variant::{attach_variant_sk_msg, sk_msg_program_id};
 use common::{Connect, Identity, PluginOutput, Pod, PodOptions, ProbeServer, TestNode};
 
 const SIDECAR_POD: &str = include_str!("fixtures/kube/sidecar-pod.json");
@@ -447,6 +449,58 @@ fn an_add_that_needs_the_api_fails_closed_when_it_is_down_or_silent() {
     eprintln!("API slow: the ADD succeeded after {took:?}");
 }
 
+/// A net.d for the agent, with the node's own chain as the primary config.
+fn agent_net_d(node: &TestNode) -> PathBuf {
+    let net_d = node.layout().work_dir.join("net.d");
+    fs::create_dir_all(&net_d).unwrap();
+    let conflist = serde_json::to_string_pretty(&node.chain().conflist.to_json()).unwrap();
+    fs::write(net_d.join("10-bridge.conflist"), conflist).unwrap();
+    net_d
+}
+
+/// A captured pod with a proxy stand-in on 15001, and a server in another pod
+/// that its app calls: where the call lands tells whether capture holds.
+struct CapturedPod<'n> {
+    pod: Pod<'n>,
+    to: String,
+    _dest: Pod<'n>,
+    _servers: [ProbeServer; 2],
+}
+
+impl<'n> CapturedPod<'n> {
+    fn start(node: &'n TestNode) -> Self {
+        let pod = node.add_pod("web", PodOptions::new().injected());
+        let dest = node.add_pod("dest", PodOptions::new());
+        let servers = [
+            ProbeServer::start(&dest.place(), 8080, "dest"),
+            ProbeServer::start_original_dst(
+                &pod.place(),
+                "127.0.0.1",
+                15001,
+                "proxy",
+                Duration::ZERO,
+            ),
+        ];
+        let to = format!("{}:8080", dest.ipv4());
+        let captured = CapturedPod {
+            pod,
+            to,
+            _dest: dest,
+            _servers: servers,
+        };
+        assert_eq!(captured.lands_at(), "proxy", "captured");
+        captured
+    }
+
+    /// "proxy" while captured, "dest" when the call goes around the proxy.
+    fn lands_at(&self) -> String {
+        Connect::to(&self.to)
+            .identity(Identity::APP)
+            .expect_reply(&self.pod.place())
+            .name
+    }
+}
+
 /// `meshlane precheck -o json` for the node: (exit code, the bpffs check).
 fn precheck_bpffs(node: &TestNode, net_d: &Path) -> (i32, Value) {
     let layout = node.layout();
@@ -499,24 +553,9 @@ fn readiness_becomes(agent: &Agent, status: u16) -> String {
 #[test]
 fn bpffs_unmounted_under_a_running_pod() {
     let node = TestNode::new("bpffs-gone");
-    let net_d = node.layout().work_dir.join("net.d");
-    fs::create_dir_all(&net_d).unwrap();
-    let conflist = serde_json::to_string_pretty(&node.chain().conflist.to_json()).unwrap();
-    fs::write(net_d.join("10-bridge.conflist"), conflist).unwrap();
-
-    let pod = node.add_pod("web", PodOptions::new().injected());
-    let dest = node.add_pod("dest", PodOptions::new());
-    let _dest_server = ProbeServer::start(&dest.place(), 8080, "dest");
-    let _proxy =
-        ProbeServer::start_original_dst(&pod.place(), "127.0.0.1", 15001, "proxy", Duration::ZERO);
-    let to = format!("{}:8080", dest.ipv4());
-    let lands_at = || {
-        Connect::to(&to)
-            .identity(Identity::APP)
-            .expect_reply(&pod.place())
-            .name
-    };
-    assert_eq!(lands_at(), "proxy", "captured");
+    let net_d = agent_net_d(&node);
+    let probe = CapturedPod::start(&node);
+    let lands_at = || probe.lands_at();
     let mut agent = Agent::start(
         &node.layout().cgroup,
         &install_args(node.layout(), &net_d),
@@ -552,10 +591,8 @@ fn bpffs_unmounted_under_a_running_pod() {
     let _again = BpffsMount::mount(node.layout().bpffs.clone()).unwrap();
     readiness_becomes(&agent, 200);
     assert_eq!(precheck_bpffs(&node, &net_d).1["verdict"], "OK");
-    assert!(
-        node.maps().pod(pod.netns_cookie()).unwrap().is_none(),
-        "records gone"
-    );
+    let cookie = probe.pod.netns_cookie();
+    assert!(node.maps().pod(cookie).unwrap().is_none(), "records gone");
     assert_eq!(lands_at(), "dest", "no record: uncaptured until enrolled");
     agent.terminate();
 }
@@ -614,4 +651,124 @@ fn a_torn_primary_conflist_is_left_as_written_until_the_primary_completes_it() {
     );
     assert_eq!(plugins.last().unwrap()["type"], "meshlane");
     agent.terminate();
+}
+
+/// Every pin under `root`, by its path below it.
+fn pin_names(root: &Path) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(path);
+            } else {
+                let below = path.strip_prefix(root).unwrap();
+                names.insert(below.display().to_string());
+            }
+        }
+    }
+    names
+}
+
+/// Where the program upgrade runs among the agent's `bpf` calls, from an
+/// strace log of a whole start (`trace=bpf,write`, single-threaded until it
+/// serves): the calls made before it says the programs are attached, and
+/// those made before it says one was upgraded.
+fn upgrade_window(trace: &str) -> (usize, usize) {
+    let mut calls = 0;
+    let (mut start, mut end) = (None, None);
+    for line in trace.lines() {
+        let call = line.split_whitespace().nth(1).unwrap_or_default();
+        if call.starts_with("bpf(") {
+            calls += 1;
+        } else if call.starts_with("write(2,") && line.contains("node programs already attached") {
+            start.get_or_insert(calls);
+        } else if call.starts_with("write(2,") && line.contains("program upgraded") {
+            end.get_or_insert(calls);
+        }
+    }
+    match (start, end) {
+        (Some(start), Some(end)) if start < end => (start, end),
+        _ => panic!("no upgrade in the agent's trace ({start:?}, {end:?}):\n{trace}"),
+    }
+}
+
+/// How many points of the upgrade the agent is killed at.
+const UPGRADE_KILL_POINTS: usize = 8;
+
+/// The agent killed (SIGKILL) at points inside its start-up program upgrade
+/// (a program of a "previous version" on the short path's hook): evenly
+/// spread over its `bpf` calls, the last one before the swap and the first
+/// after it. Then it is started again. At every point the hook runs the old program or the new one, never
+/// none: the pod's calls stay captured. The restarted agent finishes the
+/// upgrade, is ready, and leaves no pin behind that a clean upgrade would not.
+#[test]
+fn the_agent_killed_during_a_program_upgrade_finishes_it_when_restarted() {
+    let node = TestNode::new("up-kill");
+    let layout = node.pin_layout();
+    let probe = CapturedPod::start(&node);
+    let net_d = agent_net_d(&node);
+    let args = install_args(node.layout(), &net_d);
+    let cgroup = &node.layout().cgroup;
+    let pins = pin_names(node.pin_root());
+
+    attach_variant_sk_msg(&layout);
+    let trace = node.layout().work_dir.join("agent.strace");
+    // Traced until its first bind(2), the health port it opens once the
+    // upgrade is done, where it is killed (strace forwards no SIGTERM).
+    let tracing = [
+        STRACE,
+        "-f",
+        "-qq",
+        "-s",
+        "300",
+        "-e",
+        "trace=bpf,write,bind",
+        "-e",
+        "inject=bind:signal=KILL",
+        "-o",
+    ]
+    .map(str::to_owned)
+    .into_iter()
+    .chain([trace.display().to_string()])
+    .collect::<Vec<_>>();
+    let mut traced = Agent::spawn_under(&tracing, cgroup, &args, &[]);
+    assert_eq!(traced.wait_exit().signal(), Some(libc::SIGKILL));
+    let (start, end) = upgrade_window(&fs::read_to_string(&trace).unwrap());
+    eprintln!(
+        "the upgrade: bpf calls {} to {end} of the agent's start",
+        start + 1
+    );
+
+    let step = ((end - start) / UPGRADE_KILL_POINTS).max(1);
+    let points: BTreeSet<usize> = (1..=UPGRADE_KILL_POINTS)
+        .map(|k| (start + k * step).min(end))
+        .chain([end, end + 1])
+        .collect();
+    for n in points {
+        let what = format!("agent killed at bpf #{n}");
+        let variant = attach_variant_sk_msg(&layout);
+        let mut killed = Agent::spawn_under(&killed_at("bpf", n), cgroup, &args, &[]);
+        let status = killed.wait_exit();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{what}: {status:?}");
+        assert_eq!(probe.lands_at(), "proxy", "{what}: capture held");
+        // The short path's hook still runs a program (it panics otherwise):
+        // the variant, or this build's if the kill came after the swap.
+        let running = sk_msg_program_id(&layout);
+        let program = if running == variant {
+            "the old"
+        } else {
+            "this build's"
+        };
+        eprintln!("{what}: the hook runs {program} program");
+
+        let mut agent = Agent::start(cgroup, &args, &[]);
+        agent.wait_for_log("node programs are this version's");
+        agent.wait_until_ready();
+        assert_ne!(sk_msg_program_id(&layout), variant, "{what}: not upgraded");
+        assert_eq!(pin_names(node.pin_root()), pins, "{what}: pins");
+        assert_eq!(probe.lands_at(), "proxy", "{what}: capture after");
+        agent.terminate();
+    }
 }

@@ -82,12 +82,41 @@ impl Agent {
     /// Runs `meshlane <args>` with only PATH and `env` in its environment (no
     /// MESHLANE_* of the caller's), inside `cgroup`, and waits until it serves.
     pub fn start(cgroup: &Path, args: &[String], env: &[(String, String)]) -> Agent {
+        Agent::start_under(&[], cgroup, args, env)
+    }
+
+    /// Like `start`, with meshlane started by `wrapper` (a program and its
+    /// arguments, meshlane's path appended), e.g. strace injecting a fault.
+    pub fn start_under(
+        wrapper: &[String],
+        cgroup: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Agent {
+        let mut agent = Agent::spawn_under(wrapper, cgroup, args, env);
+        let line = agent.wait_for_log("serving /healthz");
+        agent.addr = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("addr="))
+            .expect("the agent logs its address")
+            .to_owned();
+        agent
+    }
+
+    /// Starts it without waiting for it to serve (it may be killed before).
+    pub fn spawn_under(
+        wrapper: &[String],
+        cgroup: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Agent {
         // The agent joins the node's cgroup before it execs, so the node's
         // cleanup (and the sweep after a crashed run) kills it with the rest.
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg("echo 0 > \"$0/cgroup.procs\" && exec \"$@\"")
             .arg(cgroup)
+            .args(wrapper)
             .arg(meshlane_binary())
             .args(args)
             .env_clear()
@@ -100,19 +129,30 @@ impl Agent {
             .expect("starting meshlane install");
         let stdout = Lines::follow(child.stdout.take().unwrap());
         let stderr = Lines::follow(child.stderr.take().unwrap());
-        let mut agent = Agent {
+        Agent {
             child: Some(child),
             stdout,
             stderr,
             addr: String::new(),
-        };
-        let line = agent.wait_for_log("serving /healthz");
-        agent.addr = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("addr="))
-            .expect("the agent logs its address")
-            .to_owned();
-        agent
+        }
+    }
+
+    /// Waits (at most `WAIT`) for the agent to exit by itself: its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not exit:\n{}",
+                self.stderr.text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn wait_for_log(&mut self, needle: &str) -> String {
