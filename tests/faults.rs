@@ -174,18 +174,60 @@ fn a_full_log_disk_changes_no_answer() {
     assert!(last.contains("pod=default/later"), "{log}");
 }
 
-fn expect_success(output: &PluginOutput, what: &str) {
-    assert!(
-        output.status.success() && !output.timed_out,
-        "{what} must succeed: {output:?}"
-    );
+/// On a node whose programs are loaded (by a first captured pod), with an
+/// uncaptured pod for meshlane to be run on alone: calls `point(node, pod,
+/// syscall, n, what)` for n = 1, 2, … of each of `KILL_SYSCALLS` until it
+/// returns false (the command ran to its end before its n-th such call); at
+/// least `min` kill points must have been found.
+fn each_kill_point(
+    node_name: &str,
+    command: &str,
+    min: usize,
+    mut point: impl FnMut(&TestNode, &Pod, &str, usize, &str) -> bool,
+) {
+    let node = TestNode::new(node_name);
+    node.add_pod("first", PodOptions::new().injected());
+    let pod = node.add_pod("victim", PodOptions::new());
+    let mut points = 0;
+    for syscall in KILL_SYSCALLS {
+        for n in 1.. {
+            if !point(
+                &node,
+                &pod,
+                syscall,
+                n,
+                &format!("{command} killed at {syscall} #{n}"),
+            ) {
+                break;
+            }
+            points += 1;
+        }
+    }
+    eprintln!("{command}: {points} kill points");
+    assert!(points >= min, "only {points} kill points in a {command}");
 }
 
-fn expect_killed(output: &PluginOutput, what: &str) {
+/// Runs `command` under strace, killed at its `n`-th `syscall`: true when it
+/// was killed, false when it ran to its end without reaching that call.
+fn killed(node: &TestNode, pod: &Pod, command: &str, syscall: &str, n: usize) -> bool {
+    let output = meshlane(node, pod, command, &killed_at(syscall, n));
+    if output.status.success() {
+        return false;
+    }
     assert_eq!(
         output.status.signal(),
         Some(libc::SIGKILL),
-        "{what}: the plugin must have been killed: {output:?}"
+        "{command} at {syscall} #{n}: the plugin must have been killed: {output:?}"
+    );
+    true
+}
+
+/// The runtime's next call after `what`, which must succeed.
+fn runtime_step(node: &TestNode, pod: &Pod, command: &str, what: &str) {
+    let output = meshlane(node, pod, command, &[]);
+    assert!(
+        output.status.success() && !output.timed_out,
+        "{what}, then {command}: must succeed: {output:?}"
     );
 }
 
@@ -234,14 +276,6 @@ fn expect_captured(node: &TestNode, pod: &Pod, after: &str) {
     assert!(maps.inbound_attached(cookie), "{after}: no inbound link");
 }
 
-/// A node whose programs are loaded (by a first captured pod) and an uncaptured
-/// pod for meshlane to be run on alone.
-fn loaded_node(name: &str) -> TestNode {
-    let node = TestNode::new(name);
-    node.add_pod("first", PodOptions::new().injected());
-    node
-}
-
 /// SIGKILL at every `bpf` and `unlink` call of an ADD. The runtime saw the ADD
 /// fail; it either tries the ADD again and later deletes the pod, or deletes it
 /// at once: each kill point is tried with both. They must succeed, the ADD
@@ -250,33 +284,21 @@ fn loaded_node(name: &str) -> TestNode {
 /// pin of its first tag link left the slot naming the netns for ever.
 #[test]
 fn add_killed_at_every_step_then_retried_leaves_nothing() {
-    let node = loaded_node("kill-add");
-    let pod = node.add_pod("victim", PodOptions::new());
-    let mut points = 0;
-    for syscall in KILL_SYSCALLS {
-        for n in 1.. {
-            let what = format!("ADD killed at {syscall} #{n}");
-            let add = meshlane(&node, &pod, "ADD", &killed_at(syscall, n));
-            if add.status.success() {
-                // Fewer than n such calls: the ADD ran to its end.
-                expect_success(&meshlane(&node, &pod, "DEL", &[]), "DEL");
-                break;
-            }
-            expect_killed(&add, &what);
-            points += 1;
-            let retry = meshlane(&node, &pod, "ADD", &[]);
-            expect_success(&retry, &format!("{what}, the ADD again"));
-            expect_captured(&node, &pod, &format!("{what}, the ADD again"));
-            expect_success(&meshlane(&node, &pod, "DEL", &[]), &format!("{what}, DEL"));
-            expect_nothing_left(&node, &pod, &format!("{what}, ADD again, DEL"));
-            // The same kill, and the runtime gives up: DEL alone.
-            expect_killed(&meshlane(&node, &pod, "ADD", &killed_at(syscall, n)), &what);
-            expect_success(&meshlane(&node, &pod, "DEL", &[]), &format!("{what}, DEL"));
-            expect_nothing_left(&node, &pod, &format!("{what}, DEL alone"));
+    each_kill_point("kill-add", "ADD", 10, |node, pod, syscall, n, what| {
+        if !killed(node, pod, "ADD", syscall, n) {
+            runtime_step(node, pod, "DEL", what);
+            return false;
         }
-    }
-    eprintln!("ADD: {points} kill points");
-    assert!(points >= 10, "only {points} kill points in an ADD");
+        runtime_step(node, pod, "ADD", what);
+        expect_captured(node, pod, &format!("{what}, the ADD again"));
+        runtime_step(node, pod, "DEL", what);
+        expect_nothing_left(node, pod, &format!("{what}, ADD again, DEL"));
+        // The same kill, and the runtime gives up: DEL alone.
+        assert!(killed(node, pod, "ADD", syscall, n), "{what}, again");
+        runtime_step(node, pod, "DEL", what);
+        expect_nothing_left(node, pod, &format!("{what}, DEL alone"));
+        true
+    });
 }
 
 /// SIGKILL at every `bpf` and `unlink` call of a DEL; the runtime's DEL again
@@ -285,29 +307,15 @@ fn add_killed_at_every_step_then_retried_leaves_nothing() {
 /// no attachment, so nothing to release.
 #[test]
 fn del_killed_at_every_step_then_retried_leaves_nothing() {
-    let node = loaded_node("kill-del");
-    let pod = node.add_pod("victim", PodOptions::new());
-    let mut points = 0;
-    for syscall in KILL_SYSCALLS {
-        for n in 1.. {
-            let what = format!("DEL killed at {syscall} #{n}");
-            expect_success(&meshlane(&node, &pod, "ADD", &[]), "ADD");
-            let del = meshlane(&node, &pod, "DEL", &killed_at(syscall, n));
-            if del.status.success() {
-                expect_nothing_left(&node, &pod, "DEL");
-                break;
-            }
-            expect_killed(&del, &what);
-            points += 1;
-            expect_success(
-                &meshlane(&node, &pod, "DEL", &[]),
-                &format!("{what}, DEL again"),
-            );
-            expect_nothing_left(&node, &pod, &format!("{what}, then DEL again"));
+    each_kill_point("kill-del", "DEL", 5, |node, pod, syscall, n, what| {
+        runtime_step(node, pod, "ADD", what);
+        let stopped = killed(node, pod, "DEL", syscall, n);
+        if stopped {
+            runtime_step(node, pod, "DEL", what);
         }
-    }
-    eprintln!("DEL: {points} kill points");
-    assert!(points >= 5, "only {points} kill points in a DEL");
+        expect_nothing_left(node, pod, &format!("{what}, then DEL again"));
+        stopped
+    });
 }
 
 /// The node's first ADD loads and pins its programs and maps (hundreds of `bpf`
@@ -320,18 +328,13 @@ fn the_first_add_killed_while_loading_is_finished_by_the_next() {
         let what = format!("first ADD killed at bpf #{n}");
         let node = TestNode::new("kill-load");
         let pod = node.add_pod("victim", PodOptions::new());
-        let add = meshlane(&node, &pod, "ADD", &killed_at("bpf", n));
-        if add.status.success() {
+        if !killed(&node, &pod, "ADD", "bpf", n) {
             break;
         }
-        expect_killed(&add, &what);
         points += 1;
-        expect_success(
-            &meshlane(&node, &pod, "ADD", &[]),
-            &format!("{what}, ADD again"),
-        );
+        runtime_step(&node, &pod, "ADD", &what);
         expect_captured(&node, &pod, &format!("{what}, ADD again"));
-        expect_success(&meshlane(&node, &pod, "DEL", &[]), &format!("{what}, DEL"));
+        runtime_step(&node, &pod, "DEL", &what);
         expect_nothing_left(&node, &pod, &format!("{what}, ADD again, DEL"));
     }
     eprintln!("first ADD: {points} kill points");
@@ -528,19 +531,6 @@ fn precheck_bpffs(node: &TestNode, net_d: &Path) -> (i32, Value) {
     (output.status.code().unwrap_or(-1), check)
 }
 
-/// Polls the agent's readiness until `status`, returning the body.
-fn readiness_becomes(agent: &Agent, status: u16) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (now, body) = agent.get("/readyz");
-        if now == status {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "readiness stayed {now}: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The node's bpffs unmounted under a running, captured pod (an operator's
 /// `umount`, a host reconfiguration). Every pin goes with it — the node's maps
 /// and the links that held its programs on the cgroup — so capture stops (once
@@ -578,7 +568,7 @@ fn bpffs_unmounted_under_a_running_pod() {
         (1, Some("FAIL")),
         "{check}"
     );
-    let body = readiness_becomes(&agent, 503);
+    let body = agent.wait_for_readiness(503);
     eprintln!("bpffs unmounted: precheck {check}; the agent: {body}");
     let pin_root = node.layout().pin_root.display();
     let reason = format!("not ready: {pin_root} is not on a bpffs mount");
@@ -589,7 +579,7 @@ fn bpffs_unmounted_under_a_running_pod() {
     );
 
     let _again = BpffsMount::mount(node.layout().bpffs.clone()).unwrap();
-    readiness_becomes(&agent, 200);
+    agent.wait_for_readiness(200);
     assert_eq!(precheck_bpffs(&node, &net_d).1["verdict"], "OK");
     let cookie = probe.pod.netns_cookie();
     assert!(node.maps().pod(cookie).unwrap().is_none(), "records gone");
@@ -624,7 +614,7 @@ fn a_torn_primary_conflist_is_left_as_written_until_the_primary_completes_it() {
     let torn = &text[..text.len() / 2];
     fs::write(&file, torn).unwrap();
     agent.wait_for_log("skipping an invalid CNI config");
-    let body = readiness_becomes(&agent, 503);
+    let body = agent.wait_for_readiness(503);
     eprintln!("torn conflist: the agent: {body}");
     assert!(
         body.contains("10-bridge.conflist") && body.contains("not valid JSON"),
@@ -642,7 +632,7 @@ fn a_torn_primary_conflist_is_left_as_written_until_the_primary_completes_it() {
     assert_eq!(names, ["10-bridge.conflist"], "files written meanwhile");
 
     fs::write(&file, &text).unwrap();
-    readiness_becomes(&agent, 200);
+    agent.wait_for_readiness(200);
     let chained: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
     let plugins = chained["plugins"].as_array().unwrap();
     assert_eq!(

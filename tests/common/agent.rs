@@ -38,6 +38,25 @@ pub fn install_args(layout: &NodeLayout, net_d: &Path) -> Vec<String> {
     args
 }
 
+/// Calls `check` every `every` until it gives a value; after `WAIT`, panics
+/// with its last complaint and the agent's log.
+fn poll<T, E: std::fmt::Display>(
+    log: &Lines,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(complaint) if Instant::now() >= deadline => {
+                panic!("{complaint} (after {WAIT:?}):\n{}", log.text())
+            }
+            Err(_) => thread::sleep(every),
+        }
+    }
+}
+
 /// Output of a child process, collected line by line as it comes.
 #[derive(Clone, Default)]
 pub struct Lines(Arc<Mutex<Vec<String>>>);
@@ -140,19 +159,11 @@ impl Agent {
     /// Waits (at most `WAIT`) for the agent to exit by itself: its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not exit:\n{}",
-                self.stderr.text()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        let status = poll(&self.stderr, Duration::from_millis(20), || {
+            child.try_wait().unwrap().ok_or("the agent did not exit")
+        });
+        self.child = None;
+        status
     }
 
     pub fn wait_for_log(&mut self, needle: &str) -> String {
@@ -196,19 +207,19 @@ impl Agent {
     }
 
     pub fn wait_until_ready(&self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let (status, body) = self.get("/readyz");
-            if status == 200 {
-                return;
+        self.wait_for_readiness(200);
+    }
+
+    /// `/readyz`, once it answers with `status` (it may take a recheck): the body.
+    pub fn wait_for_readiness(&self, status: u16) -> String {
+        poll(&self.stderr, Duration::from_millis(100), || {
+            let (got, body) = self.get("/readyz");
+            if got == status {
+                Ok(body)
+            } else {
+                Err(format!("/readyz never answered {status}: {got} {body}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "never ready: {body}\n{}",
-                self.stderr.text()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     /// SIGTERM (what a rolling update sends) and the exit status.
