@@ -295,8 +295,14 @@ impl Agent {
             self.memory.last_problem = None;
             return;
         }
-        if let Err(err) = files::apply_changes(&self.settings.cni_conf_dir, &plan.changes) {
-            return self.memory.problem(&self.node, err.to_string());
+        match files::apply_changes(&self.settings.cni_conf_dir, &plan.changes, &dir) {
+            Ok(()) => {}
+            // The primary's write wakes the watcher: the next round plans
+            // from what it wrote.
+            Err(err @ InstallError::ChangedMeanwhile { .. }) => {
+                return info("planning again", &[("reason", &err)]);
+            }
+            Err(err) => return self.memory.problem(&self.node, err.to_string()),
         }
         let restored = self.memory.in_place == Some(true);
         match &plan.action {
