@@ -44,6 +44,7 @@ apt_packages=(
     iptables iproute2                                               # baseline, netns
     python3 python3-venv curl ca-certificates unzip                 # probes, Envoy wheel
     dnsutils socat                                                  # tests and demo
+    strace                                                          # fault injection (tests/faults.rs)
     qperf sockperf                                                  # benchmark (scripts/bench.sh)
     gcc libc6-dev containerd runc                                   # test images (tests/tools/images.py)
     protobuf-compiler                                               # the CRI client's protos (k8s-cri)

@@ -17,14 +17,17 @@ use std::fs;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use meshlane::datapath::AttachmentKey;
+use meshlane::install::enroll::Enroller;
 use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess};
+use meshlane::plugin::config::{PluginConfig, KEYS};
 use serde_json::{json, Value};
 
-use common::agent::{Agent, WAIT};
+use common::agent::{install_args, Agent, WAIT};
 use common::kube_cluster::{Cluster, STARTUP_TAINT};
 use common::pod::INJECTED_STATUS;
 use common::process::{Spawn, TestProcess};
@@ -216,25 +219,11 @@ impl<'n> RunningPod<'n> {
 
 /// The agent's settings for a test node and cluster.
 fn agent_args(node: &TestNode, cluster: &Cluster, node_name: Option<&str>) -> Vec<String> {
-    let layout = node.layout();
-    let net_d = net_d(node);
-    let mut args: Vec<String> = vec!["install".into()];
+    let mut args = install_args(node.layout(), &net_d(node));
     let mut set = |flag: &str, value: String| {
         args.push(format!("--{flag}"));
         args.push(value);
     };
-    set("cni-bin-dir", path_text(&layout.bin_dir));
-    set("cni-conf-dir", path_text(&net_d));
-    set("bpffs-root", path_text(&layout.pin_root));
-    set("cgroup", path_text(&layout.cgroup));
-    // The plugin runs where the agent does here, so the paths agree.
-    set("plugin-cgroup-path", path_text(&layout.cgroup));
-    set(
-        "log-file",
-        path_text(&layout.work_dir.join("meshlane-cni.log")),
-    );
-    set("listen", "127.0.0.1:0".into());
-    set("recheck-seconds", "1".into());
     set("api-host", "127.0.0.1".into());
     set("api-port", cluster.port());
     set("service-account-dir", path_text(&cluster.account_dir));
@@ -728,4 +717,73 @@ fn pods_with_istio_iptables_rules_are_not_enrolled() {
     line_about(&agent, "enrolled a running pod", &fresh.id());
     assert!(node.maps().pod(fresh.cookie()).unwrap().is_some());
     drop(agent);
+}
+
+/// The plugin's settings of the node's own meshlane entry, as the agent would
+/// read them from its chain entry.
+fn enroller_of(node: &TestNode) -> Enroller {
+    let mut keys = node.meshlane_netconf("1.0.0").as_object().unwrap().clone();
+    keys.retain(|key, _| KEYS.iter().any(|(name, _)| name == key));
+    let config = PluginConfig::from_keys(&keys).unwrap();
+    Enroller::new(config, NODE_NAME.to_owned(), PathBuf::from("/proc"))
+}
+
+/// The runtime deletes a running pod (CNI DEL: its interface and address are
+/// gone, its sandbox not yet) while the agent enrolls it, between the
+/// inspection of its netns and the write; the address then goes to a new pod.
+/// The enrollment must write nothing, and the new pod's ADD must succeed.
+/// Before the enrollment checked again under the lock, it wrote the address
+/// for the deleted pod's still-live netns, and the new pod's ADD failed (code 7).
+#[test]
+fn an_enrollment_racing_the_pods_del_and_its_address_reuse_writes_nothing() {
+    let node = TestNode::new("enroll-race");
+    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
+    // A captured pod's ADD loads the node's programs, as on any node.
+    let _captured = node.add_pod("first", PodOptions::new().injected());
+    // Started without capture (it is not injected as the runtime tells
+    // meshlane), but the API server lists it as injected: to be enrolled.
+    let mut old = RunningPod::start(&node, "old", Kind::Sidecar);
+    cluster.set_pods(vec![old.json.clone()]);
+    let address = old.pod.ipv4();
+    let access = KubeAccess::in_cluster(&cluster.server.url(), &cluster.account_dir).unwrap();
+
+    let mut enroller = enroller_of(&node);
+    let (paused, at_pause) = mpsc::channel::<String>();
+    let (resume, resumed) = mpsc::channel::<()>();
+    enroller.pause_before_lock(move |pod| {
+        paused.send(pod.id()).unwrap();
+        resumed.recv().unwrap();
+    });
+    let report = thread::scope(|scope| {
+        let round = scope.spawn(|| enroller.round(&access));
+        let pod = at_pause.recv_timeout(WAIT).expect("the enrollment pauses");
+        assert_eq!(pod, old.id());
+        // The runtime's DEL: the bridge plugin takes the pod's interface and
+        // releases its address; the sandbox's processes still run.
+        old.pod.del().expect_success();
+        resume.send(()).unwrap();
+        round.join().unwrap().unwrap()
+    });
+    assert_eq!(
+        (report.enrolled, report.skipped),
+        (0, 1),
+        "the deleted pod must not be enrolled: {report:?}"
+    );
+    let maps = node.maps();
+    assert_eq!(maps.entries_of(old.cookie()).unwrap(), 0);
+    assert_eq!(maps.address_owner(IpAddr::V4(address)).unwrap(), None);
+
+    // The address goes to a new captured pod.
+    let new = node.add_pod(
+        "new",
+        PodOptions::new()
+            .namespace(NAMESPACE)
+            .injected()
+            .cni_arg("IP", &address.to_string()),
+    );
+    assert_eq!(new.ipv4(), address);
+    assert_eq!(
+        maps.address_owner(IpAddr::V4(address)).unwrap(),
+        Some(new.netns_cookie())
+    );
 }

@@ -9,11 +9,12 @@ mod common;
 
 use std::process::Command;
 
-use base64::Engine as _;
 use meshlane::datapath::abi::ml_pod_flag;
 use serde_json::json;
 
-use common::api_server::{status_json, ApiServer, Authority, Reply, ServerOptions};
+use common::api_server::{
+    status_json, token_kubeconfig, ApiServer, Authority, Reply, ServerOptions,
+};
 use common::pod::INJECTED_STATUS;
 use common::{Pod, PodOptions, TestNode};
 
@@ -172,15 +173,7 @@ fn a_pod_without_annotations_starts_with_no_api_call() {
         },
         Box::new(|_| Reply::Json(404, status_json(404, "NotFound", "pods not found"))),
     );
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
-            api.url(),
-            base64::engine::general_purpose::STANDARD.encode(ca.pem())
-        ),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, token_kubeconfig(&api.url(), &ca.pem(), "t")).unwrap();
 
     let plain = node.add_pod("plain", PodOptions::new());
     assert!(!captured(&node, &plain), "a plain pod was captured");

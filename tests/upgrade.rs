@@ -772,23 +772,6 @@ fn start_agent(node: &TestNode, name: &str) -> Agent {
     Agent::start(&node.layout().cgroup, &args, &[])
 }
 
-/// `/readyz`, once it answers with `status` (it may take a recheck): the body.
-fn wait_for_readiness(agent: &Agent, status: u16) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (got, body) = agent.get("/readyz");
-        if got == status {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never answered {status}: {got} {body}\n{}",
-            agent.stderr.text()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn field<'l>(line: &'l str, key: &str) -> &'l str {
     let prefix = format!("{key}=");
     line.split_whitespace()
@@ -820,7 +803,7 @@ fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
         "{}",
         agent.stderr.text()
     );
-    wait_for_readiness(&agent, 200);
+    agent.wait_for_readiness(200);
     assert_eq!(hooks(&layout), attached);
     drop(agent);
 
@@ -834,7 +817,7 @@ fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
     let new_id: u32 = field(&line, "new_id").parse().unwrap();
     let summary = agent.wait_for_log("node programs are this version's");
     assert_eq!(field(&summary, "replaced"), "1", "{summary}");
-    wait_for_readiness(&agent, 200);
+    agent.wait_for_readiness(200);
     let upgraded = hooks(&layout);
     assert_eq!(upgraded[sk_msg_hook()], (attached[sk_msg_hook()].0, new_id));
     for (hook, ids) in &upgraded {
@@ -851,7 +834,7 @@ fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
     let mut agent = start_agent(&node, "agent-maplayout");
     let line = agent.wait_for_log("cannot upgrade the node programs");
     assert!(line.contains("ml_short_offers"), "{line}");
-    let body = wait_for_readiness(&agent, 503);
+    let body = agent.wait_for_readiness(503);
     assert!(
         body.contains("program upgrade failed") && body.contains("ml_short_offers"),
         "{body}"

@@ -100,13 +100,18 @@ pub fn slot_of(layout: &PinLayout, netns_cookie: u64) -> Option<u32> {
 /// How many entries of `ml_netns_slots` hold this netns (0 after `detach`).
 pub fn slots_holding(layout: &PinLayout, netns_cookie: u64) -> Result<usize, DatapathError> {
     let slots = PinnedMap::open(layout, maps::NETNS_SLOTS)?;
-    let mut count = 0;
+    Ok(slots_of(&slots, netns_cookie)?.len())
+}
+
+/// Every slot naming this netns, by searching them all.
+fn slots_of(slots: &PinnedMap, netns_cookie: u64) -> Result<Vec<u32>, DatapathError> {
+    let mut held = Vec::new();
     for slot in 0..SLOTS {
         if slots.get::<u32, u64>(&slot)? == Some(netns_cookie) {
-            count += 1;
+            held.push(slot);
         }
     }
-    Ok(count)
+    Ok(held)
 }
 
 /// Whether both tag links of the netns are pinned.
@@ -265,12 +270,17 @@ pub fn attach(
     netns_path: &Path,
 ) -> Result<bool, DatapathError> {
     ensure_programs(layout)?;
-    make_dir(links_of(layout, netns_cookie))?;
     let slots = PinnedMap::open(layout, maps::NETNS_SLOTS)?;
     let slot = match slot_of(layout, netns_cookie) {
         Some(slot) => slot,
-        None => free_slot(layout, &slots, netns_cookie)?,
+        None => {
+            // An attach killed before its first pin may have left a slot naming
+            // this netns: released, so that the netns never holds two.
+            detach(layout, netns_cookie)?;
+            free_slot(layout, &slots, netns_cookie)?
+        }
     };
+    make_dir(links_of(layout, netns_cookie))?;
     slots.put(&slot, &netns_cookie)?;
     let mut linked = false;
     for digit in Digit::BOTH {
@@ -316,6 +326,16 @@ fn free_slot(
 pub fn detach(layout: &PinLayout, netns_cookie: u64) -> Result<(), DatapathError> {
     let dir = links_of(layout, netns_cookie);
     let Some(slot) = slot_of(layout, netns_cookie) else {
+        if dir.exists() {
+            // An attach or detach that stopped half-way (the plugin killed
+            // between the slot's write and the first link's pin, or between the
+            // last unpin and the slot's release): no link names the slot, so
+            // the slots are searched for this netns.
+            let slots = PinnedMap::open(layout, maps::NETNS_SLOTS)?;
+            for slot in slots_of(&slots, netns_cookie)? {
+                slots.put(&slot, &0u64)?;
+            }
+        }
         return remove_dir(dir);
     };
     for digit in Digit::BOTH {

@@ -404,21 +404,31 @@ impl PodMaps {
         Ok(ips)
     }
 
-    /// After an attachment of this netns went: removes the pod's records if no
-    /// attachment references the netns any more (returns true), else rewrites
-    /// its record to the IPs the remaining attachments hold.
-    pub fn rebuild_from_attachments(&self, netns_cookie: u64) -> Result<bool, DatapathError> {
+    /// After an attachment of this netns went, or before `leaving` goes:
+    /// removes the pod's records if no other attachment references the netns
+    /// (returns true), else rewrites its record to the IPs the remaining
+    /// attachments hold.
+    pub fn rebuild_from_attachments(
+        &self,
+        netns_cookie: u64,
+        leaving: Option<&AttachmentKey>,
+    ) -> Result<bool, DatapathError> {
         let remaining: Vec<Attachment> = self
             .attachments()?
             .into_iter()
-            .filter(|a| a.netns_cookie == netns_cookie)
+            .filter(|a| a.netns_cookie == netns_cookie && Some(&a.key) != leaving)
             .collect();
-        let Some(first) = remaining.first() else {
+        if remaining.is_empty() {
             self.remove_pod(netns_cookie)?;
             return Ok(true);
-        };
+        }
         if let Some(mut pod) = self.pod(netns_cookie)? {
-            let ips = self.netns_ips_with(first, true)?;
+            let mut ips: Vec<IpAddr> = Vec::new();
+            for ip in remaining.iter().flat_map(|a| &a.ips) {
+                if !ips.contains(ip) {
+                    ips.push(*ip);
+                }
+            }
             let mut slots = pod.ips;
             slots.fill(Default::default());
             for (slot, ip) in slots.iter_mut().zip(&ips) {

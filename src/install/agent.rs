@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::datapath::bpffs;
 use crate::datapath::cgroup::{host_cgroup2_root, Cgroup};
 use crate::datapath::counters::read_counters;
 use crate::datapath::features;
@@ -105,13 +106,23 @@ impl Node {
                 self.conf_dir.display()
             ));
         }
-        if attached != expected {
+        if let Err(err) = bpffs::check_root(&self.layout) {
+            // Unmounted under running pods: every pin went with it, the maps
+            // and the links that held the programs on the cgroup. That is the
+            // one reason, not the dozen pins it took with it.
             problems.push(format!(
-                "node programs attached to {}: {attached}/{expected}",
-                self.cgroup.display()
+                "{err}: the node's maps and program links went with their pins, so no pod is \
+                 captured; the agent loads and attaches them again once a bpffs is mounted there"
             ));
+        } else {
+            if attached != expected {
+                problems.push(format!(
+                    "node programs attached to {}: {attached}/{expected}",
+                    self.cgroup.display()
+                ));
+            }
+            problems.extend(missing);
         }
-        problems.extend(missing);
         problems.extend(upgrade);
         Response::text(503, format!("not ready: {}\n", problems.join("; ")))
     }
@@ -224,6 +235,12 @@ impl Agent {
         }
     }
 
+    fn set_chain_problem(&self, problem: String) {
+        if let Ok(mut shared) = self.node.chain_problem.lock() {
+            *shared = Some(problem);
+        }
+    }
+
     fn reconcile_chain(&mut self) {
         let dir = match files::read_net_dir(&self.settings.cni_conf_dir) {
             Ok(dir) => dir,
@@ -238,7 +255,20 @@ impl Agent {
         let plan = match planned {
             Ok(InstallOutcome::Planned(plan)) => plan,
             Ok(InstallOutcome::NoPrimary { skipped }) => {
-                self.clear_chain_problem();
+                // The files passed over are why (a primary's torn or broken
+                // write): readiness names them.
+                let why = skipped
+                    .iter()
+                    .map(|s| format!("{} is skipped: {}", s.file, s.reason))
+                    .collect::<Vec<_>>();
+                if why.is_empty() {
+                    self.clear_chain_problem();
+                } else {
+                    self.set_chain_problem(format!(
+                        "no valid config to chain into ({})",
+                        why.join("; ")
+                    ));
+                }
                 self.memory.note_skipped(&skipped);
                 if self.memory.in_place != Some(false) || self.memory.last_problem.is_some() {
                     info(
@@ -265,8 +295,14 @@ impl Agent {
             self.memory.last_problem = None;
             return;
         }
-        if let Err(err) = files::apply_changes(&self.settings.cni_conf_dir, &plan.changes) {
-            return self.memory.problem(&self.node, err.to_string());
+        match files::apply_changes(&self.settings.cni_conf_dir, &plan.changes, &dir) {
+            Ok(()) => {}
+            // The primary's write wakes the watcher: the next round plans
+            // from what it wrote.
+            Err(err @ InstallError::ChangedMeanwhile { .. }) => {
+                return info("planning again", &[("reason", &err)]);
+            }
+            Err(err) => return self.memory.problem(&self.node, err.to_string()),
         }
         let restored = self.memory.in_place == Some(true);
         match &plan.action {

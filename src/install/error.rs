@@ -44,6 +44,12 @@ pub enum InstallError {
     #[error(transparent)]
     Datapath(#[from] DatapathError),
 
+    #[error(
+        "{path} changed while meshlane was editing it (the primary CNI rewrote it): \
+         left as it is, to be planned again"
+    )]
+    ChangedMeanwhile { path: PathBuf },
+
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,

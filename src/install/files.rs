@@ -72,6 +72,37 @@ fn sync_dir(dir: &Path) -> Result<(), InstallError> {
 
 /// Writes `contents` to `target` atomically with the given mode.
 pub fn write_atomic(target: &Path, contents: &[u8], mode: u32) -> Result<(), InstallError> {
+    write_atomic_over(target, contents, mode, None)
+}
+
+/// The file's contents now (`None`: absent).
+fn current(path: &Path) -> Result<Option<Vec<u8>>, InstallError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(InstallError::io("reading", path)(err)),
+    }
+}
+
+/// Fails with `ChangedMeanwhile` unless `path` holds `expected` (`None`: absent).
+fn unchanged(path: &Path, expected: Option<&[u8]>) -> Result<(), InstallError> {
+    if current(path)?.as_deref() == expected {
+        return Ok(());
+    }
+    Err(InstallError::ChangedMeanwhile {
+        path: path.to_owned(),
+    })
+}
+
+/// Like `write_atomic`; with `expected`, the target must still hold it (or,
+/// for `Some(None)`, still be absent) right before the rename, else nothing
+/// is replaced.
+fn write_atomic_over(
+    target: &Path,
+    contents: &[u8],
+    mode: u32,
+    expected: Option<Option<&[u8]>>,
+) -> Result<(), InstallError> {
     let dir = target.parent().unwrap_or(Path::new("/"));
     let temp = temp_path(target);
     let result = (|| {
@@ -89,6 +120,11 @@ pub fn write_atomic(target: &Path, contents: &[u8], mode: u32) -> Result<(), Ins
             .map_err(InstallError::io("chmod", &temp))?;
         file.sync_all()
             .map_err(InstallError::io("syncing", &temp))?;
+        if let Some(expected) = expected {
+            // As late as possible: the primary CNI takes no lock, so this
+            // narrows the window in which its rewrite would be lost.
+            unchanged(target, expected)?;
+        }
         fs::rename(&temp, target).map_err(InstallError::io("renaming into place", target))
     })();
     if result.is_err() {
@@ -100,12 +136,24 @@ pub fn write_atomic(target: &Path, contents: &[u8], mode: u32) -> Result<(), Ins
 
 /// Applies a conflist plan to `dir`, in order (a wrapped conflist is written
 /// before its `.conf` is removed, so the dir always holds a valid config).
-pub fn apply_changes(dir: &Path, changes: &[FileChange]) -> Result<(), InstallError> {
+/// `read` is the dir the plan was made from: a file that no longer holds what
+/// was read there was rewritten by the primary CNI meanwhile, and is left as
+/// it is (`ChangedMeanwhile`: plan again) rather than replaced by an edit of
+/// its old contents.
+pub fn apply_changes(
+    dir: &Path,
+    changes: &[FileChange],
+    read: &NetDir,
+) -> Result<(), InstallError> {
     for change in changes {
         match change {
-            FileChange::Write { file, contents } => write_atomic(&dir.join(file), contents, 0o644)?,
+            FileChange::Write { file, contents } => {
+                let expected = read.get(file).map(Vec::as_slice);
+                write_atomic_over(&dir.join(file), contents, 0o644, Some(expected))?
+            }
             FileChange::Remove { file } => {
                 let path = dir.join(file);
+                unchanged(&path, read.get(file).map(Vec::as_slice))?;
                 match fs::remove_file(&path) {
                     Ok(()) => sync_dir(dir)?,
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -191,6 +239,55 @@ mod tests {
         fs::write(&source, b"\x7fELF v2").unwrap();
         assert!(install_binary(&source, &bin).unwrap());
         assert_eq!(fs::read(&installed).unwrap(), b"\x7fELF v2");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The primary CNI rewrites its config after meshlane read it and before
+    /// meshlane's edit lands: the edit (of the old contents) must not replace
+    /// the rewrite. Before the check, the rewrite was lost.
+    #[test]
+    fn a_config_rewritten_after_the_read_is_not_replaced() {
+        let dir = scratch("rewritten");
+        let target = dir.join("10-a.conflist");
+        fs::write(&target, "old").unwrap();
+        let read = read_net_dir(&dir).unwrap();
+        let edit = [FileChange::Write {
+            file: "10-a.conflist".into(),
+            contents: b"old + meshlane".to_vec(),
+        }];
+        fs::write(&target, "rewritten").unwrap();
+        let err = apply_changes(&dir, &edit, &read).unwrap_err();
+        assert!(
+            matches!(err, InstallError::ChangedMeanwhile { .. }),
+            "{err}"
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"rewritten");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp file left");
+
+        // A file that was absent when read and appeared since, and one that
+        // is to be removed but was rewritten: both left alone too.
+        let wrap = [
+            FileChange::Write {
+                file: "10-b.conflist".into(),
+                contents: b"wrapped".to_vec(),
+            },
+            FileChange::Remove {
+                file: "10-a.conflist".into(),
+            },
+        ];
+        fs::write(dir.join("10-b.conflist"), "the primary's").unwrap();
+        assert!(apply_changes(&dir, &wrap, &read).is_err());
+        assert_eq!(
+            fs::read(dir.join("10-b.conflist")).unwrap(),
+            b"the primary's"
+        );
+        assert!(apply_changes(&dir, &wrap[1..], &read).is_err());
+        assert_eq!(fs::read(&target).unwrap(), b"rewritten");
+
+        // Unchanged since the read: applied.
+        let read = read_net_dir(&dir).unwrap();
+        apply_changes(&dir, &edit, &read).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"old + meshlane");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -83,7 +83,7 @@ pub fn run(settings: &UninstallSettings) -> Result<Removed, InstallError> {
 
     let dir = files::read_net_dir(&settings.cni_conf_dir)?;
     removed.config_changes = conflist::plan_uninstall(&dir);
-    files::apply_changes(&settings.cni_conf_dir, &removed.config_changes)?;
+    files::apply_changes(&settings.cni_conf_dir, &removed.config_changes, &dir)?;
     for change in &removed.config_changes {
         match change {
             FileChange::Write { file, .. } => {

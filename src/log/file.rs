@@ -11,7 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -31,8 +31,10 @@ pub struct LogFile {
 pub const FILE_MODE: u32 = 0o640;
 
 fn open_append(path: &Path) -> std::io::Result<File> {
+    // Readable too: `ends_mid_line` reads the last byte.
     OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .mode(FILE_MODE)
         .open(path)
@@ -59,12 +61,31 @@ impl LogFile {
 
     /// Appends one line (with its newline), rotating first when it would not fit.
     pub fn write_line(&mut self, line: &str) -> std::io::Result<()> {
-        let size = self.file.metadata()?.len();
+        let mut size = self.file.metadata()?.len();
         if self.max_bytes > 0 && size > 0 && size + line.len() as u64 > self.max_bytes {
             self.rotate()?;
+            size = self.file.metadata()?.len();
         }
         // One write call per line: O_APPEND keeps concurrent writers' lines whole.
+        if self.ends_mid_line(size)? {
+            // A full disk cut the last record short (ENOSPC half-way through
+            // its write): this one starts a line of its own instead of
+            // finishing that one.
+            let mut whole = String::with_capacity(line.len() + 1);
+            whole.push('\n');
+            whole.push_str(line);
+            return self.file.write_all(whole.as_bytes());
+        }
         self.file.write_all(line.as_bytes())
+    }
+
+    fn ends_mid_line(&self, size: u64) -> std::io::Result<bool> {
+        if size == 0 {
+            return Ok(false);
+        }
+        let mut last = [0u8; 1];
+        self.file.read_exact_at(&mut last, size - 1)?;
+        Ok(last[0] != b'\n')
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
@@ -151,6 +172,21 @@ mod tests {
             log.write_line(&"y".repeat(100)).unwrap();
         }
         assert!(!rotated_path(&path).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_after_one_cut_short_starts_its_own_line() {
+        let dir = scratch("cut");
+        let path = dir.join("cni.log");
+        std::fs::write(&path, "whole\ncut sh").unwrap();
+        let mut log = LogFile::open(&path, 0).unwrap();
+        log.write_line("next\n").unwrap();
+        log.write_line("last\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "whole\ncut sh\nnext\nlast\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

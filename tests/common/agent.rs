@@ -10,10 +10,52 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::node::NodeLayout;
 use super::prereq::{meshlane_binary, CHILD_PATH};
 
 /// How long the agent may take to log, serve or stop.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// `meshlane install` for a test node: its bin dir, `net_d`, pin root and
+/// cgroup (where the plugin runs too, so the paths agree), its log in the work
+/// dir, health endpoints on a free loopback port, a re-check every second.
+pub fn install_args(layout: &NodeLayout, net_d: &Path) -> Vec<String> {
+    let text = |path: &Path| path.to_string_lossy().into_owned();
+    let mut args: Vec<String> = vec!["install".into()];
+    for (flag, value) in [
+        ("cni-bin-dir", text(&layout.bin_dir)),
+        ("cni-conf-dir", text(net_d)),
+        ("bpffs-root", text(&layout.pin_root)),
+        ("cgroup", text(&layout.cgroup)),
+        ("plugin-cgroup-path", text(&layout.cgroup)),
+        ("log-file", text(&layout.work_dir.join("meshlane-cni.log"))),
+        ("listen", "127.0.0.1:0".into()),
+        ("recheck-seconds", "1".into()),
+    ] {
+        args.push(format!("--{flag}"));
+        args.push(value);
+    }
+    args
+}
+
+/// Calls `check` every `every` until it gives a value; after `WAIT`, panics
+/// with its last complaint and the agent's log.
+fn poll<T, E: std::fmt::Display>(
+    log: &Lines,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(complaint) if Instant::now() >= deadline => {
+                panic!("{complaint} (after {WAIT:?}):\n{}", log.text())
+            }
+            Err(_) => thread::sleep(every),
+        }
+    }
+}
 
 /// Output of a child process, collected line by line as it comes.
 #[derive(Clone, Default)]
@@ -59,12 +101,41 @@ impl Agent {
     /// Runs `meshlane <args>` with only PATH and `env` in its environment (no
     /// MESHLANE_* of the caller's), inside `cgroup`, and waits until it serves.
     pub fn start(cgroup: &Path, args: &[String], env: &[(String, String)]) -> Agent {
+        Agent::start_under(&[], cgroup, args, env)
+    }
+
+    /// Like `start`, with meshlane started by `wrapper` (a program and its
+    /// arguments, meshlane's path appended), e.g. strace injecting a fault.
+    pub fn start_under(
+        wrapper: &[String],
+        cgroup: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Agent {
+        let mut agent = Agent::spawn_under(wrapper, cgroup, args, env);
+        let line = agent.wait_for_log("serving /healthz");
+        agent.addr = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("addr="))
+            .expect("the agent logs its address")
+            .to_owned();
+        agent
+    }
+
+    /// Starts it without waiting for it to serve (it may be killed before).
+    pub fn spawn_under(
+        wrapper: &[String],
+        cgroup: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Agent {
         // The agent joins the node's cgroup before it execs, so the node's
         // cleanup (and the sweep after a crashed run) kills it with the rest.
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg("echo 0 > \"$0/cgroup.procs\" && exec \"$@\"")
             .arg(cgroup)
+            .args(wrapper)
             .arg(meshlane_binary())
             .args(args)
             .env_clear()
@@ -77,19 +148,22 @@ impl Agent {
             .expect("starting meshlane install");
         let stdout = Lines::follow(child.stdout.take().unwrap());
         let stderr = Lines::follow(child.stderr.take().unwrap());
-        let mut agent = Agent {
+        Agent {
             child: Some(child),
             stdout,
             stderr,
             addr: String::new(),
-        };
-        let line = agent.wait_for_log("serving /healthz");
-        agent.addr = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("addr="))
-            .expect("the agent logs its address")
-            .to_owned();
-        agent
+        }
+    }
+
+    /// Waits (at most `WAIT`) for the agent to exit by itself: its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let status = poll(&self.stderr, Duration::from_millis(20), || {
+            child.try_wait().unwrap().ok_or("the agent did not exit")
+        });
+        self.child = None;
+        status
     }
 
     pub fn wait_for_log(&mut self, needle: &str) -> String {
@@ -133,19 +207,19 @@ impl Agent {
     }
 
     pub fn wait_until_ready(&self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let (status, body) = self.get("/readyz");
-            if status == 200 {
-                return;
+        self.wait_for_readiness(200);
+    }
+
+    /// `/readyz`, once it answers with `status` (it may take a recheck): the body.
+    pub fn wait_for_readiness(&self, status: u16) -> String {
+        poll(&self.stderr, Duration::from_millis(100), || {
+            let (got, body) = self.get("/readyz");
+            if got == status {
+                Ok(body)
+            } else {
+                Err(format!("/readyz never answered {status}: {got} {body}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "never ready: {body}\n{}",
-                self.stderr.text()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     /// SIGTERM (what a rolling update sends) and the exit status.

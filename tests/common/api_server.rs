@@ -96,6 +96,18 @@ pub enum Reply {
     Silent,
 }
 
+/// A kubeconfig for `server` (its CA `ca_pem`) with a bearer token, as the
+/// plugin reads one.
+pub fn token_kubeconfig(server: &str, ca_pem: &str, token: &str) -> String {
+    use base64::Engine as _;
+    let ca_data = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    \
+         certificate-authority-data: {ca_data}\nusers:\n- name: u\n  user:\n    token: {token}\n\
+         contexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+    )
+}
+
 pub fn status_json(code: u16, reason: &str, message: &str) -> String {
     serde_json::json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {},

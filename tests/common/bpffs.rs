@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-/// A bpffs mounted at a directory of the test's temp dir; unmounted on drop.
+/// A bpffs (or tmpfs) mounted at a directory of the test's temp dir; unmounted
+/// on drop.
 #[derive(Debug)]
 pub struct BpffsMount {
     path: PathBuf,
@@ -18,13 +19,22 @@ impl BpffsMount {
     /// Creates `path` and mounts a new bpffs instance on it (each bpf mount is a new
     /// superblock, so nothing is shared with /sys/fs/bpf or other tests).
     pub fn mount(path: PathBuf) -> io::Result<Self> {
+        Self::mount_fs(path, "bpf", None)
+    }
+
+    /// The same guard over a tmpfs of `size_bytes` (a small disk to fill).
+    pub fn tmpfs(path: PathBuf, size_bytes: u64) -> io::Result<Self> {
+        Self::mount_fs(path, "tmpfs", Some(&format!("size={size_bytes},mode=0755")))
+    }
+
+    fn mount_fs(path: PathBuf, fstype: &str, data: Option<&str>) -> io::Result<Self> {
         fs::create_dir_all(&path)?;
         mount(
-            Some("bpf"),
+            Some(fstype),
             &path,
-            Some("bpf"),
+            Some(fstype),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None::<&str>,
+            data,
         )
         .map_err(io::Error::from)?;
         Ok(BpffsMount {

@@ -374,10 +374,29 @@ impl ChainRunner {
         env: &[(String, String)],
         stdin: &[u8],
     ) -> PluginOutput {
+        self.exec_plugin_under(&[], plugin, env, stdin)
+    }
+
+    /// Like `exec_plugin`, with the plugin started by `wrapper` (a program and
+    /// its arguments, the plugin's path appended), e.g. strace injecting a fault.
+    pub fn exec_plugin_under(
+        &self,
+        wrapper: &[String],
+        plugin: &str,
+        env: &[(String, String)],
+        stdin: &[u8],
+    ) -> PluginOutput {
         let binary = self.bin_dir.join(plugin);
         let netns = File::open(&self.node_netns)
             .unwrap_or_else(|err| panic!("open node netns {}: {err}", self.node_netns.display()));
-        let mut cmd = Command::new(&binary);
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(&binary),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&binary);
+                cmd
+            }
+        };
         cmd.env_clear()
             .env("PATH", CHILD_PATH)
             .envs(self.plugin_env.iter().map(|(k, v)| (k, v)))

@@ -7,6 +7,7 @@
 //! records ADD writes (see `plugin::setup`). Pods meshlane already has a record
 //! of are never touched.
 
+mod held_netns;
 mod istio_rules;
 mod listeners;
 mod procfs;
@@ -14,6 +15,7 @@ mod rules;
 mod sandbox;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +30,7 @@ use crate::plugin::pod_ips::ClaimedIps;
 use crate::plugin::setup::{self, Owner};
 
 use crate::log::{error, info, warn};
+use held_netns::HeldNetns;
 use procfs::PodProcess;
 use rules::Verdict;
 use sandbox::Sandbox;
@@ -94,7 +97,12 @@ pub struct Enroller {
     /// What was last logged per pod UID: each pod's skip reason is logged
     /// when it first shows or changes, not at every round.
     reported: BTreeMap<String, String>,
+    /// See [`Enroller::pause_before_lock`].
+    before_lock: Option<PauseHook>,
 }
+
+/// Called with a pod once its netns is inspected, before the lock is taken.
+type PauseHook = Box<dyn Fn(&NodePod) + Send>;
 
 impl Enroller {
     pub fn new(config: PluginConfig, node: String, proc_root: PathBuf) -> Self {
@@ -104,7 +112,17 @@ impl Enroller {
             node,
             proc_root,
             reported: BTreeMap::new(),
+            before_lock: None,
         }
+    }
+
+    /// Runs `hook` in each enrollment between the inspection of the pod's netns
+    /// and the lock under which its records are written: the window in which
+    /// the runtime may delete the pod and give its address to another. Tests
+    /// use it to put a DEL in that window deterministically; the agent never
+    /// sets it.
+    pub fn pause_before_lock(&mut self, hook: impl Fn(&NodePod) + Send + 'static) {
+        self.before_lock = Some(Box::new(hook));
     }
 
     /// Lists the node's pods and enrolls the ones that should be captured and
@@ -171,20 +189,27 @@ impl Enroller {
                 "no process of it runs on this node (its sandbox is not up yet)".to_owned(),
             );
         };
-        let netns_path = self
+        let proc_path = self
             .proc_root
             .join(sandbox.pid().to_string())
             .join("ns/net");
-        match netns_id(&netns_path) {
-            None => return Outcome::Skipped("its processes exited meanwhile".to_owned()),
-            Some(id) if node_netns.contains(&id) => {
+        // Held until the records are written: every step sees this namespace,
+        // whatever happens to the PID meanwhile.
+        let Ok(netns) = HeldNetns::open(&proc_path) else {
+            return Outcome::Skipped("its processes exited meanwhile".to_owned());
+        };
+        match netns.id() {
+            Err(_) => return Outcome::Skipped("its processes exited meanwhile".to_owned()),
+            Ok(id) if node_netns.contains(&id) => {
                 return Outcome::Skipped("it runs in the node's network namespace".to_owned())
             }
-            Some(_) => {}
+            Ok(_) => {}
         }
-        match self.write(maps, pod, &sandbox, processes, &netns_path) {
+        match self.write(maps, pod, &sandbox, processes, &netns) {
             Ok(outcome) => outcome,
-            Err(err) => Outcome::Failed(err.to_string()),
+            Err(err) => {
+                Outcome::Failed(format!("{err} (opened as {})", netns.opened_at().display()))
+            }
         }
     }
 
@@ -194,8 +219,9 @@ impl Enroller {
         pod: &NodePod,
         sandbox: &Sandbox,
         processes: &[PodProcess],
-        netns_path: &Path,
+        netns: &HeldNetns,
     ) -> Result<Outcome, CniError> {
+        let netns_path = &netns.path();
         let facts = netns::inspect(netns_path, false)?;
         if maps.pod(facts.cookie)?.is_some() {
             return Ok(Outcome::Already(facts.cookie));
@@ -228,12 +254,20 @@ impl Enroller {
             netns_path,
             ClaimedIps::PodStatus(&pod.ips),
         )?;
+        if let Some(hook) = &self.before_lock {
+            hook(pod);
+        }
         // ADD and DEL take the same lock: a pod the plugin is adding right now
         // is written once, by whoever comes first.
         let _lock = RootLock::exclusive(self.layout.root())?;
         let cookie = prepared.cookie;
         if maps.pod(cookie)?.is_some() {
             return Ok(Outcome::Already(cookie));
+        }
+        // What was inspected may be stale: the runtime may have deleted the pod
+        // (its addresses released, maybe given to another pod) since.
+        if let Some(reason) = changed_meanwhile(netns_path, cookie, &prepared.ips)? {
+            return Ok(Outcome::Skipped(reason));
         }
         let container_id = match sandbox {
             Sandbox::Known { id, .. } => id.clone(),
@@ -337,6 +371,29 @@ impl Enroller {
             }
         }
     }
+}
+
+/// Why the pod's netns, read again under the lock, no longer is what was
+/// inspected; `None` when it still is. An address another live pod was given
+/// meanwhile is refused by the write itself (`PodMaps::write_pod`).
+fn changed_meanwhile(
+    netns_path: &Path,
+    cookie: u64,
+    ips: &[IpAddr],
+) -> Result<Option<String>, CniError> {
+    let facts = netns::inspect(netns_path, false)?;
+    if facts.cookie != cookie {
+        return Ok(Some(format!(
+            "its network namespace changed meanwhile (netns cookie {} then {})",
+            cookie, facts.cookie
+        )));
+    }
+    Ok(ips.iter().find(|ip| !facts.has_address(ip)).map(|ip| {
+        format!(
+            "its address {ip} left its network namespace meanwhile (the pod was deleted, \
+             or is being deleted)"
+        )
+    }))
 }
 
 /// The identity of a namespace file: (device, inode) of what the link names.
