@@ -15,3 +15,6 @@ pub mod policy;
 // Property tests of the parsers of untrusted input (docs/reliability.md).
 #[cfg(test)]
 mod fuzz;
+
+#[cfg(test)]
+mod scratch;

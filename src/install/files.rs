@@ -139,18 +139,11 @@ pub fn install_binary(source: &Path, bin_dir: &Path) -> Result<bool, InstallErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("meshlane-files-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::scratch::ScratchDir;
 
     #[test]
     fn reads_only_config_candidates() {
-        let dir = scratch("read");
+        let dir = ScratchDir::new("files-read");
         fs::write(dir.join("10-a.conflist"), "{}").unwrap();
         fs::write(dir.join("calico-kubeconfig"), "secret").unwrap();
         fs::create_dir(dir.join("sub.conf")).unwrap();
@@ -159,12 +152,11 @@ mod tests {
         let names: Vec<&str> = files.keys().map(String::as_str).collect();
         assert_eq!(names, ["10-a.conflist", "20-link.conf"]);
         assert!(read_net_dir(&dir.join("missing")).unwrap().is_empty());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn writes_atomically_and_installs_once() {
-        let dir = scratch("write");
+        let dir = ScratchDir::new("files-write");
         let target = dir.join("x.conflist");
         write_atomic(&target, b"one", 0o644).unwrap();
         write_atomic(&target, b"two", 0o644).unwrap();
@@ -191,6 +183,5 @@ mod tests {
         fs::write(&source, b"\x7fELF v2").unwrap();
         assert!(install_binary(&source, &bin).unwrap());
         assert_eq!(fs::read(&installed).unwrap(), b"\x7fELF v2");
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -100,22 +100,13 @@ pub fn render(server: &str, ca_pem: &[u8], token_file: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::ScratchDir;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "meshlane-plugin-kubeconfig-{name}-{}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn the_text_is_a_kubeconfig_meshlane_reads() {
-        let dir = scratch("render");
+        let dir = ScratchDir::new("plugin-kubeconfig-render");
         let ca = rcgen::generate_simple_self_signed(vec!["api".to_owned()])
             .unwrap()
             .cert
@@ -131,12 +122,11 @@ mod tests {
         let access = crate::kube::KubeAccess::from_kubeconfig(&path).unwrap();
         assert_eq!(access.server(), "https://[fd00::1]:443");
         assert_eq!(access.bearer_token().unwrap().as_deref(), Some("t0k3n"));
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn refresh_writes_what_changed_root_only() {
-        let dir = scratch("refresh");
+        let dir = ScratchDir::new("plugin-kubeconfig-refresh");
         let account = dir.join("account");
         fs::create_dir_all(&account).unwrap();
         fs::write(account.join("token"), "one").unwrap();
@@ -181,6 +171,5 @@ mod tests {
             b"two",
             "an empty token never replaces a good one"
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,6 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::mountinfo;
+use super::names::{InstanceId, TMP_ROOT};
+use super::sweep;
 
 #[derive(Debug)]
 pub struct TempDir {
@@ -23,6 +25,21 @@ impl TempDir {
             path,
             removed: false,
         })
+    }
+
+    /// `/tmp/meshlane-test-<pid>-<n>/` for a test that needs files but no node;
+    /// the first one of the process sweeps what crashed runs left.
+    pub fn fresh() -> Self {
+        sweep::sweep_leftovers_once();
+        let path = Path::new(TMP_ROOT).join(InstanceId::next().dir_name());
+        TempDir::create(path).unwrap_or_else(|err| panic!("create the test's temp dir: {err}"))
+    }
+
+    /// Writes `contents` to `name` inside the directory and returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path.join(name);
+        fs::write(&path, contents).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+        path
     }
 
     pub fn path(&self) -> &Path {
