@@ -324,6 +324,27 @@ fn mesh(node: &TestNode, a: PodOptions, b: PodOptions, serve: Serve) -> Mesh<'_>
     }
 }
 
+impl Mesh<'_> {
+    /// A transfer from app A to app B's port on B's IPv4 address.
+    fn send(&self) -> Send {
+        Send::to(format!("{}:{APP_PORT}", self.b.ipv4()))
+    }
+
+    /// Runs `send` at app A; every connection got all its bytes back unchanged.
+    fn echoed(&self, send: Send) -> Vec<Sent> {
+        let results = send.run(&self.a.place());
+        assert_all_echoed(&results, send.bytes as u64);
+        results
+    }
+
+    /// `echoed`, and app B got every connection's bytes.
+    fn echoed_by_app_b(&self, send: Send) -> Vec<Sent> {
+        let results = self.echoed(send);
+        assert_server_got(&self.app_b, &results);
+        results
+    }
+}
+
 /// A transfer that stops moving for longer than this has stalled: the short path
 /// is proven on a kernel only without any (docs/kernels.md). Wall time, not scaled:
 /// even a TCG guest moves a chunk in well under a second.
@@ -422,9 +443,7 @@ fn large_payloads_both_ways(family: &str) {
         _ => format!("{}:{APP_PORT}", m.b.ipv4()),
     };
     let bytes = 16 << 20;
-    let results = Send::to(&to).bytes(bytes).connections(4).run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
-    assert_server_got(&m.app_b, &results);
+    m.echoed_by_app_b(Send::to(&to).bytes(bytes).connections(4));
     // Each connection: two app senders, and both Envoy ends sending and receiving.
     assert_eq!(node.counter("short_path_tx_sockets"), 4 * 4);
     assert_eq!(node.counter("short_path_rx_sockets"), 4 * 4);
@@ -456,11 +475,8 @@ fn large_payloads_both_ways(family: &str) {
 fn with_app_every_hop_takes_the_short_path() {
     let node = TestNode::builder("sp-every-hop").short_path().build();
     let m = mesh(&node, with_app(), with_app(), Serve::Echo);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 256 << 10;
-    let results = Send::to(&to).bytes(bytes).connections(8).run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
-    assert_server_got(&m.app_b, &results);
+    let results = m.echoed_by_app_b(m.send().bytes(bytes).connections(8));
     for r in &results {
         assert_eq!(
             r.data_segs_out, 0,
@@ -491,11 +507,8 @@ fn by_default_the_sidecars_talk_over_the_short_path_and_the_apps_over_tcp() {
         PodOptions::new().injected(),
         Serve::Echo,
     );
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 16 << 20;
-    let results = Send::to(&to).bytes(bytes).connections(4).run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
-    assert_server_got(&m.app_b, &results);
+    let results = m.echoed_by_app_b(m.send().bytes(bytes).connections(4));
     assert!(results.iter().all(|r| r.data_segs_out > 0), "{results:?}");
     // Each connection: Envoy A's upstream socket and Envoy B's accepted one, each
     // sending and receiving. Each payload crosses between them twice (echo), over
@@ -510,11 +523,7 @@ fn by_default_the_sidecars_talk_over_the_short_path_and_the_apps_over_tcp() {
     );
     // Request/response sizes: every byte between the sidecars, none over TCP.
     let before = node.counter("short_path_redirected_bytes");
-    let small = Send::to(&to)
-        .bytes(64 << 10)
-        .connections(4)
-        .run(&m.a.place());
-    assert_all_echoed(&small, 64 << 10);
+    m.echoed(m.send().bytes(64 << 10).connections(4));
     assert_eq!(
         node.counter("short_path_redirected_bytes") - before,
         4 * 2 * (64 << 10),
@@ -621,11 +630,7 @@ fn partial_reads_and_many_concurrent_connections() {
     let node = TestNode::builder("sp-many").short_path().build();
     let m = mesh(&node, with_app(), with_app(), Serve::SmallReadsEcho);
     let to = format!("{}:{APP_PORT}", m.b.ipv4());
-    let small = Send::to(&to)
-        .bytes(512 << 10)
-        .connections(4)
-        .run(&m.a.place());
-    assert_all_echoed(&small, 512 << 10);
+    m.echoed(Send::to(&to).bytes(512 << 10).connections(4));
 
     let app_b = StreamServer::start(
         &m.b.place(),
@@ -636,8 +641,7 @@ fn partial_reads_and_many_concurrent_connections() {
     );
     let to = format!("{}:{}", m.b.ipv4(), APP_PORT + 1);
     let bytes = 256 << 10;
-    let many = Send::to(&to).bytes(bytes).connections(64).run(&m.a.place());
-    assert_all_echoed(&many, bytes as u64);
+    let many = m.echoed(Send::to(&to).bytes(bytes).connections(64));
     assert_server_got(&app_b, &many);
     assert!(many.iter().all(|r| r.data_segs_out == 0), "{many:?}");
     assert_eq!(node.counter("short_path_tx_sockets"), (4 + 64) * 4);
@@ -651,11 +655,8 @@ fn partial_reads_and_many_concurrent_connections() {
 fn half_close_then_the_peer_still_reads() {
     let node = TestNode::builder("sp-halfclose").short_path().build();
     let m = mesh(&node, with_app(), with_app(), Serve::EchoAfterEof);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 4 << 20;
-    let results = Send::to(&to).bytes(bytes).connections(2).run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
-    assert_server_got(&m.app_b, &results);
+    m.echoed_by_app_b(m.send().bytes(bytes).connections(2));
     assert!(node.counter("short_path_redirected_bytes") >= 2 * bytes as u64);
     wait_for_empty_maps(&node);
 }
@@ -801,15 +802,8 @@ fn wait_until_closed(place: &Place, port: u16) {
 fn apps_reading_with_splice_and_writing_with_sendfile_get_every_byte() {
     let node = TestNode::builder("sp-splice").short_path().build();
     let m = mesh(&node, with_app(), with_app(), Serve::SpliceEcho);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 8 << 20;
-    let results = Send::to(&to)
-        .bytes(bytes)
-        .connections(2)
-        .sendfile()
-        .run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
-    assert_server_got(&m.app_b, &results);
+    m.echoed_by_app_b(m.send().bytes(bytes).connections(2).sendfile());
     assert!(node.counter("short_path_redirected_bytes") >= 2 * bytes as u64);
 }
 
@@ -819,8 +813,8 @@ fn apps_reading_with_splice_and_writing_with_sendfile_get_every_byte() {
 fn a_stream_of_small_messages_goes_back_to_tcp_without_losing_a_byte() {
     let node = TestNode::builder("sp-fallback").short_path().build();
     let m = mesh(&node, with_app(), with_app(), Serve::Sink);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
-    let results = Send::to(&to)
+    let results = m
+        .send()
         .bytes(256 << 10)
         .chunk("tiny")
         .no_echo()
@@ -842,7 +836,7 @@ fn a_stream_of_small_messages_goes_back_to_tcp_without_losing_a_byte() {
 
     // Request/response stays on the short path however small the messages.
     let fell_back = node.counter("short_path_fell_back");
-    let pairs = Send::to(&to).bytes(64).connections(8).run(&m.a.place());
+    let pairs = m.send().bytes(64).connections(8).run(&m.a.place());
     assert!(pairs.iter().all(|r| r.data_segs_out == 0), "{pairs:?}");
     assert_eq!(node.counter("short_path_fell_back"), fell_back);
 }
@@ -888,12 +882,7 @@ fn the_node_wide_switch_turns_the_short_path_off() {
         .build();
     // The pods' annotation cannot turn it on against the node.
     let m = mesh(&node, with_app(), with_app(), Serve::Echo);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
-    let results = Send::to(&to)
-        .bytes(4 << 20)
-        .connections(2)
-        .run(&m.a.place());
-    assert_all_echoed(&results, 4 << 20);
+    let results = m.echoed(m.send().bytes(4 << 20).connections(2));
     assert!(results.iter().all(|r| r.data_segs_out > 0), "{results:?}");
     for name in [
         "short_path_tx_sockets",
@@ -943,10 +932,8 @@ fn unset_the_node_wide_switch_follows_the_kernel_series() {
 fn a_pod_opts_out_with_its_annotation() {
     let node = TestNode::builder("sp-pod-off").short_path().build();
     let m = mesh(&node, opted_out(), with_app(), Serve::Echo);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 2 << 20;
-    let results = Send::to(&to).bytes(bytes).run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
+    let results = m.echoed(m.send().bytes(bytes));
     assert!(results[0].data_segs_out > 0, "{}", results[0].raw);
     // Only app B → Envoy B: one sender, one receiver, the echoed payload.
     assert_eq!(
@@ -966,9 +953,7 @@ fn a_pod_opts_out_with_its_annotation() {
 
     let node = TestNode::builder("sp-pod-off-b").short_path().build();
     let m = mesh(&node, with_app(), opted_out(), Serve::Echo);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
-    let results = Send::to(&to).bytes(bytes).run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
+    let results = m.echoed(m.send().bytes(bytes));
     assert_eq!(results[0].data_segs_out, 0, "{}", results[0].raw);
     assert_eq!(
         node.counter("short_path_tx_sockets"),
@@ -1035,9 +1020,7 @@ fn without_sk_msg_links_the_program_is_attached_to_the_map() {
         PodOptions::new().injected(),
         Serve::Echo,
     );
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
-    let results = Send::to(&to).bytes(2 << 20).run(&m.a.place());
-    assert_all_echoed(&results, 2 << 20);
+    m.echoed(m.send().bytes(2 << 20));
     assert!(node.counter("short_path_redirected_bytes") >= 2 * (2 << 20));
     // The ADD found everything attached and left it so.
     assert_eq!(
