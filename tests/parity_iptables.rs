@@ -1221,24 +1221,25 @@ mod generator {
         let r = rules(SidecarSettings::new().proxy(1500, 1600).dual_stack());
         for (text, localhost) in [(&r.v4, "127.0.0.1/32"), (r.v6.as_ref().unwrap(), "::1/128")] {
             let nat = table(text, "nat");
-            let uid_inbound = position(
-                &nat,
-                &format!("-A ISTIO_OUTPUT -o lo ! -d {localhost} -p tcp ! --dport 15008 -m owner --uid-owner 1500 -j ISTIO_IN_REDIRECT"),
-            );
-            let uid_lo = position(
-                &nat,
-                "-A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1500 -j RETURN",
-            );
-            let uid_all = position(&nat, "-A ISTIO_OUTPUT -m owner --uid-owner 1500 -j RETURN");
-            let gid_inbound = position(
-                &nat,
-                &format!("-A ISTIO_OUTPUT -o lo ! -d {localhost} -p tcp ! --dport 15008 -m owner --gid-owner 1600 -j ISTIO_IN_REDIRECT"),
-            );
-            let gid_lo = position(
-                &nat,
-                "-A ISTIO_OUTPUT -o lo -m owner ! --gid-owner 1600 -j RETURN",
-            );
-            let gid_all = position(&nat, "-A ISTIO_OUTPUT -m owner --gid-owner 1600 -j RETURN");
+            // Where the three rules of one owner match (uid or gid) stand.
+            let owner_rules = |owner: &str, id: u32| {
+                (
+                    position(
+                        &nat,
+                        &format!("-A ISTIO_OUTPUT -o lo ! -d {localhost} -p tcp ! --dport 15008 -m owner --{owner}-owner {id} -j ISTIO_IN_REDIRECT"),
+                    ),
+                    position(
+                        &nat,
+                        &format!("-A ISTIO_OUTPUT -o lo -m owner ! --{owner}-owner {id} -j RETURN"),
+                    ),
+                    position(
+                        &nat,
+                        &format!("-A ISTIO_OUTPUT -m owner --{owner}-owner {id} -j RETURN"),
+                    ),
+                )
+            };
+            let (uid_inbound, uid_lo, uid_all) = owner_rules("uid", 1500);
+            let (gid_inbound, gid_lo, gid_all) = owner_rules("gid", 1600);
             assert!(uid_inbound < uid_lo && uid_lo < uid_all && uid_all < gid_inbound);
             assert!(gid_inbound < gid_lo && gid_lo < gid_all);
             assert!(!text.contains("1337"), "the default IDs are gone");
