@@ -64,6 +64,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pid1.h"
+
 #define SO_ORIGINAL_DST_OPT 80 // SOL_IP: SO_ORIGINAL_DST; SOL_IPV6: IP6T_SO_ORIGINAL_DST
 #define LINE_MAX_BYTES	    4096
 #define ADDR_TEXT	    (INET6_ADDRSTRLEN + 16)
@@ -250,32 +252,27 @@ static const char *json_string(const char *p, const char *end)
 	return NULL;
 }
 
-static const char *json_number(const char *p, const char *end)
+// One or more decimal digits: the end of them, or NULL.
+static const char *json_digits(const char *p, const char *end)
 {
-	const char *start;
+	const char *start = p;
 
-	if (p < end && *p == '-')
-		p++;
-	start = p;
 	while (p < end && *p >= '0' && *p <= '9')
 		p++;
-	if (p == start)
-		return NULL;
-	if (p < end && *p == '.') {
-		start = ++p;
-		while (p < end && *p >= '0' && *p <= '9')
-			p++;
-		if (p == start)
-			return NULL;
-	}
-	if (p < end && (*p == 'e' || *p == 'E')) {
+	return p == start ? NULL : p;
+}
+
+static const char *json_number(const char *p, const char *end)
+{
+	if (p < end && *p == '-')
+		p++;
+	p = json_digits(p, end);
+	if (p && p < end && *p == '.')
+		p = json_digits(p + 1, end);
+	if (p && p < end && (*p == 'e' || *p == 'E')) {
 		if (++p < end && (*p == '+' || *p == '-'))
 			p++;
-		start = p;
-		while (p < end && *p >= '0' && *p <= '9')
-			p++;
-		if (p == start)
-			return NULL;
+		p = json_digits(p, end);
 	}
 	return p;
 }
@@ -677,20 +674,9 @@ static void buf_original_dst(struct buf *b, int fd, struct sockaddr_storage *dst
 
 static volatile sig_atomic_t children;
 
-static void on_stop(int sig)
+static void child_reaped(void)
 {
-	(void)sig;
-	_exit(0);
-}
-
-static void on_child(int sig)
-{
-	int saved = errno;
-
-	(void)sig;
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		children--;
-	errno = saved;
+	children--;
 }
 
 // Servers run as PID 1 of their container, where a signal without a handler is
@@ -698,19 +684,8 @@ static void on_child(int sig)
 // reaped.
 static void server_signals(void)
 {
-	struct sigaction action;
-
-	memset(&action, 0, sizeof(action));
-	sigemptyset(&action.sa_mask);
-	action.sa_handler = on_stop;
-	sigaction(SIGTERM, &action, NULL);
-	sigaction(SIGINT, &action, NULL);
-	action.sa_handler = on_child;
-	action.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-	sigaction(SIGCHLD, &action, NULL);
-	action.sa_handler = SIG_IGN;
-	action.sa_flags = 0;
-	sigaction(SIGPIPE, &action, NULL);
+	pid1_signals(child_reaped);
+	pid1_handle(SIGPIPE, SIG_IGN);
 }
 
 static int listen_on(const char *host, int port)
