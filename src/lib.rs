@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cni;
 pub mod datapath;
 pub mod install;
+mod json_kind;
 pub mod kube;
 pub mod log;
 pub mod netlink;

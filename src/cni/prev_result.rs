@@ -10,9 +10,9 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
-use super::config::json_kind;
 use super::error::CniError;
 use super::version::CniVersion;
+use crate::json_kind::json_kind;
 
 /// The root of every path in error messages.
 const ROOT: &str = "prevResult";
