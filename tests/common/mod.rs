@@ -47,6 +47,7 @@ pub mod dns_server;
 pub mod envoy;
 pub mod envoy_config;
 pub mod exec;
+pub mod held;
 pub mod istio_iptables;
 pub mod kernel;
 pub mod kube_cluster;

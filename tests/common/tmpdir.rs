@@ -5,6 +5,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use super::held::{report_drop, Held};
 use super::mountinfo;
 use super::names::{InstanceId, TMP_ROOT};
 use super::sweep;
@@ -12,7 +13,7 @@ use super::sweep;
 #[derive(Debug)]
 pub struct TempDir {
     path: PathBuf,
-    removed: bool,
+    held: Held,
 }
 
 impl TempDir {
@@ -23,7 +24,7 @@ impl TempDir {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
         Ok(TempDir {
             path,
-            removed: false,
+            held: Held::new(),
         })
     }
 
@@ -49,20 +50,13 @@ impl TempDir {
     /// Removes the tree; refuses while something is still mounted inside it, so a
     /// failed unmount never turns into deleting files of a live filesystem.
     pub fn remove(&mut self) -> Result<(), String> {
-        if self.removed {
-            return Ok(());
-        }
-        remove_unless_mounted(&self.path)?;
-        self.removed = true;
-        Ok(())
+        self.held.release(|| remove_unless_mounted(&self.path))
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if let Err(err) = self.remove() {
-            eprintln!("[harness] temp dir cleanup: {err}");
-        }
+        report_drop("temp dir", self.remove());
     }
 }
 
