@@ -17,16 +17,6 @@ use common::api_server::{status_json, ApiServer, Authority, Reply, ServerOptions
 use common::pod::INJECTED_STATUS;
 use common::{Pod, PodOptions, TestNode};
 
-fn meshlane_error(pod: &Pod) -> (u64, String) {
-    let output = pod.add_output();
-    let step = output
-        .failed_step()
-        .unwrap_or_else(|| panic!("ADD was expected to fail: {}", output.describe()));
-    assert_eq!(step.plugin, "meshlane", "{}", output.describe());
-    let error = step.error().expect("meshlane printed an error JSON");
-    (error.code, error.msg)
-}
-
 fn captured(node: &TestNode, pod: &Pod) -> bool {
     node.pin_root().exists() && node.maps().pod(pod.netns_cookie()).unwrap().is_some()
 }
@@ -93,7 +83,7 @@ fn pods_that_must_not_run_uncaptured_fail_their_add() {
             .injected()
             .annotation("sidecar.istio.io/interceptionMode", "TPROXY"),
     );
-    let (code, msg) = meshlane_error(&tproxy);
+    let (code, msg) = tproxy.meshlane_add_error();
     assert_eq!(code, 104, "{msg}");
     assert!(msg.contains("TPROXY"), "{msg}");
 
@@ -104,7 +94,7 @@ fn pods_that_must_not_run_uncaptured_fail_their_add() {
             "10.0.0.0/33",
         ),
     );
-    let (code, msg) = meshlane_error(&bad);
+    let (code, msg) = bad.meshlane_add_error();
     assert_eq!(code, 7, "{msg}");
     assert!(
         msg.contains("traffic.sidecar.istio.io/excludeOutboundIPRanges")
@@ -117,7 +107,7 @@ fn pods_that_must_not_run_uncaptured_fail_their_add() {
             .injected()
             .annotation("traffic.sidecar.istio.io/includeInboundPorts", "80,99999"),
     );
-    let (code, msg) = meshlane_error(&bad_port);
+    let (code, msg) = bad_port.meshlane_add_error();
     assert_eq!(code, 7, "{msg}");
     assert!(
         msg.contains("includeInboundPorts") && msg.contains("99999"),
@@ -138,7 +128,7 @@ fn a_runtime_that_passes_no_annotations_cannot_have_its_pods_classified() {
         })
         .build();
     let pod = node.try_add_pod("web", PodOptions::new().injected());
-    let (code, msg) = meshlane_error(&pod);
+    let (code, msg) = pod.meshlane_add_error();
     assert_eq!(code, 104, "{msg}");
     assert!(
         msg.contains("annotations") && msg.contains("kubeconfig"),
@@ -191,7 +181,7 @@ fn a_pod_without_annotations_starts_with_no_api_call() {
     );
 
     let control = node.try_add_pod("control", PodOptions::new().runtime_lacks_annotations());
-    let (code, msg) = meshlane_error(&control);
+    let (code, msg) = control.meshlane_add_error();
     assert_eq!(code, 104, "{msg}");
     let seen = api.seen();
     assert_eq!(seen.len(), 1, "the control pod asks the API once: {seen:?}");

@@ -62,15 +62,19 @@ fn assert_nothing_left(node: &TestNode, pod: &mut Pod) {
     assert!(del.succeeded(), "{}", del.describe());
 }
 
-/// The error of the meshlane step of a failed ADD.
-fn add_error(pod: &Pod) -> (u64, String) {
-    let output = pod.add_output();
-    let step = output
-        .failed_step()
-        .unwrap_or_else(|| panic!("the ADD succeeded: {}", output.describe()));
-    assert_eq!(step.plugin, "meshlane", "{}", output.describe());
-    let error = step.error().expect("a CNI error result");
-    (error.code, error.msg)
+/// The ADD of a pod with this annotation while map `full` has no room: code 102
+/// naming the map, and nothing left behind.
+fn assert_refused_while_full(node: &TestNode, pod: &str, annotation: (&str, &str), full: &str) {
+    let mut pod = node.try_add_pod(
+        pod,
+        PodOptions::new()
+            .injected()
+            .annotation(annotation.0, annotation.1),
+    );
+    let (code, msg) = pod.meshlane_add_error();
+    assert_eq!(code, POD_STATE, "{msg}");
+    assert!(msg.contains(full), "{msg}");
+    assert_nothing_left(node, &mut pod);
 }
 
 /// Puts filler entries until the map refuses one; returns how many went in.
@@ -107,7 +111,7 @@ fn lists_over_a_per_pod_cap_are_refused_with_code_7_leaving_nothing() {
             &format!("big{i}"),
             PodOptions::new().injected().annotation(annotation, &value),
         );
-        let (code, msg) = add_error(&pod);
+        let (code, msg) = pod.meshlane_add_error();
         assert_eq!(code, INVALID_CONFIG, "{msg}");
         assert!(msg.contains(annotation), "{msg}");
         assert!(msg.contains(&format!("limit of {cap} per pod")), "{msg}");
@@ -137,16 +141,12 @@ fn full_rule_maps_fail_the_add_closed_and_leave_nothing() {
         ..Default::default()
     };
     let filled = fill(|i| ports.put_raw(&port_filler(i), &[1]).is_ok(), 1 << 17);
-    let mut pod = node.try_add_pod(
+    assert_refused_while_full(
+        &node,
         "ports",
-        PodOptions::new()
-            .injected()
-            .annotation(EXCLUDE_OUTBOUND_PORTS, "3306,5432"),
+        (EXCLUDE_OUTBOUND_PORTS, "3306,5432"),
+        maps::PORT_RULES,
     );
-    let (code, msg) = add_error(&pod);
-    assert_eq!(code, POD_STATE, "{msg}");
-    assert!(msg.contains(maps::PORT_RULES), "{msg}");
-    assert_nothing_left(&node, &mut pod);
     for i in 0..filled {
         ports.delete(&port_filler(i)).unwrap();
     }
@@ -160,16 +160,12 @@ fn full_rule_maps_fail_the_add_closed_and_leave_nothing() {
         cidr_key(FILLER_COOKIE - u64::from(i >> 16), &cidr)
     };
     let filled = fill(|i| trie.put_raw(&cidr_filler(i), &[1]).is_ok(), 1 << 17);
-    let mut pod = node.try_add_pod(
+    assert_refused_while_full(
+        &node,
         "ranges",
-        PodOptions::new()
-            .injected()
-            .annotation(EXCLUDE_OUTBOUND_IP_RANGES, "192.0.2.0/24"),
+        (EXCLUDE_OUTBOUND_IP_RANGES, "192.0.2.0/24"),
+        maps::OUT_EXCLUDE_CIDRS,
     );
-    let (code, msg) = add_error(&pod);
-    assert_eq!(code, POD_STATE, "{msg}");
-    assert!(msg.contains(maps::OUT_EXCLUDE_CIDRS), "{msg}");
-    assert_nothing_left(&node, &mut pod);
     for i in 0..filled {
         trie.delete(&cidr_filler(i)).unwrap();
     }
@@ -184,16 +180,12 @@ fn full_rule_maps_fail_the_add_closed_and_leave_nothing() {
         },
         1 << 14,
     );
-    let mut pod = node.try_add_pod(
+    assert_refused_while_full(
+        &node,
         "record",
-        PodOptions::new()
-            .injected()
-            .annotation(EXCLUDE_OUTBOUND_PORTS, "3306,5432"),
+        (EXCLUDE_OUTBOUND_PORTS, "3306,5432"),
+        maps::PODS,
     );
-    let (code, msg) = add_error(&pod);
-    assert_eq!(code, POD_STATE, "{msg}");
-    assert!(msg.contains(maps::PODS), "{msg}");
-    assert_nothing_left(&node, &mut pod);
     for i in 0..filled {
         pods.delete(&(FILLER_COOKIE - u64::from(i))).unwrap();
     }
