@@ -10,7 +10,7 @@
 //! What is attached stays attached: programs of a later version replace these
 //! in place through `upgrade`, never through here.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use libbpf_rs::query::LinkTypeInfo;
@@ -22,6 +22,7 @@ use super::error::DatapathError;
 use super::features;
 use super::inventory::Inventory;
 use super::layout::PinLayout;
+use super::link_create::link_create;
 use super::lock::RootLock;
 use super::names::{maps, programs, Object};
 use super::object_load;
@@ -339,26 +340,14 @@ fn attach_to_map(
     };
     let attach_type = libbpf_rs::libbpf_sys::BPF_SK_MSG_VERDICT;
     if how == MapAttach::Auto {
-        // SAFETY: both descriptors are open for the duration of the call; no options.
-        let fd = unsafe {
-            libbpf_rs::libbpf_sys::bpf_link_create(
-                prog.as_raw_fd(),
-                map.as_raw_fd(),
-                attach_type,
-                std::ptr::null(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: a fresh link descriptor that nothing else owns.
-            let link = unsafe { OwnedFd::from_raw_fd(fd) };
-            let pin = layout.link(program.pin);
-            bpffs::pin_fd(link.as_fd(), &pin).map_err(attach_err("pinning the link"))?;
-            return Ok(true);
-        }
-        if !NO_SK_MSG_LINKS.contains(&-fd) {
-            return Err(attach_err("creating the link")(
-                std::io::Error::from_raw_os_error(-fd),
-            ));
+        match link_create(prog, map, attach_type) {
+            Ok(link) => {
+                let pin = layout.link(program.pin);
+                bpffs::pin_fd(link.as_fd(), &pin).map_err(attach_err("pinning the link"))?;
+                return Ok(true);
+            }
+            Err(err) if NO_SK_MSG_LINKS.contains(&err.raw_os_error().unwrap_or(0)) => {}
+            Err(err) => return Err(attach_err("creating the link")(err)),
         }
     }
     // SAFETY: both descriptors are open for the duration of the call.
