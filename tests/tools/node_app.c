@@ -65,6 +65,7 @@
 #include <unistd.h>
 
 #include "pid1.h"
+#include "sockaddr_text.h"
 
 #define SO_ORIGINAL_DST_OPT 80 // SOL_IP: SO_ORIGINAL_DST; SOL_IPV6: IP6T_SO_ORIGINAL_DST
 #define LINE_MAX_BYTES	    4096
@@ -340,28 +341,6 @@ static double now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void format_addr(const struct sockaddr_storage *ss, char *out, size_t len)
-{
-	char ip[INET6_ADDRSTRLEN];
-
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
-		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-		snprintf(out, len, "%s:%u", ip, ntohs(sin->sin_port));
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
-		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
-			inet_ntop(AF_INET, &sin6->sin6_addr.s6_addr[12], ip, sizeof(ip));
-			snprintf(out, len, "%s:%u", ip, ntohs(sin6->sin6_port));
-		} else {
-			inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-			snprintf(out, len, "[%s]:%u", ip, ntohs(sin6->sin6_port));
-		}
-	} else {
-		snprintf(out, len, "family-%d", ss->ss_family);
-	}
 }
 
 static void buf_sock_addrs(struct buf *b, int fd)
