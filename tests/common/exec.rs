@@ -43,6 +43,34 @@ pub fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `run_ok` for a command that reads `stdin` (written whole before its output is
+/// read: for small inputs).
+pub fn run_ok_with_stdin(command: &mut Command, stdin: &str) -> String {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("running {command:?}: {err}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(stdin.as_bytes())
+        .unwrap_or_else(|err| panic!("writing to {command:?}: {err}"));
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|err| panic!("waiting for {command:?}: {err}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Spawns `cmd` with piped stdin (fed `stdin`), stdout and stderr, and waits up to
 /// `timeout`; on timeout the process is SIGKILLed and `timed_out` set.
 pub fn run_with_timeout(
