@@ -445,7 +445,9 @@ fn the_admission_policy_admits_only_the_agent_removing_its_taint_from_its_node()
         .collect();
     let input = json!({"policy": policy, "requests": requests}).to_string();
     let script = repo().join("tests/tools/admission_policy.py");
-    let output = run_ok_with_stdin(Command::new(venv_tool("python")).arg(&script), &input);
+    let mut python = Command::new(venv_tool("python"));
+    python.arg(&script);
+    let output = run_ok_with_stdin(python, &input);
     let answers: Vec<Value> = serde_json::from_str(&output).unwrap();
     assert_eq!(answers.len(), cases.len());
     for ((what, _, _, admitted), answer) in cases.iter().zip(&answers) {

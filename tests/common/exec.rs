@@ -43,32 +43,25 @@ pub fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// `run_ok` for a command that reads `stdin` (written whole before its output is
-/// read: for small inputs).
-pub fn run_ok_with_stdin(command: &mut Command, stdin: &str) -> String {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("running {command:?}: {err}"));
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(stdin.as_bytes())
-        .unwrap_or_else(|err| panic!("writing to {command:?}: {err}"));
-    let output = child
-        .wait_with_output()
-        .unwrap_or_else(|err| panic!("waiting for {command:?}: {err}"));
+/// `run_ok` for a command that reads `stdin` (a filter: PyYAML, a policy
+/// evaluator), killed if it hangs: a guard for the run, not a measurement.
+pub fn run_ok_with_stdin(command: Command, stdin: &str) -> String {
+    let shown = format!("{command:?}");
+    let finished = run_with_timeout(command, stdin.as_bytes(), Duration::from_secs(300))
+        .unwrap_or_else(|err| panic!("running {shown}: {err}"));
     assert!(
-        output.status.success(),
-        "{command:?} failed ({}): {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        finished.success(),
+        "{shown} failed ({}{}): {}{}",
+        finished.status,
+        if finished.timed_out {
+            ", killed after 300 s"
+        } else {
+            ""
+        },
+        finished.stdout,
+        finished.stderr
     );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    finished.stdout
 }
 
 /// Spawns `cmd` with piped stdin (fed `stdin`), stdout and stderr, and waits up to

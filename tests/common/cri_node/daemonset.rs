@@ -19,7 +19,9 @@ const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
 fn yaml_documents(yaml: &str) -> Vec<Value> {
     let script = "import json, sys, yaml\n\
                   print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d is not None]))";
-    let json = run_ok_with_stdin(Command::new(venv_tool("python")).args(["-c", script]), yaml);
+    let mut python = Command::new(venv_tool("python"));
+    python.args(["-c", script]);
+    let json = run_ok_with_stdin(python, yaml);
     serde_json::from_str(&json).unwrap()
 }
 
