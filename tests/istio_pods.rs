@@ -77,42 +77,44 @@ fn pods_istio_does_not_capture_are_left_alone() {
 #[test]
 fn pods_that_must_not_run_uncaptured_fail_their_add() {
     let node = TestNode::new("istio-refuse");
-    let tproxy = node.try_add_pod(
-        "tproxy",
-        PodOptions::new()
-            .injected()
-            .annotation("sidecar.istio.io/interceptionMode", "TPROXY"),
-    );
-    let (code, msg) = tproxy.meshlane_add_error();
-    assert_eq!(code, 104, "{msg}");
-    assert!(msg.contains("TPROXY"), "{msg}");
-
-    let bad = node.try_add_pod(
-        "badrange",
-        PodOptions::new().injected().annotation(
+    // (pod, annotation, value, CNI error code, what the message must name)
+    let cases = [
+        (
+            "tproxy",
+            "sidecar.istio.io/interceptionMode",
+            "TPROXY",
+            104,
+            &["TPROXY"][..],
+        ),
+        (
+            "badrange",
             "traffic.sidecar.istio.io/excludeOutboundIPRanges",
             "10.0.0.0/33",
+            7,
+            &[
+                "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+                "10.0.0.0/33",
+            ][..],
         ),
-    );
-    let (code, msg) = bad.meshlane_add_error();
-    assert_eq!(code, 7, "{msg}");
-    assert!(
-        msg.contains("traffic.sidecar.istio.io/excludeOutboundIPRanges")
-            && msg.contains("10.0.0.0/33"),
-        "{msg}"
-    );
-    let bad_port = node.try_add_pod(
-        "badport",
-        PodOptions::new()
-            .injected()
-            .annotation("traffic.sidecar.istio.io/includeInboundPorts", "80,99999"),
-    );
-    let (code, msg) = bad_port.meshlane_add_error();
-    assert_eq!(code, 7, "{msg}");
-    assert!(
-        msg.contains("includeInboundPorts") && msg.contains("99999"),
-        "{msg}"
-    );
+        (
+            "badport",
+            "traffic.sidecar.istio.io/includeInboundPorts",
+            "80,99999",
+            7,
+            &["includeInboundPorts", "99999"][..],
+        ),
+    ];
+    for (name, annotation, value, code, named) in cases {
+        let pod = node.try_add_pod(
+            name,
+            PodOptions::new().injected().annotation(annotation, value),
+        );
+        let (got, msg) = pod.meshlane_add_error();
+        assert_eq!(got, code, "{name}: {msg}");
+        for fragment in named {
+            assert!(msg.contains(fragment), "{name}: no {fragment:?} in {msg}");
+        }
+    }
     // Refused before anything was loaded or written.
     assert!(!node.pin_root().exists(), "a refused ADD left state behind");
 }
