@@ -1139,6 +1139,16 @@ mod generator {
         lines.take_while(|l| *l != "COMMIT").collect()
     }
 
+    /// The rules of `chain` (its `-A` lines), in order.
+    fn chain_rules<'t>(lines: &[&'t str], chain: &str) -> Vec<&'t str> {
+        let prefix = format!("-A {chain} ");
+        lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with(&prefix))
+            .collect()
+    }
+
     fn position(lines: &[&str], line: &str) -> usize {
         lines
             .iter()
@@ -1339,12 +1349,8 @@ mod generator {
                 .annotation(INCLUDE_INBOUND_PORTS, "*")
                 .annotation(EXCLUDE_INBOUND_PORTS, "9090,15021"),
         );
-        let nat = table(&wildcard.v4, "nat");
-        let excluded: Vec<&str> = nat
-            .iter()
-            .copied()
-            .filter(|l| l.starts_with("-A ISTIO_INBOUND") && l.ends_with("-j RETURN"))
-            .collect();
+        let mut excluded = chain_rules(&table(&wildcard.v4, "nat"), "ISTIO_INBOUND");
+        excluded.retain(|l| l.ends_with("-j RETURN"));
         assert_eq!(
             excluded,
             [15008, 9090, 15021, 15020, 15090]
@@ -1357,12 +1363,7 @@ mod generator {
                 .annotation(INCLUDE_INBOUND_PORTS, "8080,15020")
                 .annotation(EXCLUDE_INBOUND_PORTS, "8080"),
         );
-        let nat = table(&list.v4, "nat");
-        let inbound: Vec<&str> = nat
-            .iter()
-            .copied()
-            .filter(|l| l.starts_with("-A ISTIO_INBOUND"))
-            .collect();
+        let inbound = chain_rules(&table(&list.v4, "nat"), "ISTIO_INBOUND");
         assert_eq!(
             inbound,
             [
