@@ -141,9 +141,13 @@ mod tests {
     use super::*;
     use crate::scratch::ScratchDir;
 
+    fn scratch(name: &str) -> ScratchDir {
+        ScratchDir::new(&format!("files-{name}"))
+    }
+
     #[test]
     fn reads_only_config_candidates() {
-        let dir = ScratchDir::new("files-read");
+        let dir = scratch("read");
         fs::write(dir.join("10-a.conflist"), "{}").unwrap();
         fs::write(dir.join("calico-kubeconfig"), "secret").unwrap();
         fs::create_dir(dir.join("sub.conf")).unwrap();
@@ -152,11 +156,12 @@ mod tests {
         let names: Vec<&str> = files.keys().map(String::as_str).collect();
         assert_eq!(names, ["10-a.conflist", "20-link.conf"]);
         assert!(read_net_dir(&dir.join("missing")).unwrap().is_empty());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn writes_atomically_and_installs_once() {
-        let dir = ScratchDir::new("files-write");
+        let dir = scratch("write");
         let target = dir.join("x.conflist");
         write_atomic(&target, b"one", 0o644).unwrap();
         write_atomic(&target, b"two", 0o644).unwrap();
@@ -183,5 +188,6 @@ mod tests {
         fs::write(&source, b"\x7fELF v2").unwrap();
         assert!(install_binary(&source, &bin).unwrap());
         assert_eq!(fs::read(&installed).unwrap(), b"\x7fELF v2");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -104,9 +104,13 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
+    fn scratch(name: &str) -> ScratchDir {
+        ScratchDir::new(&format!("plugin-kubeconfig-{name}"))
+    }
+
     #[test]
     fn the_text_is_a_kubeconfig_meshlane_reads() {
-        let dir = ScratchDir::new("plugin-kubeconfig-render");
+        let dir = scratch("render");
         let ca = rcgen::generate_simple_self_signed(vec!["api".to_owned()])
             .unwrap()
             .cert
@@ -122,11 +126,12 @@ mod tests {
         let access = crate::kube::KubeAccess::from_kubeconfig(&path).unwrap();
         assert_eq!(access.server(), "https://[fd00::1]:443");
         assert_eq!(access.bearer_token().unwrap().as_deref(), Some("t0k3n"));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn refresh_writes_what_changed_root_only() {
-        let dir = ScratchDir::new("plugin-kubeconfig-refresh");
+        let dir = scratch("refresh");
         let account = dir.join("account");
         fs::create_dir_all(&account).unwrap();
         fs::write(account.join("token"), "one").unwrap();
@@ -171,5 +176,6 @@ mod tests {
             b"two",
             "an empty token never replaces a good one"
         );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -90,9 +90,13 @@ mod tests {
     use crate::scratch::ScratchDir;
     use std::os::unix::fs::PermissionsExt;
 
+    fn scratch(name: &str) -> ScratchDir {
+        ScratchDir::new(&format!("logfile-{name}"))
+    }
+
     #[test]
     fn rotates_at_the_limit_and_keeps_one_old_file() {
-        let dir = ScratchDir::new("logfile-limit");
+        let dir = scratch("limit");
         let path = dir.join("cni.log");
         let mut log = LogFile::open(&path, 100).unwrap();
         let line = format!("{}\n", "x".repeat(39)); // 40 bytes
@@ -113,11 +117,12 @@ mod tests {
             let mode = std::fs::metadata(&file).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, FILE_MODE, "{}", file.display());
         }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn two_writers_rotate_once() {
-        let dir = ScratchDir::new("logfile-two");
+        let dir = scratch("two");
         let path = dir.join("cni.log");
         let mut a = LogFile::open(&path, 100).unwrap();
         let mut b = LogFile::open(&path, 100).unwrap();
@@ -131,16 +136,18 @@ mod tests {
             std::fs::read_to_string(rotated_path(&path)).unwrap(),
             "a".repeat(95)
         );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn zero_never_rotates() {
-        let dir = ScratchDir::new("logfile-zero");
+        let dir = scratch("zero");
         let path = dir.join("cni.log");
         let mut log = LogFile::open(&path, 0).unwrap();
         for _ in 0..10 {
             log.write_line(&"y".repeat(100)).unwrap();
         }
         assert!(!rotated_path(&path).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
