@@ -9,20 +9,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct ScratchDir(PathBuf);
 
-impl ScratchDir {
-    /// `<tmp>/meshlane-<label>-<pid>-<n>`, empty.
-    pub fn new(label: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "meshlane-{label}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        ScratchDir(dir)
-    }
+/// A new, empty `<tmp>/meshlane-<label>-<pid>-<n>`.
+pub fn scratch(label: &str) -> ScratchDir {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "meshlane-{label}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    ScratchDir(dir)
+}
 
+impl ScratchDir {
     /// Writes `contents` to `name` inside the directory and returns its path.
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.0.join(name);

@@ -139,11 +139,7 @@ pub fn install_binary(source: &Path, bin_dir: &Path) -> Result<bool, InstallErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scratch::ScratchDir;
-
-    fn scratch(name: &str) -> ScratchDir {
-        ScratchDir::new(&format!("files-{name}"))
-    }
+    use crate::scratch::scratch;
 
     #[test]
     fn reads_only_config_candidates() {

@@ -100,13 +100,9 @@ pub fn render(server: &str, ca_pem: &[u8], token_file: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scratch::ScratchDir;
+    use crate::scratch::scratch;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
-
-    fn scratch(name: &str) -> ScratchDir {
-        ScratchDir::new(&format!("plugin-kubeconfig-{name}"))
-    }
 
     #[test]
     fn the_text_is_a_kubeconfig_meshlane_reads() {

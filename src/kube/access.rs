@@ -226,7 +226,7 @@ fn field_error(kubeconfig: &Path, field: &str, problem: impl Into<String>) -> Ku
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scratch::ScratchDir;
+    use crate::scratch::{scratch, ScratchDir};
     use base64::Engine as _;
 
     /// A self-signed certificate and its key, PEM.
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn ca_file_and_rotating_token_file() {
-        let dir = ScratchDir::new("kube-access");
+        let dir = scratch("kube-access");
         let (ca, _) = cert_and_key("ca.test");
         dir.write("ca.crt", &ca);
         let token_file = dir.write("token", "first-token\n");
@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn ca_bundle_data_and_client_certificate_data() {
-        let dir = ScratchDir::new("kube-access");
+        let dir = scratch("kube-access");
         let (ca1, _) = cert_and_key("ca1.test");
         let (ca2, _) = cert_and_key("ca2.test");
         let (client, key) = cert_and_key("meshlane");
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn client_certificate_files() {
-        let dir = ScratchDir::new("kube-access");
+        let dir = scratch("kube-access");
         let (client, key) = cert_and_key("meshlane");
         dir.write("client.crt", &client);
         dir.write("client.key", &key);
@@ -341,7 +341,7 @@ mod tests {
 
     #[test]
     fn unreadable_and_unusable_files_are_named() {
-        let dir = ScratchDir::new("kube-access");
+        let dir = scratch("kube-access");
         let (cert, _) = cert_and_key("x");
         let (_, other_key) = cert_and_key("y");
         dir.write("other.key", &other_key);
@@ -432,7 +432,7 @@ mod tests {
 
     #[test]
     fn missing_kubeconfig() {
-        let dir = ScratchDir::new("kube-access");
+        let dir = scratch("kube-access");
         let path = dir.join("absent");
         let err = KubeAccess::from_kubeconfig(&path).unwrap_err();
         assert!(
@@ -446,7 +446,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_token() {
-        let dir = ScratchDir::new("kube-access");
+        let dir = scratch("kube-access");
         let path = dir.write("kubeconfig", &kubeconfig("", "    token: s3cr3t\n"));
         let access = KubeAccess::from_kubeconfig(&path).unwrap();
         let debug = format!("{access:?}");

@@ -87,12 +87,8 @@ impl LogFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scratch::ScratchDir;
+    use crate::scratch::scratch;
     use std::os::unix::fs::PermissionsExt;
-
-    fn scratch(name: &str) -> ScratchDir {
-        ScratchDir::new(&format!("logfile-{name}"))
-    }
 
     #[test]
     fn rotates_at_the_limit_and_keeps_one_old_file() {
