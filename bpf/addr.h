@@ -6,6 +6,7 @@
 #include <linux/types.h>
 #include <bpf/bpf_endian.h>
 
+#include "ctx_access.h"
 #include "meshlane.h"
 
 /* Not in the UAPI headers that BPF C can include. */
@@ -29,6 +30,23 @@ static __always_inline struct ml_addr addr_from_ipv6(const __u32 words_be[4])
 	};
 	return addr;
 }
+
+/*
+ * The address a context holds in a pair of fields (local_ip4 and local_ip6, ...),
+ * by the context's family: what sk_lookup and sock_ops programs read.
+ */
+#define READ_FIELD_ADDR(ctx, type, ip4, ip6)                                     \
+	({                                                                       \
+		struct ml_addr __addr;                                           \
+		if ((ctx)->family == ML_AF_INET) {                               \
+			__addr = addr_from_ipv4(READ_FIELD_U32(ctx, type, ip4)); \
+		} else {                                                         \
+			__u32 __words[4];                                        \
+			READ_FIELD_IP6(ctx, type, ip6, __words);                 \
+			__addr = addr_from_ipv6(__words);                        \
+		}                                                                \
+		__addr;                                                          \
+	})
 
 static __always_inline int addr_is_ipv4(const struct ml_addr *addr)
 {

@@ -22,22 +22,12 @@
 
 static __always_inline struct ml_addr lookup_local(struct bpf_sk_lookup *ctx)
 {
-	__u32 words[4];
-
-	if (ctx->family == ML_AF_INET)
-		return addr_from_ipv4(READ_FIELD_U32(ctx, struct bpf_sk_lookup, local_ip4));
-	READ_FIELD_IP6(ctx, struct bpf_sk_lookup, local_ip6, words);
-	return addr_from_ipv6(words);
+	return READ_FIELD_ADDR(ctx, struct bpf_sk_lookup, local_ip4, local_ip6);
 }
 
 static __always_inline struct ml_addr lookup_remote(struct bpf_sk_lookup *ctx)
 {
-	__u32 words[4];
-
-	if (ctx->family == ML_AF_INET)
-		return addr_from_ipv4(READ_FIELD_U32(ctx, struct bpf_sk_lookup, remote_ip4));
-	READ_FIELD_IP6(ctx, struct bpf_sk_lookup, remote_ip6, words);
-	return addr_from_ipv6(words);
+	return READ_FIELD_ADDR(ctx, struct bpf_sk_lookup, remote_ip4, remote_ip6);
 }
 
 /* Hands the connection to one live listener of this family's slots. */

@@ -31,39 +31,31 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ml_port_rules SEC(".maps");
 
-/* (netns cookie, prefix) -> member of the pod's exclude-outbound-IP-ranges. */
-struct {
+/*
+ * The three per-pod prefix sets share one definition: (netns cookie, prefix) ->
+ * a byte, longest match wins.
+ */
+struct ml_cidr_trie {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, ML_MAX_CIDR_RULES);
 	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
 	__type(key, struct ml_cidr_key);
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ml_out_exclude_cidrs SEC(".maps");
+};
 
-/* (netns cookie, prefix) -> member of the pod's include-outbound-IP-ranges. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, ML_MAX_CIDR_RULES);
-	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
-	__type(key, struct ml_cidr_key);
-	__type(value, __u8);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ml_out_include_cidrs SEC(".maps");
+/* Member of the pod's exclude-outbound-IP-ranges. */
+struct ml_cidr_trie ml_out_exclude_cidrs SEC(".maps");
+
+/* Member of the pod's include-outbound-IP-ranges. */
+struct ml_cidr_trie ml_out_include_cidrs SEC(".maps");
 
 /*
- * (netns cookie, prefix) -> 1 when the pod routes the prefix through an interface
- * of its traffic.sidecar.istio.io/excludeInterfaces, 0 for its other routes: the
- * longest match answers like the pod's route lookup (main table) would.
+ * 1 when the pod routes the prefix through an interface of its
+ * traffic.sidecar.istio.io/excludeInterfaces, 0 for its other routes: the longest
+ * match answers like the pod's route lookup (main table) would.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, ML_MAX_CIDR_RULES);
-	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
-	__type(key, struct ml_cidr_key);
-	__type(value, __u8);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ml_out_iface_routes SEC(".maps");
+struct ml_cidr_trie ml_out_iface_routes SEC(".maps");
 
 /* Connecting socket -> its original destination; freed with the socket. */
 struct {
@@ -154,29 +146,28 @@ struct {
 } ml_counters SEC(".maps");
 
 /*
- * The short path (docs/shortpath.md). Sockets whose sends are handed over: the
- * sk_msg program is attached to this map, so that every socket in it runs the
- * program on each sendmsg. The kernel removes a socket when it closes.
+ * The short path (docs/shortpath.md): two socket sets of one definition, keyed by
+ * the connection; the kernel removes a socket when it closes.
  */
-struct {
+struct ml_short_sockhash {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, ML_MAX_SHORT_SOCKETS);
 	__type(key, struct ml_short_key);
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ml_short_tx SEC(".maps");
+};
+
+/*
+ * Sockets whose sends are handed over: the sk_msg program is attached to this map,
+ * so that every socket in it runs the program on each sendmsg.
+ */
+struct ml_short_sockhash ml_short_tx SEC(".maps");
 
 /*
  * Proxy sockets that may receive handed-over messages. No program here: a socket
  * only in this map keeps the kernel's own sendmsg (no cost on its sends).
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, ML_MAX_SHORT_SOCKETS);
-	__type(key, struct ml_short_key);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ml_short_rx SEC(".maps");
+struct ml_short_sockhash ml_short_rx SEC(".maps");
 
 /* Short-path socket -> its peer's key and what sk_msg decided; freed with the socket. */
 struct {

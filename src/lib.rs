@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cni;
 pub mod datapath;
 pub mod install;
+mod json_kind;
 pub mod kube;
 pub mod log;
 pub mod netlink;
@@ -15,3 +16,6 @@ pub mod policy;
 // Property tests of the parsers of untrusted input (docs/reliability.md).
 #[cfg(test)]
 mod fuzz;
+
+#[cfg(test)]
+mod scratch;

@@ -14,6 +14,7 @@ use meshlane::datapath::PinLayout;
 use meshlane::log::line::{field, parse as parse_record, Fields};
 use serde_json::Value;
 
+use common::conflist::plugin_types;
 use common::cri_node::{daemonset, images, pods, CriNode, RunningPod};
 use common::variant;
 
@@ -46,12 +47,7 @@ fn the_daemonset_installs_meshlane_and_injected_pods_are_captured() {
 
     // The agent put its binary and its entry in place.
     let conflist = node.read_primary_conflist();
-    let types: Vec<&str> = conflist["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|plugin| plugin["type"].as_str().unwrap())
-        .collect();
+    let types = plugin_types(&conflist);
     assert_eq!(types, ["bridge", "meshlane"], "{conflist}");
     assert!(node.path("/opt/cni/bin/meshlane").is_file());
 

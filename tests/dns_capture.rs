@@ -46,6 +46,16 @@ fn dns_server(
     server
 }
 
+/// The sidecar's DNS proxy (the agent on port 15053, as the proxy's user).
+fn dns_agent(place: &Place, host: &str) -> TestProcess {
+    dns_server(place, host, 15053, AGENT_ANSWER, Identity::PROXY)
+}
+
+/// The DNS server the app asked, on port 53 of another pod.
+fn upstream_dns(place: &Place) -> TestProcess {
+    dns_server(place, "::", 53, UPSTREAM_ANSWER, Identity::ROOT)
+}
+
 fn query(place: &Place, server: &str, mode: &str, identity: Identity) -> Value {
     let finished = Spawn::new(place, "/usr/bin/python3")
         .arg(dns_script())
@@ -103,15 +113,9 @@ fn app_dns_goes_to_the_dns_proxy_and_replies_show_the_server_asked() {
     let app = node.add_pod("app", PodOptions::new().injected());
     let upstream = node.add_pod("upstream", PodOptions::new());
     let upstream_ip = upstream.ipv4().to_string();
-    let _agent = dns_server(
-        &app.place(),
-        "127.0.0.1",
-        15053,
-        AGENT_ANSWER,
-        Identity::PROXY,
-    );
-    let _agent6 = dns_server(&app.place(), "::1", 15053, AGENT_ANSWER, Identity::PROXY);
-    let _real = dns_server(&upstream.place(), "::", 53, UPSTREAM_ANSWER, Identity::ROOT);
+    let _agent = dns_agent(&app.place(), "127.0.0.1");
+    let _agent6 = dns_agent(&app.place(), "::1");
+    let _real = upstream_dns(&upstream.place());
     let server = format!("{upstream_ip}:53");
 
     for mode in ["udp-sendto", "udp-connected", "tcp"] {
@@ -183,14 +187,8 @@ fn without_dns_capture_dns_goes_where_it_was_sent() {
     let node = dns_node("dns-off", false);
     let app = node.add_pod("app", PodOptions::new().injected());
     let upstream = node.add_pod("upstream", PodOptions::new());
-    let _agent = dns_server(
-        &app.place(),
-        "127.0.0.1",
-        15053,
-        AGENT_ANSWER,
-        Identity::PROXY,
-    );
-    let _real = dns_server(&upstream.place(), "::", 53, UPSTREAM_ANSWER, Identity::ROOT);
+    let _agent = dns_agent(&app.place(), "127.0.0.1");
+    let _real = upstream_dns(&upstream.place());
     let server = format!("{}:53", upstream.ipv4());
     // (TCP to port 53 is then ordinary TCP: it goes to the outbound listener, as
     // under Istio's iptables.)

@@ -28,6 +28,7 @@ use meshlane::plugin::config::{PluginConfig, KEYS};
 use serde_json::{json, Value};
 
 use common::agent::{install_args, Agent, WAIT};
+use common::exec::run_ok;
 use common::kube_cluster::{Cluster, STARTUP_TAINT};
 use common::pod::INJECTED_STATUS;
 use common::process::{Spawn, TestProcess};
@@ -536,18 +537,13 @@ fn the_plugin_kubeconfig_names_a_token_copy_that_follows_rotation() {
 
     // Uninstalling takes the credential off the node with everything else.
     let layout = node.layout();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshlane"))
-        .arg("uninstall")
-        .args(["--cni-bin-dir", &path_text(&layout.bin_dir)])
-        .args(["--cni-conf-dir", &path_text(&net_d(&node))])
-        .args(["--bpffs-root", &path_text(&layout.pin_root)])
-        .args(["--kubeconfig", &path_text(&kubeconfig)])
-        .output()
-        .expect("running meshlane uninstall");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshlane"))
+            .arg("uninstall")
+            .args(["--cni-bin-dir", &path_text(&layout.bin_dir)])
+            .args(["--cni-conf-dir", &path_text(&net_d(&node))])
+            .args(["--bpffs-root", &path_text(&layout.pin_root)])
+            .args(["--kubeconfig", &path_text(&kubeconfig)]),
     );
     for file in [&kubeconfig, &token_copy] {
         assert!(!file.exists(), "{} left after uninstall", file.display());

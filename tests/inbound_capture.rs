@@ -11,7 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::Duration;
 
-use common::{Connect, EnvoyOptions, Family, Identity, PodOptions, ProbeServer, TestNode};
+use common::{
+    Connect, Envoy, EnvoyOptions, Family, Identity, Pod, PodOptions, ProbeServer, TestNode,
+};
 
 const APP_PORT: u16 = 8080;
 const LOG_WAIT: Duration = Duration::from_secs(10);
@@ -92,6 +94,15 @@ fn full_sidecar_path(family: Family) {
     );
 }
 
+/// Pod `b`, injected, its Envoy taking inbound, and its app answering on APP_PORT
+/// as "app-b".
+fn pod_with_inbound_sidecar(node: &TestNode) -> (Pod<'_>, Envoy, ProbeServer) {
+    let b = node.add_pod("b", PodOptions::new().injected());
+    let envoy = b.start_envoy(EnvoyOptions::new().with_inbound());
+    let app = ProbeServer::start(&b.place(), APP_PORT, "app-b");
+    (b, envoy, app)
+}
+
 #[test]
 fn a_call_from_another_pod_crosses_both_sidecars_ipv4() {
     full_sidecar_path(Family::V4);
@@ -107,9 +118,7 @@ fn a_call_from_another_pod_crosses_both_sidecars_ipv6() {
 #[test]
 fn callers_outside_the_mesh_reach_the_app_through_envoy_except_on_excluded_ports() {
     let node = TestNode::builder("in-outside").dual_stack().build();
-    let b = node.add_pod("b", PodOptions::new().injected());
-    let envoy = b.start_envoy(EnvoyOptions::new().with_inbound());
-    let _app = ProbeServer::start(&b.place(), APP_PORT, "app-b");
+    let (b, envoy, _app) = pod_with_inbound_sidecar(&node);
     let _status = ProbeServer::start(&b.place(), 15020, "status-b");
     let outside = node.outside_pods();
 
@@ -237,9 +246,7 @@ fn any_live_reuseport_listener_takes_inbound_and_only_wildcards_register() {
 #[test]
 fn connections_inside_the_pod() {
     let node = TestNode::builder("in-self").dual_stack().build();
-    let b = node.add_pod("b", PodOptions::new().injected());
-    let envoy = b.start_envoy(EnvoyOptions::new().with_inbound());
-    let _app = ProbeServer::start(&b.place(), APP_PORT, "app-b");
+    let (b, envoy, _app) = pod_with_inbound_sidecar(&node);
 
     for ip in [IpAddr::from(b.ipv4()), IpAddr::from(b.ipv6())] {
         let own = addr(ip, APP_PORT);

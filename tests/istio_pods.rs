@@ -18,16 +18,6 @@ use common::api_server::{
 use common::pod::INJECTED_STATUS;
 use common::{Pod, PodOptions, TestNode};
 
-fn meshlane_error(pod: &Pod) -> (u64, String) {
-    let output = pod.add_output();
-    let step = output
-        .failed_step()
-        .unwrap_or_else(|| panic!("ADD was expected to fail: {}", output.describe()));
-    assert_eq!(step.plugin, "meshlane", "{}", output.describe());
-    let error = step.error().expect("meshlane printed an error JSON");
-    (error.code, error.msg)
-}
-
 fn captured(node: &TestNode, pod: &Pod) -> bool {
     node.pin_root().exists() && node.maps().pod(pod.netns_cookie()).unwrap().is_some()
 }
@@ -88,42 +78,44 @@ fn pods_istio_does_not_capture_are_left_alone() {
 #[test]
 fn pods_that_must_not_run_uncaptured_fail_their_add() {
     let node = TestNode::new("istio-refuse");
-    let tproxy = node.try_add_pod(
-        "tproxy",
-        PodOptions::new()
-            .injected()
-            .annotation("sidecar.istio.io/interceptionMode", "TPROXY"),
-    );
-    let (code, msg) = meshlane_error(&tproxy);
-    assert_eq!(code, 104, "{msg}");
-    assert!(msg.contains("TPROXY"), "{msg}");
-
-    let bad = node.try_add_pod(
-        "badrange",
-        PodOptions::new().injected().annotation(
+    // (pod, annotation, value, CNI error code, what the message must name)
+    let cases = [
+        (
+            "tproxy",
+            "sidecar.istio.io/interceptionMode",
+            "TPROXY",
+            104,
+            &["TPROXY"][..],
+        ),
+        (
+            "badrange",
             "traffic.sidecar.istio.io/excludeOutboundIPRanges",
             "10.0.0.0/33",
+            7,
+            &[
+                "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+                "10.0.0.0/33",
+            ][..],
         ),
-    );
-    let (code, msg) = meshlane_error(&bad);
-    assert_eq!(code, 7, "{msg}");
-    assert!(
-        msg.contains("traffic.sidecar.istio.io/excludeOutboundIPRanges")
-            && msg.contains("10.0.0.0/33"),
-        "{msg}"
-    );
-    let bad_port = node.try_add_pod(
-        "badport",
-        PodOptions::new()
-            .injected()
-            .annotation("traffic.sidecar.istio.io/includeInboundPorts", "80,99999"),
-    );
-    let (code, msg) = meshlane_error(&bad_port);
-    assert_eq!(code, 7, "{msg}");
-    assert!(
-        msg.contains("includeInboundPorts") && msg.contains("99999"),
-        "{msg}"
-    );
+        (
+            "badport",
+            "traffic.sidecar.istio.io/includeInboundPorts",
+            "80,99999",
+            7,
+            &["includeInboundPorts", "99999"][..],
+        ),
+    ];
+    for (name, annotation, value, code, named) in cases {
+        let pod = node.try_add_pod(
+            name,
+            PodOptions::new().injected().annotation(annotation, value),
+        );
+        let (got, msg) = pod.meshlane_add_error();
+        assert_eq!(got, code, "{name}: {msg}");
+        for fragment in named {
+            assert!(msg.contains(fragment), "{name}: no {fragment:?} in {msg}");
+        }
+    }
     // Refused before anything was loaded or written.
     assert!(!node.pin_root().exists(), "a refused ADD left state behind");
 }
@@ -139,7 +131,7 @@ fn a_runtime_that_passes_no_annotations_cannot_have_its_pods_classified() {
         })
         .build();
     let pod = node.try_add_pod("web", PodOptions::new().injected());
-    let (code, msg) = meshlane_error(&pod);
+    let (code, msg) = pod.meshlane_add_error();
     assert_eq!(code, 104, "{msg}");
     assert!(
         msg.contains("annotations") && msg.contains("kubeconfig"),
@@ -184,7 +176,7 @@ fn a_pod_without_annotations_starts_with_no_api_call() {
     );
 
     let control = node.try_add_pod("control", PodOptions::new().runtime_lacks_annotations());
-    let (code, msg) = meshlane_error(&control);
+    let (code, msg) = control.meshlane_add_error();
     assert_eq!(code, 104, "{msg}");
     let seen = api.seen();
     assert_eq!(seen.len(), 1, "the control pod asks the API once: {seen:?}");

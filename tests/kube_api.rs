@@ -7,17 +7,15 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::fs;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess, KubeError};
 
 use common::api_server::{status_json, ApiServer, Authority, Handler, Reply, Seen, ServerOptions};
+use common::tmpdir::TempDir;
 
 const SIDECAR_POD: &str = include_str!("fixtures/kube/sidecar-pod.json");
 const PLAIN_POD: &str = include_str!("fixtures/kube/plain-pod.json");
@@ -59,55 +57,6 @@ fn scripted(replies: Vec<(u16, String)>) -> Handler {
 
 // ----------------------------------------------------------------- kubeconfig
 
-/// A per-test directory under the system temp dir, removed on drop. The first
-/// use sweeps directories left by earlier runs that crashed.
-struct TempDir(PathBuf);
-
-const TEMP_PREFIX: &str = "meshlane-kube-api-";
-
-impl TempDir {
-    fn new() -> Self {
-        static SWEEP: Once = Once::new();
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        SWEEP.call_once(sweep_stale_temp_dirs);
-        let dir = std::env::temp_dir().join(format!(
-            "{TEMP_PREFIX}{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sweep_stale_temp_dirs() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
-            continue;
-        };
-        let pid = rest.split('-').next().unwrap_or_default();
-        if !Path::new("/proc").join(pid).exists() {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
@@ -141,6 +90,29 @@ fn access(dir: &TempDir, text: &str) -> KubeAccess {
     KubeAccess::from_kubeconfig(&path).unwrap_or_else(|err| panic!("{err}"))
 }
 
+/// An API server with the default options (a certificate for 127.0.0.1).
+fn serve(ca: &Authority, handler: Handler) -> ApiServer {
+    ApiServer::start(ca, ServerOptions::default(), handler)
+}
+
+/// Access through a kubeconfig with `ca` inline and the static test token.
+fn token_access(dir: &TempDir, server: &str, ca: &Authority) -> KubeAccess {
+    access(
+        dir,
+        &kubeconfig(server, &ca_data(ca), &format!("    token: {TOKEN}\n")),
+    )
+}
+
+/// An API server under a fresh CA, and access to it with the static token
+/// (the directory holds the kubeconfig for as long as the test keeps it).
+fn token_setup(handler: Handler) -> (ApiServer, KubeAccess, TempDir) {
+    let ca = Authority::new("cluster-ca");
+    let server = serve(&ca, handler);
+    let dir = TempDir::fresh();
+    let access = token_access(&dir, &server.url(), &ca);
+    (server, access, dir)
+}
+
 /// Short timeouts keep the failure tests quick; retries stay on.
 fn quick_policy() -> FetchPolicy {
     FetchPolicy {
@@ -155,12 +127,8 @@ fn quick_policy() -> FetchPolicy {
 #[test]
 fn fetches_and_maps_an_injected_pod_with_a_bearer_token() {
     let ca = Authority::new("cluster-ca");
-    let server = ApiServer::start(
-        &ca,
-        ServerOptions::default(),
-        pod_handler(SIDECAR_PATH, SIDECAR_POD, TOKEN),
-    );
-    let dir = TempDir::new();
+    let server = serve(&ca, pod_handler(SIDECAR_PATH, SIDECAR_POD, TOKEN));
+    let dir = TempDir::fresh();
     let access = access(
         &dir,
         &kubeconfig(&server.url(), &ca_data(&ca), &token_file_user(&dir, TOKEN)),
@@ -207,16 +175,15 @@ fn fetches_and_maps_an_injected_pod_with_a_bearer_token() {
 #[test]
 fn server_url_path_prefix_is_kept() {
     let ca = Authority::new("cluster-ca");
-    let server = ApiServer::start(
+    let server = serve(
         &ca,
-        ServerOptions::default(),
         pod_handler(
             "/k8s/clusters/c-7x2/api/v1/namespaces/default/pods/web-0",
             PLAIN_POD,
             TOKEN,
         ),
     );
-    let dir = TempDir::new();
+    let dir = TempDir::fresh();
     let access = access(
         &dir,
         &kubeconfig(
@@ -232,12 +199,8 @@ fn server_url_path_prefix_is_kept() {
 #[test]
 fn wrong_token_is_unauthorized_at_once_and_a_rotated_token_file_is_reread() {
     let ca = Authority::new("cluster-ca");
-    let server = ApiServer::start(
-        &ca,
-        ServerOptions::default(),
-        pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN),
-    );
-    let dir = TempDir::new();
+    let server = serve(&ca, pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN));
+    let dir = TempDir::fresh();
     let user = token_file_user(&dir, "expired-token\n");
     let access = access(&dir, &kubeconfig(&server.url(), &ca_data(&ca), &user));
 
@@ -267,21 +230,7 @@ fn wrong_token_is_unauthorized_at_once_and_a_rotated_token_file_is_reread() {
 
 #[test]
 fn missing_pod_is_not_found_without_retry() {
-    let ca = Authority::new("cluster-ca");
-    let server = ApiServer::start(
-        &ca,
-        ServerOptions::default(),
-        pod_handler(SIDECAR_PATH, SIDECAR_POD, TOKEN),
-    );
-    let dir = TempDir::new();
-    let access = access(
-        &dir,
-        &kubeconfig(
-            &server.url(),
-            &ca_data(&ca),
-            &format!("    token: {TOKEN}\n"),
-        ),
-    );
+    let (server, access, _dir) = token_setup(pod_handler(SIDECAR_PATH, SIDECAR_POD, TOKEN));
     let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
     assert!(matches!(err, KubeError::NotFound { .. }), "{err:?}");
     assert_eq!(err.to_string(), "pod default/web-0 not found");
@@ -290,24 +239,13 @@ fn missing_pod_is_not_found_without_retry() {
 
 #[test]
 fn forbidden_names_the_missing_permission() {
-    let ca = Authority::new("cluster-ca");
     let message =
         "pods \"web-0\" is forbidden: User \"system:serviceaccount:kube-system:meshlane\" \
                    cannot get resource \"pods\" in API group \"\" in the namespace \"default\"";
-    let server = ApiServer::start(
-        &ca,
-        ServerOptions::default(),
-        scripted(vec![(403, status_json(403, "Forbidden", message))]),
-    );
-    let dir = TempDir::new();
-    let access = access(
-        &dir,
-        &kubeconfig(
-            &server.url(),
-            &ca_data(&ca),
-            &format!("    token: {TOKEN}\n"),
-        ),
-    );
+    let (server, access, _dir) = token_setup(scripted(vec![(
+        403,
+        status_json(403, "Forbidden", message),
+    )]));
     let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
     assert!(matches!(err, KubeError::Forbidden { .. }), "{err:?}");
     assert_eq!(
@@ -322,26 +260,12 @@ fn forbidden_names_the_missing_permission() {
 
 #[test]
 fn server_errors_are_retried_until_success() {
-    let ca = Authority::new("cluster-ca");
     let busy = status_json(500, "InternalError", "etcdserver: leader changed");
-    let server = ApiServer::start(
-        &ca,
-        ServerOptions::default(),
-        scripted(vec![
-            (500, busy.clone()),
-            (500, busy),
-            (200, PLAIN_POD.to_owned()),
-        ]),
-    );
-    let dir = TempDir::new();
-    let access = access(
-        &dir,
-        &kubeconfig(
-            &server.url(),
-            &ca_data(&ca),
-            &format!("    token: {TOKEN}\n"),
-        ),
-    );
+    let (server, access, _dir) = token_setup(scripted(vec![
+        (500, busy.clone()),
+        (500, busy),
+        (200, PLAIN_POD.to_owned()),
+    ]));
     let pod = fetch_pod(&access, "default", "web-0", &FetchPolicy::default())
         .unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(pod.name, "web-0");
@@ -350,51 +274,23 @@ fn server_errors_are_retried_until_success() {
 
 #[test]
 fn throttling_is_retried_too() {
-    let ca = Authority::new("cluster-ca");
-    let server = ApiServer::start(
-        &ca,
-        ServerOptions::default(),
-        scripted(vec![
-            (
-                429,
-                status_json(429, "TooManyRequests", "too many requests"),
-            ),
-            (200, PLAIN_POD.to_owned()),
-        ]),
-    );
-    let dir = TempDir::new();
-    let access = access(
-        &dir,
-        &kubeconfig(
-            &server.url(),
-            &ca_data(&ca),
-            &format!("    token: {TOKEN}\n"),
+    let (server, access, _dir) = token_setup(scripted(vec![
+        (
+            429,
+            status_json(429, "TooManyRequests", "too many requests"),
         ),
-    );
+        (200, PLAIN_POD.to_owned()),
+    ]));
     assert!(fetch_pod(&access, "default", "web-0", &quick_policy()).is_ok());
     assert_eq!(server.seen().len(), 2);
 }
 
 #[test]
 fn a_server_that_keeps_failing_exhausts_the_attempts() {
-    let ca = Authority::new("cluster-ca");
-    let server = ApiServer::start(
-        &ca,
-        ServerOptions::default(),
-        scripted(vec![(
-            503,
-            status_json(503, "ServiceUnavailable", "apiserver is shutting down"),
-        )]),
-    );
-    let dir = TempDir::new();
-    let access = access(
-        &dir,
-        &kubeconfig(
-            &server.url(),
-            &ca_data(&ca),
-            &format!("    token: {TOKEN}\n"),
-        ),
-    );
+    let (server, access, _dir) = token_setup(scripted(vec![(
+        503,
+        status_json(503, "ServiceUnavailable", "apiserver is shutting down"),
+    )]));
     let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
     match &err {
         KubeError::ServerBusy {
@@ -418,12 +314,9 @@ fn unreachable_api_server_fails_cleanly_within_the_bound() {
         listener.local_addr().unwrap()
     };
     let ca = Authority::new("cluster-ca");
-    let dir = TempDir::new();
+    let dir = TempDir::fresh();
     let url = format!("https://{closed}");
-    let access = access(
-        &dir,
-        &kubeconfig(&url, &ca_data(&ca), &format!("    token: {TOKEN}\n")),
-    );
+    let access = token_access(&dir, &url, &ca);
     let policy = FetchPolicy::default();
     let started = Instant::now();
     let err = fetch_pod(&access, "default", "web-0", &policy).unwrap_err();
@@ -458,12 +351,9 @@ fn a_server_that_never_completes_the_handshake_times_out() {
     // Listening but never accepting: the kernel completes TCP, nobody speaks TLS.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let ca = Authority::new("cluster-ca");
-    let dir = TempDir::new();
+    let dir = TempDir::fresh();
     let url = format!("https://{}", silent.local_addr().unwrap());
-    let access = access(
-        &dir,
-        &kubeconfig(&url, &ca_data(&ca), &format!("    token: {TOKEN}\n")),
-    );
+    let access = token_access(&dir, &url, &ca);
     let policy = FetchPolicy {
         timeout: Duration::from_millis(500),
         attempts: 2,
@@ -493,21 +383,7 @@ fn a_server_that_never_completes_the_handshake_times_out() {
 
 #[test]
 fn a_server_that_never_answers_the_request_times_out() {
-    let ca = Authority::new("cluster-ca");
-    let server = ApiServer::start(
-        &ca,
-        ServerOptions::default(),
-        Box::new(|_: &Seen| Reply::Silent),
-    );
-    let dir = TempDir::new();
-    let access = access(
-        &dir,
-        &kubeconfig(
-            &server.url(),
-            &ca_data(&ca),
-            &format!("    token: {TOKEN}\n"),
-        ),
-    );
+    let (server, access, _dir) = token_setup(Box::new(|_: &Seen| Reply::Silent));
     let policy = FetchPolicy {
         timeout: Duration::from_millis(600),
         attempts: 2,
@@ -533,20 +409,9 @@ fn a_server_that_never_answers_the_request_times_out() {
 fn a_wrong_ca_is_a_tls_error_without_retry() {
     let cluster_ca = Authority::new("cluster-ca");
     let other_ca = Authority::new("some-other-ca");
-    let server = ApiServer::start(
-        &cluster_ca,
-        ServerOptions::default(),
-        pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN),
-    );
-    let dir = TempDir::new();
-    let access = access(
-        &dir,
-        &kubeconfig(
-            &server.url(),
-            &ca_data(&other_ca),
-            &format!("    token: {TOKEN}\n"),
-        ),
-    );
+    let server = serve(&cluster_ca, pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN));
+    let dir = TempDir::fresh();
+    let access = token_access(&dir, &server.url(), &other_ca);
     let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
     assert!(matches!(err, KubeError::Tls { .. }), "{err:?}");
     assert_eq!(
@@ -574,15 +439,8 @@ fn a_certificate_for_another_host_is_named() {
         },
         pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN),
     );
-    let dir = TempDir::new();
-    let access = access(
-        &dir,
-        &kubeconfig(
-            &server.url(),
-            &ca_data(&ca),
-            &format!("    token: {TOKEN}\n"),
-        ),
-    );
+    let dir = TempDir::fresh();
+    let access = token_access(&dir, &server.url(), &ca);
     let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
     match &err {
         KubeError::Tls { detail, .. } => assert!(
@@ -612,7 +470,7 @@ fn client_certificate_authentication() {
             Reply::Json(200, PLAIN_POD.to_owned())
         }),
     );
-    let dir = TempDir::new();
+    let dir = TempDir::fresh();
     dir.write("client.crt", &client.cert_pem);
     dir.write("client.key", &client.key_pem);
 
@@ -661,12 +519,8 @@ fn client_certificate_authentication() {
 #[test]
 fn insecure_skip_tls_verify_connects_without_a_ca() {
     let ca = Authority::new("cluster-ca");
-    let server = ApiServer::start(
-        &ca,
-        ServerOptions::default(),
-        pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN),
-    );
-    let dir = TempDir::new();
+    let server = serve(&ca, pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN));
+    let dir = TempDir::fresh();
     let access = access(
         &dir,
         &kubeconfig(
@@ -680,29 +534,15 @@ fn insecure_skip_tls_verify_connects_without_a_ca() {
 
 #[test]
 fn malformed_answers_name_the_path() {
-    let ca = Authority::new("cluster-ca");
-    let server = ApiServer::start(
-        &ca,
-        ServerOptions::default(),
-        scripted(vec![
-            (
-                200,
-                r#"{"kind":"Pod","metadata":{"namespace":"default","name":"web-0"},
+    let (_server, access, _dir) = token_setup(scripted(vec![
+        (
+            200,
+            r#"{"kind":"Pod","metadata":{"namespace":"default","name":"web-0"},
                     "spec":{"hostUsers":"no"}}"#
-                    .to_owned(),
-            ),
-            (200, "<html>login</html>".to_owned()),
-        ]),
-    );
-    let dir = TempDir::new();
-    let access = access(
-        &dir,
-        &kubeconfig(
-            &server.url(),
-            &ca_data(&ca),
-            &format!("    token: {TOKEN}\n"),
+                .to_owned(),
         ),
-    );
+        (200, "<html>login</html>".to_owned()),
+    ]));
     let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -720,18 +560,8 @@ fn malformed_answers_name_the_path() {
 
 #[test]
 fn an_oversized_answer_is_refused_without_retry() {
-    let ca = Authority::new("cluster-ca");
     let huge = format!("{{\"padding\": \"{}\"}}", "x".repeat(5 * 1024 * 1024));
-    let server = ApiServer::start(&ca, ServerOptions::default(), scripted(vec![(200, huge)]));
-    let dir = TempDir::new();
-    let access = access(
-        &dir,
-        &kubeconfig(
-            &server.url(),
-            &ca_data(&ca),
-            &format!("    token: {TOKEN}\n"),
-        ),
-    );
+    let (server, access, _dir) = token_setup(scripted(vec![(200, huge)]));
     let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
     match &err {
         KubeError::MalformedPod { path, problem } => {
@@ -745,21 +575,7 @@ fn an_oversized_answer_is_refused_without_retry() {
 
 #[test]
 fn invalid_pod_references_never_reach_the_server() {
-    let ca = Authority::new("cluster-ca");
-    let server = ApiServer::start(
-        &ca,
-        ServerOptions::default(),
-        pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN),
-    );
-    let dir = TempDir::new();
-    let access = access(
-        &dir,
-        &kubeconfig(
-            &server.url(),
-            &ca_data(&ca),
-            &format!("    token: {TOKEN}\n"),
-        ),
-    );
+    let (server, access, _dir) = token_setup(pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN));
     let err = fetch_pod(&access, "default", "../secrets/x", &quick_policy()).unwrap_err();
     assert!(matches!(err, KubeError::InvalidPodRef { .. }), "{err:?}");
     assert_eq!(server.connections(), 0);

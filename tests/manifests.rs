@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::exec::run_ok;
+use common::exec::{run_ok, run_ok_with_stdin};
 use common::prereq::venv_tool;
 
 /// Oldest and newest Kubernetes the support matrix lists.
@@ -445,27 +445,10 @@ fn the_admission_policy_admits_only_the_agent_removing_its_taint_from_its_node()
         .collect();
     let input = json!({"policy": policy, "requests": requests}).to_string();
     let script = repo().join("tests/tools/admission_policy.py");
-    let mut child = Command::new(venv_tool("python"))
-        .arg(&script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answers: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let mut python = Command::new(venv_tool("python"));
+    python.arg(&script);
+    let output = run_ok_with_stdin(python, &input);
+    let answers: Vec<Value> = serde_json::from_str(&output).unwrap();
     assert_eq!(answers.len(), cases.len());
     for ((what, _, _, admitted), answer) in cases.iter().zip(&answers) {
         assert_eq!(answer["admitted"], *admitted, "{what}: {answer}");

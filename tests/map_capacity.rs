@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::connect_variants;
 use common::{Connect, EnvoyOptions, Identity, Pod, PodOptions, ProbeServer, TestNode};
 use meshlane::datapath::abi::{
-    ml_addr, ml_conn_key, ml_orig_dst, ml_pod, ml_port_key, ml_short_key,
+    ml_addr, ml_conn_key, ml_orig_dst, ml_pod, ml_port_key, ml_short_key, MapBytes,
 };
 use meshlane::datapath::names::maps;
 use meshlane::datapath::pinned_map::PinnedMap;
@@ -62,15 +62,33 @@ fn assert_nothing_left(node: &TestNode, pod: &mut Pod) {
     assert!(del.succeeded(), "{}", del.describe());
 }
 
-/// The error of the meshlane step of a failed ADD.
-fn add_error(pod: &Pod) -> (u64, String) {
-    let output = pod.add_output();
-    let step = output
-        .failed_step()
-        .unwrap_or_else(|| panic!("the ADD succeeded: {}", output.describe()));
-    assert_eq!(step.plugin, "meshlane", "{}", output.describe());
-    let error = step.error().expect("a CNI error result");
-    (error.code, error.msg)
+/// Fills map `full` with filler entries (`key(i)` → `value`, at most `at_most`)
+/// until it refuses one; the ADD of `pod` with `annotation` then fails with code
+/// 102 naming the map and leaves nothing behind. The filler is taken out again.
+fn assert_refused_while_full<K: MapBytes>(
+    node: &TestNode,
+    full: &'static str,
+    key: impl Fn(u32) -> K,
+    value: &[u8],
+    at_most: u32,
+    pod: &str,
+    annotation: (&str, &str),
+) {
+    let map = map(node, full);
+    let filled = fill(|i| map.put_raw(&key(i), value).is_ok(), at_most);
+    let mut pod = node.try_add_pod(
+        pod,
+        PodOptions::new()
+            .injected()
+            .annotation(annotation.0, annotation.1),
+    );
+    let (code, msg) = pod.meshlane_add_error();
+    assert_eq!(code, POD_STATE, "{msg}");
+    assert!(msg.contains(full), "{msg}");
+    assert_nothing_left(node, &mut pod);
+    for i in 0..filled {
+        map.delete(&key(i)).unwrap();
+    }
 }
 
 /// Puts filler entries until the map refuses one; returns how many went in.
@@ -107,7 +125,7 @@ fn lists_over_a_per_pod_cap_are_refused_with_code_7_leaving_nothing() {
             &format!("big{i}"),
             PodOptions::new().injected().annotation(annotation, &value),
         );
-        let (code, msg) = add_error(&pod);
+        let (code, msg) = pod.meshlane_add_error();
         assert_eq!(code, INVALID_CONFIG, "{msg}");
         assert!(msg.contains(annotation), "{msg}");
         assert!(msg.contains(&format!("limit of {cap} per pod")), "{msg}");
@@ -129,74 +147,50 @@ fn full_rule_maps_fail_the_add_closed_and_leave_nothing() {
     let _first = node.add_pod("first", PodOptions::new().injected());
 
     // ml_port_rules: fill it, an ADD needing port entries fails and adds none.
-    let ports = map(&node, maps::PORT_RULES);
     let port_filler = |i: u32| ml_port_key {
         netns_cookie: FILLER_COOKIE - u64::from(i / 65_535),
         port: (i % 65_535 + 1) as u16,
         list: 1,
         ..Default::default()
     };
-    let filled = fill(|i| ports.put_raw(&port_filler(i), &[1]).is_ok(), 1 << 17);
-    let mut pod = node.try_add_pod(
+    assert_refused_while_full(
+        &node,
+        maps::PORT_RULES,
+        port_filler,
+        &[1],
+        1 << 17,
         "ports",
-        PodOptions::new()
-            .injected()
-            .annotation(EXCLUDE_OUTBOUND_PORTS, "3306,5432"),
+        (EXCLUDE_OUTBOUND_PORTS, "3306,5432"),
     );
-    let (code, msg) = add_error(&pod);
-    assert_eq!(code, POD_STATE, "{msg}");
-    assert!(msg.contains(maps::PORT_RULES), "{msg}");
-    assert_nothing_left(&node, &mut pod);
-    for i in 0..filled {
-        ports.delete(&port_filler(i)).unwrap();
-    }
 
     // An exclude-range trie: the same.
-    let trie = map(&node, maps::OUT_EXCLUDE_CIDRS);
     let cidr_filler = |i: u32| {
         let cidr: Cidr = format!("10.{}.{}.0/24", (i >> 8) & 0xff, i & 0xff)
             .parse()
             .unwrap();
         cidr_key(FILLER_COOKIE - u64::from(i >> 16), &cidr)
     };
-    let filled = fill(|i| trie.put_raw(&cidr_filler(i), &[1]).is_ok(), 1 << 17);
-    let mut pod = node.try_add_pod(
+    assert_refused_while_full(
+        &node,
+        maps::OUT_EXCLUDE_CIDRS,
+        cidr_filler,
+        &[1],
+        1 << 17,
         "ranges",
-        PodOptions::new()
-            .injected()
-            .annotation(EXCLUDE_OUTBOUND_IP_RANGES, "192.0.2.0/24"),
+        (EXCLUDE_OUTBOUND_IP_RANGES, "192.0.2.0/24"),
     );
-    let (code, msg) = add_error(&pod);
-    assert_eq!(code, POD_STATE, "{msg}");
-    assert!(msg.contains(maps::OUT_EXCLUDE_CIDRS), "{msg}");
-    assert_nothing_left(&node, &mut pod);
-    for i in 0..filled {
-        trie.delete(&cidr_filler(i)).unwrap();
-    }
 
     // ml_pods: no room for the pod record, which is written last: its list
     // entries are taken back.
-    let pods = map(&node, maps::PODS);
-    let filled = fill(
-        |i| {
-            pods.put(&(FILLER_COOKIE - u64::from(i)), &ml_pod::default())
-                .is_ok()
-        },
+    assert_refused_while_full(
+        &node,
+        maps::PODS,
+        |i| FILLER_COOKIE - u64::from(i),
+        ml_pod::default().as_bytes(),
         1 << 14,
-    );
-    let mut pod = node.try_add_pod(
         "record",
-        PodOptions::new()
-            .injected()
-            .annotation(EXCLUDE_OUTBOUND_PORTS, "3306,5432"),
+        (EXCLUDE_OUTBOUND_PORTS, "3306,5432"),
     );
-    let (code, msg) = add_error(&pod);
-    assert_eq!(code, POD_STATE, "{msg}");
-    assert!(msg.contains(maps::PODS), "{msg}");
-    assert_nothing_left(&node, &mut pod);
-    for i in 0..filled {
-        pods.delete(&(FILLER_COOKIE - u64::from(i))).unwrap();
-    }
 
     // Room again: the next ADD succeeds.
     node.add_pod(

@@ -10,7 +10,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::Duration;
 
-use common::{Connect, EnvoyOptions, Family, Identity, PodOptions, ProbeServer, TestNode};
+use common::{
+    Connect, Envoy, EnvoyOptions, Family, Identity, Pod, PodOptions, ProbeServer, TestNode,
+};
 
 const SERVER_PORT: u16 = 8080;
 const LOG_WAIT: Duration = Duration::from_secs(10);
@@ -23,13 +25,20 @@ fn addr(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)
 }
 
+/// Pod `a`, injected, with its Envoy; pod `b`, not injected, whose probe server
+/// answers on SERVER_PORT as "b" (kept running while the test holds it).
+fn app_and_server(node: &TestNode, envoy: EnvoyOptions) -> (Pod<'_>, Pod<'_>, Envoy, ProbeServer) {
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new());
+    let envoy = a.start_envoy(envoy);
+    let server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
+    (a, b, envoy, server)
+}
+
 #[test]
 fn an_apps_connect_goes_through_its_envoy_to_the_right_server() {
     let node = dual_stack_node("out-v4");
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new());
-    let envoy = a.start_envoy(EnvoyOptions::new());
-    let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
+    let (a, b, envoy, _server) = app_and_server(&node, EnvoyOptions::new());
 
     let destination = addr(b.ipv4(), SERVER_PORT);
     let outcome = Connect::to(destination)
@@ -76,10 +85,7 @@ fn an_apps_connect_goes_through_its_envoy_to_the_right_server() {
 #[test]
 fn ipv6_connects_are_captured_to_the_ipv6_listener() {
     let node = dual_stack_node("out-v6");
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new());
-    let envoy = a.start_envoy(EnvoyOptions::new());
-    let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
+    let (a, b, envoy, _server) = app_and_server(&node, EnvoyOptions::new());
 
     let destination = addr(b.ipv6(), SERVER_PORT);
     let outcome = Connect::to(destination)
@@ -107,11 +113,8 @@ fn ipv6_connects_are_captured_to_the_ipv6_listener() {
 #[test]
 fn an_ipv4_mapped_destination_on_a_dual_stack_socket_is_captured_as_ipv4() {
     let node = dual_stack_node("out-mapped");
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new());
     // Envoy listens on IPv4 only: the mapped connect must still reach it.
-    let envoy = a.start_envoy(EnvoyOptions::new().ipv4_only());
-    let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
+    let (a, b, envoy, _server) = app_and_server(&node, EnvoyOptions::new().ipv4_only());
 
     let outcome = Connect::to(addr(b.ipv4(), SERVER_PORT))
         .family(Family::Mapped)
@@ -141,11 +144,8 @@ fn an_ipv4_mapped_destination_on_a_dual_stack_socket_is_captured_as_ipv4() {
 #[test]
 fn sockets_outside_mesh_pods_and_the_proxys_own_are_untouched() {
     let node = dual_stack_node("out-others");
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new());
+    let (a, b, envoy, _server) = app_and_server(&node, EnvoyOptions::new());
     let plain = node.add_pod("plain", PodOptions::new());
-    let envoy = a.start_envoy(EnvoyOptions::new());
-    let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
     let destination = addr(b.ipv4(), SERVER_PORT);
 
     // All at the same time, so that the hooks see them interleaved.

@@ -1139,6 +1139,16 @@ mod generator {
         lines.take_while(|l| *l != "COMMIT").collect()
     }
 
+    /// The rules of `chain` (its `-A` lines), in order.
+    fn chain_rules<'t>(lines: &[&'t str], chain: &str) -> Vec<&'t str> {
+        let prefix = format!("-A {chain} ");
+        lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with(&prefix))
+            .collect()
+    }
+
     fn position(lines: &[&str], line: &str) -> usize {
         lines
             .iter()
@@ -1221,24 +1231,25 @@ mod generator {
         let r = rules(SidecarSettings::new().proxy(1500, 1600).dual_stack());
         for (text, localhost) in [(&r.v4, "127.0.0.1/32"), (r.v6.as_ref().unwrap(), "::1/128")] {
             let nat = table(text, "nat");
-            let uid_inbound = position(
-                &nat,
-                &format!("-A ISTIO_OUTPUT -o lo ! -d {localhost} -p tcp ! --dport 15008 -m owner --uid-owner 1500 -j ISTIO_IN_REDIRECT"),
-            );
-            let uid_lo = position(
-                &nat,
-                "-A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1500 -j RETURN",
-            );
-            let uid_all = position(&nat, "-A ISTIO_OUTPUT -m owner --uid-owner 1500 -j RETURN");
-            let gid_inbound = position(
-                &nat,
-                &format!("-A ISTIO_OUTPUT -o lo ! -d {localhost} -p tcp ! --dport 15008 -m owner --gid-owner 1600 -j ISTIO_IN_REDIRECT"),
-            );
-            let gid_lo = position(
-                &nat,
-                "-A ISTIO_OUTPUT -o lo -m owner ! --gid-owner 1600 -j RETURN",
-            );
-            let gid_all = position(&nat, "-A ISTIO_OUTPUT -m owner --gid-owner 1600 -j RETURN");
+            // Where the three rules of one owner match (uid or gid) stand.
+            let owner_rules = |owner: &str, id: u32| {
+                (
+                    position(
+                        &nat,
+                        &format!("-A ISTIO_OUTPUT -o lo ! -d {localhost} -p tcp ! --dport 15008 -m owner --{owner}-owner {id} -j ISTIO_IN_REDIRECT"),
+                    ),
+                    position(
+                        &nat,
+                        &format!("-A ISTIO_OUTPUT -o lo -m owner ! --{owner}-owner {id} -j RETURN"),
+                    ),
+                    position(
+                        &nat,
+                        &format!("-A ISTIO_OUTPUT -m owner --{owner}-owner {id} -j RETURN"),
+                    ),
+                )
+            };
+            let (uid_inbound, uid_lo, uid_all) = owner_rules("uid", 1500);
+            let (gid_inbound, gid_lo, gid_all) = owner_rules("gid", 1600);
             assert!(uid_inbound < uid_lo && uid_lo < uid_all && uid_all < gid_inbound);
             assert!(gid_inbound < gid_lo && gid_lo < gid_all);
             assert!(!text.contains("1337"), "the default IDs are gone");
@@ -1338,12 +1349,8 @@ mod generator {
                 .annotation(INCLUDE_INBOUND_PORTS, "*")
                 .annotation(EXCLUDE_INBOUND_PORTS, "9090,15021"),
         );
-        let nat = table(&wildcard.v4, "nat");
-        let excluded: Vec<&str> = nat
-            .iter()
-            .copied()
-            .filter(|l| l.starts_with("-A ISTIO_INBOUND") && l.ends_with("-j RETURN"))
-            .collect();
+        let mut excluded = chain_rules(&table(&wildcard.v4, "nat"), "ISTIO_INBOUND");
+        excluded.retain(|l| l.ends_with("-j RETURN"));
         assert_eq!(
             excluded,
             [15008, 9090, 15021, 15020, 15090]
@@ -1356,12 +1363,7 @@ mod generator {
                 .annotation(INCLUDE_INBOUND_PORTS, "8080,15020")
                 .annotation(EXCLUDE_INBOUND_PORTS, "8080"),
         );
-        let nat = table(&list.v4, "nat");
-        let inbound: Vec<&str> = nat
-            .iter()
-            .copied()
-            .filter(|l| l.starts_with("-A ISTIO_INBOUND"))
-            .collect();
+        let inbound = chain_rules(&table(&list.v4, "nat"), "ISTIO_INBOUND");
         assert_eq!(
             inbound,
             [

@@ -287,6 +287,11 @@ fn wait_for_empty_maps_or_explain(node: &TestNode, explain: impl Fn() -> String)
     }
 }
 
+/// A node with the short path switched on node-wide.
+fn short_path_node(name: &str) -> TestNode {
+    TestNode::builder(name).short_path().build()
+}
+
 fn opted_out() -> PodOptions {
     PodOptions::new()
         .injected()
@@ -321,6 +326,27 @@ fn mesh(node: &TestNode, a: PodOptions, b: PodOptions, serve: Serve) -> Mesh<'_>
         envoy_a,
         envoy_b,
         app_b,
+    }
+}
+
+impl Mesh<'_> {
+    /// A transfer from app A to app B's port on B's IPv4 address.
+    fn send(&self) -> Send {
+        Send::to(format!("{}:{APP_PORT}", self.b.ipv4()))
+    }
+
+    /// Runs `send` at app A; every connection got all its bytes back unchanged.
+    fn echoed(&self, send: Send) -> Vec<Sent> {
+        let results = send.run(&self.a.place());
+        assert_all_echoed(&results, send.bytes as u64);
+        results
+    }
+
+    /// `echoed`, and app B got every connection's bytes.
+    fn echoed_by_app_b(&self, send: Send) -> Vec<Sent> {
+        let results = self.echoed(send);
+        assert_server_got(&self.app_b, &results);
+        results
     }
 }
 
@@ -422,9 +448,7 @@ fn large_payloads_both_ways(family: &str) {
         _ => format!("{}:{APP_PORT}", m.b.ipv4()),
     };
     let bytes = 16 << 20;
-    let results = Send::to(&to).bytes(bytes).connections(4).run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
-    assert_server_got(&m.app_b, &results);
+    m.echoed_by_app_b(Send::to(&to).bytes(bytes).connections(4));
     // Each connection: two app senders, and both Envoy ends sending and receiving.
     assert_eq!(node.counter("short_path_tx_sockets"), 4 * 4);
     assert_eq!(node.counter("short_path_rx_sockets"), 4 * 4);
@@ -454,13 +478,10 @@ fn large_payloads_both_ways(family: &str) {
 /// never become TCP segments.
 #[test]
 fn with_app_every_hop_takes_the_short_path() {
-    let node = TestNode::builder("sp-every-hop").short_path().build();
+    let node = short_path_node("sp-every-hop");
     let m = mesh(&node, with_app(), with_app(), Serve::Echo);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 256 << 10;
-    let results = Send::to(&to).bytes(bytes).connections(8).run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
-    assert_server_got(&m.app_b, &results);
+    let results = m.echoed_by_app_b(m.send().bytes(bytes).connections(8));
     for r in &results {
         assert_eq!(
             r.data_segs_out, 0,
@@ -484,18 +505,15 @@ fn with_app_every_hop_takes_the_short_path() {
 /// on TCP (an app may read with splice or block in recv, see docs/shortpath.md).
 #[test]
 fn by_default_the_sidecars_talk_over_the_short_path_and_the_apps_over_tcp() {
-    let node = TestNode::builder("sp-default").short_path().build();
+    let node = short_path_node("sp-default");
     let m = mesh(
         &node,
         PodOptions::new().injected(),
         PodOptions::new().injected(),
         Serve::Echo,
     );
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 16 << 20;
-    let results = Send::to(&to).bytes(bytes).connections(4).run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
-    assert_server_got(&m.app_b, &results);
+    let results = m.echoed_by_app_b(m.send().bytes(bytes).connections(4));
     assert!(results.iter().all(|r| r.data_segs_out > 0), "{results:?}");
     // Each connection: Envoy A's upstream socket and Envoy B's accepted one, each
     // sending and receiving. Each payload crosses between them twice (echo), over
@@ -510,11 +528,7 @@ fn by_default_the_sidecars_talk_over_the_short_path_and_the_apps_over_tcp() {
     );
     // Request/response sizes: every byte between the sidecars, none over TCP.
     let before = node.counter("short_path_redirected_bytes");
-    let small = Send::to(&to)
-        .bytes(64 << 10)
-        .connections(4)
-        .run(&m.a.place());
-    assert_all_echoed(&small, 64 << 10);
+    m.echoed(m.send().bytes(64 << 10).connections(4));
     assert_eq!(
         node.counter("short_path_redirected_bytes") - before,
         4 * 2 * (64 << 10),
@@ -531,7 +545,7 @@ fn by_default_the_sidecars_talk_over_the_short_path_and_the_apps_over_tcp() {
 /// once 4 MiB wait, and back to the short path when the reader has caught up.
 #[test]
 fn a_slow_reader_gets_backpressure_not_an_unbounded_queue() {
-    let node = TestNode::builder("sp-backpressure").short_path().build();
+    let node = short_path_node("sp-backpressure");
     let a = node.add_pod("a", PodOptions::new().injected());
     let b = node.add_pod("b", PodOptions::new().injected());
     let _envoy_a = a.start_envoy(EnvoyOptions::new());
@@ -618,14 +632,10 @@ fn large_payloads_cross_both_sidecars_byte_exact_ipv6() {
 /// many connections at once: all byte-exact, and the maps empty afterwards.
 #[test]
 fn partial_reads_and_many_concurrent_connections() {
-    let node = TestNode::builder("sp-many").short_path().build();
+    let node = short_path_node("sp-many");
     let m = mesh(&node, with_app(), with_app(), Serve::SmallReadsEcho);
     let to = format!("{}:{APP_PORT}", m.b.ipv4());
-    let small = Send::to(&to)
-        .bytes(512 << 10)
-        .connections(4)
-        .run(&m.a.place());
-    assert_all_echoed(&small, 512 << 10);
+    m.echoed(Send::to(&to).bytes(512 << 10).connections(4));
 
     let app_b = StreamServer::start(
         &m.b.place(),
@@ -636,8 +646,7 @@ fn partial_reads_and_many_concurrent_connections() {
     );
     let to = format!("{}:{}", m.b.ipv4(), APP_PORT + 1);
     let bytes = 256 << 10;
-    let many = Send::to(&to).bytes(bytes).connections(64).run(&m.a.place());
-    assert_all_echoed(&many, bytes as u64);
+    let many = m.echoed(Send::to(&to).bytes(bytes).connections(64));
     assert_server_got(&app_b, &many);
     assert!(many.iter().all(|r| r.data_segs_out == 0), "{many:?}");
     assert_eq!(node.counter("short_path_tx_sockets"), (4 + 64) * 4);
@@ -649,13 +658,10 @@ fn partial_reads_and_many_concurrent_connections() {
 /// after the FIN. And the other way round: app B closes first, app A still reads.
 #[test]
 fn half_close_then_the_peer_still_reads() {
-    let node = TestNode::builder("sp-halfclose").short_path().build();
+    let node = short_path_node("sp-halfclose");
     let m = mesh(&node, with_app(), with_app(), Serve::EchoAfterEof);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 4 << 20;
-    let results = Send::to(&to).bytes(bytes).connections(2).run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
-    assert_server_got(&m.app_b, &results);
+    m.echoed_by_app_b(m.send().bytes(bytes).connections(2));
     assert!(node.counter("short_path_redirected_bytes") >= 2 * bytes as u64);
     wait_for_empty_maps(&node);
 }
@@ -725,7 +731,7 @@ fn an_rst_after_data_ends_the_connection_with_a_prefix_of_the_bytes() {
 /// prefix of what app A sent, no connection is left open, the next one works.
 #[test]
 fn an_rst_through_both_sidecars_ends_the_chain() {
-    let node = TestNode::builder("sp-rst-chain").short_path().build();
+    let node = short_path_node("sp-rst-chain");
     let a = node.add_pod("a", with_app());
     let b = node.add_pod("b", with_app());
     let _envoy_a = a.start_envoy(EnvoyOptions::new());
@@ -799,17 +805,10 @@ fn wait_until_closed(place: &Place, port: u16) {
 /// only the TCP receive queue and would miss them), so every byte arrives.
 #[test]
 fn apps_reading_with_splice_and_writing_with_sendfile_get_every_byte() {
-    let node = TestNode::builder("sp-splice").short_path().build();
+    let node = short_path_node("sp-splice");
     let m = mesh(&node, with_app(), with_app(), Serve::SpliceEcho);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 8 << 20;
-    let results = Send::to(&to)
-        .bytes(bytes)
-        .connections(2)
-        .sendfile()
-        .run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
-    assert_server_got(&m.app_b, &results);
+    m.echoed_by_app_b(m.send().bytes(bytes).connections(2).sendfile());
     assert!(node.counter("short_path_redirected_bytes") >= 2 * bytes as u64);
 }
 
@@ -817,10 +816,10 @@ fn apps_reading_with_splice_and_writing_with_sendfile_get_every_byte() {
 /// socket goes back to TCP and leaves the map, and not a byte is lost or reordered.
 #[test]
 fn a_stream_of_small_messages_goes_back_to_tcp_without_losing_a_byte() {
-    let node = TestNode::builder("sp-fallback").short_path().build();
+    let node = short_path_node("sp-fallback");
     let m = mesh(&node, with_app(), with_app(), Serve::Sink);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
-    let results = Send::to(&to)
+    let results = m
+        .send()
         .bytes(256 << 10)
         .chunk("tiny")
         .no_echo()
@@ -842,7 +841,7 @@ fn a_stream_of_small_messages_goes_back_to_tcp_without_losing_a_byte() {
 
     // Request/response stays on the short path however small the messages.
     let fell_back = node.counter("short_path_fell_back");
-    let pairs = Send::to(&to).bytes(64).connections(8).run(&m.a.place());
+    let pairs = m.send().bytes(64).connections(8).run(&m.a.place());
     assert!(pairs.iter().all(|r| r.data_segs_out == 0), "{pairs:?}");
     assert_eq!(node.counter("short_path_fell_back"), fell_back);
 }
@@ -851,7 +850,7 @@ fn a_stream_of_small_messages_goes_back_to_tcp_without_losing_a_byte() {
 /// keys carry the netns cookie, so each proxy gets its own app's bytes.
 #[test]
 fn the_same_loopback_tuple_in_two_pods_does_not_collide() {
-    let node = TestNode::builder("sp-collide").short_path().build();
+    let node = short_path_node("sp-collide");
     let a = node.add_pod("a", with_app());
     let b = node.add_pod("b", with_app());
     let _proxy_a =
@@ -888,12 +887,7 @@ fn the_node_wide_switch_turns_the_short_path_off() {
         .build();
     // The pods' annotation cannot turn it on against the node.
     let m = mesh(&node, with_app(), with_app(), Serve::Echo);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
-    let results = Send::to(&to)
-        .bytes(4 << 20)
-        .connections(2)
-        .run(&m.a.place());
-    assert_all_echoed(&results, 4 << 20);
+    let results = m.echoed(m.send().bytes(4 << 20).connections(2));
     assert!(results.iter().all(|r| r.data_segs_out > 0), "{results:?}");
     for name in [
         "short_path_tx_sockets",
@@ -941,12 +935,10 @@ fn unset_the_node_wide_switch_follows_the_kernel_series() {
 /// keeps the short path. And the other way round.
 #[test]
 fn a_pod_opts_out_with_its_annotation() {
-    let node = TestNode::builder("sp-pod-off").short_path().build();
+    let node = short_path_node("sp-pod-off");
     let m = mesh(&node, opted_out(), with_app(), Serve::Echo);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
     let bytes = 2 << 20;
-    let results = Send::to(&to).bytes(bytes).run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
+    let results = m.echoed(m.send().bytes(bytes));
     assert!(results[0].data_segs_out > 0, "{}", results[0].raw);
     // Only app B → Envoy B: one sender, one receiver, the echoed payload.
     assert_eq!(
@@ -964,11 +956,9 @@ fn a_pod_opts_out_with_its_annotation() {
     let redirected = node.counter("short_path_redirected_bytes");
     assert_eq!(redirected, bytes as u64, "{:?}", node.counters());
 
-    let node = TestNode::builder("sp-pod-off-b").short_path().build();
+    let node = short_path_node("sp-pod-off-b");
     let m = mesh(&node, with_app(), opted_out(), Serve::Echo);
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
-    let results = Send::to(&to).bytes(bytes).run(&m.a.place());
-    assert_all_echoed(&results, bytes as u64);
+    let results = m.echoed(m.send().bytes(bytes));
     assert_eq!(results[0].data_segs_out, 0, "{}", results[0].raw);
     assert_eq!(
         node.counter("short_path_tx_sockets"),
@@ -989,7 +979,7 @@ fn a_pod_opts_out_with_its_annotation() {
 /// ones to the map itself, with the program pinned under `<root>/progs`.
 #[test]
 fn sk_msg_is_attached_through_a_link_where_the_kernel_has_them() {
-    let node = TestNode::builder("sp-link").short_path().build();
+    let node = short_path_node("sp-link");
     let a = node.add_pod("a", PodOptions::new().injected());
     let layout = PinLayout::new(node.pin_root());
     let attachment = map_program_attachment(&layout, &MAP_PROGRAMS[0]);
@@ -1018,7 +1008,7 @@ fn sk_msg_is_attached_through_a_link_where_the_kernel_has_them() {
 /// itself. The same path, forced on any kernel, carries traffic just as well.
 #[test]
 fn without_sk_msg_links_the_program_is_attached_to_the_map() {
-    let node = TestNode::builder("sp-legacy").short_path().build();
+    let node = short_path_node("sp-legacy");
     let layout = PinLayout::new(node.pin_root());
     let outcome = ensure_attached_with(&layout, &node.layout().cgroup, MapAttach::ProgAttach)
         .expect("loading with BPF_PROG_ATTACH");
@@ -1035,9 +1025,7 @@ fn without_sk_msg_links_the_program_is_attached_to_the_map() {
         PodOptions::new().injected(),
         Serve::Echo,
     );
-    let to = format!("{}:{APP_PORT}", m.b.ipv4());
-    let results = Send::to(&to).bytes(2 << 20).run(&m.a.place());
-    assert_all_echoed(&results, 2 << 20);
+    m.echoed(m.send().bytes(2 << 20));
     assert!(node.counter("short_path_redirected_bytes") >= 2 * (2 << 20));
     // The ADD found everything attached and left it so.
     assert_eq!(
@@ -1064,7 +1052,7 @@ fn measure_end_to_end() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
-    let node = TestNode::builder("sp-measure").short_path().build();
+    let node = short_path_node("sp-measure");
     let settings = [
         ("off", opted_out()),
         ("proxy", PodOptions::new().injected()),

@@ -13,7 +13,8 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::connect_variants::{connect, connect_twice, VariantOutcome};
+use common::connect_variants::{connect, connect_twice};
+use common::probe::ConnectOutcome;
 use common::{Identity, Pod, PodOptions, ProbeServer, TestNode};
 
 const SERVER_PORT: u16 = 8080;
@@ -35,7 +36,7 @@ fn proxy_stand_in(pod: &Pod) -> ProbeServer {
 
 /// The connection went through the proxy stand-in, which read `destination` as its
 /// original destination, and the app's getpeername shows `destination`.
-fn went_through_proxy(outcome: &VariantOutcome, destination: SocketAddr, text: &str) -> bool {
+fn went_through_proxy(outcome: &ConnectOutcome, destination: SocketAddr, text: &str) -> bool {
     outcome.reply.as_ref().is_some_and(|reply| {
         reply.name == "proxy"
             && reply.got == text

@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 
 use common::api_server::{status_json, ApiServer, Authority, Reply, ServerOptions};
 use common::dns_server::DnsServer;
+use common::exec::run_ok;
 use common::names::{InstanceId, TMP_ROOT};
 use common::netns::{join_before_exec, NamedNetns};
 use common::tmpdir::TempDir;
@@ -147,18 +148,13 @@ const TOKEN: &str = "static-binary-token";
 fn image_rootfs(binary: &Path, dir: &Path) -> PathBuf {
     let root = dir.join("rootfs");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/install_image.py");
-    let output = Command::new("python3")
-        .arg(&script)
-        .arg("--binary")
-        .arg(binary)
-        .arg("--rootfs")
-        .arg(&root)
-        .output()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "install_image.py --rootfs: {}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        Command::new("python3")
+            .arg(&script)
+            .arg("--binary")
+            .arg(binary)
+            .arg("--rootfs")
+            .arg(&root),
     );
     // What the test relies on: the image has no shared library at all.
     let libs: Vec<_> = ["lib", "lib64", "usr/lib"]

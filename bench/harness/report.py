@@ -132,31 +132,29 @@ def targets(data):
         out.append({"target": name, "wanted": target, "value": value, "met": met,
                     "detail": detail})
 
+    def add_overhead(name, lat):
+        """What case 4 adds to case 1's latency, as a share of what case 2 adds."""
+        over4 = lat["4"]["median"] - lat["1"]["median"]
+        over2 = lat["2"]["median"] - lat["1"]["median"]
+        share = over4 / over2 if over2 > 0 else None
+        add(name, "<= 0.50",
+            None if share is None else round(share, 3),
+            None if share is None else share <= 0.5,
+            f"case 4 adds {over4:.1f} us, case 2 adds {over2:.1f} us over case 1")
+
     lat = {c: _get(s, "tcp_lat", 1024, c) for c in CASE_IDS}
     if all(lat.values()):
         r = lat["4"]["median"] / lat["2"]["median"]
         add("latency 1 KiB, case 4 / case 2", "<= 0.70", round(r, 3), r <= 0.7,
             f"case 3: {lat['3']['median'] / lat['2']['median']:.3f}")
-        over4 = lat["4"]["median"] - lat["1"]["median"]
-        over2 = lat["2"]["median"] - lat["1"]["median"]
-        share = over4 / over2 if over2 > 0 else None
-        add("mesh overhead 1 KiB, (4 - 1) / (2 - 1)", "<= 0.50",
-            None if share is None else round(share, 3),
-            None if share is None else share <= 0.5,
-            f"case 4 adds {over4:.1f} us, case 2 adds {over2:.1f} us over case 1")
+        add_overhead("mesh overhead 1 KiB, (4 - 1) / (2 - 1)", lat)
     p50 = {c: _get(s, "lat_p50", 1024, c) for c in CASE_IDS}
     if all(p50.values()):
         r = p50["4"]["median"] / p50["2"]["median"]
         add("latency 1 KiB p50 (sockperf), case 4 / case 2", "<= 0.70", round(r, 3), r <= 0.7,
             f"case 3: {p50['3']['median'] / p50['2']['median']:.3f}; the same target on the "
             "median message instead of qperf's mean")
-        over4 = p50["4"]["median"] - p50["1"]["median"]
-        over2 = p50["2"]["median"] - p50["1"]["median"]
-        share = over4 / over2 if over2 > 0 else None
-        add("mesh overhead 1 KiB p50 (sockperf), (4 - 1) / (2 - 1)", "<= 0.50",
-            None if share is None else round(share, 3),
-            None if share is None else share <= 0.5,
-            f"case 4 adds {over4:.1f} us, case 2 adds {over2:.1f} us over case 1")
+        add_overhead("mesh overhead 1 KiB p50 (sockperf), (4 - 1) / (2 - 1)", p50)
     for size in data["config"]["sizes"]:
         bw = {c: _get(s, "tcp_bw", size, c) for c in CASE_IDS}
         if bw["2"] and bw["4"]:

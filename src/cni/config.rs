@@ -11,6 +11,7 @@ use super::error::CniError;
 use super::prev_result::PrevResult;
 use super::version::CniVersion;
 use super::AttachmentId;
+use crate::json_kind::json_kind;
 
 /// The key GC requests carry the still-valid attachments in.
 pub const VALID_ATTACHMENTS_KEY: &str = "cni.dev/valid-attachments";
@@ -194,18 +195,6 @@ pub fn version_of(map: &Map<String, Value>) -> Result<CniVersion, CniError> {
         Some(other) => Err(CniError::incompatible_version(format!(
             "cniVersion: {other} is not a version string"
         ))),
-    }
-}
-
-/// A short name for a JSON value's type, for messages.
-pub(crate) fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -10,9 +10,9 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
-use super::config::json_kind;
 use super::error::CniError;
 use super::version::CniVersion;
+use crate::json_kind::json_kind;
 
 /// The root of every path in error messages.
 const ROOT: &str = "prevResult";
@@ -396,165 +396,12 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     // Verbatim output of Debian's `bridge` + `host-local` 1.1.1 (dual-stack
-    // ranges, isGateway), captured in a throw-away netns pair.
-    const BRIDGE_0_3_1: &str = r#"{
-    "cniVersion": "0.3.1",
-    "interfaces": [
-        {
-            "name": "mlcnibr0",
-            "mac": "56:74:67:d1:88:e9"
-        },
-        {
-            "name": "veth3e062c57",
-            "mac": "6e:73:05:a5:6a:80"
-        },
-        {
-            "name": "eth0",
-            "mac": "4a:e9:0c:f4:b6:58",
-            "sandbox": "/var/run/netns/mlcni-pod"
-        }
-    ],
-    "ips": [
-        {
-            "version": "4",
-            "interface": 2,
-            "address": "10.22.0.2/16",
-            "gateway": "10.22.0.1"
-        },
-        {
-            "version": "6",
-            "interface": 2,
-            "address": "fd00:10:22::2/64",
-            "gateway": "fd00:10:22::1"
-        }
-    ],
-    "routes": [
-        {
-            "dst": "0.0.0.0/0"
-        },
-        {
-            "dst": "::/0"
-        }
-    ],
-    "dns": {
-        "nameservers": [
-            "10.22.0.1"
-        ],
-        "search": [
-            "default.svc.cluster.local"
-        ]
-    }
-}"#;
-    const BRIDGE_0_4_0: &str = r#"{
-    "cniVersion": "0.4.0",
-    "interfaces": [
-        {
-            "name": "mlcnibr0",
-            "mac": "56:74:67:d1:88:e9"
-        },
-        {
-            "name": "veth2de3efcb",
-            "mac": "4e:76:9f:d0:6f:65"
-        },
-        {
-            "name": "net1",
-            "mac": "82:23:7c:62:80:c8",
-            "sandbox": "/var/run/netns/mlcni-pod"
-        }
-    ],
-    "ips": [
-        {
-            "version": "4",
-            "interface": 2,
-            "address": "10.22.0.3/16",
-            "gateway": "10.22.0.1"
-        },
-        {
-            "version": "6",
-            "interface": 2,
-            "address": "fd00:10:22::3/64",
-            "gateway": "fd00:10:22::1"
-        }
-    ],
-    "routes": [
-        {
-            "dst": "0.0.0.0/0"
-        },
-        {
-            "dst": "::/0"
-        }
-    ],
-    "dns": {
-        "nameservers": [
-            "10.22.0.1"
-        ],
-        "search": [
-            "default.svc.cluster.local"
-        ]
-    }
-}"#;
-    const BRIDGE_1_0_0: &str = r#"{
-    "cniVersion": "1.0.0",
-    "interfaces": [
-        {
-            "name": "mlcnibr0",
-            "mac": "56:74:67:d1:88:e9"
-        },
-        {
-            "name": "vethe76c5282",
-            "mac": "2a:7f:58:25:1d:2e"
-        },
-        {
-            "name": "net2",
-            "mac": "fe:f4:b0:9c:11:61",
-            "sandbox": "/var/run/netns/mlcni-pod"
-        }
-    ],
-    "ips": [
-        {
-            "interface": 2,
-            "address": "10.22.0.4/16",
-            "gateway": "10.22.0.1"
-        },
-        {
-            "interface": 2,
-            "address": "fd00:10:22::4/64",
-            "gateway": "fd00:10:22::1"
-        }
-    ],
-    "routes": [
-        {
-            "dst": "0.0.0.0/0"
-        },
-        {
-            "dst": "::/0"
-        }
-    ],
-    "dns": {
-        "nameservers": [
-            "10.22.0.1"
-        ],
-        "search": [
-            "default.svc.cluster.local"
-        ]
-    }
-}"#;
+    // ranges, isGateway), captured in a throw-away netns pair (tests/fixtures/cni/).
+    const BRIDGE_0_3_1: &str = include_str!("../../tests/fixtures/cni/bridge-0.3.1.json");
+    const BRIDGE_0_4_0: &str = include_str!("../../tests/fixtures/cni/bridge-0.4.0.json");
+    const BRIDGE_1_0_0: &str = include_str!("../../tests/fixtures/cni/bridge-1.0.0.json");
     // `host-local` alone at 1.0.0: an IPAM result, no interfaces.
-    const HOST_LOCAL_1_0_0: &str = r#"{
-    "cniVersion": "1.0.0",
-    "ips": [
-        {
-            "address": "10.23.0.2/24",
-            "gateway": "10.23.0.1"
-        }
-    ],
-    "routes": [
-        {
-            "dst": "0.0.0.0/0"
-        }
-    ],
-    "dns": {}
-}"#;
+    const HOST_LOCAL_1_0_0: &str = include_str!("../../tests/fixtures/cni/host-local-1.0.0.json");
 
     fn doc(text: &str) -> Value {
         serde_json::from_str(text).expect("fixture is JSON")

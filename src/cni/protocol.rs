@@ -228,6 +228,18 @@ mod tests {
                 None => Ok(()),
             }
         }
+
+        /// `outcome`, then keeps what the command was given in `slot`.
+        fn record<T: Clone>(
+            &self,
+            name: &'static str,
+            slot: &RefCell<Option<T>>,
+            given: &T,
+        ) -> Result<(), CniError> {
+            self.outcome(name)?;
+            *slot.borrow_mut() = Some(given.clone());
+            Ok(())
+        }
     }
 
     impl Plugin for Recorder {
@@ -245,24 +257,16 @@ mod tests {
             Ok(PrevResult::pass_through(&prev, request.config.cni_version))
         }
         fn del(&self, request: &AttachmentRequest) -> Result<(), CniError> {
-            self.outcome("del")?;
-            *self.attachment.borrow_mut() = Some(request.clone());
-            Ok(())
+            self.record("del", &self.attachment, request)
         }
         fn check(&self, request: &AttachmentRequest) -> Result<(), CniError> {
-            self.outcome("check")?;
-            *self.attachment.borrow_mut() = Some(request.clone());
-            Ok(())
+            self.record("check", &self.attachment, request)
         }
         fn status(&self, config: &NetConf) -> Result<(), CniError> {
-            self.outcome("status")?;
-            *self.status.borrow_mut() = Some(config.clone());
-            Ok(())
+            self.record("status", &self.status, config)
         }
         fn gc(&self, request: &GcRequest) -> Result<(), CniError> {
-            self.outcome("gc")?;
-            *self.gc.borrow_mut() = Some(request.clone());
-            Ok(())
+            self.record("gc", &self.gc, request)
         }
     }
 

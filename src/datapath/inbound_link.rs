@@ -2,18 +2,18 @@
 //! network namespace, the link pinned under `<root>/inbound/<netns cookie>` so that
 //! it outlives the CNI process and DEL can find it even when the netns is gone.
 
-use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::query::LinkTypeInfo;
 
+use super::bpffs::pin_fd;
 use super::error::DatapathError;
 use super::layout::PinLayout;
+use super::link_create::link_create;
 use super::netns_tag;
 
 const SK_LOOKUP_PROGRAM: &str = "sk_lookup";
@@ -58,40 +58,14 @@ pub fn attach(
         return Ok(());
     }
     let result = (|| {
-        // SAFETY: both descriptors are open for the duration of the call; no options.
-        let fd = unsafe {
-            libbpf_sys::bpf_link_create(
-                program.as_raw_fd(),
-                netns.as_raw_fd(),
-                libbpf_sys::BPF_SK_LOOKUP,
-                std::ptr::null(),
-            )
-        };
-        if fd < 0 {
-            return Err(link_err("creating the link")(
-                std::io::Error::from_raw_os_error(-fd),
-            ));
-        }
-        // SAFETY: a fresh link descriptor that nothing else owns.
-        let link = unsafe { OwnedFd::from_raw_fd(fd) };
+        let link = link_create(program.as_fd(), netns.as_fd(), libbpf_sys::BPF_SK_LOOKUP)
+            .map_err(link_err("creating the link"))?;
         // A link made before the tags runs before them and would read no tag:
         // the new one, made after them, replaces it.
         if pin.exists() {
             std::fs::remove_file(&pin).map_err(link_err("replacing an untagged link"))?;
         }
-        let path = CString::new(pin.as_os_str().as_bytes()).map_err(|_| {
-            link_err("naming the pin")(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "pin path contains NUL",
-            ))
-        })?;
-        // SAFETY: a valid descriptor and a NUL-terminated path.
-        let rc = unsafe { libbpf_sys::bpf_obj_pin(link.as_raw_fd(), path.as_ptr()) };
-        if rc < 0 {
-            return Err(link_err("pinning the link")(
-                std::io::Error::from_raw_os_error(-rc),
-            ));
-        }
+        pin_fd(link.as_fd(), &pin).map_err(link_err("pinning the link"))?;
         Ok(())
     })();
     if result.is_err() && !pin.exists() {

@@ -10,11 +10,11 @@
 //! What is attached stays attached: programs of a later version replace these
 //! in place through `upgrade`, never through here.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use libbpf_rs::query::LinkTypeInfo;
-use libbpf_rs::{Link, MapCore, MapHandle};
+use libbpf_rs::{Link, MapCore, MapHandle, ProgramMut};
 
 use super::bpffs;
 use super::cgroup::Cgroup;
@@ -22,6 +22,7 @@ use super::error::DatapathError;
 use super::features;
 use super::inventory::Inventory;
 use super::layout::PinLayout;
+use super::link_create::link_create;
 use super::lock::RootLock;
 use super::names::{maps, programs, Object};
 use super::object_load;
@@ -37,57 +38,26 @@ pub struct NodeProgram {
     pub program: &'static str,
 }
 
+/// Node program `program` of `object`, its link pinned as `link`.
+const fn node(link: &'static str, object: Object, program: &'static str) -> NodeProgram {
+    NodeProgram {
+        link,
+        object,
+        program,
+    }
+}
+
 pub const NODE_PROGRAMS: [NodeProgram; 10] = [
-    NodeProgram {
-        link: "connect4",
-        object: Object::Connect,
-        program: programs::CONNECT4,
-    },
-    NodeProgram {
-        link: "connect6",
-        object: Object::Connect,
-        program: programs::CONNECT6,
-    },
-    NodeProgram {
-        link: "sendmsg4",
-        object: Object::Connect,
-        program: programs::SENDMSG4,
-    },
-    NodeProgram {
-        link: "sendmsg6",
-        object: Object::Connect,
-        program: programs::SENDMSG6,
-    },
-    NodeProgram {
-        link: "recvmsg4",
-        object: Object::Connect,
-        program: programs::RECVMSG4,
-    },
-    NodeProgram {
-        link: "recvmsg6",
-        object: Object::Connect,
-        program: programs::RECVMSG6,
-    },
-    NodeProgram {
-        link: "getpeername4",
-        object: Object::Connect,
-        program: programs::GETPEERNAME4,
-    },
-    NodeProgram {
-        link: "getpeername6",
-        object: Object::Connect,
-        program: programs::GETPEERNAME6,
-    },
-    NodeProgram {
-        link: "getsockopt",
-        object: Object::Origdst,
-        program: programs::GETSOCKOPT,
-    },
-    NodeProgram {
-        link: "sockops",
-        object: Object::Sockops,
-        program: programs::SOCKOPS,
-    },
+    node("connect4", Object::Connect, programs::CONNECT4),
+    node("connect6", Object::Connect, programs::CONNECT6),
+    node("sendmsg4", Object::Connect, programs::SENDMSG4),
+    node("sendmsg6", Object::Connect, programs::SENDMSG6),
+    node("recvmsg4", Object::Connect, programs::RECVMSG4),
+    node("recvmsg6", Object::Connect, programs::RECVMSG6),
+    node("getpeername4", Object::Connect, programs::GETPEERNAME4),
+    node("getpeername6", Object::Connect, programs::GETPEERNAME6),
+    node("getsockopt", Object::Origdst, programs::GETSOCKOPT),
+    node("sockops", Object::Sockops, programs::SOCKOPS),
 ];
 
 /// A program pinned for per-pod links (not attached to the node's cgroup).
@@ -263,13 +233,7 @@ fn attach_from(
         if pinned_link_cgroup(&pin).is_some() {
             continue;
         }
-        let prog = loaded
-            .progs_mut()
-            .find(|p| p.name() == program.program)
-            .ok_or(DatapathError::MissingProgram {
-                object: object.name(),
-                program: program.program,
-            })?;
+        let prog = program_of(loaded, object, program.program)?;
         let mut link = prog
             .attach_cgroup(cgroup.dir.as_fd().as_raw_fd())
             .map_err(|source| DatapathError::Attach {
@@ -289,18 +253,8 @@ fn attach_from(
         if pin.exists() {
             continue;
         }
-        let mut prog = loaded
-            .progs_mut()
-            .find(|p| p.name() == program.program)
-            .ok_or(DatapathError::MissingProgram {
-                object: object.name(),
-                program: program.program,
-            })?;
-        prog.pin(&pin).map_err(|source| DatapathError::Pin {
-            what: program.pin,
-            path: pin.clone(),
-            source,
-        })?;
+        let mut prog = program_of(loaded, object, program.program)?;
+        pin_program(&mut prog, program.pin, &pin)?;
         attached.push(program.pin);
     }
     for program in MAP_PROGRAMS.iter().filter(|p| p.object == object) {
@@ -315,14 +269,7 @@ fn attach_from(
                 source,
             })?;
         }
-        let missing = DatapathError::MissingProgram {
-            object: object.name(),
-            program: program.program,
-        };
-        let mut prog = loaded
-            .progs_mut()
-            .find(|p| p.name() == program.program)
-            .ok_or(missing)?;
+        let mut prog = program_of(loaded, object, program.program)?;
         let map = loaded.maps().find(|m| m.name() == program.map).ok_or(
             DatapathError::MissingProgram {
                 object: object.name(),
@@ -335,14 +282,38 @@ fn attach_from(
         }
         // No link: the map holds the program; the pinned program marks it attached.
         let pin = layout.prog(program.pin);
-        prog.pin(&pin).map_err(|source| DatapathError::Pin {
-            what: program.pin,
-            path: pin.clone(),
-            source,
-        })?;
+        pin_program(&mut prog, program.pin, &pin)?;
         attached.push(program.pin);
     }
     Ok(attached)
+}
+
+/// The program `name` of a loaded `object`.
+fn program_of<'o>(
+    loaded: &'o libbpf_rs::Object,
+    object: Object,
+    name: &'static str,
+) -> Result<ProgramMut<'o>, DatapathError> {
+    loaded
+        .progs_mut()
+        .find(|p| p.name() == name)
+        .ok_or(DatapathError::MissingProgram {
+            object: object.name(),
+            program: name,
+        })
+}
+
+/// Pins a loaded program at `pin` (`what` names it in the error).
+fn pin_program(
+    prog: &mut ProgramMut<'_>,
+    what: &'static str,
+    pin: &Path,
+) -> Result<(), DatapathError> {
+    prog.pin(pin).map_err(|source| DatapathError::Pin {
+        what,
+        path: pin.to_owned(),
+        source,
+    })
 }
 
 /// Kernels before 6.10 refuse `BPF_LINK_CREATE` for `sk_msg` with one of these.
@@ -369,26 +340,14 @@ fn attach_to_map(
     };
     let attach_type = libbpf_rs::libbpf_sys::BPF_SK_MSG_VERDICT;
     if how == MapAttach::Auto {
-        // SAFETY: both descriptors are open for the duration of the call; no options.
-        let fd = unsafe {
-            libbpf_rs::libbpf_sys::bpf_link_create(
-                prog.as_raw_fd(),
-                map.as_raw_fd(),
-                attach_type,
-                std::ptr::null(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: a fresh link descriptor that nothing else owns.
-            let link = unsafe { OwnedFd::from_raw_fd(fd) };
-            let pin = layout.link(program.pin);
-            bpffs::pin_fd(link.as_fd(), &pin).map_err(attach_err("pinning the link"))?;
-            return Ok(true);
-        }
-        if !NO_SK_MSG_LINKS.contains(&-fd) {
-            return Err(attach_err("creating the link")(
-                std::io::Error::from_raw_os_error(-fd),
-            ));
+        match link_create(prog, map, attach_type) {
+            Ok(link) => {
+                let pin = layout.link(program.pin);
+                bpffs::pin_fd(link.as_fd(), &pin).map_err(attach_err("pinning the link"))?;
+                return Ok(true);
+            }
+            Err(err) if NO_SK_MSG_LINKS.contains(&err.raw_os_error().unwrap_or(0)) => {}
+            Err(err) => return Err(attach_err("creating the link")(err)),
         }
     }
     // SAFETY: both descriptors are open for the duration of the call.

@@ -13,6 +13,7 @@ pub mod features;
 pub mod inbound_link;
 pub mod inventory;
 pub mod layout;
+mod link_create;
 pub mod listeners;
 pub mod loader;
 pub mod lock;

@@ -10,7 +10,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -18,8 +18,10 @@ use std::path::{Path, PathBuf};
 use libbpf_rs::libbpf_sys::{self, bpf_insn};
 
 use super::abi::{ml_limits, ml_netns_tag};
+use super::bpffs::pin_fd;
 use super::error::DatapathError;
 use super::layout::PinLayout;
+use super::link_create::link_create;
 use super::names::maps;
 use super::pinned_map::PinnedMap;
 
@@ -185,17 +187,6 @@ fn load_tag_program(tag_map_fd: i32, digit: Digit, value: u32) -> std::io::Resul
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn pin(fd: &OwnedFd, path: &Path) -> std::io::Result<()> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: a valid descriptor and a NUL-terminated path.
-    let rc = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), c_path.as_ptr()) };
-    if rc < 0 {
-        return Err(std::io::Error::from_raw_os_error(-rc));
-    }
-    Ok(())
-}
-
 fn open_pinned(path: &Path) -> std::io::Result<OwnedFd> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
@@ -234,7 +225,7 @@ fn ensure_programs(layout: &PinLayout) -> Result<(), DatapathError> {
             }
             let prog = load_tag_program(map.as_raw_fd(), digit, value)
                 .map_err(io_err(&path, "loading a tag program"))?;
-            pin(&prog, &path).map_err(io_err(&path, "pinning a tag program"))?;
+            pin_fd(prog.as_fd(), &path).map_err(io_err(&path, "pinning a tag program"))?;
         }
     }
     Ok(())
@@ -243,21 +234,8 @@ fn ensure_programs(layout: &PinLayout) -> Result<(), DatapathError> {
 /// Links a tag program to the netns and pins the link.
 fn link(program: &Path, netns: &File, pin_path: &Path) -> std::io::Result<()> {
     let prog = open_pinned(program)?;
-    // SAFETY: both descriptors are open for the duration of the call; no options.
-    let fd = unsafe {
-        libbpf_sys::bpf_link_create(
-            prog.as_raw_fd(),
-            netns.as_raw_fd(),
-            libbpf_sys::BPF_SK_LOOKUP,
-            std::ptr::null(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::from_raw_os_error(-fd));
-    }
-    // SAFETY: a fresh link descriptor that nothing else owns.
-    let link = unsafe { OwnedFd::from_raw_fd(fd) };
-    pin(&link, pin_path)
+    let link = link_create(prog.as_fd(), netns.as_fd(), libbpf_sys::BPF_SK_LOOKUP)?;
+    pin_fd(link.as_fd(), pin_path)
 }
 
 /// Gives the netns a slot and links its tag programs (idempotent). Must run

@@ -24,71 +24,61 @@ pub fn with_loaded<T>(
     use_object: impl FnOnce(&libbpf_rs::Object) -> Result<T, DatapathError>,
 ) -> Result<T, DatapathError> {
     let mut storage = MaybeUninit::uninit();
+    let load = Load {
+        object,
+        layout,
+        storage: &mut storage,
+        use_object,
+    };
     match object {
-        Object::Connect => load(
-            object,
-            skel::connect::ConnectSkelBuilder::default(),
-            &mut storage,
-            layout,
-            use_object,
-        ),
-        Object::Origdst => load(
-            object,
-            skel::origdst::OrigdstSkelBuilder::default(),
-            &mut storage,
-            layout,
-            use_object,
-        ),
-        Object::Sockops => load(
-            object,
-            skel::sockops::SockopsSkelBuilder::default(),
-            &mut storage,
-            layout,
-            use_object,
-        ),
-        Object::Inbound => load(
-            object,
-            skel::inbound::InboundSkelBuilder::default(),
-            &mut storage,
-            layout,
-            use_object,
-        ),
-        Object::Shortpath => load(
-            object,
-            skel::shortpath::ShortpathSkelBuilder::default(),
-            &mut storage,
-            layout,
-            use_object,
-        ),
+        Object::Connect => load.run(skel::connect::ConnectSkelBuilder::default()),
+        Object::Origdst => load.run(skel::origdst::OrigdstSkelBuilder::default()),
+        Object::Sockops => load.run(skel::sockops::SockopsSkelBuilder::default()),
+        Object::Inbound => load.run(skel::inbound::InboundSkelBuilder::default()),
+        Object::Shortpath => load.run(skel::shortpath::ShortpathSkelBuilder::default()),
     }
 }
 
-fn load<'obj, B, T>(
+/// One object to load: where its maps are pinned, the space libbpf opens it in,
+/// and what to do with it once loaded.
+struct Load<'obj, 'l, F> {
     object: Object,
-    mut builder: B,
+    layout: &'l PinLayout,
     storage: &'obj mut MaybeUninit<OpenObject>,
-    layout: &PinLayout,
-    use_object: impl FnOnce(&libbpf_rs::Object) -> Result<T, DatapathError>,
-) -> Result<T, DatapathError>
-where
-    B: SkelBuilder<'obj>,
-    B::Output: OpenSkel<'obj>,
-{
-    let load_err = |source, verifier_log| DatapathError::Load {
-        object: object.name(),
-        source,
-        verifier_log,
-    };
-    builder
-        .object_builder_mut()
-        .pin_root_path(layout.maps_dir())
-        .map_err(|source| load_err(source, String::new()))?;
-    let (opened, log) = verifier_log::capture_during(|| builder.open(storage));
-    let open = opened.map_err(|source| load_err(source, log))?;
-    // libbpf would refuse a pinned map of another shape too, but only with a line
-    // in its log; this names the map and says what differs.
-    map_compat::check_pinned_maps(open.open_object())?;
-    let (loaded, log) = verifier_log::capture_during(|| open.load());
-    let skel = loaded.map_err(|source| load_err(source, log))?;
-    use_object(skel.object())
+    use_object: F,
+}
+
+impl<'obj, F> Load<'obj, '_, F> {
+    /// Opens the object through its skeleton's builder, checks the pinned maps
+    /// it would reuse, loads it and hands it over.
+    fn run<B, T>(self, mut builder: B) -> Result<T, DatapathError>
+    where
+        B: SkelBuilder<'obj>,
+        B::Output: OpenSkel<'obj>,
+        F: FnOnce(&libbpf_rs::Object) -> Result<T, DatapathError>,
+    {
+        let Load {
+            object,
+            layout,
+            storage,
+            use_object,
+        } = self;
+        let load_err = |source, verifier_log| DatapathError::Load {
+            object: object.name(),
+            source,
+            verifier_log,
+        };
+        builder
+            .object_builder_mut()
+            .pin_root_path(layout.maps_dir())
+            .map_err(|source| load_err(source, String::new()))?;
+        let (opened, log) = verifier_log::capture_during(|| builder.open(storage));
+        let open = opened.map_err(|source| load_err(source, log))?;
+        // libbpf would refuse a pinned map of another shape too, but only with a line
+        // in its log; this names the map and says what differs.
+        map_compat::check_pinned_maps(open.open_object())?;
+        let (loaded, log) = verifier_log::capture_during(|| open.load());
+        let skel = loaded.map_err(|source| load_err(source, log))?;
+        use_object(skel.object())
+    }
 }

@@ -187,14 +187,7 @@ pub fn install_binary(source: &Path, bin_dir: &Path) -> Result<bool, InstallErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("meshlane-files-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::scratch::scratch;
 
     #[test]
     fn reads_only_config_candidates() {

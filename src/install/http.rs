@@ -174,30 +174,36 @@ mod tests {
                 _ => Response::text(404, "not found\n"),
             }),
         );
-        let get = |path: &str| {
-            let mut stream = TcpStream::connect(addr).unwrap();
-            write!(stream, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-            let mut reply = String::new();
-            stream.read_to_string(&mut reply).unwrap();
-            reply
-        };
-        let ok = get("/healthz");
+        let ok = get(addr, "/healthz");
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
-        assert!(get("/nope").starts_with("HTTP/1.1 404"));
+        assert!(get(addr, "/nope").starts_with("HTTP/1.1 404"));
     }
 
-    fn get_readyz(addr: std::net::SocketAddr) -> String {
+    /// One GET over a connection of its own; the whole reply.
+    fn get(addr: std::net::SocketAddr, path: &str) -> String {
         let mut stream = TcpStream::connect(addr).unwrap();
         // A guard against hanging the run (a server that queues the probe
         // behind silent clients fails here), not a measurement.
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        write!(stream, "GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
         let mut reply = String::new();
         stream.read_to_string(&mut reply).unwrap();
         reply
+    }
+
+    /// A /readyz server on a loopback port closing silent clients at `deadline`.
+    fn ready_server(deadline: Duration) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        serve_with_deadline(
+            listener,
+            Arc::new(|_: &str| Response::text(200, "ready\n")),
+            deadline,
+        );
+        addr
     }
 
     /// Clients that connect and send nothing (a port scan, a stuck scraper)
@@ -207,15 +213,9 @@ mod tests {
     /// silent ones, which the last check would see — no clock is compared.
     #[test]
     fn a_silent_client_does_not_hold_up_readyz() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        serve_with_deadline(
-            listener,
-            Arc::new(|_: &str| Response::text(200, "ready\n")),
-            Duration::from_secs(600),
-        );
+        let addr = ready_server(Duration::from_secs(600));
         let silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
-        let reply = get_readyz(addr);
+        let reply = get(addr, "/readyz");
         assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
         for mut stream in silent {
             stream.set_nonblocking(true).unwrap();
@@ -229,13 +229,7 @@ mod tests {
     /// A client that sends nothing is closed, unanswered, at the deadline.
     #[test]
     fn a_silent_client_is_closed_at_the_deadline() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        serve_with_deadline(
-            listener,
-            Arc::new(|_: &str| Response::text(200, "ready\n")),
-            Duration::from_millis(100),
-        );
+        let addr = ready_server(Duration::from_millis(100));
         let mut silent = TcpStream::connect(addr).unwrap();
         // Only a guard against hanging the test run, not a measurement.
         silent
@@ -243,6 +237,6 @@ mod tests {
             .unwrap();
         let mut rest = Vec::new();
         assert_eq!(silent.read_to_end(&mut rest).unwrap(), 0, "{rest:?}");
-        assert!(get_readyz(addr).starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(get(addr, "/readyz").starts_with("HTTP/1.1 200 OK\r\n"));
     }
 }

@@ -100,18 +100,9 @@ pub fn render(server: &str, ca_pem: &[u8], token_file: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::scratch;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "meshlane-plugin-kubeconfig-{name}-{}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     #[test]
     fn the_text_is_a_kubeconfig_meshlane_reads() {

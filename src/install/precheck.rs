@@ -66,17 +66,12 @@ pub fn check(
     }
 }
 
-/// `6.18.44-fc-v595` → (6, 18).
-pub fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
-    kernel_series(release)
-}
-
 /// The oldest kernel series meshlane's test suites ran on (docs/kernels.md).
 pub const OLDEST_TESTED: (u32, u32) = (6, 1);
 
 pub fn kernel_check(release: &str) -> Check {
     let release = release.trim();
-    match parse_kernel_release(release) {
+    match kernel_series(release) {
         Some(version) if version >= OLDEST_TESTED => {
             check("kernel", Verdict::Ok, release, None)
         }
@@ -429,9 +424,9 @@ mod tests {
 
     #[test]
     fn kernel_versions() {
-        assert_eq!(parse_kernel_release("6.18.44-fc-v595"), Some((6, 18)));
-        assert_eq!(parse_kernel_release("5.15.0-91-generic\n"), Some((5, 15)));
-        assert_eq!(parse_kernel_release("garbage"), None);
+        assert_eq!(kernel_series("6.18.44-fc-v595"), Some((6, 18)));
+        assert_eq!(kernel_series("5.15.0-91-generic\n"), Some((5, 15)));
+        assert_eq!(kernel_series("garbage"), None);
         assert_eq!(kernel_check("5.15.0").verdict, Verdict::Warn);
         assert!(kernel_check("5.15.0").detail.contains("untested"));
         assert_eq!(kernel_check("6.1.0-17-amd64").verdict, Verdict::Ok);

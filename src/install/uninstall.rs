@@ -96,31 +96,30 @@ pub fn run(settings: &UninstallSettings) -> Result<Removed, InstallError> {
     }
 
     let binary = settings.cni_bin_dir.join("meshlane");
-    match std::fs::remove_file(&binary) {
-        Ok(()) => {
-            removed.binary = true;
-            info("removed the plugin binary", &[("path", &binary.display())]);
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(InstallError::io("removing", binary)(err)),
-    }
+    removed.binary = remove_file(&binary, "removed the plugin binary")?;
 
     if let Some(kubeconfig) = &settings.kubeconfig {
         // The token is a credential: it must not outlive meshlane on the node.
         for path in [kubeconfig.token_write_path(), kubeconfig.write_path.clone()] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    removed.credentials = true;
-                    info("removed", &[("path", &path.display())]);
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(InstallError::io("removing", path)(err)),
-            }
+            removed.credentials |= remove_file(&path, "removed")?;
         }
     }
 
     removed.pins = remove_pins(&settings.pin_root)?;
     Ok(removed)
+}
+
+/// Removes a file meshlane put there, logging `what` when it did: true. A file
+/// that is not there is no error (uninstall runs again after a partial one).
+fn remove_file(path: &Path, what: &str) -> Result<bool, InstallError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            info(what, &[("path", &path.display())]);
+            Ok(true)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(InstallError::io("removing", path.to_owned())(err)),
+    }
 }
 
 /// Removes the pin root — only on a bpffs: a typo in the root must never turn

@@ -226,37 +226,8 @@ fn field_error(kubeconfig: &Path, field: &str, problem: impl Into<String>) -> Ku
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::{scratch, ScratchDir};
     use base64::Engine as _;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A per-test directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "meshlane-kube-access-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        fn write(&self, name: &str, contents: &str) -> PathBuf {
-            let path = self.0.join(name);
-            fs::write(&path, contents).unwrap();
-            path
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// A self-signed certificate and its key, PEM.
     fn cert_and_key(name: &str) -> (String, String) {
@@ -277,20 +248,23 @@ mod tests {
         )
     }
 
+    /// Writes `dir/kubeconfig` with these cluster and user fields and loads it.
+    fn load(dir: &ScratchDir, cluster: &str, user: &str) -> Result<KubeAccess, KubeError> {
+        KubeAccess::from_kubeconfig(&dir.write("kubeconfig", &kubeconfig(cluster, user)))
+    }
+
     #[test]
     fn ca_file_and_rotating_token_file() {
-        let dir = TempDir::new();
+        let dir = scratch("kube-access");
         let (ca, _) = cert_and_key("ca.test");
         dir.write("ca.crt", &ca);
         let token_file = dir.write("token", "first-token\n");
-        let path = dir.write(
-            "kubeconfig",
-            &kubeconfig(
-                "    certificate-authority: ca.crt\n",
-                "    tokenFile: token\n",
-            ),
-        );
-        let access = KubeAccess::from_kubeconfig(&path).unwrap();
+        let access = load(
+            &dir,
+            "    certificate-authority: ca.crt\n",
+            "    tokenFile: token\n",
+        )
+        .unwrap();
         assert_eq!(access.server(), "https://127.0.0.1:6443");
         assert_eq!(
             access.bearer_token().unwrap().as_deref(),
@@ -326,22 +300,20 @@ mod tests {
 
     #[test]
     fn ca_bundle_data_and_client_certificate_data() {
-        let dir = TempDir::new();
+        let dir = scratch("kube-access");
         let (ca1, _) = cert_and_key("ca1.test");
         let (ca2, _) = cert_and_key("ca2.test");
         let (client, key) = cert_and_key("meshlane");
-        let path = dir.write(
-            "kubeconfig",
-            &kubeconfig(
-                &format!("    certificate-authority-data: {}\n", b64(&(ca1 + &ca2))),
-                &format!(
-                    "    client-certificate-data: {}\n    client-key-data: {}\n",
-                    b64(&client),
-                    b64(&key)
-                ),
+        let access = load(
+            &dir,
+            &format!("    certificate-authority-data: {}\n", b64(&(ca1 + &ca2))),
+            &format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&client),
+                b64(&key)
             ),
-        );
-        let access = KubeAccess::from_kubeconfig(&path).unwrap();
+        )
+        .unwrap();
         assert!(matches!(access.tls.root_certs(), RootCerts::Specific(certs) if certs.len() == 2));
         let client_cert = access
             .tls
@@ -353,25 +325,23 @@ mod tests {
 
     #[test]
     fn client_certificate_files() {
-        let dir = TempDir::new();
+        let dir = scratch("kube-access");
         let (client, key) = cert_and_key("meshlane");
         dir.write("client.crt", &client);
         dir.write("client.key", &key);
-        let path = dir.write(
-            "kubeconfig",
-            &kubeconfig(
-                "    insecure-skip-tls-verify: true\n",
-                "    client-certificate: client.crt\n    client-key: client.key\n",
-            ),
-        );
-        let access = KubeAccess::from_kubeconfig(&path).unwrap();
+        let access = load(
+            &dir,
+            "    insecure-skip-tls-verify: true\n",
+            "    client-certificate: client.crt\n    client-key: client.key\n",
+        )
+        .unwrap();
         assert!(access.tls.client_cert().is_some());
         assert!(access.tls.disable_verification());
     }
 
     #[test]
     fn unreadable_and_unusable_files_are_named() {
-        let dir = TempDir::new();
+        let dir = scratch("kube-access");
         let (cert, _) = cert_and_key("x");
         let (_, other_key) = cert_and_key("y");
         dir.write("other.key", &other_key);
@@ -418,7 +388,7 @@ mod tests {
             let err = KubeAccess::from_kubeconfig(&path).unwrap_err();
             let field = match &err {
                 KubeError::ReferencedFile { field, path, .. } => {
-                    assert!(path.starts_with(&dir.0), "{path:?}");
+                    assert!(path.starts_with(&*dir), "{path:?}");
                     field
                 }
                 KubeError::KubeconfigField { field, .. } => field,
@@ -462,8 +432,8 @@ mod tests {
 
     #[test]
     fn missing_kubeconfig() {
-        let dir = TempDir::new();
-        let path = dir.0.join("absent");
+        let dir = scratch("kube-access");
+        let path = dir.join("absent");
         let err = KubeAccess::from_kubeconfig(&path).unwrap_err();
         assert!(
             matches!(&err, KubeError::KubeconfigRead { path: p, .. } if *p == path),
@@ -476,7 +446,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_token() {
-        let dir = TempDir::new();
+        let dir = scratch("kube-access");
         let path = dir.write("kubeconfig", &kubeconfig("", "    token: s3cr3t\n"));
         let access = KubeAccess::from_kubeconfig(&path).unwrap();
         let debug = format!("{access:?}");

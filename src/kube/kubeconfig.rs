@@ -222,24 +222,36 @@ impl Fields<'_> {
         }
     }
 
+    /// The first field of `at` that is set but not supported, as the error:
+    /// (is it set, its name, why it is refused).
+    fn refuse_set(&self, at: &str, fields: &[(bool, &str, &str)]) -> Result<(), KubeError> {
+        match fields.iter().find(|(set, _, _)| *set) {
+            Some((_, field, why)) => Err(self.error(format!("{at}.{field}"), *why)),
+            None => Ok(()),
+        }
+    }
+
     fn cluster(&self, cluster: &Cluster, at: &str) -> Result<ClusterParts, KubeError> {
         let server = non_empty(cluster.server.as_deref())
             .ok_or_else(|| self.error(format!("{at}.server"), "not set"))?;
         let server = validate_server(server).map_err(|problem| {
             self.error(format!("{at}.server"), format!("{server:?}: {problem}"))
         })?;
-        if cluster.tls_server_name.is_some() {
-            return Err(self.error(
-                format!("{at}.tls-server-name"),
-                "not supported by meshlane; put a name the server's certificate holds in server",
-            ));
-        }
-        if cluster.proxy_url.is_some() {
-            return Err(self.error(
-                format!("{at}.proxy-url"),
-                "not supported by meshlane; the node must reach the API server directly",
-            ));
-        }
+        self.refuse_set(
+            at,
+            &[
+                (
+                    cluster.tls_server_name.is_some(),
+                    "tls-server-name",
+                    "not supported by meshlane; put a name the server's certificate holds in server",
+                ),
+                (
+                    cluster.proxy_url.is_some(),
+                    "proxy-url",
+                    "not supported by meshlane; the node must reach the API server directly",
+                ),
+            ],
+        )?;
         let certificate_authority = self.pem(
             cluster.certificate_authority_data.as_deref(),
             cluster.certificate_authority.as_deref(),
@@ -260,21 +272,20 @@ impl Fields<'_> {
     }
 
     fn user(&self, user: &User, at: &str) -> Result<UserParts, KubeError> {
-        let unsupported = [
-            (user.exec.is_some(), "exec"),
-            (user.auth_provider.is_some(), "auth-provider"),
-            (
-                user.username.is_some() || user.password.is_some(),
-                "username",
-            ),
-            (user.impersonate.is_some(), "as"),
-        ];
-        if let Some((_, field)) = unsupported.iter().find(|(present, _)| *present) {
-            return Err(self.error(
-                format!("{at}.{field}"),
-                "not supported by meshlane; use token, tokenFile or a client certificate",
-            ));
-        }
+        let unsupported = "not supported by meshlane; use token, tokenFile or a client certificate";
+        self.refuse_set(
+            at,
+            &[
+                (user.exec.is_some(), "exec", unsupported),
+                (user.auth_provider.is_some(), "auth-provider", unsupported),
+                (
+                    user.username.is_some() || user.password.is_some(),
+                    "username",
+                    unsupported,
+                ),
+                (user.impersonate.is_some(), "as", unsupported),
+            ],
+        )?;
 
         let cert = self.pem(
             user.client_certificate_data.as_deref(),

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::error::KubeError;
+use crate::json_kind::json_kind;
 use crate::policy::pod_meta::{PodMeta, PodSpecFacts, ProxyContainer, ISTIO_PROXY};
 
 type Object = Map<String, Value>;
@@ -89,13 +90,7 @@ fn container_list<'a>(
     value: Option<&'a Value>,
     path: &str,
 ) -> Result<Vec<ContainerEntry<'a>>, KubeError> {
-    let Some(value) = present(value) else {
-        return Ok(Vec::new());
-    };
-    let Value::Array(items) = value else {
-        return Err(wrong_type(path, "an array", value));
-    };
-    items
+    array_items(value, path)?
         .iter()
         .enumerate()
         .map(|(index, item)| {
@@ -187,17 +182,20 @@ fn string_map(value: Option<&Value>, path: &str) -> Result<BTreeMap<String, Stri
 }
 
 fn string_list(value: Option<&Value>, path: &str) -> Result<Vec<String>, KubeError> {
-    let Some(value) = present(value) else {
-        return Ok(Vec::new());
-    };
-    let Value::Array(items) = value else {
-        return Err(wrong_type(path, "an array", value));
-    };
-    items
+    array_items(value, path)?
         .iter()
         .enumerate()
         .map(|(index, item)| Ok(as_str(item, &format!("{path}[{index}]"))?.to_owned()))
         .collect()
+}
+
+/// The items of an optional array (none when absent).
+fn array_items<'a>(value: Option<&'a Value>, path: &str) -> Result<&'a [Value], KubeError> {
+    match present(value) {
+        None => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(wrong_type(path, "an array", other)),
+    }
 }
 
 /// JSON `null` is treated as absent: Kubernetes omits empty fields, but other
@@ -282,15 +280,10 @@ fn as_str<'a>(value: &'a Value, path: &str) -> Result<&'a str, KubeError> {
 }
 
 fn wrong_type(path: &str, expected: &str, found: &Value) -> KubeError {
-    let found = match found {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
-    malformed(path, format!("expected {expected}, found {found}"))
+    malformed(
+        path,
+        format!("expected {expected}, found {}", json_kind(found)),
+    )
 }
 
 fn malformed(path: &str, problem: String) -> KubeError {

@@ -108,15 +108,8 @@ impl LogFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::scratch;
     use std::os::unix::fs::PermissionsExt;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("meshlane-logfile-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     #[test]
     fn rotates_at_the_limit_and_keeps_one_old_file() {

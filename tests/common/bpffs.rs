@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use super::held::{report_drop, Held};
+
 /// A bpffs (or tmpfs) mounted at a directory of the test's temp dir; unmounted
 /// on drop.
 #[derive(Debug)]
 pub struct BpffsMount {
     path: PathBuf,
-    mounted: bool,
+    held: Held,
 }
 
 impl BpffsMount {
@@ -39,7 +41,7 @@ impl BpffsMount {
         .map_err(io::Error::from)?;
         Ok(BpffsMount {
             path,
-            mounted: true,
+            held: Held::new(),
         })
     }
 
@@ -49,20 +51,13 @@ impl BpffsMount {
 
     /// Idempotent.
     pub fn unmount(&mut self) -> Result<(), String> {
-        if !self.mounted {
-            return Ok(());
-        }
-        unmount(&self.path)?;
-        self.mounted = false;
-        Ok(())
+        self.held.release(|| unmount(&self.path))
     }
 }
 
 impl Drop for BpffsMount {
     fn drop(&mut self) {
-        if let Err(err) = self.unmount() {
-            eprintln!("[harness] bpffs cleanup: {err}");
-        }
+        report_drop("bpffs", self.unmount());
     }
 }
 

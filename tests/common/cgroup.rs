@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use super::held::{report_drop, Held};
+
 /// How long killed processes may take to leave a cgroup before rmdir gives up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -14,7 +16,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct TestCgroup {
     path: PathBuf,
-    removed: bool,
+    held: Held,
 }
 
 impl TestCgroup {
@@ -22,7 +24,7 @@ impl TestCgroup {
         fs::create_dir(&path)?;
         Ok(TestCgroup {
             path,
-            removed: false,
+            held: Held::new(),
         })
     }
 
@@ -42,7 +44,7 @@ impl TestCgroup {
     /// SIGKILLs every process in the cgroup and its descendants and waits until
     /// they are gone.
     pub fn kill_all(&self) -> Result<(), String> {
-        if self.removed {
+        if !self.held.is_held() {
             return Ok(());
         }
         kill_tree(&self.path)
@@ -50,20 +52,13 @@ impl TestCgroup {
 
     /// Kills what is left and removes the cgroup (descendants first). Idempotent.
     pub fn remove(&mut self) -> Result<(), String> {
-        if self.removed {
-            return Ok(());
-        }
-        let result = kill_and_remove(&self.path);
-        self.removed = result.is_ok();
-        result
+        self.held.release(|| kill_and_remove(&self.path))
     }
 }
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        if let Err(err) = self.remove() {
-            eprintln!("[harness] cgroup cleanup: {err}");
-        }
+        report_drop("cgroup", self.remove());
     }
 }
 

@@ -37,6 +37,20 @@ pub fn build(settings: &ChainSettings) -> Conflist {
 
 /// `isGateway` gives the bridge the first address of each range, so pods have a
 /// next hop; `ipMasq` stays off because it would add iptables rules.
+/// The `type` of each plugin of a conflist, in chain order.
+pub fn plugin_types(conflist: &Value) -> Vec<&str> {
+    conflist["plugins"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no plugins array in {conflist}"))
+        .iter()
+        .map(|plugin| {
+            plugin["type"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no type: {plugin}"))
+        })
+        .collect()
+}
+
 fn bridge_entry(settings: &ChainSettings) -> Value {
     let mut ranges = vec![json!([{ "subnet": settings.subnet_v4 }])];
     let mut routes = vec![json!({ "dst": "0.0.0.0/0" })];

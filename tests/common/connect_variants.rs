@@ -9,41 +9,23 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::c_tool;
-use super::probe::ServerReply;
+use super::probe::{ConnectOutcome, ServerReply};
 use super::process::{Identity, Place, Spawn};
 
-/// One connection's outcome as the tool prints it.
-#[derive(Debug, Clone)]
-pub struct VariantOutcome {
-    pub ok: bool,
-    /// The server's JSON line, parsed (tests/tools/probe.py serve).
-    pub reply: Option<ServerReply>,
-    /// getpeername's answer, which meshlane restores to the original destination.
-    pub peer: Option<SocketAddr>,
-    pub error: Option<String>,
-    pub raw: Value,
-}
-
-impl VariantOutcome {
-    fn parse(json: &Value) -> Self {
-        let text = |key: &str| json.get(key).and_then(Value::as_str).map(str::to_string);
-        let reply = text("reply")
-            .and_then(|line| serde_json::from_str::<Value>(&line).ok())
-            .and_then(|reply| ServerReply::parse(&reply));
-        VariantOutcome {
-            ok: json.get("ok").and_then(Value::as_bool).unwrap_or(false),
-            reply,
-            peer: text("peer").and_then(|peer| peer.parse().ok()),
-            error: text("error"),
-            raw: json.clone(),
-        }
-    }
-
-    /// The server's reply; panics with the whole outcome when there is none.
-    pub fn expect_reply(&self) -> ServerReply {
-        self.reply
-            .clone()
-            .unwrap_or_else(|| panic!("no reply: {}", self.raw))
+/// One connection's outcome as the tool prints it: what the probe's connect
+/// reports, the server's line given as text.
+fn parse(json: &Value) -> ConnectOutcome {
+    let text = |key: &str| json.get(key).and_then(Value::as_str).map(str::to_string);
+    let reply = text("reply")
+        .and_then(|line| serde_json::from_str::<Value>(&line).ok())
+        .and_then(|reply| ServerReply::parse(&reply));
+    ConnectOutcome {
+        ok: json.get("ok").and_then(Value::as_bool).unwrap_or(false),
+        reply,
+        local: text("local").and_then(|local| local.parse().ok()),
+        peer: text("peer").and_then(|peer| peer.parse().ok()),
+        error: text("error"),
+        raw: json.clone(),
     }
 }
 
@@ -70,9 +52,9 @@ pub fn connect(
     variant: &str,
     to: SocketAddr,
     text: &str,
-) -> VariantOutcome {
+) -> ConnectOutcome {
     let to = to.to_string();
-    VariantOutcome::parse(&run(
+    parse(&run(
         place,
         identity,
         &[variant, "--to", &to, "--send", text],
@@ -88,15 +70,12 @@ pub fn connect_twice(
     first: SocketAddr,
     then: SocketAddr,
     text: &str,
-) -> (VariantOutcome, VariantOutcome) {
+) -> (ConnectOutcome, ConnectOutcome) {
     let (first, then) = (first.to_string(), then.to_string());
     let json = run(
         place,
         identity,
         &[variant, "--to", &first, "--then", &then, "--send", text],
     );
-    (
-        VariantOutcome::parse(&json["first"]),
-        VariantOutcome::parse(&json["second"]),
-    )
+    (parse(&json["first"]), parse(&json["second"]))
 }

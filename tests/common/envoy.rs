@@ -2,8 +2,6 @@
 //! cgroup as UID/GID 1337, ready before `start` returns, killed on drop.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
@@ -11,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::envoy_config::{self, ADMIN_PORT};
 pub use super::envoy_config::{AccessLogEntry, EnvoyOptions};
-use super::netns;
+use super::http_get;
 use super::prereq;
 use super::process::{Place, Spawn, TestProcess};
 
@@ -116,34 +114,7 @@ impl Envoy {
     /// The request comes from the test runner, which is outside the hooked cgroup,
     /// so meshlane never captures it.
     pub fn admin_get(&self, path: &str) -> Result<(u16, String), String> {
-        // HTTP/1.1: Envoy refuses HTTP/1.0 unless told otherwise.
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        let response = netns::in_netns(&self.place.netns, move || {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT));
-            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            stream.write_all(request.as_bytes())?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok::<_, std::io::Error>(response)
-        })?
-        .map_err(|err| format!("admin GET {path}: {err}"))?;
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| format!("admin GET {path}: bad response {head:?}"))?;
-        let chunked = head
-            .lines()
-            .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-        let body = if chunked {
-            decode_chunked(body)
-        } else {
-            body.to_string()
-        };
-        Ok((status, body))
+        http_get::get_in_netns(&self.place.netns, ADMIN_PORT, path)
     }
 
     /// A counter or gauge from `/stats` (e.g. `listener_manager.total_listeners_active`).
@@ -204,19 +175,6 @@ impl Envoy {
 }
 
 /// The body of a `Transfer-Encoding: chunked` response (admin streams /stats).
-fn decode_chunked(mut rest: &str) -> String {
-    let mut body = String::new();
-    while let Some((size_line, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size_line.trim(), 16).unwrap_or(0);
-        if size == 0 || after.len() < size {
-            break;
-        }
-        body.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-    body
-}
-
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

@@ -43,6 +43,27 @@ pub fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `run_ok` for a command that reads `stdin` (a filter: PyYAML, a policy
+/// evaluator), killed if it hangs: a guard for the run, not a measurement.
+pub fn run_ok_with_stdin(command: Command, stdin: &str) -> String {
+    let shown = format!("{command:?}");
+    let finished = run_with_timeout(command, stdin.as_bytes(), Duration::from_secs(300))
+        .unwrap_or_else(|err| panic!("running {shown}: {err}"));
+    assert!(
+        finished.success(),
+        "{shown} failed ({}{}): {}{}",
+        finished.status,
+        if finished.timed_out {
+            ", killed after 300 s"
+        } else {
+            ""
+        },
+        finished.stdout,
+        finished.stderr
+    );
+    finished.stdout
+}
+
 /// Spawns `cmd` with piped stdin (fed `stdin`), stdout and stderr, and waits up to
 /// `timeout`; on timeout the process is SIGKILLed and `timed_out` set.
 pub fn run_with_timeout(

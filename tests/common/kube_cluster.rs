@@ -156,20 +156,20 @@ impl Cluster {
     /// Requests for one pod (`/api/v1/namespaces/<ns>/pods/<name>`): the
     /// plugin's, when it reads a pod it cannot classify otherwise.
     pub fn pod_requests(&self) -> Vec<String> {
-        self.server
-            .seen()
-            .into_iter()
-            .map(|seen| seen.path)
-            .filter(|path| path.starts_with("/api/v1/namespaces/"))
-            .collect()
+        self.requests_under("/api/v1/namespaces/")
     }
 
     pub fn list_requests(&self) -> Vec<String> {
+        self.requests_under("/api/v1/pods")
+    }
+
+    /// The paths of the requests so far that start with `prefix`, in order.
+    fn requests_under(&self, prefix: &str) -> Vec<String> {
         self.server
             .seen()
             .into_iter()
             .map(|seen| seen.path)
-            .filter(|path| path.starts_with("/api/v1/pods"))
+            .filter(|path| path.starts_with(prefix))
             .collect()
     }
 }

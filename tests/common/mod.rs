@@ -48,6 +48,8 @@ pub mod dns_server;
 pub mod envoy;
 pub mod envoy_config;
 pub mod exec;
+pub mod held;
+pub mod http_get;
 pub mod istio_iptables;
 pub mod kernel;
 pub mod kube_cluster;

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use nix::sched::{setns, CloneFlags};
 
+use super::held::{report_drop, Held};
 use super::prereq;
 
 pub const NETNS_DIR: &str = "/run/netns";
@@ -21,7 +22,7 @@ static CREATE_LOCK: Mutex<()> = Mutex::new(());
 pub struct NamedNetns {
     name: String,
     path: PathBuf,
-    deleted: bool,
+    held: Held,
 }
 
 impl NamedNetns {
@@ -34,7 +35,7 @@ impl NamedNetns {
         let netns = NamedNetns {
             name: name.to_string(),
             path: Path::new(NETNS_DIR).join(name),
-            deleted: false,
+            held: Held::new(),
         };
         // `ip -n` switches only its own process (and remounts /sys in a private
         // mount namespace of its own), nothing of the test runner.
@@ -52,26 +53,19 @@ impl NamedNetns {
     }
 
     pub fn is_deleted(&self) -> bool {
-        self.deleted
+        !self.held.is_held()
     }
 
     /// `ip netns del`; idempotent. Processes still inside keep the namespace alive
     /// until they exit, but its name is gone.
     pub fn delete(&mut self) -> Result<(), String> {
-        if self.deleted {
-            return Ok(());
-        }
-        delete_named(&self.name)?;
-        self.deleted = true;
-        Ok(())
+        self.held.release(|| delete_named(&self.name))
     }
 }
 
 impl Drop for NamedNetns {
     fn drop(&mut self) {
-        if let Err(err) = self.delete() {
-            eprintln!("[harness] netns cleanup: {err}");
-        }
+        report_drop("netns", self.delete());
     }
 }
 

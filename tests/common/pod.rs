@@ -261,6 +261,19 @@ impl Pod<'_> {
         &self.add_output
     }
 
+    /// What meshlane's step of this pod's failed chain ADD printed: its CNI
+    /// error's code and message. Fails the test when the ADD succeeded or another
+    /// plugin of the chain failed.
+    pub fn meshlane_add_error(&self) -> (u64, String) {
+        let output = self.add_output();
+        let step = output
+            .failed_step()
+            .unwrap_or_else(|| panic!("the ADD was expected to fail: {}", output.describe()));
+        assert_eq!(step.plugin, "meshlane", "{}", output.describe());
+        let error = step.error().expect("meshlane printed a CNI error JSON");
+        (error.code, error.msg)
+    }
+
     /// The cached ADD result (None after a successful DEL or a failed ADD).
     pub fn result(&self) -> Option<&Value> {
         self.cached_result.as_ref()
@@ -272,23 +285,25 @@ impl Pod<'_> {
     }
 
     pub fn ipv4(&self) -> Ipv4Addr {
-        self.addresses
-            .iter()
-            .find_map(|(ip, _)| match ip {
-                IpAddr::V4(v4) => Some(*v4),
-                IpAddr::V6(_) => None,
-            })
-            .unwrap_or_else(|| panic!("pod {} has no IPv4 address", self.name))
+        self.first_address("IPv4", |ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
     }
 
     pub fn ipv6(&self) -> Ipv6Addr {
+        self.first_address("IPv6", |ip| match ip {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        })
+    }
+
+    /// The first address of the ADD result that `pick` takes.
+    fn first_address<T>(&self, family: &str, pick: impl Fn(&IpAddr) -> Option<T>) -> T {
         self.addresses
             .iter()
-            .find_map(|(ip, _)| match ip {
-                IpAddr::V6(v6) => Some(*v6),
-                IpAddr::V4(_) => None,
-            })
-            .unwrap_or_else(|| panic!("pod {} has no IPv6 address", self.name))
+            .find_map(|(ip, _)| pick(ip))
+            .unwrap_or_else(|| panic!("pod {} has no {family} address", self.name))
     }
 
     /// Where this pod's processes run: its netns, the hooked cgroup.

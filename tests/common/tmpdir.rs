@@ -5,12 +5,15 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use super::held::{report_drop, Held};
 use super::mountinfo;
+use super::names::{InstanceId, TMP_ROOT};
+use super::sweep;
 
 #[derive(Debug)]
 pub struct TempDir {
     path: PathBuf,
-    removed: bool,
+    held: Held,
 }
 
 impl TempDir {
@@ -21,8 +24,23 @@ impl TempDir {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
         Ok(TempDir {
             path,
-            removed: false,
+            held: Held::new(),
         })
+    }
+
+    /// `/tmp/meshlane-test-<pid>-<n>/` for a test that needs files but no node;
+    /// the first one of the process sweeps what crashed runs left.
+    pub fn fresh() -> Self {
+        sweep::sweep_leftovers_once();
+        let path = Path::new(TMP_ROOT).join(InstanceId::next().dir_name());
+        TempDir::create(path).unwrap_or_else(|err| panic!("create the test's temp dir: {err}"))
+    }
+
+    /// Writes `contents` to `name` inside the directory and returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path.join(name);
+        fs::write(&path, contents).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+        path
     }
 
     pub fn path(&self) -> &Path {
@@ -32,20 +50,13 @@ impl TempDir {
     /// Removes the tree; refuses while something is still mounted inside it, so a
     /// failed unmount never turns into deleting files of a live filesystem.
     pub fn remove(&mut self) -> Result<(), String> {
-        if self.removed {
-            return Ok(());
-        }
-        remove_unless_mounted(&self.path)?;
-        self.removed = true;
-        Ok(())
+        self.held.release(|| remove_unless_mounted(&self.path))
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if let Err(err) = self.remove() {
-            eprintln!("[harness] temp dir cleanup: {err}");
-        }
+        report_drop("temp dir", self.remove());
     }
 }
 

@@ -43,6 +43,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "sockaddr_text.h"
+
 #ifndef IPPROTO_MPTCP
 #define IPPROTO_MPTCP 262
 #endif
@@ -109,31 +111,6 @@ static void parse_target(const char *text, struct target *target)
 		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
 			die("bad IPv4 address");
 		target->len = sizeof(*sin);
-	}
-}
-
-/* "ip:port" or "[ip6]:port"; IPv4-mapped IPv6 prints as IPv4, as probe.py does. */
-static void format_addr(const struct sockaddr_storage *addr, char *out, size_t size)
-{
-	char host[INET6_ADDRSTRLEN];
-
-	if (addr->ss_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
-
-		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
-		snprintf(out, size, "%s:%u", host, ntohs(sin->sin_port));
-	} else if (addr->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)addr;
-
-		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
-			inet_ntop(AF_INET, &sin6->sin6_addr.s6_addr[12], host, sizeof(host));
-			snprintf(out, size, "%s:%u", host, ntohs(sin6->sin6_port));
-		} else {
-			inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-			snprintf(out, size, "[%s]:%u", host, ntohs(sin6->sin6_port));
-		}
-	} else {
-		snprintf(out, size, "family %d", addr->ss_family);
 	}
 }
 

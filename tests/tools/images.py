@@ -24,6 +24,7 @@ pause -v, node-app --help, envoy --version as UID 1337, meshlane version.
 """
 
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -64,8 +65,14 @@ def compile_static(source, output):
     compiler are those of the last build (a .key file next to the binary)."""
     compiler = subprocess.run(["gcc", "--version"], capture_output=True, text=True,
                               check=True).stdout.splitlines()[0]
-    with open(source, "rb") as f:
-        key = hashlib.sha256(f.read() + json.dumps([CFLAGS, compiler]).encode()).hexdigest()
+    # The tools' own headers (pid1.h) are part of every source.
+    parts = [source] + sorted(glob.glob(os.path.join(TOOLS, "*.h")))
+    digest = hashlib.sha256()
+    for part in parts:
+        with open(part, "rb") as f:
+            digest.update(f.read())
+    digest.update(json.dumps([CFLAGS, compiler]).encode())
+    key = digest.hexdigest()
     stamp = output + ".key"
     try:
         with open(stamp) as f:

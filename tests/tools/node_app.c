@@ -64,6 +64,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pid1.h"
+#include "sockaddr_text.h"
+
 #define SO_ORIGINAL_DST_OPT 80 // SOL_IP: SO_ORIGINAL_DST; SOL_IPV6: IP6T_SO_ORIGINAL_DST
 #define LINE_MAX_BYTES	    4096
 #define ADDR_TEXT	    (INET6_ADDRSTRLEN + 16)
@@ -250,32 +253,27 @@ static const char *json_string(const char *p, const char *end)
 	return NULL;
 }
 
-static const char *json_number(const char *p, const char *end)
+// One or more decimal digits: the end of them, or NULL.
+static const char *json_digits(const char *p, const char *end)
 {
-	const char *start;
+	const char *start = p;
 
-	if (p < end && *p == '-')
-		p++;
-	start = p;
 	while (p < end && *p >= '0' && *p <= '9')
 		p++;
-	if (p == start)
-		return NULL;
-	if (p < end && *p == '.') {
-		start = ++p;
-		while (p < end && *p >= '0' && *p <= '9')
-			p++;
-		if (p == start)
-			return NULL;
-	}
-	if (p < end && (*p == 'e' || *p == 'E')) {
+	return p == start ? NULL : p;
+}
+
+static const char *json_number(const char *p, const char *end)
+{
+	if (p < end && *p == '-')
+		p++;
+	p = json_digits(p, end);
+	if (p && p < end && *p == '.')
+		p = json_digits(p + 1, end);
+	if (p && p < end && (*p == 'e' || *p == 'E')) {
 		if (++p < end && (*p == '+' || *p == '-'))
 			p++;
-		start = p;
-		while (p < end && *p >= '0' && *p <= '9')
-			p++;
-		if (p == start)
-			return NULL;
+		p = json_digits(p, end);
 	}
 	return p;
 }
@@ -343,28 +341,6 @@ static double now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void format_addr(const struct sockaddr_storage *ss, char *out, size_t len)
-{
-	char ip[INET6_ADDRSTRLEN];
-
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
-		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-		snprintf(out, len, "%s:%u", ip, ntohs(sin->sin_port));
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
-		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
-			inet_ntop(AF_INET, &sin6->sin6_addr.s6_addr[12], ip, sizeof(ip));
-			snprintf(out, len, "%s:%u", ip, ntohs(sin6->sin6_port));
-		} else {
-			inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-			snprintf(out, len, "[%s]:%u", ip, ntohs(sin6->sin6_port));
-		}
-	} else {
-		snprintf(out, len, "family-%d", ss->ss_family);
-	}
 }
 
 static void buf_sock_addrs(struct buf *b, int fd)
@@ -677,20 +653,9 @@ static void buf_original_dst(struct buf *b, int fd, struct sockaddr_storage *dst
 
 static volatile sig_atomic_t children;
 
-static void on_stop(int sig)
+static void child_reaped(void)
 {
-	(void)sig;
-	_exit(0);
-}
-
-static void on_child(int sig)
-{
-	int saved = errno;
-
-	(void)sig;
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		children--;
-	errno = saved;
+	children--;
 }
 
 // Servers run as PID 1 of their container, where a signal without a handler is
@@ -698,19 +663,8 @@ static void on_child(int sig)
 // reaped.
 static void server_signals(void)
 {
-	struct sigaction action;
-
-	memset(&action, 0, sizeof(action));
-	sigemptyset(&action.sa_mask);
-	action.sa_handler = on_stop;
-	sigaction(SIGTERM, &action, NULL);
-	sigaction(SIGINT, &action, NULL);
-	action.sa_handler = on_child;
-	action.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-	sigaction(SIGCHLD, &action, NULL);
-	action.sa_handler = SIG_IGN;
-	action.sa_flags = 0;
-	sigaction(SIGPIPE, &action, NULL);
+	pid1_signals(child_reaped);
+	pid1_handle(SIGPIPE, SIG_IGN);
 }
 
 static int listen_on(const char *host, int port)

@@ -5,39 +5,11 @@
 //
 //   gcc -static -O2 -Wall -Wextra -Werror -o pause pause.c
 
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-static void on_stop(int sig)
-{
-	(void)sig;
-	_exit(0);
-}
-
-static void on_child(int sig)
-{
-	int saved = errno;
-
-	(void)sig;
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		;
-	errno = saved;
-}
-
-static int handle(int sig, void (*handler)(int))
-{
-	struct sigaction action;
-
-	memset(&action, 0, sizeof(action));
-	action.sa_handler = handler;
-	action.sa_flags = sig == SIGCHLD ? SA_NOCLDSTOP | SA_RESTART : 0;
-	sigemptyset(&action.sa_mask);
-	return sigaction(sig, &action, NULL);
-}
+#include "pid1.h"
 
 int main(int argc, char **argv)
 {
@@ -47,8 +19,7 @@ int main(int argc, char **argv)
 	}
 	if (getpid() != 1)
 		fprintf(stderr, "pause: warning: not PID 1, zombies of others are not mine\n");
-	if (handle(SIGINT, on_stop) < 0 || handle(SIGTERM, on_stop) < 0 ||
-	    handle(SIGCHLD, on_child) < 0) {
+	if (pid1_signals(NULL) < 0) {
 		perror("pause: sigaction");
 		return 1;
 	}

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::super::exec::run_ok;
 use super::client::CriClient;
 use super::fence::Fence;
 
@@ -135,26 +136,19 @@ impl Containerd {
 
     /// Imports an OCI archive into the `k8s.io` namespace, the one CRI uses.
     pub fn import(&self, archive: &Path) {
-        let output = Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args([
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-                "--snapshotter",
-                "overlayfs",
-            ])
-            .arg(archive)
-            .output()
-            .expect("running ctr");
-        assert!(
-            output.status.success(),
-            "ctr images import {} failed: {}{}",
-            archive.display(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+        run_ok(
+            Command::new("ctr")
+                .arg("--address")
+                .arg(&self.socket)
+                .args([
+                    "-n",
+                    "k8s.io",
+                    "images",
+                    "import",
+                    "--snapshotter",
+                    "overlayfs",
+                ])
+                .arg(archive),
         );
     }
 

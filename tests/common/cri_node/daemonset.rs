@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::{json, Map, Value};
 
-use super::super::exec::run_ok;
+use super::super::exec::{run_ok, run_ok_with_stdin};
 use super::super::prereq::venv_tool;
 use super::{CriNode, RunningPod, POD_START};
 
@@ -19,22 +19,10 @@ const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
 fn yaml_documents(yaml: &str) -> Vec<Value> {
     let script = "import json, sys, yaml\n\
                   print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d is not None]))";
-    let mut child = Command::new(venv_tool("python"))
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python");
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "parsing YAML failed");
-    serde_json::from_slice(&output.stdout).unwrap()
+    let mut python = Command::new(venv_tool("python"));
+    python.args(["-c", script]);
+    let json = run_ok_with_stdin(python, yaml);
+    serde_json::from_str(&json).unwrap()
 }
 
 /// Every object `kubectl apply -k manifests/` would send.

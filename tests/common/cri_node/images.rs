@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use super::super::exec::run_ok;
 use super::super::prereq::python;
 
 pub const APP_IMAGE: &str = "meshlane.test/app:1";
@@ -48,18 +49,7 @@ pub fn install_image_tagged(tag: &str) -> ImageArchive {
 }
 
 fn build(extra: &[String]) -> Vec<ImageArchive> {
-    let output = Command::new(python())
-        .arg(IMAGES_SCRIPT)
-        .args(extra)
-        .output()
-        .expect("running tests/tools/images.py");
-    assert!(
-        output.status.success(),
-        "tests/tools/images.py failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
+    run_ok(Command::new(python()).arg(IMAGES_SCRIPT).args(extra))
         .lines()
         .filter(|line| line.starts_with('{'))
         .map(|line| {

@@ -23,8 +23,6 @@ pub mod pods;
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,6 +32,7 @@ use self::client::CriClient;
 use self::containerd::Containerd;
 use self::fence::Fence;
 use self::kubelet::{KubeletContext, PodPlan};
+use super::http_get;
 use super::kube_cluster::Cluster;
 use super::prereq::{self, require_root};
 use super::sweep::sweep_leftovers_once;
@@ -345,32 +344,7 @@ impl CriNode {
         port: u16,
         path: &str,
     ) -> Result<(u16, String), String> {
-        let _inside = meshlane::netns::NetnsGuard::enter(netns)
-            .map_err(|err| format!("entering {}: {err}", netns.display()))?;
-        let mut stream =
-            TcpStream::connect(("127.0.0.1", port)).map_err(|err| format!("connect: {err}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .map_err(|err| err.to_string())?;
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .map_err(|err| err.to_string())?;
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| format!("no HTTP status in {response:?}"))?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+        http_get::get_in_netns(netns, port, path)
     }
 
     /// What kubelet knows of this node, for `kubelet::plan`.
