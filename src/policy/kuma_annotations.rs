@@ -118,6 +118,7 @@ impl KumaSettings {
             include_inbound_ports: PortSelection::All,
             exclude_inbound_ports: self.exclude_inbound_ports.clone(),
             interface_routes: Vec::new(),
+            kuma_rules: true,
         }
     }
 }
@@ -255,6 +256,7 @@ mod tests {
         let capture = settings.capture(&["10.0.0.5".parse().unwrap()], ShortPath::Proxy);
         assert!(capture.capture_outbound && capture.capture_inbound && !capture.capture_dns);
         assert_eq!((capture.proxy_uid, capture.proxy_gid), (5678, NO_PROXY_GID));
+        assert!(capture.kuma_rules);
         assert_eq!(capture.include_outbound_cidrs, CidrSelection::All);
         assert_eq!(capture.include_inbound_ports, PortSelection::All);
     }

@@ -51,6 +51,7 @@ pub mod exec;
 pub mod istio_iptables;
 pub mod kernel;
 pub mod kube_cluster;
+pub mod kuma_iptables;
 pub mod landing;
 pub mod mountinfo;
 pub mod names;
