@@ -24,11 +24,8 @@ pub struct NoAnnotations(pub String);
 
 pub fn decide(pod: &PodMeta, excluded_namespaces: &[String]) -> Result<Selection, NoAnnotations> {
     let skip = |why: &str| Ok(Selection::Skip(why.to_owned()));
-    if pod.namespace.is_empty() || pod.name.is_empty() {
-        return skip("not a Kubernetes pod (no K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS)");
-    }
-    if excluded_namespaces.contains(&pod.namespace) {
-        return skip("its namespace is excluded");
+    if let Some(why) = pod.outside_every_mesh(excluded_namespaces) {
+        return skip(why);
     }
     let Some(annotations) = &pod.annotations else {
         return Err(NoAnnotations(format!("{}/{}", pod.namespace, pod.name)));
@@ -62,21 +59,9 @@ pub fn decide(pod: &PodMeta, excluded_namespaces: &[String]) -> Result<Selection
 mod tests {
     use super::*;
     use crate::policy::pod_meta::PodSpecFacts;
-    use std::collections::BTreeMap;
 
     fn pod(annotations: &[(&str, &str)]) -> PodMeta {
-        PodMeta {
-            namespace: "shop".into(),
-            name: "web-0".into(),
-            annotations: Some(
-                annotations
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            labels: None,
-            spec: None,
-        }
+        PodMeta::with_annotations(annotations)
     }
 
     fn injected() -> PodMeta {
