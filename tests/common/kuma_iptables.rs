@@ -86,6 +86,8 @@ fn enabled(annotation: &str, value: &str) -> Result<bool, RuleError> {
 
 /// The rules of a pod with these addresses: IPv6 rules when it has an IPv6
 /// address (dual-stack mode, Kuma's default), and then `::6` on `lo` as well.
+/// Kuma also counts a link-local address (docs/meshes.md, "IP families"), which
+/// `pod_ips` may not list: the parity test uses this for dual-stack pods only.
 pub fn generate(settings: &SidecarSettings, pod_ips: &[IpAddr]) -> Result<IstioRules, RuleError> {
     let uid = get(settings, SIDECAR_UID, "5678");
     let outbound = get(settings, OUTBOUND_PORT_ANNOTATION, "15001");
