@@ -104,6 +104,13 @@ enum ml_pod_flag {
 	ML_POD_NO_INCLUDED_OUT_PORTS = 1 << 12,
 	ML_POD_NO_EXCLUDED_OUT_CIDRS = 1 << 13,
 	ML_POD_NO_INCLUDED_OUT_CIDRS = 1 << 14,
+	/*
+	 * Kuma's rules where they differ from Istio's (docs/meshes.md): the proxy
+	 * reaching its own pod goes to the inbound listener on every port (no tunnel
+	 * port), and DNS capture takes UDP only: TCP to port 53 is left alone unless
+	 * the proxy makes it, which then follows the TCP rules.
+	 */
+	ML_POD_KUMA_RULES = 1 << 15,
 };
 
 /* What ml_pod.ips[i] is; the loopback rules need to know which are the pod's own. */

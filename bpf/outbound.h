@@ -161,17 +161,25 @@ static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_
 		count_event(ML_CNT_BYPASS_PASSTHROUGH_SOURCE);
 		return ML_OUT_UNTOUCHED;
 	}
-	if ((pod->flags & ML_POD_CAPTURE_DNS) && c->dport == ML_DNS_PORT)
-		return decide_dns(pod, c, over_loopback, to_localhost);
+	if ((pod->flags & ML_POD_CAPTURE_DNS) && c->dport == ML_DNS_PORT) {
+		if (c->udp || !(pod->flags & ML_POD_KUMA_RULES))
+			return decide_dns(pod, c, over_loopback, to_localhost);
+		/* Kuma: an app's TCP DNS is not captured (KO4). */
+		if (c->uid != pod->proxy_uid) {
+			count_event(ML_CNT_BYPASS_NOT_INCLUDED);
+			return ML_OUT_UNTOUCHED;
+		}
+	}
 	/* Other UDP is never redirected. */
 	if (c->udp)
 		return ML_OUT_UNTOUCHED;
 	/*
-	 * 3. The proxy reaching its own pod over loopback (not 127.0.0.1, not the
+	 * 3. The proxy reaching its own pod over loopback (not 127.0.0.1, not Istio's
 	 * tunnel port) must traverse the inbound listener.
 	 */
 	if (over_loopback && c->uid == pod->proxy_uid) {
-		if (!to_localhost && c->dport != ML_PORT_TUNNEL) {
+		if (!to_localhost &&
+		    (c->dport != ML_PORT_TUNNEL || (pod->flags & ML_POD_KUMA_RULES))) {
 			count_event(ML_CNT_INBOUND_REDIRECTED);
 			return ML_OUT_TO_INBOUND;
 		}

@@ -444,6 +444,18 @@ fn bad_inputs_are_refused_before_anything_is_written() {
             vec!["proxyUID"],
         ),
         (
+            "unknown mesh",
+            capture(json!({"mesh": "linkerd"})),
+            7,
+            vec!["mesh", "linkerd"],
+        ),
+        (
+            "an Istio setting with another mesh",
+            capture(json!({"mesh": "kuma", "dnsCapture": true})),
+            7,
+            vec!["dnsCapture", "kuma"],
+        ),
+        (
             "IP not in the netns",
             netconf(
                 &node,

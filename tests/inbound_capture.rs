@@ -29,16 +29,37 @@ fn passthrough_source(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whose sidecar: Istio's (1337:1337), or Kuma's kuma-dp (5678:5678, captured with
+/// `mesh: "kuma"`, docs/meshes.md) — Kuma's listener ports are Istio's 15001 and
+/// 15006, for IPv6 too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mesh {
+    Istio,
+    Kuma,
+}
+
+const KUMA_DP: Identity = Identity {
+    uid: 5678,
+    gid: 5678,
+};
+
 /// The whole sidecar path: app A → Envoy A (15001) → Envoy B (15006) → app B,
 /// which sees the call coming from Envoy's passthrough source.
-fn full_sidecar_path(family: Family) {
-    let node = TestNode::builder(&format!("in-path-{family:?}").to_lowercase())
-        .dual_stack()
-        .build();
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new().injected());
-    let envoy_a = a.start_envoy(EnvoyOptions::new());
-    let envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
+fn full_sidecar_path(family: Family, mesh: Mesh) {
+    let name = format!("in-path-{mesh:?}-{family:?}").to_lowercase();
+    let mut builder = TestNode::builder(&name).dual_stack();
+    let (pod, proxy) = match mesh {
+        Mesh::Istio => (PodOptions::new().injected(), Identity::PROXY),
+        Mesh::Kuma => {
+            builder = builder.meshlane_config(|_| serde_json::json!({"mesh": "kuma"}));
+            (PodOptions::new().kuma_injected(), KUMA_DP)
+        }
+    };
+    let node = builder.build();
+    let a = node.add_pod("a", pod.clone());
+    let b = node.add_pod("b", pod);
+    let envoy_a = a.start_envoy(EnvoyOptions::new().identity(proxy));
+    let envoy_b = b.start_envoy(EnvoyOptions::new().identity(proxy).with_inbound());
     let _app_b = ProbeServer::start(&b.place(), APP_PORT, "app-b");
     let (b_ip, a_ip): (IpAddr, IpAddr) = match family {
         Family::V6 => (b.ipv6().into(), a.ipv6().into()),
@@ -105,12 +126,23 @@ fn pod_with_inbound_sidecar(node: &TestNode) -> (Pod<'_>, Envoy, ProbeServer) {
 
 #[test]
 fn a_call_from_another_pod_crosses_both_sidecars_ipv4() {
-    full_sidecar_path(Family::V4);
+    full_sidecar_path(Family::V4, Mesh::Istio);
 }
 
 #[test]
 fn a_call_from_another_pod_crosses_both_sidecars_ipv6() {
-    full_sidecar_path(Family::V6);
+    full_sidecar_path(Family::V6, Mesh::Istio);
+}
+
+#[test]
+fn kuma_a_call_from_another_pod_crosses_both_kuma_sidecars_ipv4() {
+    full_sidecar_path(Family::V4, Mesh::Kuma);
+}
+
+/// Kuma sends IPv6 inbound to the same 15006 (docs/meshes.md).
+#[test]
+fn kuma_a_call_from_another_pod_crosses_both_kuma_sidecars_ipv6() {
+    full_sidecar_path(Family::V6, Mesh::Kuma);
 }
 
 /// A caller outside every mesh pod (standing in for a client on another node) is

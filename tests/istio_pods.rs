@@ -120,6 +120,38 @@ fn pods_that_must_not_run_uncaptured_fail_their_add() {
     assert!(!node.pin_root().exists(), "a refused ADD left state behind");
 }
 
+/// Under `mesh: "kuma"` (docs/meshes.md): an Istio pod is left alone, and a Kuma
+/// pod whose settings meshlane cannot honour fails its ADD with code 7 naming the
+/// annotation, before anything is written.
+#[test]
+fn kuma_pods_meshlane_cannot_honour_fail_their_add_and_istio_pods_are_left_alone() {
+    let node = TestNode::builder("kuma-refuse")
+        .meshlane_config(|_| json!({"mesh": "kuma"}))
+        .build();
+    for (annotation, value) in [
+        ("traffic.kuma.io/exclude-inbound-ips", "10.0.0.1"),
+        ("kuma.io/transparent-proxying-ip-family-mode", "ipv4"),
+        ("traffic.kuma.io/exclude-outbound-ports", "80,99999"),
+    ] {
+        let pod = node.try_add_pod(
+            "refused",
+            PodOptions::new()
+                .kuma_injected()
+                .annotation(annotation, value),
+        );
+        let (code, msg) = meshlane_error(&pod);
+        assert_eq!(code, 7, "{msg}");
+        assert!(msg.contains(annotation) && msg.contains(value), "{msg}");
+    }
+    assert!(!node.pin_root().exists(), "a refused ADD left state behind");
+    // An Istio pod is another mesh's: no capture, so nothing is loaded either.
+    let _istio = node.add_pod("istio", PodOptions::new().injected());
+    assert!(
+        !node.pin_root().exists(),
+        "an Istio pod was captured under mesh kuma"
+    );
+}
+
 #[test]
 fn a_runtime_that_passes_no_annotations_cannot_have_its_pods_classified() {
     // The entry does not declare the capability, so no runtimeConfig arrives (as

@@ -258,6 +258,37 @@ fn istios_own_start_up_check_passes() {
     );
 }
 
+/// Kuma's `kuma-validation` init container, as it runs when a CNI plugin captures
+/// (docs/meshes.md): as kuma-dp (5678:5678), 127.0.0.1 → 127.0.0.6:<20000–29999>
+/// must reach the server on 127.0.0.1:15006, and [::1] → [::6] on [::1]:15006. A
+/// pod Kuma's injector did not mark (an Istio pod) is left alone: there it fails.
+#[test]
+fn kumas_own_start_up_check_passes() {
+    let node = TestNode::builder("out-kuma-validation")
+        .dual_stack()
+        .meshlane_config(|_| serde_json::json!({"mesh": "kuma"}))
+        .build();
+    let kuma_dp = Identity {
+        uid: 5678,
+        gid: 5678,
+    };
+    let a = node.add_pod("a", PodOptions::new().kuma_injected());
+    for (ipv6, to) in [(false, "127.0.0.6:24242"), (true, "[::6]:24242")] {
+        let outcome = common::probe::kuma_validation(&a.place(), kuma_dp, ipv6, 24242);
+        assert!(outcome.ok, "kuma-validation failed: {:?}", outcome.raw);
+        assert_eq!(outcome.listener, Some(15006));
+        assert_eq!(outcome.original_dst, Some(to.parse().unwrap()));
+    }
+
+    let istio = node.add_pod("istio", PodOptions::new().injected());
+    let outcome = common::probe::kuma_validation(&istio.place(), kuma_dp, false, 24242);
+    assert!(
+        !outcome.ok,
+        "validation passed in a pod of another mesh: {:?}",
+        outcome.raw
+    );
+}
+
 /// A client that sends and closes at once (statsd, syslog, Graphite over TCP) is
 /// gone before a busy proxy accepts: its socket became a timewait socket when its
 /// FIN was ACKed. The proxy must still read where the connection was going, or

@@ -33,6 +33,7 @@ use common::istio_iptables::{
     EXCLUDE_OUTBOUND_PORTS, INCLUDE_INBOUND_PORTS, INCLUDE_OUTBOUND_IP_RANGES,
     INCLUDE_OUTBOUND_PORTS,
 };
+use common::kuma_iptables::{self, kuma_settings};
 use common::landing::{self, AddressLabels, Observed, Operation, Proto};
 use common::{Identity, Pod, PodOptions, TestNode, TestProcess};
 
@@ -88,6 +89,9 @@ struct Scenario {
     /// A documented, deliberate difference from Istio: rows it covers may differ
     /// (and at least one must, or the note is stale); every other row must match.
     deviation: Option<Deviation>,
+    /// The settings are a Kuma pod's (docs/meshes.md): the oracle is
+    /// `common::kuma_iptables` and meshlane runs with `mesh: "kuma"`.
+    kuma: bool,
 }
 
 struct Deviation {
@@ -106,7 +110,15 @@ impl Scenario {
             settings: SidecarSettings::new(),
             extra_callers: Vec::new(),
             deviation: None,
+            kuma: false,
         }
+    }
+
+    /// A Kuma pod with these settings (`kuma_iptables::kuma_settings`).
+    fn kuma(mut self, settings: SidecarSettings) -> Self {
+        self.kuma = true;
+        self.settings = settings;
+        self
     }
 
     fn settings(mut self, f: impl FnOnce(SidecarSettings) -> SidecarSettings) -> Self {
@@ -318,6 +330,39 @@ fn dns_capture_with_port_53_excluded() {
         s.dns_capture()
             .annotation(EXCLUDE_OUTBOUND_PORTS, "53,15020")
     }));
+}
+
+/// Kuma, injected in CNI mode with kuma-cni's defaults: kuma-dp 5678 (UID only),
+/// 15001/15006 for both families, 9901 excluded both ways and 9001 inbound.
+#[test]
+fn kuma_defaults_dual_stack() {
+    run(Scenario::new(
+        "kuma-defaults",
+        "Kuma's defaults, dual-stack pod",
+        Stack::Dual,
+    )
+    .kuma(kuma_settings(&[])));
+}
+
+/// Kuma with its built-in DNS (the injector's default) and the pod's own port and
+/// address exclusions, a probe port turned off, a custom kuma-dp UID.
+#[test]
+fn kuma_dns_and_exclusions_dual_stack() {
+    let settings = kuma_settings(&[
+        (kuma_iptables::BUILTIN_DNS, "enabled"),
+        (kuma_iptables::EXCLUDE_OUTBOUND_PORTS, "3306,15020"),
+        (kuma_iptables::EXCLUDE_INBOUND_PORTS, "9090"),
+        (kuma_iptables::PROBE_PROXY_PORT, "0"),
+        (kuma_iptables::EXCLUDE_OUTBOUND_IPS, EX_RANGES),
+        (kuma_iptables::SIDECAR_UID, "5700"),
+    ])
+    .proxy(5700, 5701);
+    run(Scenario::new(
+        "kuma-dns-exclusions",
+        "Kuma with built-in DNS and exclusions, dual-stack pod",
+        Stack::Dual,
+    )
+    .kuma(settings));
 }
 
 // --- who calls, and where to -------------------------------------------------------
@@ -624,6 +669,9 @@ fn node_for(scenario: &Scenario) -> TestNode {
         });
     }
     let settings = &scenario.settings;
+    if scenario.kuma {
+        return builder.meshlane_config(|_| json!({"mesh": "kuma"})).build();
+    }
     let mut keys = json!({
         "capture": "istio",
         "proxyUID": settings.proxy_uid,
@@ -637,8 +685,12 @@ fn node_for(scenario: &Scenario) -> TestNode {
 
 /// Options of a pod meshlane must capture with these settings: injected, and
 /// configured by its annotations as Istio's would be.
-fn meshlane_pod(settings: &SidecarSettings) -> PodOptions {
-    let mut options = PodOptions::new().injected();
+fn meshlane_pod(settings: &SidecarSettings, kuma: bool) -> PodOptions {
+    // A Kuma pod's injection marks are among its annotations.
+    let mut options = match kuma {
+        true => PodOptions::new(),
+        false => PodOptions::new().injected(),
+    };
     for (key, value) in &settings.annotations {
         options = options.annotation(key, value);
     }
@@ -996,12 +1048,15 @@ fn run(mut scenario: Scenario) {
     // Not injected: meshlane leaves this twin to Istio's rules.
     let ipt_pod = node.add_pod("ipt", PodOptions::new());
     let pod_ips: Vec<IpAddr> = ipt_pod.addresses().iter().map(|(ip, _)| *ip).collect();
-    let rules = istio_iptables::generate(&settings, &pod_ips)
-        .unwrap_or_else(|err| panic!("Istio would refuse {}: {err}", scenario.name));
+    let rules = match scenario.kuma {
+        true => kuma_iptables::generate(&settings, &pod_ips),
+        false => istio_iptables::generate(&settings, &pod_ips),
+    }
+    .unwrap_or_else(|err| panic!("Istio would refuse {}: {err}", scenario.name));
     istio_iptables::apply(&ipt_pod.place(), &rules);
     let ipt = Twin::start(ipt_pod, settings.proxy_identity());
     let ml = Twin::start(
-        node.add_pod("ml", meshlane_pod(&settings)),
+        node.add_pod("ml", meshlane_pod(&settings, scenario.kuma)),
         settings.proxy_identity(),
     );
 

@@ -74,6 +74,7 @@ impl PodEntries {
         ) | flag(capture.capture_inbound, ml_pod_flag::ML_POD_CAPTURE_INBOUND)
             | flag(capture.capture_dns, ml_pod_flag::ML_POD_CAPTURE_DNS)
             | flag(capture.short_path.is_on(), ml_pod_flag::ML_POD_SHORT_PATH)
+            | flag(capture.kuma_rules, ml_pod_flag::ML_POD_KUMA_RULES)
             | flag(
                 capture.short_path == ShortPath::ProxyAndApp,
                 ml_pod_flag::ML_POD_SHORT_PATH_APP,
@@ -255,6 +256,7 @@ mod tests {
         assert_eq!(flags & ml_pod_flag::ML_POD_CAPTURE_DNS.0, 0);
         assert_ne!(flags & ml_pod_flag::ML_POD_SHORT_PATH.0, 0);
         assert_eq!(flags & ml_pod_flag::ML_POD_SHORT_PATH_APP.0, 0);
+        assert_eq!(flags & ml_pod_flag::ML_POD_KUMA_RULES.0, 0);
         assert_eq!(entries.pod.ip_count, 2);
         assert_eq!(entries.pod.ips[1].to_ip().to_string(), "fd00::5");
         assert!(entries.ports.contains(&PortEntry {
@@ -276,6 +278,15 @@ mod tests {
             0
         );
         assert_eq!(entries.cidrs.len(), 2);
+    }
+
+    #[test]
+    fn kuma_rules_become_a_flag() {
+        let settings =
+            crate::policy::kuma_annotations::KumaSettings::parse(&Default::default()).unwrap();
+        let capture = settings.capture(&["10.0.0.5".parse().unwrap()], ShortPath::Off);
+        let flags = PodEntries::from_capture(&capture).unwrap().pod.flags;
+        assert_ne!(flags & ml_pod_flag::ML_POD_KUMA_RULES.0, 0);
     }
 
     #[test]

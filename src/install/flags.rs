@@ -135,10 +135,14 @@ pub struct PluginFlags {
     /// cgroupPath for the plugin, a host path [default: the plugin finds it]
     #[arg(long, env = "MESHLANE_PLUGIN_CGROUP_PATH", value_name = "DIR", value_parser = absolute_or_empty)]
     pub plugin_cgroup_path: Option<String>,
-    /// Which pods the plugin captures
+    /// Which pods the plugin captures ("istio" and "mesh": the mesh's selection)
     #[arg(long, env = "MESHLANE_CAPTURE", default_value = "istio",
-          value_parser = ["istio", "all", "cni-args", "none"])]
+          value_parser = ["istio", "mesh", "all", "cni-args", "none"])]
     pub capture: String,
+    /// Whose capture rules (docs/meshes.md); with "kuma", --proxy-uid, --proxy-gid
+    /// and --dns-capture are Istio settings and must stay at their defaults
+    #[arg(long, env = "MESHLANE_MESH", default_value = "istio", value_parser = ["istio", "kuma"])]
+    pub mesh: String,
     /// The sidecar's UID when a pod sets none
     #[arg(
         long,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::log::{Format, Level};
+use crate::policy::pod_capture::{ISTIO_PROXY_GID, ISTIO_PROXY_UID};
 
 use super::error::InstallError;
 use super::flags::{ApiFlags, InstallFlags, KubeconfigFlags, PluginFlags};
@@ -128,6 +129,24 @@ pub fn api_server(flags: &ApiFlags) -> Result<Option<String>, InstallError> {
     }
 }
 
+/// With another mesh, Istio's mesh-wide settings would not be written: one set away
+/// from its default is refused rather than dropped. (Set to the default value, it
+/// cannot be told apart from unset, and changes nothing.)
+fn istio_settings_only_with_istio(flags: &PluginFlags) -> Result<(), InstallError> {
+    let istio_set = [
+        ("--proxy-uid", flags.proxy_uid != ISTIO_PROXY_UID),
+        ("--proxy-gid", flags.proxy_gid != ISTIO_PROXY_GID),
+        ("--dns-capture", flags.dns_capture),
+    ];
+    match istio_set.iter().find(|(_, set)| *set) {
+        Some((flag, _)) if flags.mesh != "istio" => Err(bad(
+            flag,
+            format!("is an Istio setting and --mesh is {:?}", flags.mesh),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The chain entry's keys (`plugin::config` checks them again, as the plugin will).
 fn plugin_keys(
     flags: &PluginFlags,
@@ -140,8 +159,15 @@ fn plugin_keys(
         plugin.insert("cgroupPath".into(), Value::from(path));
     }
     plugin.insert("capture".into(), Value::from(flags.capture.as_str()));
-    plugin.insert("proxyUID".into(), Value::from(flags.proxy_uid));
-    plugin.insert("proxyGID".into(), Value::from(flags.proxy_gid));
+    // Istio's mesh-wide settings: another mesh's pods carry their own.
+    let istio = flags.mesh == "istio";
+    if istio {
+        plugin.insert("proxyUID".into(), Value::from(flags.proxy_uid));
+        plugin.insert("proxyGID".into(), Value::from(flags.proxy_gid));
+    } else {
+        // Written only when not the default, so Istio entries stay as they were.
+        plugin.insert("mesh".into(), Value::from(flags.mesh.as_str()));
+    }
     let namespaces: Vec<Value> = flags
         .exclude_namespaces
         .split(',')
@@ -150,7 +176,9 @@ fn plugin_keys(
         .map(Value::from)
         .collect();
     plugin.insert("excludeNamespaces".into(), Value::Array(namespaces));
-    plugin.insert("dnsCapture".into(), Value::from(flags.dns_capture));
+    if istio {
+        plugin.insert("dnsCapture".into(), Value::from(flags.dns_capture));
+    }
     if let Some(on) = flags.short_path {
         plugin.insert("shortPath".into(), Value::from(on));
     }
@@ -172,6 +200,7 @@ impl InstallSettings {
     pub fn from_flags(flags: &InstallFlags) -> Result<Self, InstallError> {
         let pin_root = flags.pin_root.bpffs_root.clone();
         let kubeconfig = non_empty(&flags.kubeconfig.kubeconfig);
+        istio_settings_only_with_istio(&flags.plugin)?;
         let plugin = plugin_keys(&flags.plugin, &pin_root, kubeconfig);
         let tail_log = match flags.agent.tail_log.as_deref() {
             Some("") => None,
@@ -341,6 +370,19 @@ mod tests {
     }
 
     #[test]
+    fn a_kuma_entry_has_no_istio_settings() {
+        let s = parse(&["--mesh", "kuma", "--capture", "mesh"]).unwrap();
+        assert_eq!(
+            (&s.plugin["mesh"], &s.plugin["capture"]),
+            (&"kuma".into(), &"mesh".into())
+        );
+        for key in ["proxyUID", "proxyGID", "dnsCapture"] {
+            assert!(!s.plugin.contains_key(key), "{key}");
+        }
+        crate::plugin::config::PluginConfig::from_keys(&s.plugin).unwrap();
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
         for (args, flag) in [
             (&["--cni-bin-dir", "bin"][..], "--cni-bin-dir"),
@@ -353,6 +395,12 @@ mod tests {
             (&["--kubeconfig", "k"], "--kubeconfig"),
             (&["--enroll-seconds", "soon"], "--enroll-seconds"),
             (&["--log-format", "text"], "--log-format"),
+            (&["--mesh", "linkerd"], "--mesh"),
+            (&["--mesh", "kuma", "--proxy-uid", "5678"], "--proxy-uid"),
+            (
+                &["--mesh", "kuma", "--dns-capture", "true"],
+                "--dns-capture",
+            ),
         ] {
             let err = parse(args).expect_err(flag);
             assert!(err.contains(flag), "{flag}: {err}");

@@ -10,12 +10,12 @@ use crate::log::file::DEFAULT_MAX_BYTES;
 use crate::log::{Format, Level};
 use crate::policy::pod_capture::{ISTIO_PROXY_GID, ISTIO_PROXY_UID};
 use crate::policy::short_path_kernels::ShortPathSwitch;
-use crate::policy::CaptureMode;
+use crate::policy::{CaptureMode, Mesh};
 
 pub const DEFAULT_LOG_FILE: &str = "/var/log/meshlane/cni.log";
 
 /// Every key meshlane reads, with what it means (the README lists the same).
-pub const KEYS: [(&str, &str); 14] = [
+pub const KEYS: [(&str, &str); 15] = [
     (
         "bpffsRoot",
         "pin root on a bpffs (default /sys/fs/bpf/meshlane)",
@@ -26,7 +26,13 @@ pub const KEYS: [(&str, &str); 14] = [
     ),
     (
         "capture",
-        "which pods: \"istio\" (default), \"all\", \"cni-args\" or \"none\"",
+        "which pods: \"mesh\" (default; also written \"istio\": the pods the configured \
+         mesh injected), \"all\", \"cni-args\" or \"none\"",
+    ),
+    (
+        "mesh",
+        "whose capture rules: \"istio\" (default) or \"kuma\" (docs/meshes.md); pods of \
+         other meshes are left alone",
     ),
     (
         "excludeNamespaces",
@@ -92,6 +98,7 @@ pub struct PluginConfig {
     /// `None`: the host's cgroup2 mount.
     pub cgroup: Option<PathBuf>,
     pub capture: CaptureMode,
+    pub mesh: Mesh,
     pub exclude_namespaces: Vec<String>,
     pub proxy_uid: u32,
     pub proxy_gid: u32,
@@ -112,6 +119,7 @@ impl Default for PluginConfig {
             pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
             cgroup: None,
             capture: CaptureMode::default(),
+            mesh: Mesh::default(),
             exclude_namespaces: vec!["kube-system".to_owned()],
             proxy_uid: ISTIO_PROXY_UID,
             proxy_gid: ISTIO_PROXY_GID,
@@ -151,6 +159,7 @@ impl PluginConfig {
                 "bpffsRoot" => config.pin_root = absolute_path(key, value)?,
                 "cgroupPath" => config.cgroup = Some(absolute_path(key, value)?),
                 "capture" => config.capture = capture_mode(key, value)?,
+                "mesh" => config.mesh = mesh(key, value)?,
                 "excludeNamespaces" => config.exclude_namespaces = string_list(key, value)?,
                 "proxyUID" => config.proxy_uid = proxy_id(key, value)?,
                 "proxyGID" => config.proxy_gid = proxy_id(key, value)?,
@@ -194,8 +203,30 @@ impl PluginConfig {
                 }
             }
         }
+        istio_only_keys(&config, keys)?;
         Ok(config)
     }
+}
+
+/// Keys that hold Istio's mesh-wide settings: another mesh's pods carry their own.
+const ISTIO_ONLY_KEYS: [&str; 3] = ["proxyUID", "proxyGID", "dnsCapture"];
+
+fn istio_only_keys(config: &PluginConfig, keys: &Map<String, Value>) -> Result<(), ConfigError> {
+    match ISTIO_ONLY_KEYS.iter().find(|key| keys.contains_key(**key)) {
+        Some(key) if config.mesh != Mesh::Istio => Err(bad(
+            key,
+            format!(
+                "is an Istio setting and the mesh is {:?} (its pods' annotations say it)",
+                config.mesh.name()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn mesh(key: &str, value: &Value) -> Result<Mesh, ConfigError> {
+    let text = string(key, value)?;
+    Mesh::parse(text).ok_or_else(|| bad(key, format!("{text:?} is not one of \"istio\", \"kuma\"")))
 }
 
 fn string<'v>(key: &str, value: &'v Value) -> Result<&'v str, ConfigError> {
@@ -229,7 +260,7 @@ fn capture_mode(key: &str, value: &Value) -> Result<CaptureMode, ConfigError> {
     CaptureMode::parse(text).ok_or_else(|| {
         bad(
             key,
-            format!("{text:?} is not one of \"istio\", \"all\", \"cni-args\", \"none\""),
+            format!("{text:?} is not one of \"mesh\", \"istio\", \"all\", \"cni-args\", \"none\""),
         )
     })
 }
@@ -279,7 +310,8 @@ mod tests {
     fn empty_means_defaults() {
         let config = parse(json!({})).unwrap();
         assert_eq!(config, PluginConfig::default());
-        assert_eq!(config.capture, CaptureMode::Istio);
+        assert_eq!(config.capture, CaptureMode::Mesh);
+        assert_eq!(config.mesh, Mesh::Istio);
         assert_eq!(config.exclude_namespaces, vec!["kube-system"]);
         assert_eq!(config.short_path, ShortPathSwitch::ByKernel);
     }
@@ -339,6 +371,19 @@ mod tests {
     }
 
     #[test]
+    fn the_mesh_key_picks_whose_selection_capture_follows() {
+        for capture in ["istio", "mesh"] {
+            let config = parse(json!({"mesh": "kuma", "capture": capture})).unwrap();
+            assert_eq!(
+                (config.mesh, config.capture),
+                (Mesh::Kuma, CaptureMode::Mesh)
+            );
+        }
+        let istio = parse(json!({"mesh": "istio", "proxyUID": 1500})).unwrap();
+        assert_eq!((istio.mesh, istio.proxy_uid), (Mesh::Istio, 1500));
+    }
+
+    #[test]
     fn bad_values_name_the_key_and_value() {
         let cases = [
             (
@@ -379,6 +424,22 @@ mod tests {
                 "kubeconfig",
             ),
             (json!({"shortPath": 1}), "shortPath", "1"),
+            (json!({"mesh": "linkerd"}), "mesh", "linkerd"),
+            (
+                json!({"mesh": "kuma", "proxyUID": 1500}),
+                "proxyUID",
+                "kuma",
+            ),
+            (
+                json!({"dnsCapture": true, "mesh": "kuma"}),
+                "dnsCapture",
+                "kuma",
+            ),
+            (
+                json!({"mesh": "kuma", "proxyGID": 1500}),
+                "proxyGID",
+                "kuma",
+            ),
         ];
         for (input, key, mention) in cases {
             let err = parse(input.clone()).unwrap_err();

@@ -46,6 +46,7 @@ pub fn classify(
     let decide = |pod: &PodMeta| {
         select(
             config.capture,
+            config.mesh,
             &request.args,
             pod,
             &config.exclude_namespaces,
@@ -54,7 +55,8 @@ pub fn classify(
             crate::policy::selection::SelectionError::BadCaptureArg(_) => {
                 CniError::invalid_env("CNI_ARGS", err)
             }
-            crate::policy::selection::SelectionError::Unclassified(_) => {
+            crate::policy::selection::SelectionError::Unclassified(_)
+            | crate::policy::selection::SelectionError::UnclassifiedKuma(_) => {
                 CniError::pod_policy(err.to_string())
             }
         })

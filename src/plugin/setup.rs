@@ -12,11 +12,12 @@ use crate::datapath::{Attachment, AttachmentKey, PodEntries, PodMaps};
 use crate::log_warn;
 use crate::netns::{self, NetnsFacts};
 use crate::policy::annotations::TrafficAnnotations;
+use crate::policy::kuma_annotations::KumaSettings;
 use crate::policy::pod_capture::{CaptureInputs, MeshSettings};
 use crate::policy::pod_meta::PodMeta;
 use crate::policy::short_path::pod_short_path;
 use crate::policy::short_path_kernels::{node_short_path, NodeShortPath};
-use crate::policy::PodCapture;
+use crate::policy::{Mesh, PodCapture};
 
 use super::config::PluginConfig;
 use super::excluded_interfaces::excluded_interfaces;
@@ -42,11 +43,22 @@ pub fn prepare(
     claimed: ClaimedIps<'_>,
 ) -> Result<Prepared, CniError> {
     let annotations = pod.annotations.clone().unwrap_or_default();
-    let traffic = TrafficAnnotations::parse(&annotations)
-        .map_err(|err| CniError::config(err.annotation, &err))?;
     let node_short_path = node_short_path(config.short_path, &features::kernel_release());
     let short_path = pod_short_path(node_short_path.on, &annotations)
         .map_err(|err| CniError::config(err.annotation, &err))?;
+    let capture = match config.mesh {
+        Mesh::Istio => None,
+        // Kuma's settings all come from its annotations; Istio's are not read.
+        Mesh::Kuma => Some(
+            KumaSettings::parse(&annotations)
+                .map_err(|err| CniError::config(err.annotation, &err))?,
+        ),
+    };
+    let traffic = match capture {
+        Some(_) => TrafficAnnotations::parse(&Default::default()),
+        None => TrafficAnnotations::parse(&annotations),
+    }
+    .map_err(|err| CniError::config(err.annotation, &err))?;
 
     let facts = netns::inspect(netns_path, !traffic.exclude_interfaces.is_empty())?;
     refuse_user_namespaces(&facts, netns_path)?;
@@ -56,19 +68,24 @@ pub fn prepare(
         .map(|(_, ip)| *ip)
         .collect();
     let ips = pod_ips::checked_pod_ips(claimed, &addresses, netns_path)?;
-    let interfaces = excluded_interfaces(&traffic.exclude_interfaces, &facts);
-    let capture = PodCapture::for_istio_pod(&CaptureInputs {
-        traffic: &traffic,
-        spec: pod.spec.as_ref(),
-        mesh: MeshSettings {
-            proxy_uid: config.proxy_uid,
-            proxy_gid: config.proxy_gid,
-            dns_capture: config.dns_capture,
-        },
-        ips: &ips,
-        interfaces: &interfaces,
-        short_path,
-    });
+    let capture = match capture {
+        Some(kuma) => kuma.capture(&ips, short_path),
+        None => {
+            let interfaces = excluded_interfaces(&traffic.exclude_interfaces, &facts);
+            PodCapture::for_istio_pod(&CaptureInputs {
+                traffic: &traffic,
+                spec: pod.spec.as_ref(),
+                mesh: MeshSettings {
+                    proxy_uid: config.proxy_uid,
+                    proxy_gid: config.proxy_gid,
+                    dns_capture: config.dns_capture,
+                },
+                ips: &ips,
+                interfaces: &interfaces,
+                short_path,
+            })
+        }
+    };
     // Validate the records before anything is loaded or written.
     PodEntries::from_capture(&capture)?;
     Ok(Prepared {

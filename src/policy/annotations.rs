@@ -102,7 +102,11 @@ impl TrafficAnnotations {
     }
 }
 
-fn bad(annotation: &'static str, value: &str, problem: impl Into<String>) -> AnnotationError {
+pub(super) fn bad(
+    annotation: &'static str,
+    value: &str,
+    problem: impl Into<String>,
+) -> AnnotationError {
     AnnotationError {
         annotation,
         value: value.to_owned(),
@@ -130,7 +134,10 @@ fn port(annotation: &'static str, value: &str, item: &str) -> Result<u16, Annota
     }
 }
 
-fn port_set(annotation: &'static str, value: &str) -> Result<BTreeSet<u16>, AnnotationError> {
+pub(super) fn port_set(
+    annotation: &'static str,
+    value: &str,
+) -> Result<BTreeSet<u16>, AnnotationError> {
     let ports = items(value)
         .map(|item| port(annotation, value, item))
         .collect::<Result<BTreeSet<u16>, _>>()?;
@@ -189,7 +196,10 @@ fn port_set_allowing_wildcard(
     port_set(annotation, value)
 }
 
-fn cidr_list(annotation: &'static str, value: &str) -> Result<Vec<Cidr>, AnnotationError> {
+pub(super) fn cidr_list(
+    annotation: &'static str,
+    value: &str,
+) -> Result<Vec<Cidr>, AnnotationError> {
     let cidrs = items(value)
         .map(|item| {
             if item.is_empty() {

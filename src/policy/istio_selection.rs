@@ -55,11 +55,8 @@ pub fn decide(
 ) -> Result<IstioVerdict, UnclassifiedPod> {
     let id = format!("{}/{}", pod.namespace, pod.name);
     let skip = |why: &str| Ok(IstioVerdict::Skip(why.to_owned()));
-    if pod.namespace.is_empty() || pod.name.is_empty() {
-        return skip("not a Kubernetes pod (no K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS)");
-    }
-    if excluded_namespaces.contains(&pod.namespace) {
-        return skip("its namespace is excluded");
+    if let Some(why) = pod.outside_every_mesh(excluded_namespaces) {
+        return skip(why);
     }
     let Some(annotations) = &pod.annotations else {
         return Err(UnclassifiedPod::NoAnnotations(id));
@@ -162,18 +159,7 @@ mod tests {
     const STATUS: &str = r#"{"initContainers":["istio-validation"],"containers":["istio-proxy"],"volumes":["istio-envoy"],"imagePullSecrets":null,"templates":["sidecar"],"revision":"default"}"#;
 
     fn pod(annotations: &[(&str, &str)]) -> PodMeta {
-        PodMeta {
-            namespace: "shop".into(),
-            name: "web-0".into(),
-            annotations: Some(
-                annotations
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
-            labels: None,
-            spec: None,
-        }
+        PodMeta::with_annotations(annotations)
     }
 
     fn injected(extra: &[(&str, &str)]) -> PodMeta {

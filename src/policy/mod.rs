@@ -4,6 +4,9 @@
 pub mod annotations;
 pub mod cidr;
 pub mod istio_selection;
+pub mod kuma_annotations;
+pub mod kuma_selection;
+pub mod mesh;
 pub mod pod_capture;
 pub mod pod_meta;
 pub mod selection;
@@ -11,5 +14,6 @@ pub mod short_path;
 pub mod short_path_kernels;
 
 pub use cidr::Cidr;
+pub use mesh::Mesh;
 pub use pod_capture::{CidrSelection, PodCapture, PortSelection};
 pub use selection::{CaptureMode, Selection};

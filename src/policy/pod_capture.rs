@@ -61,6 +61,9 @@ pub struct PodCapture {
     /// The pod's routes, each marked true when it goes through an excluded
     /// interface (empty when no interface is excluded).
     pub interface_routes: Vec<(Cidr, bool)>,
+    /// Kuma's rules where they differ from Istio's: no tunnel port, UDP-only DNS
+    /// capture (docs/meshes.md, KO4 and KO7).
+    pub kuma_rules: bool,
 }
 
 impl PodCapture {
@@ -88,6 +91,7 @@ impl PodCapture {
             include_inbound_ports: PortSelection::All,
             exclude_inbound_ports: BTreeSet::from(NEVER_CAPTURED_INBOUND),
             interface_routes: Vec::new(),
+            kuma_rules: false,
         }
     }
 
@@ -126,6 +130,7 @@ impl PodCapture {
             include_inbound_ports: traffic.include_inbound_ports.clone(),
             exclude_inbound_ports: traffic.exclude_inbound_ports.clone(),
             interface_routes: inputs.interfaces.routes.clone(),
+            kuma_rules: false,
         }
     }
 }

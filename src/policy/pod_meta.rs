@@ -47,6 +47,39 @@ pub struct ProxyContainer {
     pub run_as_group: Option<i64>,
 }
 
+impl PodMeta {
+    /// Why no mesh's rules apply to this pod, if so: every mesh's CNI plugin first
+    /// leaves alone what is not a Kubernetes pod and the excluded namespaces.
+    pub fn outside_every_mesh(&self, excluded_namespaces: &[String]) -> Option<&'static str> {
+        if self.namespace.is_empty() || self.name.is_empty() {
+            return Some("not a Kubernetes pod (no K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS)");
+        }
+        if excluded_namespaces.contains(&self.namespace) {
+            return Some("its namespace is excluded");
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+impl PodMeta {
+    /// The unit tests' pod: shop/web-0 with these annotations, nothing else known.
+    pub fn with_annotations(annotations: &[(&str, &str)]) -> Self {
+        PodMeta {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            labels: None,
+            spec: None,
+        }
+    }
+}
+
 impl PodSpecFacts {
     pub fn has_container(&self, name: &str) -> bool {
         self.init_containers

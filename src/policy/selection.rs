@@ -1,16 +1,20 @@
-//! Which pods are captured: the one place that decides. By default Istio's own
-//! rules (`istio_selection`); the `capture` setting can instead capture every pod,
-//! pods whose CNI_ARGS ask for it, or none.
+//! Which pods are captured: the one place that decides. By default the configured
+//! mesh's own rules (`istio_selection`, `kuma_selection`); the `capture` setting can
+//! instead capture every pod, pods whose CNI_ARGS ask for it, or none.
 
 use super::istio_selection::{self, IstioVerdict, UnclassifiedPod};
+use super::kuma_selection;
+use super::mesh::Mesh;
 use super::pod_meta::PodMeta;
 
 /// The `capture` key of the plugin configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CaptureMode {
-    /// Istio's selection: injected sidecar pods (see `istio_selection`).
+    /// The configured mesh's selection: the pods its injector gave a sidecar
+    /// (`istio_selection`, `kuma_selection`). Written `"mesh"`, or `"istio"` as
+    /// before meshes other than Istio existed.
     #[default]
-    Istio,
+    Mesh,
     /// Every pod, except one whose CNI_ARGS carry `MESHLANE_CAPTURE=false`.
     All,
     /// Pods whose CNI_ARGS carry `MESHLANE_CAPTURE=true`.
@@ -20,8 +24,9 @@ pub enum CaptureMode {
 }
 
 impl CaptureMode {
-    pub const KEY_VALUES: [(&'static str, CaptureMode); 4] = [
-        ("istio", CaptureMode::Istio),
+    pub const KEY_VALUES: [(&'static str, CaptureMode); 5] = [
+        ("mesh", CaptureMode::Mesh),
+        ("istio", CaptureMode::Mesh),
         ("all", CaptureMode::All),
         ("cni-args", CaptureMode::CniArgs),
         ("none", CaptureMode::None),
@@ -50,6 +55,8 @@ pub enum SelectionError {
     BadCaptureArg(String),
     #[error(transparent)]
     Unclassified(#[from] UnclassifiedPod),
+    #[error(transparent)]
+    UnclassifiedKuma(#[from] kuma_selection::NoAnnotations),
 }
 
 /// What the CNI_ARGS switch says, if present.
@@ -69,6 +76,7 @@ pub fn capture_arg(cni_args: &[(String, String)]) -> Result<Option<bool>, Select
 /// Decides whether the pod is captured.
 pub fn select(
     mode: CaptureMode,
+    mesh: Mesh,
     cni_args: &[(String, String)],
     pod: &PodMeta,
     excluded_namespaces: &[String],
@@ -77,10 +85,13 @@ pub fn select(
     let skip = |why: &str| Ok(Selection::Skip(why.to_owned()));
     match (mode, asked) {
         (CaptureMode::None, _) => skip("capture is \"none\" in the plugin configuration"),
-        (CaptureMode::Istio, _) => Ok(match istio_selection::decide(pod, excluded_namespaces)? {
-            IstioVerdict::Capture => Selection::Capture,
-            IstioVerdict::Skip(why) => Selection::Skip(why),
-        }),
+        (CaptureMode::Mesh, _) => match mesh {
+            Mesh::Istio => Ok(match istio_selection::decide(pod, excluded_namespaces)? {
+                IstioVerdict::Capture => Selection::Capture,
+                IstioVerdict::Skip(why) => Selection::Skip(why),
+            }),
+            Mesh::Kuma => Ok(kuma_selection::decide(pod, excluded_namespaces)?),
+        },
         (_, Some(false)) => skip("CNI_ARGS has MESHLANE_CAPTURE=false"),
         (_, Some(true)) | (CaptureMode::All, None) => Ok(Selection::Capture),
         (CaptureMode::CniArgs, None) => skip("CNI_ARGS does not ask for capture"),
@@ -127,11 +138,11 @@ mod tests {
         use CaptureMode::*;
         // (mode, CNI_ARGS, pod injected, captured)
         let cases: [Case; 12] = [
-            (Istio, &[], true, true),
-            (Istio, &[], false, false),
+            (Mesh, &[], true, true),
+            (Mesh, &[], false, false),
             // The CNI_ARGS switch does not override Istio's decision.
-            (Istio, &[("MESHLANE_CAPTURE", "true")], false, false),
-            (Istio, &[("MESHLANE_CAPTURE", "false")], true, true),
+            (Mesh, &[("MESHLANE_CAPTURE", "true")], false, false),
+            (Mesh, &[("MESHLANE_CAPTURE", "false")], true, true),
             (CniArgs, &[], true, false),
             (CniArgs, &[("MESHLANE_CAPTURE", "true")], false, true),
             (CniArgs, &[("MESHLANE_CAPTURE", "false")], true, false),
@@ -147,7 +158,14 @@ mod tests {
             ),
         ];
         for (mode, pairs, injected, captured) in cases {
-            let selection = select(mode, &args(pairs), &pod(injected), &[]).unwrap();
+            let selection = select(
+                mode,
+                crate::policy::Mesh::Istio,
+                &args(pairs),
+                &pod(injected),
+                &[],
+            )
+            .unwrap();
             assert_eq!(
                 selection == Selection::Capture,
                 captured,
@@ -160,6 +178,7 @@ mod tests {
     fn a_bad_switch_is_an_error_naming_it() {
         let err = select(
             CaptureMode::All,
+            Mesh::Istio,
             &args(&[("MESHLANE_CAPTURE", "yes")]),
             &pod(false),
             &[],
@@ -170,7 +189,8 @@ mod tests {
 
     #[test]
     fn modes_parse_by_name() {
-        assert_eq!(CaptureMode::parse("istio"), Some(CaptureMode::Istio));
+        assert_eq!(CaptureMode::parse("istio"), Some(CaptureMode::Mesh));
+        assert_eq!(CaptureMode::parse("mesh"), Some(CaptureMode::Mesh));
         assert_eq!(CaptureMode::parse("all"), Some(CaptureMode::All));
         assert_eq!(CaptureMode::parse("cni-args"), Some(CaptureMode::CniArgs));
         assert_eq!(CaptureMode::parse("none"), Some(CaptureMode::None));

@@ -53,6 +53,7 @@ pub mod http_get;
 pub mod istio_iptables;
 pub mod kernel;
 pub mod kube_cluster;
+pub mod kuma_iptables;
 pub mod landing;
 pub mod mountinfo;
 pub mod names;

@@ -69,6 +69,13 @@ impl PodOptions {
         self.annotation("sidecar.istio.io/status", INJECTED_STATUS)
     }
 
+    /// What Kuma's injector writes on a pod in CNI mode (docs/meshes.md, K5).
+    pub fn kuma_injected(self) -> Self {
+        use super::kuma_iptables::{CNI_NETWORKS, SIDECAR_INJECTED};
+        self.annotation(SIDECAR_INJECTED, "true")
+            .annotation(CNI_NETWORKS, "kuma-cni")
+    }
+
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.annotations.insert(key.to_string(), value.to_string());
         self

@@ -336,7 +336,28 @@ pub struct ValidationOutcome {
 
 /// Runs Istio's check as its init container does: as the proxy user (1337).
 pub fn istio_validation(place: &Place, ipv6: bool) -> ValidationOutcome {
-    let mut spawn = probe(place, Identity::PROXY).arg("istio-validation");
+    validation(place, Identity::PROXY, ipv6, &[])
+}
+
+/// Runs Kuma's `kuma-validation` check as the injector runs it, as kuma-dp's user
+/// and group: a server on the inbound port only, and a connection to
+/// 127.0.0.6 / ::6 on `to_port` (Kuma picks one in 20000–29999) that must reach it
+/// (docs/meshes.md, "The CNI-mode validation container").
+pub fn kuma_validation(
+    place: &Place,
+    kuma_dp: Identity,
+    ipv6: bool,
+    to_port: u16,
+) -> ValidationOutcome {
+    let to_port = to_port.to_string();
+    let args = ["--listen-ports", "15006", "--to-port", to_port.as_str()];
+    validation(place, kuma_dp, ipv6, &args)
+}
+
+fn validation(place: &Place, identity: Identity, ipv6: bool, args: &[&str]) -> ValidationOutcome {
+    let mut spawn = probe(place, identity)
+        .arg("istio-validation")
+        .args(args.iter().copied());
     if ipv6 {
         spawn = spawn.arg("--ipv6");
     }

@@ -21,6 +21,9 @@ chosen user, and parses the single JSON line each command prints.
       Istio's istio-validation init container check: listen on 127.0.0.1:15001 and
       :15006, connect from 127.0.0.1 to 127.0.0.6:15002, accept on whichever listener
       gets it, read SO_ORIGINAL_DST; prints {"ok", "listener", "original_dst", "error"}.
+      --listen-ports P,P and --to-port P change the ports: Kuma's kuma-validation
+      listens on its inbound port only and connects to 127.0.0.6:<20000-29999>
+      (docs/meshes.md).
   getsockopt-passthrough
       Unrelated getsockopt calls must behave normally inside the hooked cgroup:
       TCP_INFO (normal and with an oversized buffer), SO_RCVBUF, the legacy iptables
@@ -262,15 +265,15 @@ def istio_validation(args):
     listeners = {}
     client = None
     try:
-        for port in (15001, 15006):
+        for port in (int(p) for p in args.listen_ports.split(",")):
             listeners[port] = socket.create_server((listen_ip, port), family=family)
         client = socket.socket(family, socket.SOCK_STREAM)
         client.settimeout(args.timeout)
         client.bind((listen_ip, 0))
-        client.connect((server_ip, 15002))
+        client.connect((server_ip, args.to_port))
         ready, _, _ = select.select(list(listeners.values()), [], [], args.timeout)
         if not ready:
-            raise NotAccepted("connected, but neither 15001 nor 15006 got the connection")
+            raise NotAccepted(f"connected, but none of {args.listen_ports} got the connection")
         port = next(p for p, s in listeners.items() if s is ready[0])
         conn, _ = ready[0].accept()
         with conn:
@@ -278,7 +281,7 @@ def istio_validation(args):
             level = socket.IPPROTO_IPV6 if args.ipv6 else socket.SOL_IP
             raw = conn.getsockopt(level, SO_ORIGINAL_DST, 28 if args.ipv6 else 16)
             out["original_dst"], original_port = parse_original_dst(raw, args.ipv6)
-            out["ok"] = original_port == 15002
+            out["ok"] = original_port == args.to_port
     except OSError as err:
         out["error"] = describe_error(err)
     except NotAccepted as err:
@@ -633,6 +636,8 @@ def main():
 
     p = commands.add_parser("istio-validation")
     p.add_argument("--ipv6", action="store_true")
+    p.add_argument("--listen-ports", default="15001,15006")
+    p.add_argument("--to-port", type=int, default=15002)
     p.add_argument("--timeout", type=float, default=5.0)
     p.set_defaults(run=istio_validation)
 

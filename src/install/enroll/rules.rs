@@ -38,7 +38,13 @@ pub fn judge(pod: &NodePod, config: &PluginConfig) -> Verdict {
                 .to_owned(),
         );
     }
-    match select(config.capture, &[], &pod.meta, &config.exclude_namespaces) {
+    match select(
+        config.capture,
+        config.mesh,
+        &[],
+        &pod.meta,
+        &config.exclude_namespaces,
+    ) {
         Ok(Selection::Skip(reason)) => return Verdict::Skip(format!("not captured: {reason}")),
         Ok(Selection::Capture) => {}
         Err(err) => return Verdict::Unclassified(err.to_string()),
