@@ -139,7 +139,7 @@ fn kuma_pods_meshlane_cannot_honour_fail_their_add_and_istio_pods_are_left_alone
                 .kuma_injected()
                 .annotation(annotation, value),
         );
-        let (code, msg) = meshlane_error(&pod);
+        let (code, msg) = pod.meshlane_add_error();
         assert_eq!(code, 7, "{msg}");
         assert!(msg.contains(annotation) && msg.contains(value), "{msg}");
     }
