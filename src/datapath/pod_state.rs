@@ -17,6 +17,7 @@ use super::layout::PinLayout;
 use super::names::maps;
 use super::netns_tag;
 use super::pinned_map::PinnedMap;
+use super::pod_index::PodKeys;
 use super::pod_record::{
     cidr_key, cookie_of_cidr_key, port_entry_of, port_key, CidrTrie, PodEntries, PortEntry,
     CIDR_TRIES,
@@ -40,6 +41,9 @@ pub struct PodMaps {
     interface_routes: PinnedMap,
     conns: PinnedMap,
     attachments: PinnedMap,
+    /// Absent under a pin root whose programs an older meshlane loaded: every
+    /// netns is then searched for as before the index.
+    index: Option<PinnedMap>,
 }
 
 impl PodMaps {
@@ -54,6 +58,10 @@ impl PodMaps {
             interface_routes: PinnedMap::open(layout, maps::OUT_IFACE_ROUTES)?,
             conns: PinnedMap::open(layout, maps::CONN_ORIG_DST)?,
             attachments: PinnedMap::open(layout, maps::ATTACHMENTS)?,
+            index: match layout.map(maps::POD_INDEX).exists() {
+                true => Some(PinnedMap::open(layout, maps::POD_INDEX)?),
+                false => None,
+            },
         })
     }
 
@@ -72,9 +80,19 @@ impl PodMaps {
     /// Replaces only the pod record and its address entries (the list entries
     /// stay as they are): an attachment left, taking its addresses with it.
     pub fn put_pod_record(&self, netns_cookie: u64, pod: &ml_pod) -> Result<(), DatapathError> {
+        let keys = self.keys_of(netns_cookie)?;
+        self.put_pod_record_with(netns_cookie, pod, &keys)
+    }
+
+    fn put_pod_record_with(
+        &self,
+        netns_cookie: u64,
+        pod: &ml_pod,
+        keys: &PodKeys,
+    ) -> Result<(), DatapathError> {
         let wanted = pod_ips(pod);
         self.pods.put(&netns_cookie, pod)?;
-        for old in self.ips_of(netns_cookie)? {
+        for old in keys.ips.iter().map(|ip| ml_addr::from_ip(*ip)) {
             if !wanted.iter().any(|ip| ip.as_bytes() == old.as_bytes()) {
                 self.forget_ip_if_owned(&old, netns_cookie)?;
             }
@@ -110,38 +128,118 @@ impl PodMaps {
             .collect())
     }
 
-    /// Whether a netns may already hold records: it has a pod record, or the
-    /// attachment being written was made for it before (an ADD that is repeated,
-    /// or one that stopped between the attachment and the pod record). A netns
-    /// that is new to meshlane holds nothing: its cookie was never used before
-    /// (the kernel does not reuse cookies), so its ADD need not search the
-    /// node-wide maps, whose size grows with the node's pod count.
-    pub fn netns_known(
+    /// The keys of the records a netns may already hold, for an ADD: its index
+    /// entry; else, when it has records that an older meshlane wrote (a pod
+    /// record, or the attachment being written made for it before), the keys
+    /// found by searching the node-wide maps; else none. A netns that is new to
+    /// meshlane holds nothing: its cookie was never used before (the kernel does
+    /// not reuse cookies).
+    pub fn recorded_keys(
         &self,
         netns_cookie: u64,
         replaced: Option<&Attachment>,
-    ) -> Result<bool, DatapathError> {
-        Ok(replaced.is_some_and(|old| old.netns_cookie == netns_cookie)
-            || self.pod(netns_cookie)?.is_some())
+    ) -> Result<Option<PodKeys>, DatapathError> {
+        if let Some(keys) = self.indexed_keys(netns_cookie)? {
+            return Ok(Some(keys));
+        }
+        if replaced.is_some_and(|old| old.netns_cookie == netns_cookie)
+            || self.pod(netns_cookie)?.is_some()
+        {
+            return Ok(Some(self.searched_keys(netns_cookie)?));
+        }
+        Ok(None)
+    }
+
+    fn indexed_keys(&self, netns_cookie: u64) -> Result<Option<PodKeys>, DatapathError> {
+        let Some(index) = &self.index else {
+            return Ok(None);
+        };
+        Ok(index.get(&netns_cookie)?.map(|raw| PodKeys::from_abi(&raw)))
+    }
+
+    /// The keys of a netns's records: its index entry, else (records of an older
+    /// meshlane, or none) whatever the node-wide maps hold for it.
+    fn keys_of(&self, netns_cookie: u64) -> Result<PodKeys, DatapathError> {
+        match self.indexed_keys(netns_cookie)? {
+            Some(keys) => Ok(keys),
+            None => self.searched_keys(netns_cookie),
+        }
+    }
+
+    /// A netns's keys from every entry of the node-wide maps: O(pods), only for
+    /// a netns without an index entry.
+    fn searched_keys(&self, netns_cookie: u64) -> Result<PodKeys, DatapathError> {
+        let record = self.pod(netns_cookie)?;
+        Ok(PodKeys {
+            attachments: self
+                .attachments()?
+                .into_iter()
+                .filter(|a| a.netns_cookie == netns_cookie)
+                .map(|a| a.key)
+                .collect(),
+            ips: self
+                .ips_of(netns_cookie)?
+                .iter()
+                .map(ml_addr::to_ip)
+                .collect(),
+            ports: self.port_entries(netns_cookie)?,
+            tries: CIDR_TRIES
+                .into_iter()
+                .filter(|trie| record.is_none_or(|pod| trie_in_use(&pod, *trie)))
+                .collect(),
+        })
+    }
+
+    /// Lists keys in the netns's index, before the records they name are written
+    /// or after those they no longer name are gone.
+    pub fn put_keys(&self, netns_cookie: u64, keys: &PodKeys) -> Result<(), DatapathError> {
+        match &self.index {
+            Some(index) => index.put(&netns_cookie, &keys.to_abi()?),
+            None => {
+                keys.to_abi()?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Puts back the index entry an ADD found (none: removes it).
+    pub fn restore_keys(
+        &self,
+        netns_cookie: u64,
+        keys: Option<&PodKeys>,
+    ) -> Result<(), DatapathError> {
+        match (keys, &self.index) {
+            (Some(keys), _) => self.put_keys(netns_cookie, keys),
+            (None, Some(index)) => index.delete(&netns_cookie),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// The netns cookies that have an index entry (for GC: an ADD that stopped
+    /// right after writing it leaves one without records).
+    pub fn indexed_cookies(&self) -> Result<Vec<u64>, DatapathError> {
+        match &self.index {
+            Some(index) => index.keys(),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Writes (or replaces) a pod's records. The list entries go in first and the
     /// pod record last, because the record is what turns capture on; if anything
-    /// fails, the entries this call added are removed again. `known` is
-    /// `netns_known`: only a known netns has old entries to search for.
+    /// fails, the entries this call added are removed again. `old` is
+    /// `recorded_keys`: the entries to replace (none for a new netns); the index
+    /// must already list the new entries too (`put_keys`).
     pub fn write_pod(
         &self,
         netns_cookie: u64,
         entries: &PodEntries,
-        known: bool,
+        old: Option<&PodKeys>,
     ) -> Result<(), DatapathError> {
-        let old_ports = if known {
-            self.port_entries(netns_cookie)?
-        } else {
-            BTreeSet::new()
-        };
+        let empty = PodKeys::default();
+        let old = old.unwrap_or(&empty);
+        let old_ports = old.ports.clone();
         let mut old_cidrs = Vec::new();
-        for trie in CIDR_TRIES.into_iter().filter(|_| known) {
+        for trie in old.tries.iter().copied() {
             for key in self.cidr_keys(trie, netns_cookie)? {
                 old_cidrs.push((trie, key));
             }
@@ -155,11 +253,7 @@ impl PodMaps {
             a.0 == b.0 && a.1.as_bytes() == b.1.as_bytes()
         };
 
-        let old_ips = if known {
-            self.ips_of(netns_cookie)?
-        } else {
-            Vec::new()
-        };
+        let old_ips: Vec<ml_addr> = old.ips.iter().map(|ip| ml_addr::from_ip(*ip)).collect();
         let wanted_ips: Vec<ml_addr> = entries
             .steered_ips
             .iter()
@@ -304,32 +398,32 @@ impl PodMaps {
     /// cookie, which the kernel never reuses, and sockops deletes each when its
     /// socket closes (the map is LRU besides), so no later pod can read them.
     ///
-    /// The pod record, while there is one, names the pod's addresses and which
-    /// tries hold its ranges, so that only those are visited; without a record (a
-    /// DEL that stopped half-way before) every map is searched.
+    /// The netns's index entry names its addresses, port entries and which tries
+    /// hold its ranges, so that only those are visited, and goes last; a netns
+    /// without one (records of an older meshlane) is searched for.
     pub fn remove_pod(&self, netns_cookie: u64) -> Result<(), DatapathError> {
+        let keys = self.keys_of(netns_cookie)?;
+        self.remove_pod_with(netns_cookie, &keys)
+    }
+
+    fn remove_pod_with(&self, netns_cookie: u64, keys: &PodKeys) -> Result<(), DatapathError> {
         inbound_link::detach(&self.layout, netns_cookie)?;
         let record = self.pod(netns_cookie)?;
         self.pods.delete(&netns_cookie)?;
-        let ips = match &record {
-            Some(pod) => pod_ips(pod),
-            None => self.ips_of(netns_cookie)?,
-        };
+        let mut ips: Vec<ml_addr> = keys.ips.iter().map(|ip| ml_addr::from_ip(*ip)).collect();
+        ips.extend(record.as_ref().map(pod_ips).unwrap_or_default());
         for ip in ips {
             self.forget_ip_if_owned(&ip, netns_cookie)?;
         }
-        for entry in self.port_entries(netns_cookie)? {
-            self.port_rules.delete(&port_key(netns_cookie, entry))?;
+        for entry in &keys.ports {
+            self.port_rules.delete(&port_key(netns_cookie, *entry))?;
         }
-        for trie in CIDR_TRIES {
-            if record.is_some_and(|pod| !trie_in_use(&pod, trie)) {
-                continue;
-            }
+        for trie in keys.tries.iter().copied() {
             for key in self.cidr_keys(trie, netns_cookie)? {
                 self.trie(trie).delete(&key)?;
             }
         }
-        Ok(())
+        self.restore_keys(netns_cookie, None)
     }
 
     /// How many entries of any kind reference this netns (0 after `remove_pod`).
@@ -354,6 +448,7 @@ impl PodMaps {
             .iter()
             .filter(|a| a.netns_cookie == netns_cookie)
             .count();
+        count += usize::from(self.indexed_keys(netns_cookie)?.is_some());
         Ok(count)
     }
 
@@ -381,19 +476,19 @@ impl PodMaps {
     }
 
     /// The IPs a netns's pod record lists: `attachment`'s, then those of the
-    /// netns's other attachments (Multus: one pod, several interfaces). A netns
-    /// that is not `known` has no other attachments to search for.
+    /// netns's other attachments (Multus: one pod, several interfaces) that `keys`
+    /// (`recorded_keys`) names; a netns without keys has no other attachments.
     pub fn netns_ips_with(
         &self,
         attachment: &Attachment,
-        known: bool,
+        keys: Option<&PodKeys>,
     ) -> Result<Vec<IpAddr>, DatapathError> {
         let mut ips = attachment.ips.clone();
-        if !known {
+        let Some(keys) = keys else {
             return Ok(ips);
-        }
-        for sibling in self.attachments()? {
-            if sibling.netns_cookie == attachment.netns_cookie && sibling.key != attachment.key {
+        };
+        for sibling in self.listed_attachments(attachment.netns_cookie, keys)? {
+            if sibling.key != attachment.key {
                 for ip in sibling.ips {
                     if !ips.contains(&ip) {
                         ips.push(ip);
@@ -404,21 +499,36 @@ impl PodMaps {
         Ok(ips)
     }
 
+    /// The attachments `keys` names that still belong to the netns (one may have
+    /// moved to another netns since).
+    fn listed_attachments(
+        &self,
+        netns_cookie: u64,
+        keys: &PodKeys,
+    ) -> Result<Vec<Attachment>, DatapathError> {
+        let mut found = Vec::new();
+        for key in &keys.attachments {
+            if let Some(attachment) = self.attachment(key)? {
+                if attachment.netns_cookie == netns_cookie {
+                    found.push(attachment);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// After an attachment of this netns went: removes the pod's records if no
     /// attachment references the netns any more (returns true), else rewrites
     /// its record to the IPs the remaining attachments hold.
     pub fn rebuild_from_attachments(&self, netns_cookie: u64) -> Result<bool, DatapathError> {
-        let remaining: Vec<Attachment> = self
-            .attachments()?
-            .into_iter()
-            .filter(|a| a.netns_cookie == netns_cookie)
-            .collect();
+        let mut keys = self.keys_of(netns_cookie)?;
+        let remaining = self.listed_attachments(netns_cookie, &keys)?;
         let Some(first) = remaining.first() else {
-            self.remove_pod(netns_cookie)?;
+            self.remove_pod_with(netns_cookie, &keys)?;
             return Ok(true);
         };
         if let Some(mut pod) = self.pod(netns_cookie)? {
-            let ips = self.netns_ips_with(first, true)?;
+            let ips = self.netns_ips_with(first, Some(&keys))?;
             let mut slots = pod.ips;
             slots.fill(Default::default());
             for (slot, ip) in slots.iter_mut().zip(&ips) {
@@ -426,7 +536,12 @@ impl PodMaps {
             }
             pod.ips = slots;
             pod.ip_count = ips.len().min(slots.len()) as u16;
-            self.put_pod_record(netns_cookie, &pod)?;
+            self.put_pod_record_with(netns_cookie, &pod, &keys)?;
+            keys.ips.retain(|ip| ips.contains(ip));
+        }
+        keys.attachments = remaining.into_iter().map(|a| a.key).collect();
+        if self.index.is_some() {
+            self.put_keys(netns_cookie, &keys)?;
         }
         Ok(false)
     }
