@@ -16,7 +16,7 @@ use super::inbound_link;
 use super::layout::PinLayout;
 use super::names::maps;
 use super::netns_tag;
-use super::pinned_map::PinnedMap;
+use super::pinned_map::{LazyMap, PinnedMap};
 use super::pod_index::PodKeys;
 use super::pod_record::{
     cidr_key, cookie_of_cidr_key, port_entry_of, port_key, CidrTrie, PodEntries, PortEntry,
@@ -31,16 +31,19 @@ fn pod_ips(pod: &ml_pod) -> Vec<ml_addr> {
     pod.ips[..count].to_vec()
 }
 
+/// The maps are opened when first used: an ADD or DEL of a pod without ranges
+/// never opens the CIDR tries or the connection map (each open is two `bpf`
+/// calls, docs/benchmarks.md "Pod setup at 1,000 pods").
 pub struct PodMaps {
     layout: PinLayout,
-    pods: PinnedMap,
-    pod_ips: PinnedMap,
-    port_rules: PinnedMap,
-    exclude_cidrs: PinnedMap,
-    include_cidrs: PinnedMap,
-    interface_routes: PinnedMap,
-    conns: PinnedMap,
-    attachments: PinnedMap,
+    pods: LazyMap,
+    pod_ips: LazyMap,
+    port_rules: LazyMap,
+    exclude_cidrs: LazyMap,
+    include_cidrs: LazyMap,
+    interface_routes: LazyMap,
+    conns: LazyMap,
+    attachments: LazyMap,
     /// Absent under a pin root whose programs an older meshlane loaded: every
     /// netns is then searched for as before the index.
     index: Option<PinnedMap>,
@@ -50,14 +53,14 @@ impl PodMaps {
     pub fn open(layout: &PinLayout) -> Result<Self, DatapathError> {
         Ok(PodMaps {
             layout: layout.clone(),
-            pods: PinnedMap::open(layout, maps::PODS)?,
-            pod_ips: PinnedMap::open(layout, maps::POD_IPS)?,
-            port_rules: PinnedMap::open(layout, maps::PORT_RULES)?,
-            exclude_cidrs: PinnedMap::open(layout, maps::OUT_EXCLUDE_CIDRS)?,
-            include_cidrs: PinnedMap::open(layout, maps::OUT_INCLUDE_CIDRS)?,
-            interface_routes: PinnedMap::open(layout, maps::OUT_IFACE_ROUTES)?,
-            conns: PinnedMap::open(layout, maps::CONN_ORIG_DST)?,
-            attachments: PinnedMap::open(layout, maps::ATTACHMENTS)?,
+            pods: LazyMap::new(layout, maps::PODS),
+            pod_ips: LazyMap::new(layout, maps::POD_IPS),
+            port_rules: LazyMap::new(layout, maps::PORT_RULES),
+            exclude_cidrs: LazyMap::new(layout, maps::OUT_EXCLUDE_CIDRS),
+            include_cidrs: LazyMap::new(layout, maps::OUT_INCLUDE_CIDRS),
+            interface_routes: LazyMap::new(layout, maps::OUT_IFACE_ROUTES),
+            conns: LazyMap::new(layout, maps::CONN_ORIG_DST),
+            attachments: LazyMap::new(layout, maps::ATTACHMENTS),
             index: match layout.map(maps::POD_INDEX).exists() {
                 true => Some(PinnedMap::open(layout, maps::POD_INDEX)?),
                 false => None,
@@ -65,16 +68,16 @@ impl PodMaps {
         })
     }
 
-    fn trie(&self, trie: CidrTrie) -> &PinnedMap {
+    fn trie(&self, trie: CidrTrie) -> Result<&PinnedMap, DatapathError> {
         match trie {
-            CidrTrie::ExcludeOutbound => &self.exclude_cidrs,
-            CidrTrie::IncludeOutbound => &self.include_cidrs,
-            CidrTrie::InterfaceRoutes => &self.interface_routes,
+            CidrTrie::ExcludeOutbound => self.exclude_cidrs.open(),
+            CidrTrie::IncludeOutbound => self.include_cidrs.open(),
+            CidrTrie::InterfaceRoutes => self.interface_routes.open(),
         }
     }
 
     pub fn pod(&self, netns_cookie: u64) -> Result<Option<ml_pod>, DatapathError> {
-        self.pods.get(&netns_cookie)
+        self.pods.open()?.get(&netns_cookie)
     }
 
     /// Replaces only the pod record and its address entries (the list entries
@@ -91,7 +94,7 @@ impl PodMaps {
         keys: &PodKeys,
     ) -> Result<(), DatapathError> {
         let wanted = pod_ips(pod);
-        self.pods.put(&netns_cookie, pod)?;
+        self.pods.open()?.put(&netns_cookie, pod)?;
         for old in keys.ips.iter().map(|ip| ml_addr::from_ip(*ip)) {
             if !wanted.iter().any(|ip| ip.as_bytes() == old.as_bytes()) {
                 self.forget_ip_if_owned(&old, netns_cookie)?;
@@ -102,12 +105,13 @@ impl PodMaps {
 
     /// Every pod record, by netns cookie.
     pub fn pods(&self) -> Result<Vec<(u64, ml_pod)>, DatapathError> {
-        self.pods.entries()
+        self.pods.open()?.entries()
     }
 
     fn port_entries(&self, netns_cookie: u64) -> Result<BTreeSet<PortEntry>, DatapathError> {
         Ok(self
             .port_rules
+            .open()?
             .keys::<ml_port_key>()?
             .iter()
             .filter(|key| key.netns_cookie == netns_cookie)
@@ -121,7 +125,7 @@ impl PodMaps {
         netns_cookie: u64,
     ) -> Result<Vec<ml_cidr_key>, DatapathError> {
         Ok(self
-            .trie(trie)
+            .trie(trie)?
             .keys::<ml_cidr_key>()?
             .into_iter()
             .filter(|key| cookie_of_cidr_key(key) == netns_cookie)
@@ -268,22 +272,22 @@ impl PodMaps {
         let result = (|| {
             for ip in &wanted_ips {
                 // A new pod may reuse the address of a pod whose netns is gone.
-                self.pod_ips.put(ip, &netns_cookie)?;
+                self.pod_ips.open()?.put(ip, &netns_cookie)?;
                 added_ips.push(*ip);
             }
             for entry in entries.ports.difference(&old_ports) {
                 let key = port_key(netns_cookie, *entry);
-                self.port_rules.put_raw(&key, &MEMBER)?;
+                self.port_rules.open()?.put_raw(&key, &MEMBER)?;
                 added_ports.push(key);
             }
             for (wanted, (_, _, value)) in wanted_cidrs.iter().zip(&entries.cidrs) {
                 // Always written: an interface route's value may have changed.
-                self.trie(wanted.0).put_raw(&wanted.1, &[*value])?;
+                self.trie(wanted.0)?.put_raw(&wanted.1, &[*value])?;
                 if !old_cidrs.iter().any(|old| same(old, wanted)) {
                     added_cidrs.push(*wanted);
                 }
             }
-            self.pods.put(&netns_cookie, &entries.pod)
+            self.pods.open()?.put(&netns_cookie, &entries.pod)
         })();
         if let Err(err) = result {
             for ip in &added_ips {
@@ -292,20 +296,22 @@ impl PodMaps {
                 }
             }
             for key in &added_ports {
-                let _ = self.port_rules.delete(key);
+                let _ = self.port_rules.open()?.delete(key);
             }
             for (trie, key) in &added_cidrs {
-                let _ = self.trie(*trie).delete(key);
+                let _ = self.trie(*trie)?.delete(key);
             }
             return Err(err);
         }
         // The pod record now matches the new entries: drop what is no longer listed.
         for stale in old_ports.difference(&entries.ports) {
-            self.port_rules.delete(&port_key(netns_cookie, *stale))?;
+            self.port_rules
+                .open()?
+                .delete(&port_key(netns_cookie, *stale))?;
         }
         for old in &old_cidrs {
             if !wanted_cidrs.iter().any(|wanted| same(old, wanted)) {
-                self.trie(old.0).delete(&old.1)?;
+                self.trie(old.0)?.delete(&old.1)?;
             }
         }
         for old in &old_ips {
@@ -320,7 +326,7 @@ impl PodMaps {
     /// netns is gone (its DEL may come late, or never): two live pods never share
     /// a steered address, whatever order their ADDs and DELs run in.
     fn check_address_free(&self, ip: &ml_addr, netns_cookie: u64) -> Result<(), DatapathError> {
-        let Some(owner) = self.pod_ips.get::<_, u64>(ip)? else {
+        let Some(owner) = self.pod_ips.open()?.get::<_, u64>(ip)? else {
             return Ok(());
         };
         if owner == netns_cookie || !self.netns_live(owner)? {
@@ -355,13 +361,14 @@ impl PodMaps {
 
     /// The netns an address is steered for, if any.
     pub fn address_owner(&self, ip: IpAddr) -> Result<Option<u64>, DatapathError> {
-        self.pod_ips.get(&ml_addr::from_ip(ip))
+        self.pod_ips.open()?.get(&ml_addr::from_ip(ip))
     }
 
     /// The pod addresses currently mapped to this netns.
     fn ips_of(&self, netns_cookie: u64) -> Result<Vec<ml_addr>, DatapathError> {
         Ok(self
             .pod_ips
+            .open()?
             .entries::<ml_addr, u64>()?
             .into_iter()
             .filter(|(_, cookie)| *cookie == netns_cookie)
@@ -372,8 +379,8 @@ impl PodMaps {
     /// Removes an address's entry only while it still points at this netns: a
     /// newer pod that reuses the address keeps its own.
     fn forget_ip_if_owned(&self, ip: &ml_addr, netns_cookie: u64) -> Result<(), DatapathError> {
-        if self.pod_ips.get::<_, u64>(ip)? == Some(netns_cookie) {
-            self.pod_ips.delete(ip)?;
+        if self.pod_ips.open()?.get::<_, u64>(ip)? == Some(netns_cookie) {
+            self.pod_ips.open()?.delete(ip)?;
         }
         Ok(())
     }
@@ -409,18 +416,20 @@ impl PodMaps {
     fn remove_pod_with(&self, netns_cookie: u64, keys: &PodKeys) -> Result<(), DatapathError> {
         inbound_link::detach(&self.layout, netns_cookie)?;
         let record = self.pod(netns_cookie)?;
-        self.pods.delete(&netns_cookie)?;
+        self.pods.open()?.delete(&netns_cookie)?;
         let mut ips: Vec<ml_addr> = keys.ips.iter().map(|ip| ml_addr::from_ip(*ip)).collect();
         ips.extend(record.as_ref().map(pod_ips).unwrap_or_default());
         for ip in ips {
             self.forget_ip_if_owned(&ip, netns_cookie)?;
         }
         for entry in &keys.ports {
-            self.port_rules.delete(&port_key(netns_cookie, *entry))?;
+            self.port_rules
+                .open()?
+                .delete(&port_key(netns_cookie, *entry))?;
         }
         for trie in keys.tries.iter().copied() {
             for key in self.cidr_keys(trie, netns_cookie)? {
-                self.trie(trie).delete(&key)?;
+                self.trie(trie)?.delete(&key)?;
             }
         }
         self.restore_keys(netns_cookie, None)
@@ -439,6 +448,7 @@ impl PodMaps {
         }
         count += self
             .conns
+            .open()?
             .keys::<ml_conn_key>()?
             .iter()
             .filter(|key| key.netns_cookie == netns_cookie)
@@ -453,22 +463,23 @@ impl PodMaps {
     }
 
     pub fn attachment(&self, key: &AttachmentKey) -> Result<Option<Attachment>, DatapathError> {
-        let raw: Option<ml_attachment> = self.attachments.get(&key.to_abi()?)?;
+        let raw: Option<ml_attachment> = self.attachments.open()?.get(&key.to_abi()?)?;
         Ok(raw.map(|value| Attachment::from_abi(&key.to_abi_lossy(), &value)))
     }
 
     pub fn put_attachment(&self, attachment: &Attachment) -> Result<(), DatapathError> {
         let (key, value) = attachment.to_abi()?;
-        self.attachments.put(&key, &value)
+        self.attachments.open()?.put(&key, &value)
     }
 
     pub fn remove_attachment(&self, key: &AttachmentKey) -> Result<(), DatapathError> {
-        self.attachments.delete(&key.to_abi()?)
+        self.attachments.open()?.delete(&key.to_abi()?)
     }
 
     pub fn attachments(&self) -> Result<Vec<Attachment>, DatapathError> {
         Ok(self
             .attachments
+            .open()?
             .entries::<ml_attachment_key, ml_attachment>()?
             .iter()
             .map(|(key, value)| Attachment::from_abi(key, value))
