@@ -296,7 +296,8 @@ fn gc_keeps_a_pod_enrolled_without_its_sandbox_id_until_its_netns_is_gone() {
 /// DEL finds a pod's records from its index entry (docs/reliability.md, "Finding
 /// a pod's records"), and still removes all of them when an ADD stopped between
 /// its index entry and its pod record, and when an older meshlane wrote them
-/// (no index entry). GC removes an index entry that a stopped ADD left alone.
+/// (no index entry, or no index map). GC removes an index entry that a stopped
+/// ADD left alone.
 #[test]
 fn del_and_gc_clean_after_a_stopped_add_and_without_an_index_entry() {
     use meshlane::datapath::inbound_link;
@@ -346,6 +347,15 @@ fn del_and_gc_clean_after_a_stopped_add_and_without_an_index_entry() {
         0,
         "GC kept a lone index entry"
     );
+
+    // A pin root whose programs an older meshlane loaded has no index map.
+    std::fs::remove_file(layout.map(names::POD_INDEX)).unwrap();
+    let mut unindexed = node.add_pod("unindexed", PodOptions::new().injected());
+    let cookie = unindexed.netns_cookie();
+    let maps = node.maps();
+    assert!(maps.pod(cookie).unwrap().is_some());
+    unindexed.del();
+    assert_eq!(maps.entries_of(cookie).unwrap(), 0, "without the index map");
 }
 
 /// Multus: a second attachment (net1) in the same netns adds its IP to the one pod
