@@ -528,18 +528,35 @@ impl PodMaps {
         Ok(found)
     }
 
-    /// After an attachment of this netns went: removes the pod's records if no
-    /// attachment references the netns any more (returns true), else rewrites
-    /// its record to the IPs the remaining attachments hold.
-    pub fn rebuild_from_attachments(&self, netns_cookie: u64) -> Result<bool, DatapathError> {
+    /// After an attachment of this netns went, or before `leaving` goes:
+    /// removes the pod's records if no other attachment references the netns
+    /// (returns true), else rewrites its record to the IPs the remaining
+    /// attachments hold. The attachments are those the netns's index entry
+    /// lists (docs/reliability.md, "Finding a pod's records"). A DEL stopped
+    /// between removing the records (index entry included) and `leaving` is
+    /// finished by the next one, which finds no index entry and searches.
+    pub fn rebuild_from_attachments(
+        &self,
+        netns_cookie: u64,
+        leaving: Option<&AttachmentKey>,
+    ) -> Result<bool, DatapathError> {
         let mut keys = self.keys_of(netns_cookie)?;
-        let remaining = self.listed_attachments(netns_cookie, &keys)?;
-        let Some(first) = remaining.first() else {
+        let remaining: Vec<Attachment> = self
+            .listed_attachments(netns_cookie, &keys)?
+            .into_iter()
+            .filter(|a| Some(&a.key) != leaving)
+            .collect();
+        if remaining.is_empty() {
             self.remove_pod_with(netns_cookie, &keys)?;
             return Ok(true);
-        };
+        }
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for ip in remaining.iter().flat_map(|a| &a.ips) {
+            if !ips.contains(ip) {
+                ips.push(*ip);
+            }
+        }
         if let Some(mut pod) = self.pod(netns_cookie)? {
-            let ips = self.netns_ips_with(first, Some(&keys))?;
             let mut slots = pod.ips;
             slots.fill(Default::default());
             for (slot, ip) in slots.iter_mut().zip(&ips) {

@@ -41,8 +41,11 @@ pub fn forget_attachment(maps: &PodMaps, key: &AttachmentKey) -> Result<bool, Cn
     let Some(attachment) = maps.attachment(key)? else {
         return Ok(false);
     };
+    // The attachment is how a repeated DEL finds the pod's records: it goes
+    // last, so that a DEL killed half-way is finished by the runtime's next one.
+    let released = maps.rebuild_from_attachments(attachment.netns_cookie, Some(key))?;
     maps.remove_attachment(key)?;
-    if maps.rebuild_from_attachments(attachment.netns_cookie)? {
+    if released {
         log_info!("released netns cookie {}", attachment.netns_cookie);
     }
     Ok(true)

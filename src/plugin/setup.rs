@@ -141,7 +141,7 @@ pub fn write(maps: &PodMaps, prepared: Prepared, owner: Owner) -> Result<String,
         if let Err(err) = maps.attach_inbound(cookie, &netns_path) {
             // Fail closed: a pod whose inbound cannot be captured does not start.
             let _ = restore_attachment(maps, &attachment, replaced.clone());
-            let _ = maps.rebuild_from_attachments(cookie);
+            let _ = maps.rebuild_from_attachments(cookie, None);
             return Err(err.into());
         }
     }
@@ -151,7 +151,7 @@ pub fn write(maps: &PodMaps, prepared: Prepared, owner: Owner) -> Result<String,
             old.netns_cookie,
             cookie
         );
-        maps.rebuild_from_attachments(old.netns_cookie)?;
+        maps.rebuild_from_attachments(old.netns_cookie, None)?;
     }
     Ok(describe(&capture, &node_short_path))
 }
