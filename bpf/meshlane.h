@@ -249,8 +249,9 @@ struct ml_pod_port {
 /*
  * Every key a netns's records have outside ml_pods, so that DEL (and a repeated
  * ADD) finds them from the netns cookie instead of searching the node-wide maps
- * (docs/reliability.md, "Finding a pod's records"). Written before the records
- * it lists and removed after them, so it always lists at least what exists.
+ * (docs/reliability.md, "Finding a pod's records"). Written after the
+ * attachment and before the other records it lists, removed after those and
+ * before the attachment: while it exists it lists at least what exists.
  */
 struct ml_pod_index {
 	__u16 port_count;

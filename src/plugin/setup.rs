@@ -113,20 +113,23 @@ pub fn write(maps: &PodMaps, prepared: Prepared, owner: Owner) -> Result<String,
     capture.ips = maps.netns_ips_with(&attachment, old.as_ref())?;
     let entries = PodEntries::from_capture(&capture)?;
     // The index lists every key before it is written (old and new ones while
-    // the new replace the old), so that a DEL after a crash finds them all.
+    // the new replace the old), so that a DEL after a crash finds them all. It
+    // comes after the attachment, which is what a DEL starts from: a DEL that
+    // finds the attachment but no index entry searches the node-wide maps.
     let listed = PodKeys::listing(&attachment.key, &entries);
     let during = old
         .as_ref()
         .map_or(listed.clone(), |old| old.union(&listed));
-    maps.put_keys(cookie, &during)?;
-    if let Err(err) = maps.put_attachment(&attachment) {
-        let _ = maps.restore_keys(cookie, old.as_ref());
+    during.to_abi()?;
+    maps.put_attachment(&attachment)?;
+    if let Err(err) = maps.put_keys(cookie, &during) {
+        let _ = restore_attachment(maps, &attachment, replaced);
         return Err(err.into());
     }
     if let Err(err) = maps.write_pod(cookie, &entries, old.as_ref()) {
         // Leave nothing half-written: this attachment did not happen.
-        let _ = restore_attachment(maps, &attachment, replaced);
         let _ = maps.restore_keys(cookie, old.as_ref());
+        let _ = restore_attachment(maps, &attachment, replaced);
         return Err(err.into());
     }
     if let Some(old) = &old {
