@@ -12,8 +12,9 @@
 # under "strace -f -c" (summaries in FILE.ADD, FILE.DEL). With N >= 200 a summary:
 # ADD and DEL p50/p99 over pods 1-100 and over the last 100 (pod setup at N pods,
 # docs/benchmarks.md); CPU=1 adds the plugin's CPU time (perf stat task-clock),
-# which a busy shared machine disturbs less than the wall time. Everything is
-# removed on exit.
+# which a busy shared machine disturbs less than the wall time. ANNOTATIONS=JSON
+# replaces the pods' annotations (default: Istio-injected), e.g. '{}' for pods
+# that are not captured. Everything is removed on exit.
 set -u
 BIN=$(realpath "$1")
 N=${2:-20}
@@ -23,6 +24,7 @@ W=$(mktemp -d /tmp/meshlane-add-del.XXXX)
 CG=$CGROUP2/meshlane-add-del-$$
 NS=mad$$
 STATUS='{\"initContainers\":[\"istio-validation\"],\"containers\":[\"istio-proxy\"]}'
+ANNOTATIONS=${ANNOTATIONS:-"{\"sidecar.istio.io/status\":\"$STATUS\"}"}
 
 cleanup() {
   for i in $(seq 0 "$N"); do ip netns del "$NS-$i" 2>/dev/null; done
@@ -45,7 +47,7 @@ run() { # COMMAND i
 \"bpffsRoot\":\"$W/bpffs/meshlane\",\"cgroupPath\":\"$CG\",\"logFile\":\"$W/log\",\
 \"prevResult\":{\"cniVersion\":\"1.0.0\",\"interfaces\":[{\"name\":\"eth0\",\"sandbox\":\"/run/netns/$ns\"}],\
 \"ips\":[{\"address\":\"$(ip_of "$i")/16\",\"interface\":0}]},\
-\"runtimeConfig\":{\"io.kubernetes.cri.pod-annotations\":{\"sidecar.istio.io/status\":\"$STATUS\"}}}"
+\"runtimeConfig\":{\"io.kubernetes.cri.pod-annotations\":$ANNOTATIONS}}"
   local start end
   start=$(date +%s%N)
   echo "$conf" | CNI_COMMAND=$1 CNI_CONTAINERID=cost$$x$i CNI_NETNS=/run/netns/$ns \

@@ -135,6 +135,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ml_attachments SEC(".maps");
 
+/*
+ * Netns cookie -> the keys of its pod's records (struct ml_pod_index); only the
+ * control plane uses it. Not preallocated: an entry is ~1.8 KiB, and a node
+ * holds one per captured pod, not ML_MAX_PODS.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ML_MAX_PODS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct ml_pod_index);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ml_pod_index SEC(".maps");
+
 /* Event counters, per CPU so that counting never contends. */
 _Static_assert(ML_CNT_MAX <= ML_COUNTER_SLOTS, "ml_counters has no room for every counter");
 struct {

@@ -52,6 +52,13 @@ enum ml_limits {
 	 * not change the pinned map's shape (docs/upgrade.md).
 	 */
 	ML_COUNTER_SLOTS = 128,
+	/*
+	 * Port-list entries of one pod (four lists of at most 30 annotated ports,
+	 * plus Istio's own), and CNI attachments (interfaces) of one netns: the
+	 * bounds of struct ml_pod_index.
+	 */
+	ML_MAX_POD_PORTS = 128,
+	ML_MAX_NETNS_ATTACHMENTS = 8,
 };
 
 /* Ports of Istio's sidecar (docs/istio-capture.md, "Ports and identities"). */
@@ -237,6 +244,31 @@ struct ml_attachment {
 	struct ml_addr ips[ML_MAX_POD_IPS]; /* this attachment's share of the pod IPs */
 	char pod_namespace[ML_POD_NAMESPACE_LEN];
 	char pod_name[ML_POD_NAME_LEN];
+};
+
+/* One entry of a pod's port lists: struct ml_port_key without the cookie. */
+struct ml_pod_port {
+	__u16 port; /* host order */
+	__u8 list;  /* enum ml_port_list */
+	__u8 pad;
+};
+
+/*
+ * Every key a netns's records have outside ml_pods, so that DEL (and a repeated
+ * ADD) finds them from the netns cookie instead of searching the node-wide maps
+ * (docs/reliability.md, "Finding a pod's records"). Written after the
+ * attachment and before the other records it lists, removed after those and
+ * before the attachment: while it exists it lists at least what exists.
+ */
+struct ml_pod_index {
+	__u16 port_count;
+	__u16 ip_count;
+	__u16 attachment_count;
+	__u8 tries; /* bit n: the pod may have entries in CIDR trie n */
+	__u8 pad;
+	struct ml_addr ips[ML_MAX_POD_IPS]; /* its ml_pod_ips keys */
+	struct ml_pod_port ports[ML_MAX_POD_PORTS];
+	struct ml_attachment_key attachments[ML_MAX_NETNS_ATTACHMENTS];
 };
 
 /* Per-CPU event counters (ml_counters); metrics and tests read them. */

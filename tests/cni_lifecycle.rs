@@ -293,6 +293,71 @@ fn gc_keeps_a_pod_enrolled_without_its_sandbox_id_until_its_netns_is_gone() {
     assert_eq!(maps.entries_of(cookie).unwrap(), 0);
 }
 
+/// DEL finds a pod's records from its index entry (docs/reliability.md, "Finding
+/// a pod's records"), and still removes all of them when an ADD stopped between
+/// its index entry and its pod record, and when an older meshlane wrote them
+/// (no index entry, or no index map). GC removes an index entry that a stopped
+/// ADD left alone.
+#[test]
+fn del_and_gc_clean_after_a_stopped_add_and_without_an_index_entry() {
+    use meshlane::datapath::inbound_link;
+    use meshlane::datapath::names::maps as names;
+    use meshlane::datapath::pinned_map::PinnedMap;
+
+    let node = TestNode::new("life-index");
+    let mut old = node.add_pod("old", PodOptions::new().injected());
+    let maps = node.maps();
+    let layout = node.pin_layout();
+    let index = PinnedMap::open(&layout, names::POD_INDEX).unwrap();
+    let pods = PinnedMap::open(&layout, names::PODS).unwrap();
+    let cookie = old.netns_cookie();
+    index.delete(&cookie).unwrap();
+    assert!(maps.entries_of(cookie).unwrap() > 1);
+    old.del();
+    assert_eq!(
+        maps.entries_of(cookie).unwrap(),
+        0,
+        "records of an older meshlane"
+    );
+
+    let mut stopped = node.add_pod("stopped", PodOptions::new().injected());
+    let cookie = stopped.netns_cookie();
+    // What the ADD had written when it stopped: all but the inbound link and the
+    // pod record (written last).
+    inbound_link::detach(&layout, cookie).unwrap();
+    pods.delete(&cookie).unwrap();
+    let left = maps.entries_of(cookie).unwrap();
+    assert!(
+        left >= 4,
+        "index, attachment, address, port entries: {left}"
+    );
+    stopped.del();
+    assert_eq!(maps.entries_of(cookie).unwrap(), 0, "after a stopped ADD");
+
+    let mut lone = node.add_pod("lone", PodOptions::new().injected());
+    let cookie = lone.netns_cookie();
+    let entry: meshlane::datapath::abi::ml_pod_index = index.get(&cookie).unwrap().unwrap();
+    lone.del();
+    index.put(&cookie, &entry).unwrap();
+    assert_eq!(maps.entries_of(cookie).unwrap(), 1);
+    let gc = node.meshlane_gc(&[]);
+    assert!(gc.status.success(), "GC: {gc:?}");
+    assert_eq!(
+        maps.entries_of(cookie).unwrap(),
+        0,
+        "GC kept a lone index entry"
+    );
+
+    // A pin root whose programs an older meshlane loaded has no index map.
+    std::fs::remove_file(layout.map(names::POD_INDEX)).unwrap();
+    let mut unindexed = node.add_pod("unindexed", PodOptions::new().injected());
+    let cookie = unindexed.netns_cookie();
+    let maps = node.maps();
+    assert!(maps.pod(cookie).unwrap().is_some());
+    unindexed.del();
+    assert_eq!(maps.entries_of(cookie).unwrap(), 0, "without the index map");
+}
+
 /// Multus: a second attachment (net1) in the same netns adds its IP to the one pod
 /// record; deleting one attachment keeps the pod captured with the other's IPs.
 #[test]
@@ -551,6 +616,39 @@ fn bad_inputs_are_refused_before_anything_is_written() {
         .is_none());
 }
 
+/// Runs `step` with meshlane under `strace -e trace=bpf` and returns how many
+/// `bpf` calls meshlane made (nothing is timed).
+fn bpf_calls_of<T>(node: &TestNode, step: impl FnOnce() -> T) -> (T, usize) {
+    let plugin = node.layout().bin_dir.join("meshlane");
+    let real = std::fs::read_link(&plugin).unwrap();
+    let trace = node.layout().tmp.join("bpf.strace");
+    let _ = std::fs::remove_file(&trace);
+    std::fs::remove_file(&plugin).unwrap();
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\nexec strace -f -qq -e trace=bpf -o {} {} \"$@\"\n",
+            trace.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&plugin)
+        .status()
+        .unwrap();
+    let result = step();
+    std::fs::remove_file(&plugin).unwrap();
+    std::os::unix::fs::symlink(&real, &plugin).unwrap();
+    let calls = std::fs::read_to_string(&trace)
+        .unwrap_or_else(|err| panic!("{}: {err} (did meshlane run?)", trace.display()))
+        .lines()
+        .filter(|line| line.contains("bpf("))
+        .count();
+    (result, calls)
+}
+
 /// An ADD of a netns new to meshlane does not search the node-wide maps for the
 /// pod's old entries (docs/benchmarks.md, "Pod setup at 1,000 pods"): with 20,000
 /// port rules of other netns in the map, it makes as few `bpf` calls as on an
@@ -577,42 +675,65 @@ fn an_add_does_not_search_the_other_pods_entries() {
     }
     // Not injected: the chain's ADD leaves its netns to meshlane's ADD below.
     let plain = node.add_pod("plain", PodOptions::new());
-    let plugin = node.layout().bin_dir.join("meshlane");
-    let real = std::fs::read_link(&plugin).unwrap();
-    let trace = node.layout().tmp.join("add.strace");
-    std::fs::remove_file(&plugin).unwrap();
-    std::fs::write(
-        &plugin,
-        format!(
-            "#!/bin/sh\nexec strace -f -qq -e trace=bpf -o {} {} \"$@\"\n",
-            trace.display(),
-            real.display()
-        ),
-    )
-    .unwrap();
-    Command::new("chmod")
-        .arg("755")
-        .arg(&plugin)
-        .status()
-        .unwrap();
     let config = netconf(
         &node,
         prev_result_for(&plain, &format!("{}/24", plain.ipv4())),
         json!({}),
     );
-    let output = meshlane_add(&node, &plain, plain.container_id(), config);
-    std::fs::remove_file(&plugin).unwrap();
-    std::os::unix::fs::symlink(&real, &plugin).unwrap();
+    let (output, calls) = bpf_calls_of(&node, || {
+        meshlane_add(&node, &plain, plain.container_id(), config)
+    });
     assert!(output.status.success(), "{output:?}");
     assert!(node.maps().pod(plain.netns_cookie()).unwrap().is_some());
-    let calls = std::fs::read_to_string(&trace)
-        .unwrap()
-        .lines()
-        .filter(|line| line.contains("bpf("))
-        .count();
     assert!(
         calls < 1_000,
         "the ADD made {calls} bpf calls with {OTHERS} port rules of other pods on the node: \
          it searched the node-wide maps"
+    );
+}
+
+/// A pod's ADD and DEL find its records from its own keys, not by walking the
+/// node-wide maps (docs/benchmarks.md, "Pod setup at 1,000 pods"): the `bpf`
+/// calls of one injected pod's ADD and of its DEL are counted with N real pods
+/// on the node and again with 2N, and must not grow. Slot probing for the
+/// netns tag (netns_tag.rs) may cost a lookup or two more on a fuller node; a
+/// walk over the other pods' attachments or port entries costs at least N.
+#[test]
+fn add_and_del_cost_as_many_bpf_calls_at_2n_pods_as_at_n() {
+    const N: usize = 10;
+    const SLACK: usize = 3;
+    let node = TestNode::new("life-2n");
+    let mut pods = Vec::new();
+    let measure = |label: &str| {
+        let (mut probe, add) = bpf_calls_of(&node, || {
+            node.add_pod(&format!("probe{label}"), PodOptions::new().injected())
+        });
+        assert!(node.maps().pod(probe.netns_cookie()).unwrap().is_some());
+        let cookie = probe.netns_cookie();
+        let (_, del) = bpf_calls_of(&node, || probe.del());
+        assert_eq!(node.maps().entries_of(cookie).unwrap(), 0, "after DEL");
+        (add, del)
+    };
+    for i in 0..N {
+        pods.push(node.add_pod(&format!("pod{i}"), PodOptions::new().injected()));
+    }
+    let (add_n, del_n) = measure("n");
+    for i in N..2 * N {
+        pods.push(node.add_pod(&format!("pod{i}"), PodOptions::new().injected()));
+    }
+    let (add_2n, del_2n) = measure("2n");
+    eprintln!(
+        "bpf calls: ADD {add_n} at {N} pods, {add_2n} at {}; DEL {del_n}, {del_2n}",
+        2 * N
+    );
+    assert!(
+        add_2n <= add_n + SLACK,
+        "ADD made {add_n} bpf calls at {N} pods and {add_2n} at {}: it grows with the pod count",
+        2 * N
+    );
+    assert!(
+        del_2n <= del_n + SLACK,
+        "DEL made {del_n} bpf calls at {N} pods and {del_2n} at {}: it grows with the pod count",
+        2 * N
     );
 }

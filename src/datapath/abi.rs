@@ -3,8 +3,9 @@
 
 pub use super::skel::connect::types::{
     ml_addr, ml_attachment, ml_attachment_key, ml_cidr_key, ml_conn_key, ml_counter, ml_istio_port,
-    ml_limits, ml_listener_key, ml_netns_tag, ml_orig_dst, ml_pod, ml_pod_flag, ml_port_key,
-    ml_port_list, ml_short_key, ml_short_offer, ml_short_role, ml_short_sock, ml_short_state,
+    ml_limits, ml_listener_key, ml_netns_tag, ml_orig_dst, ml_pod, ml_pod_flag, ml_pod_index,
+    ml_pod_port, ml_port_key, ml_port_list, ml_short_key, ml_short_offer, ml_short_role,
+    ml_short_sock, ml_short_state,
 };
 
 use std::mem::size_of;
@@ -59,6 +60,7 @@ unsafe impl MapBytes for ml_attachment {}
 unsafe impl MapBytes for ml_short_key {}
 unsafe impl MapBytes for ml_short_offer {}
 unsafe impl MapBytes for ml_listener_key {}
+unsafe impl MapBytes for ml_pod_index {}
 
 impl ml_addr {
     /// The 16-byte form the BPF side uses: IPv4 as `::ffff:a.b.c.d`.
@@ -132,6 +134,11 @@ mod tests {
         assert_eq!(size_of::<ml_short_key>(), 8 + 16 + 16 + 2 + 2 + 4);
         assert_eq!(size_of::<ml_short_offer>(), 8);
         assert_eq!(size_of::<ml_short_sock>(), 48 + 8 + 8 + 4 + 4);
+        assert_eq!(size_of::<ml_pod_port>(), 4);
+        assert_eq!(
+            size_of::<ml_pod_index>(),
+            2 * 3 + 2 + 16 * 8 + 4 * 128 + (128 + 16) * 8
+        );
     }
 
     #[test]

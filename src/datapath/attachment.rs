@@ -44,6 +44,13 @@ impl AttachmentKey {
         })
     }
 
+    pub fn from_abi(key: &ml_attachment_key) -> Self {
+        AttachmentKey {
+            container_id: c_chars_to_string(&key.container_id),
+            ifname: c_chars_to_string(&key.ifname),
+        }
+    }
+
     /// The key for a lookup whose input was already validated by `to_abi`.
     pub(super) fn to_abi_lossy(&self) -> ml_attachment_key {
         self.to_abi().unwrap_or_default()
@@ -93,10 +100,7 @@ impl Attachment {
     pub fn from_abi(key: &ml_attachment_key, value: &ml_attachment) -> Self {
         let count = usize::from(value.ip_count).min(value.ips.len());
         Attachment {
-            key: AttachmentKey {
-                container_id: c_chars_to_string(&key.container_id),
-                ifname: c_chars_to_string(&key.ifname),
-            },
+            key: AttachmentKey::from_abi(key),
             netns_cookie: value.netns_cookie,
             ips: value.ips[..count].iter().map(ml_addr::to_ip).collect(),
             pod_namespace: c_chars_to_string(&value.pod_namespace),

@@ -22,6 +22,7 @@ pub mod names;
 pub mod netns_tag;
 pub mod object_load;
 pub mod pinned_map;
+pub mod pod_index;
 pub mod pod_record;
 pub mod pod_state;
 pub mod prog_identity;

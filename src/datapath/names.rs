@@ -99,6 +99,7 @@ pub mod maps {
     pub const CONN_ORIG_DST: &str = map!(connect::ConnectMaps.ml_conn_orig_dst);
     pub const INBOUND_LISTENERS: &str = map!(connect::ConnectMaps.ml_inbound_listeners);
     pub const ATTACHMENTS: &str = map!(connect::ConnectMaps.ml_attachments);
+    pub const POD_INDEX: &str = map!(connect::ConnectMaps.ml_pod_index);
     pub const NETNS_SLOTS: &str = map!(inbound::InboundMaps.ml_netns_slots);
     pub const NETNS_TAG: &str = map!(inbound::InboundMaps.ml_netns_tag);
     pub const COUNTERS: &str = map!(connect::ConnectMaps.ml_counters);

@@ -1,5 +1,7 @@
 //! A pinned map opened by path, with typed access through the contract structs.
 
+use std::cell::OnceCell;
+
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use super::abi::MapBytes;
@@ -100,5 +102,30 @@ impl PinnedMap {
             .filter_map(|bytes| bytes.get(..8))
             .map(|bytes| u64::from_ne_bytes(bytes.try_into().unwrap_or([0; 8])))
             .sum())
+    }
+}
+
+/// A pinned map opened on first use, for callers that need only some of many.
+pub struct LazyMap {
+    layout: PinLayout,
+    name: &'static str,
+    map: OnceCell<PinnedMap>,
+}
+
+impl LazyMap {
+    pub fn new(layout: &PinLayout, name: &'static str) -> Self {
+        LazyMap {
+            layout: layout.clone(),
+            name,
+            map: OnceCell::new(),
+        }
+    }
+
+    pub fn open(&self) -> Result<&PinnedMap, DatapathError> {
+        if let Some(map) = self.map.get() {
+            return Ok(map);
+        }
+        let map = PinnedMap::open(&self.layout, self.name)?;
+        Ok(self.map.get_or_init(|| map))
     }
 }

@@ -46,6 +46,8 @@ pub fn gc(request: &GcRequest) -> Result<(), CniError> {
     let referenced: HashSet<u64> = maps.attachments()?.iter().map(|a| a.netns_cookie).collect();
     let mut orphans: HashSet<u64> = maps.pods()?.into_iter().map(|(cookie, _)| cookie).collect();
     orphans.extend(inbound_link::linked_cookies(&context.layout));
+    // An ADD that stopped right after listing its keys leaves only its index.
+    orphans.extend(maps.indexed_cookies()?);
     for cookie in orphans {
         if !referenced.contains(&cookie) {
             log_info!("gc: removing orphaned records of netns cookie {cookie}");

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cni::CniError;
 use crate::datapath::features;
+use crate::datapath::pod_index::PodKeys;
 use crate::datapath::{Attachment, AttachmentKey, PodEntries, PodMaps};
 use crate::log_warn;
 use crate::netns::{self, NetnsFacts};
@@ -125,14 +126,36 @@ pub fn write(maps: &PodMaps, prepared: Prepared, owner: Owner) -> Result<String,
         pod_name: owner.pod_name,
     };
     let replaced = maps.attachment(&attachment.key)?;
-    let known = maps.netns_known(cookie, replaced.as_ref())?;
-    capture.ips = maps.netns_ips_with(&attachment, known)?;
+    let old = maps.recorded_keys(cookie, replaced.as_ref())?;
+    capture.ips = maps.netns_ips_with(&attachment, old.as_ref())?;
     let entries = PodEntries::from_capture(&capture)?;
+    // The index lists every key before it is written (old and new ones while
+    // the new replace the old), so that a DEL after a crash finds them all. It
+    // comes after the attachment, which is what a DEL starts from: a DEL that
+    // finds the attachment but no index entry searches the node-wide maps.
+    let listed = PodKeys::listing(&attachment.key, &entries);
+    let during = old
+        .as_ref()
+        .map_or(listed.clone(), |old| old.union(&listed));
+    during.to_abi()?;
     maps.put_attachment(&attachment)?;
-    if let Err(err) = maps.write_pod(cookie, &entries, known) {
-        // Leave nothing half-written: this attachment did not happen.
+    if let Err(err) = maps.put_keys(cookie, &during) {
         let _ = restore_attachment(maps, &attachment, replaced);
         return Err(err.into());
+    }
+    if let Err(err) = maps.write_pod(cookie, &entries, old.as_ref()) {
+        // Leave nothing half-written: this attachment did not happen.
+        let _ = maps.restore_keys(cookie, old.as_ref());
+        let _ = restore_attachment(maps, &attachment, replaced);
+        return Err(err.into());
+    }
+    if let Some(old) = &old {
+        // Only the attachments stay listed from before; the entries are new.
+        let mut after = listed;
+        after.attachments.extend(old.attachments.iter().cloned());
+        if after != during {
+            maps.put_keys(cookie, &after)?;
+        }
     }
     if capture.capture_inbound {
         if let Err(err) = maps.attach_inbound(cookie, &netns_path) {
