@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess, KubeError};
+use meshlane::policy::pod_meta::PodMeta;
 
 use common::api_server::{status_json, ApiServer, Authority, Handler, Reply, Seen, ServerOptions};
 use common::tmpdir::TempDir;
@@ -122,6 +123,11 @@ fn quick_policy() -> FetchPolicy {
     }
 }
 
+/// The pod most tests ask for (PLAIN_PATH), with quick_policy().
+fn fetch_web_0(access: &KubeAccess) -> Result<PodMeta, KubeError> {
+    fetch_pod(access, "default", "web-0", &quick_policy())
+}
+
 // ---------------------------------------------------------------------- tests
 
 #[test]
@@ -192,7 +198,7 @@ fn server_url_path_prefix_is_kept() {
             &format!("    token: {TOKEN}\n"),
         ),
     );
-    let pod = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap();
+    let pod = fetch_web_0(&access).unwrap();
     assert_eq!(pod.spec.unwrap().proxy, None);
 }
 
@@ -204,7 +210,7 @@ fn wrong_token_is_unauthorized_at_once_and_a_rotated_token_file_is_reread() {
     let user = token_file_user(&dir, "expired-token\n");
     let access = access(&dir, &kubeconfig(&server.url(), &ca_data(&ca), &user));
 
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     assert!(matches!(err, KubeError::Unauthorized { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
@@ -223,7 +229,7 @@ fn wrong_token_is_unauthorized_at_once_and_a_rotated_token_file_is_reread() {
 
     // The kubelet rotates the projected token; the same KubeAccess picks it up.
     dir.write("token", TOKEN);
-    let pod = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap();
+    let pod = fetch_web_0(&access).unwrap();
     assert_eq!(pod.name, "web-0");
     assert_eq!(server.seen().len(), 2);
 }
@@ -231,7 +237,7 @@ fn wrong_token_is_unauthorized_at_once_and_a_rotated_token_file_is_reread() {
 #[test]
 fn missing_pod_is_not_found_without_retry() {
     let (server, access, _dir) = token_setup(pod_handler(SIDECAR_PATH, SIDECAR_POD, TOKEN));
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     assert!(matches!(err, KubeError::NotFound { .. }), "{err:?}");
     assert_eq!(err.to_string(), "pod default/web-0 not found");
     assert_eq!(server.seen().len(), 1);
@@ -246,7 +252,7 @@ fn forbidden_names_the_missing_permission() {
         403,
         status_json(403, "Forbidden", message),
     )]));
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     assert!(matches!(err, KubeError::Forbidden { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
@@ -281,7 +287,7 @@ fn throttling_is_retried_too() {
         ),
         (200, PLAIN_POD.to_owned()),
     ]));
-    assert!(fetch_pod(&access, "default", "web-0", &quick_policy()).is_ok());
+    assert!(fetch_web_0(&access).is_ok());
     assert_eq!(server.seen().len(), 2);
 }
 
@@ -291,7 +297,7 @@ fn a_server_that_keeps_failing_exhausts_the_attempts() {
         503,
         status_json(503, "ServiceUnavailable", "apiserver is shutting down"),
     )]));
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     match &err {
         KubeError::ServerBusy {
             status, attempts, ..
@@ -412,7 +418,7 @@ fn a_wrong_ca_is_a_tls_error_without_retry() {
     let server = serve(&cluster_ca, pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN));
     let dir = TempDir::fresh();
     let access = token_access(&dir, &server.url(), &other_ca);
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     assert!(matches!(err, KubeError::Tls { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
@@ -441,7 +447,7 @@ fn a_certificate_for_another_host_is_named() {
     );
     let dir = TempDir::fresh();
     let access = token_access(&dir, &server.url(), &ca);
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     match &err {
         KubeError::Tls { detail, .. } => assert!(
             detail.starts_with("the server's certificate does not name the host"),
@@ -529,7 +535,7 @@ fn insecure_skip_tls_verify_connects_without_a_ca() {
             &format!("    token: {TOKEN}\n"),
         ),
     );
-    assert!(fetch_pod(&access, "default", "web-0", &quick_policy()).is_ok());
+    assert!(fetch_web_0(&access).is_ok());
 }
 
 #[test]
@@ -543,12 +549,12 @@ fn malformed_answers_name_the_path() {
         ),
         (200, "<html>login</html>".to_owned()),
     ]));
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     assert_eq!(
         err.to_string(),
         "malformed Pod JSON at spec.hostUsers: expected a boolean, found a string"
     );
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     match &err {
         KubeError::MalformedPod { path, problem } => {
             assert_eq!(path, "(document)");
@@ -562,7 +568,7 @@ fn malformed_answers_name_the_path() {
 fn an_oversized_answer_is_refused_without_retry() {
     let huge = format!("{{\"padding\": \"{}\"}}", "x".repeat(5 * 1024 * 1024));
     let (server, access, _dir) = token_setup(scripted(vec![(200, huge)]));
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     match &err {
         KubeError::MalformedPod { path, problem } => {
             assert_eq!(path, "(document)");
