@@ -114,13 +114,33 @@ fn token_setup(handler: Handler) -> (ApiServer, KubeAccess, TempDir) {
     (server, access, dir)
 }
 
+fn policy_ms(timeout: u64, attempts: u32, backoff: u64) -> FetchPolicy {
+    FetchPolicy {
+        timeout: Duration::from_millis(timeout),
+        attempts,
+        backoff: Duration::from_millis(backoff),
+    }
+}
+
 /// Short timeouts keep the failure tests quick; retries stay on.
 fn quick_policy() -> FetchPolicy {
-    FetchPolicy {
-        timeout: Duration::from_millis(800),
-        attempts: 3,
-        backoff: Duration::from_millis(50),
-    }
+    policy_ms(800, 3, 50)
+}
+
+/// A fetch that must fail: its error, and how long it took.
+fn timed_failure(access: &KubeAccess, policy: &FetchPolicy) -> (KubeError, Duration) {
+    let started = Instant::now();
+    let err = fetch_pod(access, "default", "web-0", policy).unwrap_err();
+    (err, started.elapsed())
+}
+
+/// Access with the static token to `url`, where no server of ours answers (the
+/// CA is made up; the directory holds the kubeconfig while the test keeps it).
+fn access_without_server(url: &str) -> (KubeAccess, TempDir) {
+    let ca = Authority::new("cluster-ca");
+    let dir = TempDir::fresh();
+    let access = token_access(&dir, url, &ca);
+    (access, dir)
 }
 
 /// The pod most tests ask for (PLAIN_PATH), with quick_policy().
@@ -319,14 +339,10 @@ fn unreachable_api_server_fails_cleanly_within_the_bound() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let ca = Authority::new("cluster-ca");
-    let dir = TempDir::fresh();
     let url = format!("https://{closed}");
-    let access = token_access(&dir, &url, &ca);
+    let (access, _dir) = access_without_server(&url);
     let policy = FetchPolicy::default();
-    let started = Instant::now();
-    let err = fetch_pod(&access, "default", "web-0", &policy).unwrap_err();
-    let elapsed = started.elapsed();
+    let (err, elapsed) = timed_failure(&access, &policy);
 
     match &err {
         KubeError::Unreachable {
@@ -356,18 +372,10 @@ fn unreachable_api_server_fails_cleanly_within_the_bound() {
 fn a_server_that_never_completes_the_handshake_times_out() {
     // Listening but never accepting: the kernel completes TCP, nobody speaks TLS.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let ca = Authority::new("cluster-ca");
-    let dir = TempDir::fresh();
     let url = format!("https://{}", silent.local_addr().unwrap());
-    let access = token_access(&dir, &url, &ca);
-    let policy = FetchPolicy {
-        timeout: Duration::from_millis(500),
-        attempts: 2,
-        backoff: Duration::from_millis(100),
-    };
-    let started = Instant::now();
-    let err = fetch_pod(&access, "default", "web-0", &policy).unwrap_err();
-    let elapsed = started.elapsed();
+    let (access, _dir) = access_without_server(&url);
+    let policy = policy_ms(500, 2, 100);
+    let (err, elapsed) = timed_failure(&access, &policy);
 
     match &err {
         KubeError::Unreachable {
@@ -390,14 +398,8 @@ fn a_server_that_never_completes_the_handshake_times_out() {
 #[test]
 fn a_server_that_never_answers_the_request_times_out() {
     let (server, access, _dir) = token_setup(Box::new(|_: &Seen| Reply::Silent));
-    let policy = FetchPolicy {
-        timeout: Duration::from_millis(600),
-        attempts: 2,
-        backoff: Duration::from_millis(50),
-    };
-    let started = Instant::now();
-    let err = fetch_pod(&access, "default", "web-0", &policy).unwrap_err();
-    let elapsed = started.elapsed();
+    let policy = policy_ms(600, 2, 50);
+    let (err, elapsed) = timed_failure(&access, &policy);
     assert!(
         matches!(&err, KubeError::Unreachable { last_error, .. } if last_error == "no answer within 600ms"),
         "{err:?}"
