@@ -275,16 +275,27 @@ static __always_inline struct ml_sk_redirect *redirect_of(struct bpf_sock_addr *
 	return redirect;
 }
 
+/*
+ * Puts the redirect's original destination back into the caller's address, where
+ * the socket can hold it: an IPv4 socket cannot be given an IPv6 address. IPv4
+ * destinations of a dual-stack socket come back IPv4-mapped, as asked. Returns
+ * whether it did.
+ */
+static __always_inline int put_back_original(struct bpf_sock_addr *ctx, int ipv6_socket,
+					     struct ml_sk_redirect *redirect)
+{
+	if (!ipv6_socket && !addr_is_ipv4(&redirect->orig.addr))
+		return 0;
+	set_user_addr(ctx, ipv6_socket, &redirect->orig.addr, redirect->orig.port);
+	return 1;
+}
+
 static __always_inline int restore_peer(struct bpf_sock_addr *ctx, int ipv6_socket)
 {
 	struct ml_sk_redirect *redirect = redirect_of(ctx);
 
-	if (!redirect)
-		return ML_SOCK_ALLOW;
-	if (!ipv6_socket && !addr_is_ipv4(&redirect->orig.addr))
-		return ML_SOCK_ALLOW;
-	/* IPv4 destinations of a dual-stack socket come back IPv4-mapped, as asked. */
-	set_user_addr(ctx, ipv6_socket, &redirect->orig.addr, redirect->orig.port);
+	if (redirect)
+		put_back_original(ctx, ipv6_socket, redirect);
 	return ML_SOCK_ALLOW;
 }
 
@@ -322,10 +333,8 @@ static __always_inline int restore_reply_source(struct bpf_sock_addr *ctx, int i
 	source = user_addr(ctx, ipv6_socket);
 	if (!addr_is_localhost(&source))
 		return ML_SOCK_ALLOW;
-	if (!ipv6_socket && !addr_is_ipv4(&redirect->orig.addr))
-		return ML_SOCK_ALLOW;
-	set_user_addr(ctx, ipv6_socket, &redirect->orig.addr, redirect->orig.port);
-	count_event(ML_CNT_DNS_REPLY_RESTORED);
+	if (put_back_original(ctx, ipv6_socket, redirect))
+		count_event(ML_CNT_DNS_REPLY_RESTORED);
 	return ML_SOCK_ALLOW;
 }
 

@@ -478,15 +478,13 @@ fn bad_inputs_are_refused_before_anything_is_written() {
         }
         netconf(&node, good_prev.clone(), all)
     };
+    // Capture on, with this prevResult.
+    let with_prev = |prev: Value| netconf(&node, prev, json!({"capture": "all"}));
 
     let cases: Vec<(&str, Value, u64, Vec<&str>)> = vec![
         (
             "malformed prevResult",
-            netconf(
-                &node,
-                prev_result_for(&pod, "10.0.0.300/24"),
-                json!({"capture": "all"}),
-            ),
+            with_prev(prev_result_for(&pod, "10.0.0.300/24")),
             6,
             vec!["prevResult.ips[0].address", "10.0.0.300/24"],
         ),
@@ -522,21 +520,13 @@ fn bad_inputs_are_refused_before_anything_is_written() {
         ),
         (
             "IP not in the netns",
-            netconf(
-                &node,
-                prev_result_for(&pod, "10.254.254.254/24"),
-                json!({"capture": "all"}),
-            ),
+            with_prev(prev_result_for(&pod, "10.254.254.254/24")),
             7,
             vec!["prevResult", "10.254.254.254"],
         ),
         (
             "no IP for the pod",
-            netconf(
-                &node,
-                json!({"cniVersion": "1.0.0", "ips": []}),
-                json!({"capture": "all"}),
-            ),
+            with_prev(json!({"cniVersion": "1.0.0", "ips": []})),
             104,
             vec!["no IP"],
         ),
@@ -563,7 +553,7 @@ fn bad_inputs_are_refused_before_anything_is_written() {
     }
     assert!(!node.layout().tmp.join("not-bpffs").exists());
 
-    let mut missing_prev = netconf(&node, Value::Null, json!({"capture": "all"}));
+    let mut missing_prev = with_prev(Value::Null);
     missing_prev.as_object_mut().unwrap().remove("prevResult");
     expect_error(
         &meshlane_add(&node, &pod, "no-prev", missing_prev),

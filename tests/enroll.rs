@@ -255,6 +255,14 @@ fn node_without_meshlane(name: &str) -> TestNode {
     node
 }
 
+/// A node without meshlane and its API server (which goes first when the test
+/// ends, as the bindings drop in reverse).
+fn node_and_cluster(name: &str) -> (TestNode, Cluster) {
+    let node = node_without_meshlane(name);
+    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
+    (node, cluster)
+}
+
 fn start_agent(node: &TestNode, cluster: &Cluster) -> Agent {
     let mut agent = Agent::start(
         &node.layout().cgroup,
@@ -299,8 +307,7 @@ fn lands_at(app: &Place, to: &str) -> (String, Option<String>) {
 
 #[test]
 fn running_pods_are_enrolled_once_and_released_by_the_runtimes_del() {
-    let node = node_without_meshlane("enroll");
-    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
+    let (node, cluster) = node_and_cluster("enroll");
 
     let web = RunningPod::start(&node, "web", Kind::Sidecar);
     let iptables = RunningPod::start(&node, "legacy", Kind::IstioInit);
@@ -470,8 +477,7 @@ fn running_pods_are_enrolled_once_and_released_by_the_runtimes_del() {
 
 #[test]
 fn the_plugin_kubeconfig_names_a_token_copy_that_follows_rotation() {
-    let node = node_without_meshlane("kubeconfig");
-    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
+    let (node, cluster) = node_and_cluster("kubeconfig");
     let web = RunningPod::start(&node, "web", Kind::Sidecar);
     cluster.set_pods(vec![web.json.clone()]);
     // No NODE_NAME: nothing is enrolled, the kubeconfig is written all the same.
@@ -658,8 +664,7 @@ fn no_pod_is_enrolled_while_istio_cni_is_in_the_chain() {
 fn pods_with_istio_iptables_rules_are_not_enrolled() {
     use common::istio_iptables::{apply, generate, SidecarSettings};
 
-    let node = node_without_meshlane("istio-rules");
-    let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
+    let (node, cluster) = node_and_cluster("istio-rules");
     let nft = RunningPod::start(&node, "bynft", Kind::Sidecar);
     let legacy = RunningPod::start(&node, "bylegacy", Kind::Sidecar);
     let fresh = RunningPod::start(&node, "fresh", Kind::Sidecar);

@@ -602,6 +602,16 @@ fn precheck_reads_cilium_socket_lb_mode_from_its_config_map() {
         let (_, report) = precheck_json(&dirs, extra);
         check_named(&report, "Cilium socket LB").clone()
     };
+    // Cilium's ConfigMap with kube-proxy replacement on, its socket LB in pods
+    // too ("false") or only in the host's namespace ("true"); the check's answer.
+    let cilium_with_hostns_only = |hostns_only: &str| {
+        cluster.set_config_map(
+            "kube-system",
+            "cilium-config",
+            json!({"kube-proxy-replacement": "true", "bpf-lb-sock-hostns-only": hostns_only}),
+        );
+        cilium_check(&api)
+    };
 
     let unreadable = cilium_check(&[]);
     assert_eq!(unreadable["verdict"], "WARN", "{unreadable:#}");
@@ -623,20 +633,10 @@ fn precheck_reads_cilium_socket_lb_mode_from_its_config_map() {
         "{missing:#}"
     );
 
-    cluster.set_config_map(
-        "kube-system",
-        "cilium-config",
-        json!({"kube-proxy-replacement": "true", "bpf-lb-sock-hostns-only": "false"}),
-    );
-    let in_pods = cilium_check(&api);
+    let in_pods = cilium_with_hostns_only("false");
     assert_eq!(in_pods["verdict"], "WARN", "{in_pods:#}");
 
-    cluster.set_config_map(
-        "kube-system",
-        "cilium-config",
-        json!({"kube-proxy-replacement": "true", "bpf-lb-sock-hostns-only": "true"}),
-    );
-    let host_only = cilium_check(&api);
+    let host_only = cilium_with_hostns_only("true");
     assert_eq!(host_only["verdict"], "OK", "{host_only:#}");
     let (_, report) = precheck_json(&dirs, &api);
     assert_eq!(check_named(&report, "Kubernetes API")["verdict"], "OK");

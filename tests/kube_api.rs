@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess, KubeError};
+use meshlane::policy::pod_meta::PodMeta;
 
 use common::api_server::{status_json, ApiServer, Authority, Handler, Reply, Seen, ServerOptions};
 use common::tmpdir::TempDir;
@@ -113,13 +114,38 @@ fn token_setup(handler: Handler) -> (ApiServer, KubeAccess, TempDir) {
     (server, access, dir)
 }
 
+fn policy_ms(timeout: u64, attempts: u32, backoff: u64) -> FetchPolicy {
+    FetchPolicy {
+        timeout: Duration::from_millis(timeout),
+        attempts,
+        backoff: Duration::from_millis(backoff),
+    }
+}
+
 /// Short timeouts keep the failure tests quick; retries stay on.
 fn quick_policy() -> FetchPolicy {
-    FetchPolicy {
-        timeout: Duration::from_millis(800),
-        attempts: 3,
-        backoff: Duration::from_millis(50),
-    }
+    policy_ms(800, 3, 50)
+}
+
+/// A fetch that must fail: its error, and how long it took.
+fn timed_failure(access: &KubeAccess, policy: &FetchPolicy) -> (KubeError, Duration) {
+    let started = Instant::now();
+    let err = fetch_pod(access, "default", "web-0", policy).unwrap_err();
+    (err, started.elapsed())
+}
+
+/// Access with the static token to `url`, where no server of ours answers (the
+/// CA is made up; the directory holds the kubeconfig while the test keeps it).
+fn access_without_server(url: &str) -> (KubeAccess, TempDir) {
+    let ca = Authority::new("cluster-ca");
+    let dir = TempDir::fresh();
+    let access = token_access(&dir, url, &ca);
+    (access, dir)
+}
+
+/// The pod most tests ask for (PLAIN_PATH), with quick_policy().
+fn fetch_web_0(access: &KubeAccess) -> Result<PodMeta, KubeError> {
+    fetch_pod(access, "default", "web-0", &quick_policy())
 }
 
 // ---------------------------------------------------------------------- tests
@@ -192,7 +218,7 @@ fn server_url_path_prefix_is_kept() {
             &format!("    token: {TOKEN}\n"),
         ),
     );
-    let pod = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap();
+    let pod = fetch_web_0(&access).unwrap();
     assert_eq!(pod.spec.unwrap().proxy, None);
 }
 
@@ -204,7 +230,7 @@ fn wrong_token_is_unauthorized_at_once_and_a_rotated_token_file_is_reread() {
     let user = token_file_user(&dir, "expired-token\n");
     let access = access(&dir, &kubeconfig(&server.url(), &ca_data(&ca), &user));
 
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     assert!(matches!(err, KubeError::Unauthorized { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
@@ -223,7 +249,7 @@ fn wrong_token_is_unauthorized_at_once_and_a_rotated_token_file_is_reread() {
 
     // The kubelet rotates the projected token; the same KubeAccess picks it up.
     dir.write("token", TOKEN);
-    let pod = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap();
+    let pod = fetch_web_0(&access).unwrap();
     assert_eq!(pod.name, "web-0");
     assert_eq!(server.seen().len(), 2);
 }
@@ -231,7 +257,7 @@ fn wrong_token_is_unauthorized_at_once_and_a_rotated_token_file_is_reread() {
 #[test]
 fn missing_pod_is_not_found_without_retry() {
     let (server, access, _dir) = token_setup(pod_handler(SIDECAR_PATH, SIDECAR_POD, TOKEN));
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     assert!(matches!(err, KubeError::NotFound { .. }), "{err:?}");
     assert_eq!(err.to_string(), "pod default/web-0 not found");
     assert_eq!(server.seen().len(), 1);
@@ -246,7 +272,7 @@ fn forbidden_names_the_missing_permission() {
         403,
         status_json(403, "Forbidden", message),
     )]));
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     assert!(matches!(err, KubeError::Forbidden { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
@@ -281,7 +307,7 @@ fn throttling_is_retried_too() {
         ),
         (200, PLAIN_POD.to_owned()),
     ]));
-    assert!(fetch_pod(&access, "default", "web-0", &quick_policy()).is_ok());
+    assert!(fetch_web_0(&access).is_ok());
     assert_eq!(server.seen().len(), 2);
 }
 
@@ -291,7 +317,7 @@ fn a_server_that_keeps_failing_exhausts_the_attempts() {
         503,
         status_json(503, "ServiceUnavailable", "apiserver is shutting down"),
     )]));
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     match &err {
         KubeError::ServerBusy {
             status, attempts, ..
@@ -313,14 +339,10 @@ fn unreachable_api_server_fails_cleanly_within_the_bound() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let ca = Authority::new("cluster-ca");
-    let dir = TempDir::fresh();
     let url = format!("https://{closed}");
-    let access = token_access(&dir, &url, &ca);
+    let (access, _dir) = access_without_server(&url);
     let policy = FetchPolicy::default();
-    let started = Instant::now();
-    let err = fetch_pod(&access, "default", "web-0", &policy).unwrap_err();
-    let elapsed = started.elapsed();
+    let (err, elapsed) = timed_failure(&access, &policy);
 
     match &err {
         KubeError::Unreachable {
@@ -350,18 +372,10 @@ fn unreachable_api_server_fails_cleanly_within_the_bound() {
 fn a_server_that_never_completes_the_handshake_times_out() {
     // Listening but never accepting: the kernel completes TCP, nobody speaks TLS.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let ca = Authority::new("cluster-ca");
-    let dir = TempDir::fresh();
     let url = format!("https://{}", silent.local_addr().unwrap());
-    let access = token_access(&dir, &url, &ca);
-    let policy = FetchPolicy {
-        timeout: Duration::from_millis(500),
-        attempts: 2,
-        backoff: Duration::from_millis(100),
-    };
-    let started = Instant::now();
-    let err = fetch_pod(&access, "default", "web-0", &policy).unwrap_err();
-    let elapsed = started.elapsed();
+    let (access, _dir) = access_without_server(&url);
+    let policy = policy_ms(500, 2, 100);
+    let (err, elapsed) = timed_failure(&access, &policy);
 
     match &err {
         KubeError::Unreachable {
@@ -384,14 +398,8 @@ fn a_server_that_never_completes_the_handshake_times_out() {
 #[test]
 fn a_server_that_never_answers_the_request_times_out() {
     let (server, access, _dir) = token_setup(Box::new(|_: &Seen| Reply::Silent));
-    let policy = FetchPolicy {
-        timeout: Duration::from_millis(600),
-        attempts: 2,
-        backoff: Duration::from_millis(50),
-    };
-    let started = Instant::now();
-    let err = fetch_pod(&access, "default", "web-0", &policy).unwrap_err();
-    let elapsed = started.elapsed();
+    let policy = policy_ms(600, 2, 50);
+    let (err, elapsed) = timed_failure(&access, &policy);
     assert!(
         matches!(&err, KubeError::Unreachable { last_error, .. } if last_error == "no answer within 600ms"),
         "{err:?}"
@@ -412,7 +420,7 @@ fn a_wrong_ca_is_a_tls_error_without_retry() {
     let server = serve(&cluster_ca, pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN));
     let dir = TempDir::fresh();
     let access = token_access(&dir, &server.url(), &other_ca);
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     assert!(matches!(err, KubeError::Tls { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
@@ -441,7 +449,7 @@ fn a_certificate_for_another_host_is_named() {
     );
     let dir = TempDir::fresh();
     let access = token_access(&dir, &server.url(), &ca);
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     match &err {
         KubeError::Tls { detail, .. } => assert!(
             detail.starts_with("the server's certificate does not name the host"),
@@ -529,7 +537,7 @@ fn insecure_skip_tls_verify_connects_without_a_ca() {
             &format!("    token: {TOKEN}\n"),
         ),
     );
-    assert!(fetch_pod(&access, "default", "web-0", &quick_policy()).is_ok());
+    assert!(fetch_web_0(&access).is_ok());
 }
 
 #[test]
@@ -543,12 +551,12 @@ fn malformed_answers_name_the_path() {
         ),
         (200, "<html>login</html>".to_owned()),
     ]));
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     assert_eq!(
         err.to_string(),
         "malformed Pod JSON at spec.hostUsers: expected a boolean, found a string"
     );
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     match &err {
         KubeError::MalformedPod { path, problem } => {
             assert_eq!(path, "(document)");
@@ -562,7 +570,7 @@ fn malformed_answers_name_the_path() {
 fn an_oversized_answer_is_refused_without_retry() {
     let huge = format!("{{\"padding\": \"{}\"}}", "x".repeat(5 * 1024 * 1024));
     let (server, access, _dir) = token_setup(scripted(vec![(200, huge)]));
-    let err = fetch_pod(&access, "default", "web-0", &quick_policy()).unwrap_err();
+    let err = fetch_web_0(&access).unwrap_err();
     match &err {
         KubeError::MalformedPod { path, problem } => {
             assert_eq!(path, "(document)");

@@ -483,6 +483,10 @@ fn operations(scenario: &Scenario) -> Vec<OpSpec> {
         port,
         source,
     };
+    // Most connections: a pod's caller, from whatever source address the kernel picks.
+    let from_pod = |who, proto, fam, target, port| {
+        op(Caller::InPod(who), proto, fam, target, port, Source::Any)
+    };
     use Target::*;
     for &fam in &fams {
         let mut tcp = vec![
@@ -521,14 +525,7 @@ fn operations(scenario: &Scenario) -> Vec<OpSpec> {
         }
         for &who in &callers {
             for &(target, port) in &tcp {
-                ops.push(op(
-                    Caller::InPod(who),
-                    Proto::Tcp,
-                    fam,
-                    target,
-                    port,
-                    Source::Any,
-                ));
+                ops.push(from_pod(who, Proto::Tcp, fam, target, port));
             }
         }
         // Bound sources: Envoy's inbound passthrough, Istio's start-up check.
@@ -554,14 +551,7 @@ fn operations(scenario: &Scenario) -> Vec<OpSpec> {
         for &who in &callers {
             for proto in [Proto::UdpConnected, Proto::UdpSendto] {
                 for &(target, port) in &udp {
-                    ops.push(op(
-                        Caller::InPod(who),
-                        proto,
-                        fam,
-                        target,
-                        port,
-                        Source::Any,
-                    ));
+                    ops.push(from_pod(who, proto, fam, target, port));
                 }
             }
         }
@@ -575,14 +565,7 @@ fn operations(scenario: &Scenario) -> Vec<OpSpec> {
     if !scenario.stack.has_v6() {
         for &who in &callers {
             for port in [80, 15008] {
-                ops.push(op(
-                    Caller::InPod(who),
-                    Proto::Tcp,
-                    Fam::V6,
-                    Target::LinkLocal,
-                    port,
-                    Source::Any,
-                ));
+                ops.push(from_pod(who, Proto::Tcp, Fam::V6, Target::LinkLocal, port));
             }
         }
         for port in [8080, 15021] {
@@ -617,36 +600,15 @@ fn operations(scenario: &Scenario) -> Vec<OpSpec> {
     };
     for &who in &callers {
         for &(target, port) in mapped_tcp {
-            ops.push(op(
-                Caller::InPod(who),
-                Proto::Tcp,
-                Fam::Mapped,
-                target,
-                port,
-                Source::Any,
-            ));
+            ops.push(from_pod(who, Proto::Tcp, Fam::Mapped, target, port));
         }
         if !scenario.stack.has_v4() {
             for &(target, port) in mapped_tcp {
-                ops.push(op(
-                    Caller::InPod(who),
-                    Proto::Tcp,
-                    Fam::V4,
-                    target,
-                    port,
-                    Source::Any,
-                ));
+                ops.push(from_pod(who, Proto::Tcp, Fam::V4, target, port));
             }
         }
         for proto in [Proto::UdpConnected, Proto::UdpSendto] {
-            ops.push(op(
-                Caller::InPod(who),
-                proto,
-                Fam::Mapped,
-                Other,
-                53,
-                Source::Any,
-            ));
+            ops.push(from_pod(who, proto, Fam::Mapped, Other, 53));
         }
     }
     ops

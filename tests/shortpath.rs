@@ -314,6 +314,11 @@ struct Mesh<'n> {
     app_b: StreamServer,
 }
 
+/// The mesh of most tests: both pods let their app onto the short path.
+fn app_mesh(node: &TestNode, serve: Serve) -> Mesh<'_> {
+    mesh(node, with_app(), with_app(), serve)
+}
+
 fn mesh(node: &TestNode, a: PodOptions, b: PodOptions, serve: Serve) -> Mesh<'_> {
     let a = node.add_pod("a", a);
     let b = node.add_pod("b", b);
@@ -442,7 +447,7 @@ fn large_payloads_both_ways(family: &str) {
         .dual_stack()
         .short_path()
         .build();
-    let m = mesh(&node, with_app(), with_app(), Serve::Echo);
+    let m = app_mesh(&node, Serve::Echo);
     let to = match family {
         "v6" => format!("[{}]:{APP_PORT}", m.b.ipv6()),
         _ => format!("{}:{APP_PORT}", m.b.ipv4()),
@@ -479,7 +484,7 @@ fn large_payloads_both_ways(family: &str) {
 #[test]
 fn with_app_every_hop_takes_the_short_path() {
     let node = short_path_node("sp-every-hop");
-    let m = mesh(&node, with_app(), with_app(), Serve::Echo);
+    let m = app_mesh(&node, Serve::Echo);
     let bytes = 256 << 10;
     let results = m.echoed_by_app_b(m.send().bytes(bytes).connections(8));
     for r in &results {
@@ -633,7 +638,7 @@ fn large_payloads_cross_both_sidecars_byte_exact_ipv6() {
 #[test]
 fn partial_reads_and_many_concurrent_connections() {
     let node = short_path_node("sp-many");
-    let m = mesh(&node, with_app(), with_app(), Serve::SmallReadsEcho);
+    let m = app_mesh(&node, Serve::SmallReadsEcho);
     let to = format!("{}:{APP_PORT}", m.b.ipv4());
     m.echoed(Send::to(&to).bytes(512 << 10).connections(4));
 
@@ -659,7 +664,7 @@ fn partial_reads_and_many_concurrent_connections() {
 #[test]
 fn half_close_then_the_peer_still_reads() {
     let node = short_path_node("sp-halfclose");
-    let m = mesh(&node, with_app(), with_app(), Serve::EchoAfterEof);
+    let m = app_mesh(&node, Serve::EchoAfterEof);
     let bytes = 4 << 20;
     m.echoed_by_app_b(m.send().bytes(bytes).connections(2));
     assert!(node.counter("short_path_redirected_bytes") >= 2 * bytes as u64);
@@ -806,7 +811,7 @@ fn wait_until_closed(place: &Place, port: u16) {
 #[test]
 fn apps_reading_with_splice_and_writing_with_sendfile_get_every_byte() {
     let node = short_path_node("sp-splice");
-    let m = mesh(&node, with_app(), with_app(), Serve::SpliceEcho);
+    let m = app_mesh(&node, Serve::SpliceEcho);
     let bytes = 8 << 20;
     m.echoed_by_app_b(m.send().bytes(bytes).connections(2).sendfile());
     assert!(node.counter("short_path_redirected_bytes") >= 2 * bytes as u64);
@@ -817,7 +822,7 @@ fn apps_reading_with_splice_and_writing_with_sendfile_get_every_byte() {
 #[test]
 fn a_stream_of_small_messages_goes_back_to_tcp_without_losing_a_byte() {
     let node = short_path_node("sp-fallback");
-    let m = mesh(&node, with_app(), with_app(), Serve::Sink);
+    let m = app_mesh(&node, Serve::Sink);
     let results = m
         .send()
         .bytes(256 << 10)
@@ -886,7 +891,7 @@ fn the_node_wide_switch_turns_the_short_path_off() {
         .meshlane_config(|_| json!({ "shortPath": false }))
         .build();
     // The pods' annotation cannot turn it on against the node.
-    let m = mesh(&node, with_app(), with_app(), Serve::Echo);
+    let m = app_mesh(&node, Serve::Echo);
     let results = m.echoed(m.send().bytes(4 << 20).connections(2));
     assert!(results.iter().all(|r| r.data_segs_out > 0), "{results:?}");
     for name in [

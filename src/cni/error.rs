@@ -122,6 +122,19 @@ fn details_suffix(details: &str) -> String {
     }
 }
 
+/// The constructors whose message is given whole, one per code: `CniError::io(msg)`
+/// is `CniError::new(ErrorCode::Io, msg)`.
+macro_rules! plain_constructors {
+    ($($(#[$doc:meta])* $name:ident => $code:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(msg: impl Into<String>) -> Self {
+                Self::new(ErrorCode::$code, msg)
+            }
+        )*
+    };
+}
+
 impl CniError {
     pub fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
         CniError {
@@ -131,16 +144,43 @@ impl CniError {
         }
     }
 
+    /// The culprit first, then what is wrong with it: `"CNI_IFNAME: is empty"`.
+    fn naming(code: ErrorCode, culprit: &str, problem: impl std::fmt::Display) -> Self {
+        Self::new(code, format!("{culprit}: {problem}"))
+    }
+
+    plain_constructors! {
+        /// Code 1.
+        incompatible_version => IncompatibleVersion;
+        /// Code 3.
+        unknown_container => UnknownContainer;
+        /// Code 5.
+        io => Io;
+        /// Code 11.
+        try_again => TryAgainLater;
+        /// Code 50 (STATUS).
+        plugin_not_available => PluginNotAvailable;
+        /// Code 51 (STATUS).
+        limited_connectivity => LimitedConnectivity;
+        /// Code 100.
+        datapath => Datapath;
+        /// Code 101.
+        netns => Netns;
+        /// Code 102.
+        pod_state => PodState;
+        /// Code 103.
+        kernel_unsupported => KernelUnsupported;
+        /// Code 104.
+        pod_policy => PodPolicy;
+        /// Code 999.
+        internal => Internal;
+    }
+
     /// Adds the longer explanation (e.g. a verifier log, an errno chain).
     #[must_use]
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
         self.details = details.into();
         self
-    }
-
-    /// Code 1.
-    pub fn incompatible_version(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::IncompatibleVersion, msg)
     }
 
     /// Code 2; the spec wants the key and the value in the message.
@@ -151,77 +191,19 @@ impl CniError {
         )
     }
 
-    /// Code 3.
-    pub fn unknown_container(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::UnknownContainer, msg)
-    }
-
     /// Code 4, naming the variable: `invalid_env("CNI_IFNAME", "is empty")`.
     pub fn invalid_env(variable: &str, problem: impl std::fmt::Display) -> Self {
-        Self::new(
-            ErrorCode::InvalidEnvironment,
-            format!("{variable}: {problem}"),
-        )
-    }
-
-    /// Code 5.
-    pub fn io(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Io, msg)
+        Self::naming(ErrorCode::InvalidEnvironment, variable, problem)
     }
 
     /// Code 6, naming where in the input: `decode("prevResult.ips[0]", "...")`.
     pub fn decode(path: &str, problem: impl std::fmt::Display) -> Self {
-        Self::new(ErrorCode::Decode, format!("{path}: {problem}"))
+        Self::naming(ErrorCode::Decode, path, problem)
     }
 
     /// Code 7, naming the configuration key: `config("name", "is missing")`.
     pub fn config(key: &str, problem: impl std::fmt::Display) -> Self {
-        Self::new(ErrorCode::InvalidConfig, format!("{key}: {problem}"))
-    }
-
-    /// Code 11.
-    pub fn try_again(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::TryAgainLater, msg)
-    }
-
-    /// Code 50 (STATUS).
-    pub fn plugin_not_available(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::PluginNotAvailable, msg)
-    }
-
-    /// Code 51 (STATUS).
-    pub fn limited_connectivity(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::LimitedConnectivity, msg)
-    }
-
-    /// Code 100.
-    pub fn datapath(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Datapath, msg)
-    }
-
-    /// Code 101.
-    pub fn netns(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Netns, msg)
-    }
-
-    /// Code 102.
-    pub fn pod_state(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::PodState, msg)
-    }
-
-    /// Code 103.
-    pub fn kernel_unsupported(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::KernelUnsupported, msg)
-    }
-
-    /// Code 104.
-    pub fn pod_policy(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::PodPolicy, msg)
-    }
-
-    /// Code 999.
-    pub fn internal(msg: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Internal, msg)
+        Self::naming(ErrorCode::InvalidConfig, key, problem)
     }
 
     /// The error result document. `version` is the request's version when it is

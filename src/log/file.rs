@@ -108,39 +108,47 @@ impl LogFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scratch::scratch;
+    use crate::scratch::{scratch, ScratchDir};
     use std::os::unix::fs::PermissionsExt;
+
+    /// `cni.log` in a fresh scratch directory, which goes when the test ends.
+    fn scratch_log(label: &str) -> (ScratchDir, PathBuf) {
+        let dir = scratch(label);
+        let path = dir.join("cni.log");
+        (dir, path)
+    }
+
+    fn size(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().len()
+    }
 
     #[test]
     fn rotates_at_the_limit_and_keeps_one_old_file() {
-        let dir = scratch("limit");
-        let path = dir.join("cni.log");
+        let (_dir, path) = scratch_log("limit");
         let mut log = LogFile::open(&path, 100).unwrap();
         let line = format!("{}\n", "x".repeat(39)); // 40 bytes
         for _ in 0..2 {
             log.write_line(&line).unwrap();
         }
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 80);
+        assert_eq!(size(&path), 80);
         log.write_line(&line).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 40, "rotated");
-        assert_eq!(std::fs::metadata(rotated_path(&path)).unwrap().len(), 80);
+        assert_eq!(size(&path), 40, "rotated");
+        assert_eq!(size(&rotated_path(&path)), 80);
         // 80, then a second rotation: never more than the limit in one file.
         for _ in 0..2 {
             log.write_line(&line).unwrap();
         }
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 40);
-        assert_eq!(std::fs::metadata(rotated_path(&path)).unwrap().len(), 80);
+        assert_eq!(size(&path), 40);
+        assert_eq!(size(&rotated_path(&path)), 80);
         for file in [path.clone(), rotated_path(&path)] {
             let mode = std::fs::metadata(&file).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, FILE_MODE, "{}", file.display());
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn two_writers_rotate_once() {
-        let dir = scratch("two");
-        let path = dir.join("cni.log");
+        let (_dir, path) = scratch_log("two");
         let mut a = LogFile::open(&path, 100).unwrap();
         let mut b = LogFile::open(&path, 100).unwrap();
         a.write_line(&"a".repeat(95)).unwrap();
@@ -153,25 +161,21 @@ mod tests {
             std::fs::read_to_string(rotated_path(&path)).unwrap(),
             "a".repeat(95)
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn zero_never_rotates() {
-        let dir = scratch("zero");
-        let path = dir.join("cni.log");
+        let (_dir, path) = scratch_log("zero");
         let mut log = LogFile::open(&path, 0).unwrap();
         for _ in 0..10 {
             log.write_line(&"y".repeat(100)).unwrap();
         }
         assert!(!rotated_path(&path).exists());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_record_after_one_cut_short_starts_its_own_line() {
-        let dir = scratch("cut");
-        let path = dir.join("cni.log");
+        let (_dir, path) = scratch_log("cut");
         std::fs::write(&path, "whole\ncut sh").unwrap();
         let mut log = LogFile::open(&path, 0).unwrap();
         log.write_line("next\n").unwrap();
@@ -180,6 +184,5 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "whole\ncut sh\nnext\nlast\n"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

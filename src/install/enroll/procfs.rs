@@ -120,17 +120,20 @@ mod tests {
     const UID: &str = "5e2c8a4b-1f0d-4c3e-9a7b-2d6f8e1c0b9a";
     const ID: &str = "3f4a9c1e2b7d8f6a5c4b3a2918273645f0e1d2c3b4a5968778695a4b3c2d1e0f";
 
-    fn parsed(text: &str) -> Option<(String, String)> {
-        pod_container(text)
+    /// The lines name the test pod's UID and container ID.
+    fn assert_names_the_pod(text: &str) {
+        assert_eq!(
+            pod_container(text),
+            Some((UID.into(), ID.into())),
+            "{text:?}"
+        );
     }
 
     #[test]
     fn cgroupfs_driver() {
-        let text = format!("0::/kubepods/burstable/pod{UID}/{ID}\n");
-        assert_eq!(parsed(&text), Some((UID.into(), ID.into())));
+        assert_names_the_pod(&format!("0::/kubepods/burstable/pod{UID}/{ID}\n"));
         // Guaranteed pods sit right under kubepods.
-        let text = format!("0::/kubepods/pod{UID}/{ID}\n");
-        assert_eq!(parsed(&text), Some((UID.into(), ID.into())));
+        assert_names_the_pod(&format!("0::/kubepods/pod{UID}/{ID}\n"));
     }
 
     #[test]
@@ -143,20 +146,22 @@ mod tests {
         ] {
             let text =
                 format!("0::/kubepods.slice/{qos}.slice/{qos}-pod{underscored}.slice/{scope}\n");
-            assert_eq!(parsed(&text), Some((UID.into(), ID.into())), "{text}");
+            assert_names_the_pod(&text);
         }
         let conmon =
             format!("0::/kubepods.slice/kubepods-pod{underscored}.slice/crio-conmon-{ID}.scope");
-        assert_eq!(parsed(&conmon), None);
+        assert_eq!(pod_container(&conmon), None);
     }
 
     #[test]
     fn paths_seen_from_a_cgroup_namespace_and_nested_cgroups() {
-        let text = format!("0::/../../kubepods/besteffort/pod{UID}/{ID}/init.scope\n");
-        assert_eq!(parsed(&text), Some((UID.into(), ID.into())));
+        assert_names_the_pod(&format!(
+            "0::/../../kubepods/besteffort/pod{UID}/{ID}/init.scope\n"
+        ));
         // The test harness's layout: under a test cgroup.
-        let text = format!("0::/meshlane-test-1-0/kubepods/burstable/pod{UID}/{ID}\n");
-        assert_eq!(parsed(&text), Some((UID.into(), ID.into())));
+        assert_names_the_pod(&format!(
+            "0::/meshlane-test-1-0/kubepods/burstable/pod{UID}/{ID}\n"
+        ));
     }
 
     #[test]
@@ -166,7 +171,7 @@ mod tests {
              1:name=systemd:/kubepods/burstable/pod{UID}/{ID}\n\
              0::/\n"
         );
-        assert_eq!(parsed(&text), Some((UID.into(), ID.into())));
+        assert_names_the_pod(&text);
     }
 
     #[test]
@@ -180,7 +185,7 @@ mod tests {
             "0::/kubepods/burstable/podcast/1234567890abcdef\n".to_owned(),
             String::new(),
         ] {
-            assert_eq!(parsed(&text), None, "{text:?}");
+            assert_eq!(pod_container(&text), None, "{text:?}");
         }
     }
 }
