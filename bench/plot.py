@@ -14,7 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 CASES = [("1", "1 no mesh", "#7f7f7f", "o"), ("2", "2 Istio iptables", "#d62728", "s"),
-         ("3", "3 meshlane", "#1f77b4", "^"), ("4", "4 meshlane + short path", "#2ca02c", "D")]
+         ("3", "3 meshlane", "#1f77b4", "^"), ("4", "4 meshlane + short path", "#2ca02c", "D"),
+         ("5", "5 Envoy floor (no capture)", "#9467bd", "v")]
 
 
 def size_label(size):
