@@ -4,7 +4,7 @@
 Run it through scripts/bench.sh, which installs the tools, builds meshlane and the
 connection-rate tool, and passes the paths:
 
-  sudo scripts/bench.sh            the full benchmark (about 15 minutes)
+  sudo scripts/bench.sh            the full benchmark (about 18 minutes)
   sudo scripts/bench.sh --smoke    one short repetition, as CI runs it
 
 Cases: 1 no mesh (direct), 2 Envoy sidecars with Istio's iptables REDIRECT rules,
