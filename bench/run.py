@@ -78,13 +78,20 @@ def parse_args():
     return p.parse_args()
 
 
+# Machine-wide, not per checkout: the names (netns, cgroup, temp dirs) are the
+# machine's, and a run's start-up sweep removes another checkout's running node.
+LOCK_PATH = "/run/lock/meshlane-bench.lock"
+
+
 def take_lock():
     """One benchmark at a time: the names are fixed and a run sweeps what it finds."""
-    lock = open(os.path.abspath(__file__), "rb")  # noqa: SIM115 (held for the run)
+    os.makedirs(os.path.dirname(LOCK_PATH), exist_ok=True)
+    lock = open(LOCK_PATH, "a")  # noqa: SIM115 (held for the run)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise BenchError("another benchmark (scripts/bench.sh) is running on this machine")
+        raise BenchError("another benchmark (scripts/bench.sh) is running on this machine "
+                         f"({LOCK_PATH} is locked)")
     return lock
 
 

@@ -11,6 +11,7 @@
 mod common;
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -28,6 +29,9 @@ const CLEANUP_GRACE: Duration = Duration::from_secs(60);
 const NETNS_PREFIX: &str = "meshlane-bench-";
 const CGROUP_NAME: &str = "meshlane-bench";
 const TMP_PREFIX: &str = "meshlane-bench.";
+/// One benchmark at a time on the machine, whichever checkout it runs from
+/// (bench/run.py's LOCK_PATH).
+const LOCK_PATH: &str = "/run/lock/meshlane-bench.lock";
 const CASES: [&str; 5] = ["1", "2", "3", "4", "5"];
 
 fn run_bench(out: &Path) -> ScriptRun {
@@ -263,6 +267,38 @@ fn check_targets(data: &Value) {
     }
 }
 
+/// While another benchmark holds the machine-wide lock, a run must fail at once and
+/// leave the other's node alone: its start-up sweep would otherwise remove it. The
+/// lock is taken here as bench/run.py takes it; only this test's own run is seen.
+fn refused_while_locked(out: &Path) {
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(LOCK_PATH)
+        .unwrap_or_else(|err| panic!("open {LOCK_PATH}: {err}"));
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(
+        rc,
+        0,
+        "flock {LOCK_PATH}: {}",
+        std::io::Error::last_os_error()
+    );
+    let before = leftovers();
+    let run = run_bench(out);
+    assert!(
+        !run.succeeded() && run.stderr.contains("another benchmark"),
+        "a run while {LOCK_PATH} is held must be refused\n{}",
+        run.describe()
+    );
+    assert_eq!(
+        leftovers(),
+        before,
+        "the refused run touched the node's names"
+    );
+    drop(lock);
+}
+
 #[test]
 fn smoke_run_measures_every_case_and_cleans_up() {
     assert!(
@@ -274,6 +310,7 @@ fn smoke_run_measures_every_case_and_cleans_up() {
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out).expect("create the output dir");
 
+    refused_while_locked(&out);
     let run = run_bench(&out);
     assert!(run.succeeded(), "{}", run.describe());
     assert!(
