@@ -7,6 +7,7 @@ Needs matplotlib (scripts/deps.sh installs it into target/tools/venv)."""
 
 import json
 import sys
+import textwrap
 
 import matplotlib
 
@@ -14,7 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 CASES = [("1", "1 no mesh", "#7f7f7f", "o"), ("2", "2 Istio iptables", "#d62728", "s"),
-         ("3", "3 meshlane", "#1f77b4", "^"), ("4", "4 meshlane + short path", "#2ca02c", "D")]
+         ("3", "3 meshlane", "#1f77b4", "^"), ("4", "4 meshlane + short path", "#2ca02c", "D"),
+         ("5", "5 Envoy floor (no capture)", "#9467bd", "v")]
 
 
 def size_label(size):
@@ -60,15 +62,19 @@ def bar_panel(ax, data):
         e = s.get(case)
         if not e:
             continue
-        labels.append(label.replace(" ", "\n", 1))
+        # The case number, then its name wrapped: five labels share the panel's width.
+        number, _, name = label.partition(" ")
+        labels.append(number + "\n" + textwrap.fill(name, 14))
         values.append(e["median"])
         errs[0].append(e["median"] - e["min"])
         errs[1].append(e["max"] - e["median"])
         colors.append(color)
     bars = ax.bar(labels, values, color=colors, yerr=errs, capsize=4)
     base = s.get("2", {}).get("median")
+    floor = s.get("5", {}).get("median")
     for bar, v, up in zip(bars, values, errs[1]):
-        text = f"{v:,.0f}" + (f"\n{v / base:.2f}x" if base else "")
+        text = f"{v:,.0f}" + (f"\n{v / base:.2f}x /2" if base else "") \
+            + (f"\n{v / floor:.2f}x /5" if floor else "")
         ax.annotate(text, (bar.get_x() + bar.get_width() / 2, v + up), ha="center", va="bottom",
                     fontsize=8, xytext=(0, 3), textcoords="offset points")
     ax.set_ylabel("connections/s")

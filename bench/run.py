@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""meshlane's benchmark (issue 5): four cases measured in one run, alternating.
+"""meshlane's benchmark (issue 5): five cases measured in one run, alternating.
 
 Run it through scripts/bench.sh, which installs the tools, builds meshlane and the
 connection-rate tool, and passes the paths:
 
-  sudo scripts/bench.sh            the full benchmark (about 15 minutes)
+  sudo scripts/bench.sh            the full benchmark (about 18 minutes)
   sudo scripts/bench.sh --smoke    one short repetition, as CI runs it
 
 Cases: 1 no mesh (direct), 2 Envoy sidecars with Istio's iptables REDIRECT rules,
 3 Envoy sidecars with meshlane capture and "shortPath": false, 4 the same with
-"shortPath": true. Every repetition runs each figure for cases 1, 2, 3, 4 in turn;
-the report takes medians. See docs/benchmarks.md for the method.
+"shortPath": true, 5 the same Envoys with no capture at all (the apps address their
+Envoy explicitly: the floor of any capture). Every repetition runs each figure for
+cases 1 to 5 in turn; the report takes medians. See docs/benchmarks.md for the method.
 """
 
 import argparse
@@ -77,13 +78,20 @@ def parse_args():
     return p.parse_args()
 
 
+# Machine-wide, not per checkout: the names (netns, cgroup, temp dirs) are the
+# machine's, and a run's start-up sweep removes another checkout's running node.
+LOCK_PATH = "/run/lock/meshlane-bench.lock"
+
+
 def take_lock():
     """One benchmark at a time: the names are fixed and a run sweeps what it finds."""
-    lock = open(os.path.abspath(__file__), "rb")  # noqa: SIM115 (held for the run)
+    os.makedirs(os.path.dirname(LOCK_PATH), exist_ok=True)
+    lock = open(LOCK_PATH, "a")  # noqa: SIM115 (held for the run)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise BenchError("another benchmark (scripts/bench.sh) is running on this machine")
+        raise BenchError("another benchmark (scripts/bench.sh) is running on this machine "
+                         f"({LOCK_PATH} is locked)")
     return lock
 
 
@@ -154,10 +162,10 @@ class Run:
         self.results["path_checks"] = {case: self.path_check(case) for case in CASES}
 
     def path_check(self, case):
-        """Proves the case's traffic takes the path it claims: in cases 2-4 every
+        """Proves the case's traffic takes the path it claims: in cases 2-5 every
         connection of a probe run is counted by the client sidecar's outbound
-        listener and by the server sidecar's inbound listener; in case 1 there is
-        no sidecar. Raises when it does not hold: a benchmark of the wrong path
+        listener(s) and by the server sidecar's inbound listener(s); in case 1 there
+        is no sidecar. Raises when it does not hold: a benchmark of the wrong path
         would be worse than none."""
         node = self.node
         envoys = case != 1
@@ -172,7 +180,8 @@ class Run:
             if out < probe["ops"] or inb < probe["ops"]:
                 raise BenchError(
                     f"case {case}: {probe['ops']} connections, but the client sidecar's "
-                    f"15001 counted {out} and the server sidecar's 15006 counted {inb}: "
+                    f"outbound listeners counted {out} and the server sidecar's inbound "
+                    f"ones {inb}: "
                     "the traffic does not go through both sidecars")
         if case in (3, 4):
             inst = "off" if case == 3 else "on"

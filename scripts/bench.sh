@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# meshlane's benchmark (issue 5): on this machine, in one run, alternating, with
+# meshlane's benchmark (issues 5, 16): on this machine, in one run, alternating, with
 # medians over repetitions:
 #   1 no mesh (pod to pod)            2 Envoy sidecars + Istio's iptables (REDIRECT)
 #   3 Envoy + meshlane, no short path 4 Envoy + meshlane + short path (sockmap)
+#   5 the same Envoys, no capture (the apps connect to their Envoy explicitly: the floor)
 # qperf tcp_lat / tcp_bw at 1 B..64 KiB, connection setup rate, CPU per request,
 # pod setup cost (meshlane ADD vs iptables-restore), the BPF programs' run time, and
 # the cost of meshlane's hooks for processes outside mesh pods.
 #
-#   sudo scripts/bench.sh            the full benchmark (about 15 minutes): results in
+#   sudo scripts/bench.sh            the full benchmark (about 18 minutes): results in
 #                                    bench/results/, report in docs/benchmarks.md and
 #                                    docs/benchmarks.png
 #   sudo scripts/bench.sh --smoke    one short repetition (under a minute), results in

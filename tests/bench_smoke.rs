@@ -1,8 +1,9 @@
 //! The benchmark's harness (`scripts/bench.sh --smoke`, issue 5) run for real with
-//! the binary of this test build: one short repetition of every figure for all four
+//! the binary of this test build: one short repetition of every figure for all five
 //! cases. Checks that the harness works and produced a complete, well-formed result
-//! for every case, that the meshed cases really went through both sidecars, and that
-//! nothing of its node is left behind. A correctness check of the harness: no
+//! for every case (case 5, the Envoy floor of issue 16, included), that the cases
+//! with sidecars really went through both, that every figure is reported against
+//! case 2 and case 5, and that nothing of its node is left behind. A correctness check of the harness: no
 //! timing is ever asserted.
 //!
 //! Needs root; fails loudly (never skips) when it cannot run.
@@ -10,6 +11,7 @@
 mod common;
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -27,7 +29,10 @@ const CLEANUP_GRACE: Duration = Duration::from_secs(60);
 const NETNS_PREFIX: &str = "meshlane-bench-";
 const CGROUP_NAME: &str = "meshlane-bench";
 const TMP_PREFIX: &str = "meshlane-bench.";
-const CASES: [&str; 4] = ["1", "2", "3", "4"];
+/// One benchmark at a time on the machine, whichever checkout it runs from
+/// (bench/run.py's LOCK_PATH).
+const LOCK_PATH: &str = "/run/lock/meshlane-bench.lock";
+const CASES: [&str; 5] = ["1", "2", "3", "4", "5"];
 
 fn run_bench(out: &Path) -> ScriptRun {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench.sh");
@@ -141,6 +146,7 @@ fn check_samples(data: &Value) {
             }][case];
             positive(entry, "median", &format!("summary of {what}"));
             positive(entry, "ratio_vs_2", &format!("summary of {what}"));
+            positive(entry, "ratio_vs_5", &format!("summary of {what}"));
         }
     }
     for hooks in ["host-on", "host-off"] {
@@ -166,7 +172,8 @@ fn check_path_checks(data: &Value) {
             &format!("case {case} path check"),
         );
         if case != "1" {
-            // Every probe connection was counted by both sidecars' capture listeners.
+            // Every probe connection was counted by both sidecars: the capture
+            // listeners in cases 2-4, the per-destination listeners in case 5.
             for key in ["client_outbound_cx", "server_inbound_cx"] {
                 assert!(
                     check[key].as_f64().unwrap_or(0.0) >= probes,
@@ -240,6 +247,9 @@ fn check_targets(data: &Value) {
         "meshlane ADD p50",
         "connect4 hook",
         "host process connection rate",
+        "floor: tcp_lat",
+        "floor: lat_p50",
+        "floor: tcp_bw",
     ] {
         assert!(
             names.iter().any(|n| n.starts_with(wanted)),
@@ -257,6 +267,38 @@ fn check_targets(data: &Value) {
     }
 }
 
+/// While another benchmark holds the machine-wide lock, a run must fail at once and
+/// leave the other's node alone: its start-up sweep would otherwise remove it. The
+/// lock is taken here as bench/run.py takes it; only this test's own run is seen.
+fn refused_while_locked(out: &Path) {
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(LOCK_PATH)
+        .unwrap_or_else(|err| panic!("open {LOCK_PATH}: {err}"));
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(
+        rc,
+        0,
+        "flock {LOCK_PATH}: {}",
+        std::io::Error::last_os_error()
+    );
+    let before = leftovers();
+    let run = run_bench(out);
+    assert!(
+        !run.succeeded() && run.stderr.contains("another benchmark"),
+        "a run while {LOCK_PATH} is held must be refused\n{}",
+        run.describe()
+    );
+    assert_eq!(
+        leftovers(),
+        before,
+        "the refused run touched the node's names"
+    );
+    drop(lock);
+}
+
 #[test]
 fn smoke_run_measures_every_case_and_cleans_up() {
     assert!(
@@ -268,6 +310,7 @@ fn smoke_run_measures_every_case_and_cleans_up() {
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out).expect("create the output dir");
 
+    refused_while_locked(&out);
     let run = run_bench(&out);
     assert!(run.succeeded(), "{}", run.describe());
     assert!(
@@ -312,6 +355,13 @@ fn smoke_run_measures_every_case_and_cleans_up() {
         "## Targets",
     ] {
         assert!(md.contains(section), "smoke.md has no {section:?}");
+    }
+    // Every figure's table has case 5's column and the ratios against it.
+    for column in ["| 5 Envoy floor |", "| 4 / 5 |"] {
+        assert!(
+            md.matches(column).count() >= 4,
+            "smoke.md's figure tables lack {column:?}"
+        );
     }
     let png = fs::read(out.join("smoke.png")).expect("smoke.png");
     assert!(

@@ -62,9 +62,9 @@ def qperf(node, case, test, size, seconds):
 
     qperf opens a control connection (QPERF_PORT) and a data connection (the fixed
     QPERF_DATA_PORT); in cases 2-4 both go through both sidecars (every port is
-    captured). Only the data connection carries the measured messages."""
+    captured), in case 5 through the Envoys' listeners for both ports. Only the data connection carries the measured messages."""
     client = f"c{case}-client"
-    server_ip = node.pods[f"c{case}-server"].ip
+    server_ip = node.server_addr(case)
     argv = ["qperf", server_ip, "--listen_port", str(QPERF_PORT), "--ip_port",
             str(QPERF_DATA_PORT), "--time", str(seconds), "-vvs", "-uu",
             "--msg_size", str(size), test]
@@ -104,7 +104,7 @@ def sockperf_latency(node, case, size, seconds):
     up; the median is what a typical message sees. One connection, captured in
     cases 2-4 like qperf's."""
     client = f"c{case}-client"
-    server_ip = node.pods[f"c{case}-server"].ip
+    server_ip = node.server_addr(case)
     argv = ["sockperf", "ping-pong", "--tcp", "-i", server_ip, "-p", str(SOCKPERF_PORT),
             "-m", str(size), "-t", str(seconds)]
     place = node.place(client)
@@ -142,7 +142,7 @@ def connrate(node, place, addr, port, seconds, threads):
 
 
 def case_connrate(node, case, seconds, threads):
-    server_ip = node.pods[f"c{case}-server"].ip
+    server_ip = node.server_addr(case)
     return connrate(node, node.place(f"c{case}-client"), server_ip, CONNRATE_PORT, seconds,
                     threads)
 

@@ -57,7 +57,17 @@ CASES = {
         "what": "Envoy sidecars, meshlane capture, \"shortPath\": false"},
     4: {"name": "meshlane + short path", "key": "meshlane-sp",
         "what": "Envoy sidecars, meshlane capture, \"shortPath\": true"},
+    5: {"name": "Envoy floor", "key": "floor",
+        "what": "the same Envoys with no capture: the client app connects to its Envoy's "
+                "listener for the destination, which connects to the server Envoy's plain "
+                "listener, which forwards to the app on localhost"},
 }
+# Case 5 (the floor): one listener per destination port on each Envoy, since no
+# original destination is there to read. The client app connects to its own Envoy
+# on 127.0.0.1:PORT; the client Envoy connects to the server pod's FLOOR_INBOUND[PORT],
+# where the server Envoy listens and forwards to 127.0.0.1:PORT.
+FLOOR_PORTS = (QPERF_PORT, QPERF_DATA_PORT, CONNRATE_PORT, SOCKPERF_PORT)
+FLOOR_INBOUND = {port: 15100 + i for i, port in enumerate(FLOOR_PORTS)}
 # meshlane instances: one per node-wide setting, each with its own bpffs root and
 # its own cgroup (see docs/benchmarks.md, "How the cases are built").
 INSTANCES = {"off": {"short_path": False, "case": 3}, "on": {"short_path": True, "case": 4}}
@@ -169,7 +179,7 @@ class Node:
         self.cgroup = os.path.join(root, NAME)
         os.mkdir(self.cgroup)
         layout = {
-            "case1": "case1", "case2": "case2",
+            "case1": "case1", "case2": "case2", "case5": "case5",
             "mesh-off": "mesh-off", "case3": "mesh-off/pods",
             "mesh-on": "mesh-on", "case4": "mesh-on/pods",
             "host-on": "mesh-on/host", "host-off": "host-plain",
@@ -262,7 +272,7 @@ class Node:
         """The client and server pod of a case, through the case's chain; Istio's
         rules in case 2; per-netns sysctls alike in every case. extra_annotations
         go on both pods (e.g. meshlane's per-pod short-path setting for case 4)."""
-        conflist = {1: "plain", 2: "plain", 3: "off", 4: "on"}[case]
+        conflist = {1: "plain", 2: "plain", 3: "off", 4: "on", 5: "plain"}[case]
         pods = []
         for role in ("client", "server"):
             pod = self.new_pod(f"c{case}-{role}", case, conflist, captured=case in (3, 4))
@@ -364,51 +374,45 @@ class Node:
         raise BenchError(f"nothing listens on {addr}:{port} for {what} after {timeout}s")
 
     def envoy_bootstrap(self, pod_name):
-        def tcp_proxy(stat_prefix, cluster):
-            return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                "stat_prefix": stat_prefix, "cluster": cluster}}
-
-        def capture_listener(name, port, cluster):
-            # Istio's virtualOutbound / virtualInbound reduced to TCP: original_dst
-            # reads SO_ORIGINAL_DST, tcp_proxy forwards to that address; a connection
-            # made straight to the listener port goes to the blackhole (loop guard).
-            return {
-                "name": name,
-                "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
-                "listener_filters": [{"name": "envoy.filters.listener.original_dst", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}}],
-                "filter_chains": [
-                    {"name": f"{name}-blackhole", "filter_chain_match": {"destination_port": port},
-                     "filters": [tcp_proxy("BlackHoleCluster", "BlackHoleCluster")]},
-                    {"name": f"{name}-passthrough", "filters": [tcp_proxy(cluster, cluster)]},
-                ],
-            }
-
+        pod = self.pods[pod_name]
+        if pod.case == 5:
+            listeners, clusters = self._floor_resources(pod_name)
+        else:
+            listeners, clusters = _capture_resources()
         return {
             "node": {"id": f"sidecar~0.0.0.0~{pod_name}.bench~bench.svc.cluster.local",
                      "cluster": NAME},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1",
                                                      "port_value": ENVOY_ADMIN_PORT}}},
-            "static_resources": {
-                "listeners": [
-                    capture_listener("virtualOutbound", OUTBOUND_PORT, "PassthroughCluster"),
-                    capture_listener("virtualInbound", INBOUND_PORT,
-                                     "InboundPassthroughClusterIpv4"),
-                ],
-                "clusters": [
-                    {"name": "PassthroughCluster", "type": "ORIGINAL_DST",
-                     "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "5s"},
-                    # Istio's inbound hand-off: to the original destination, from
-                    # 127.0.0.6, which neither capture touches again.
-                    {"name": "InboundPassthroughClusterIpv4", "type": "ORIGINAL_DST",
-                     "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "5s",
-                     "upstream_bind_config": {"source_address": {"address": "127.0.0.6",
-                                                                 "port_value": 0}}},
-                    {"name": "BlackHoleCluster", "type": "STATIC", "connect_timeout": "1s"},
-                ],
-            },
+            "static_resources": {"listeners": listeners, "clusters": clusters},
         }
+
+    def _floor_resources(self, pod_name):
+        """Case 5: plain listeners and static clusters, nothing transparent. The
+        client Envoy has 127.0.0.1:PORT → server pod:FLOOR_INBOUND[PORT]; the server
+        Envoy has 0.0.0.0:FLOOR_INBOUND[PORT] → 127.0.0.1:PORT."""
+        listeners, clusters = [], []
+        for port, inbound in FLOOR_INBOUND.items():
+            if pod_name.endswith("-client"):
+                name, listen, upstream = f"out-{port}", ("127.0.0.1", port), \
+                    (self.pods["c5-server"].ip, inbound)
+            else:
+                name, listen, upstream = f"in-{port}", ("0.0.0.0", inbound), ("127.0.0.1", port)
+            listeners.append({
+                "name": name,
+                "address": {"socket_address": {"address": listen[0], "port_value": listen[1]}},
+                "filter_chains": [{"filters": [_tcp_proxy(name, name)]}]})
+            clusters.append({
+                "name": name, "type": "STATIC", "connect_timeout": "5s",
+                "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {
+                        "address": upstream[0], "port_value": upstream[1]}}}}]}]}})
+        return listeners, clusters
+
+    def server_addr(self, case):
+        """Where the case's client app connects: the server pod, which the capture
+        (cases 2-4) sends through both sidecars; in case 5 the client's own Envoy."""
+        return "127.0.0.1" if case == 5 else self.pods[f"c{case}-server"].ip
 
     def start_envoy(self, pod_name, concurrency):
         pod = self.pods[pod_name]
@@ -465,14 +469,22 @@ class Node:
         return status, body
 
     def envoy_counters(self, pod_name):
-        """Downstream connections accepted by the capture listeners of a sidecar."""
+        """Downstream connections accepted by a sidecar's listeners for the apps'
+        traffic: outbound (the capture's 15001, case 5's 127.0.0.1:PORT listeners)
+        and inbound (15006, case 5's FLOOR_INBOUND listeners), summed per direction."""
+        listeners = {f"0.0.0.0_{OUTBOUND_PORT}": "outbound_cx",
+                     f"0.0.0.0_{INBOUND_PORT}": "inbound_cx"}
+        for port, inbound in FLOOR_INBOUND.items():
+            listeners[f"127.0.0.1_{port}"] = "outbound_cx"
+            listeners[f"0.0.0.0_{inbound}"] = "inbound_cx"
         _, body = self.admin_get(pod_name, "/stats?filter=downstream_cx_total")
         counters = {}
         for line in body.splitlines():
             name, _, value = line.partition(": ")
-            for port, key in ((OUTBOUND_PORT, "outbound_cx"), (INBOUND_PORT, "inbound_cx")):
-                if name == f"listener.0.0.0.0_{port}.downstream_cx_total":
-                    counters[key] = int(value)
+            listener = name.removeprefix("listener.").removesuffix(".downstream_cx_total")
+            key = listeners.get(listener) if name.startswith("listener.") else None
+            if key:
+                counters[key] = counters.get(key, 0) + int(value)
         return counters
 
     def meshlane_cli(self, inst, command):
@@ -505,6 +517,49 @@ class Node:
                 sysutil.run(["umount", sysutil.NETNS_DIR], check=False)
             if self.run_netns_was == "absent":
                 os.rmdir(sysutil.NETNS_DIR)
+
+
+def _tcp_proxy(stat_prefix, cluster):
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": stat_prefix, "cluster": cluster}}
+
+
+def _capture_listener(name, port, cluster):
+    # Istio's virtualOutbound / virtualInbound reduced to TCP: original_dst
+    # reads SO_ORIGINAL_DST, tcp_proxy forwards to that address; a connection
+    # made straight to the listener port goes to the blackhole (loop guard).
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "listener_filters": [{"name": "envoy.filters.listener.original_dst", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"}}],
+        "filter_chains": [
+            {"name": f"{name}-blackhole", "filter_chain_match": {"destination_port": port},
+             "filters": [_tcp_proxy("BlackHoleCluster", "BlackHoleCluster")]},
+            {"name": f"{name}-passthrough", "filters": [_tcp_proxy(cluster, cluster)]},
+        ],
+    }
+
+
+def _capture_resources():
+    """Cases 2-4: a sidecar's capture listeners and clusters, as Istio's."""
+    listeners = [
+        _capture_listener("virtualOutbound", OUTBOUND_PORT, "PassthroughCluster"),
+        _capture_listener("virtualInbound", INBOUND_PORT, "InboundPassthroughClusterIpv4"),
+    ]
+    clusters = [
+        {"name": "PassthroughCluster", "type": "ORIGINAL_DST",
+         "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "5s"},
+        # Istio's inbound hand-off: to the original destination, from
+        # 127.0.0.6, which neither capture touches again.
+        {"name": "InboundPassthroughClusterIpv4", "type": "ORIGINAL_DST",
+         "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "5s",
+         "upstream_bind_config": {"source_address": {"address": "127.0.0.6",
+                                                     "port_value": 0}}},
+        {"name": "BlackHoleCluster", "type": "STATIC", "connect_timeout": "1s"},
+    ]
+    return listeners, clusters
 
 
 def _dechunk(body):

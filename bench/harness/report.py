@@ -1,11 +1,15 @@
-"""Medians, ratios against case 2, the targets of issue 5, and the report."""
+"""Medians, ratios against case 2 (the baseline) and case 5 (the floor), the
+targets of issues 5 and 16, and the report."""
 
 import csv
 import os
 import statistics
 
-CASE_IDS = ["1", "2", "3", "4"]
+CASE_IDS = ["1", "2", "3", "4", "5"]
 BASELINE = "2"
+# The same Envoys with no capture: what no transparent capture can beat without
+# changing how bytes move (issue 16).
+FLOOR = "5"
 
 
 def size_label(size):
@@ -46,7 +50,7 @@ def short_path_in_build(data):
 
 def summarize(data):
     """Per figure, size and case: the median value, its spread, the median CPU per
-    operation, and the ratio of the medians against case 2."""
+    operation, and the ratios of the medians against case 2 and case 5."""
     groups = {}
     for s in data["samples"]:
         key = (s["figure"], "-" if s["size"] is None else str(s["size"]), str(s["case"]))
@@ -63,10 +67,11 @@ def summarize(data):
         }
     for figure, sizes in summary.items():
         for cases in sizes.values():
-            base = cases.get(BASELINE)
-            for entry in cases.values():
-                entry["ratio_vs_2"] = (entry["median"] / base["median"]
-                                       if base and base["median"] else None)
+            for ref in (BASELINE, FLOOR):
+                base = cases.get(ref)
+                for entry in cases.values():
+                    entry[f"ratio_vs_{ref}"] = (entry["median"] / base["median"]
+                                                if base and base["median"] else None)
     summary["short_path_in_build"] = short_path_in_build(data)
     setup = data.get("pod_setup")
     if setup:
@@ -167,6 +172,20 @@ def targets(data):
         r = cr["4"]["median"] / cr["2"]["median"]
         add("connection setup rate, case 4 / case 2", ">= 1.20", round(r, 3), r >= 1.2,
             f"case 3: {cr['3']['median'] / cr['2']['median']:.3f}" if cr["3"] else "")
+    # Issue 16: case 4 at or below the floor in latency, at or above it in
+    # throughput, at every size.
+    for figure, wanted in (("tcp_lat", "<="), ("lat_p50", "<="), ("tcp_bw", ">=")):
+        sizes = (data["config"].get("sockperf_sizes", []) if figure == "lat_p50"
+                 else data["config"]["sizes"])
+        for size in sizes:
+            e4, e5 = _get(s, figure, size, "4"), _get(s, figure, size, FLOOR)
+            if not (e4 and e5 and e5["median"]):
+                continue
+            r = e4["median"] / e5["median"]
+            e3 = _get(s, figure, size, "3")
+            add(f"floor: {figure} {size_label(size)}, case 4 / case 5", f"{wanted} 1.00",
+                round(r, 3), r <= 1.0 if wanted == "<=" else r >= 1.0,
+                f"case 3: {e3['median'] / e5['median']:.3f}" if e3 else "")
     setup = s.get("pod_setup")
     if setup:
         add_p50 = setup["meshlane_add_ms"]["p50"]
@@ -215,23 +234,24 @@ def _fmt(v, digits=1):
     return f"{v:.{digits}f}"
 
 
-def _ratio(entry):
-    r = entry and entry.get("ratio_vs_2")
+def _ratio(entry, ref=BASELINE):
+    r = entry and entry.get(f"ratio_vs_{ref}")
     return "–" if r is None else f"{r:.2f}×"
 
 
 def _figure_table(data, figure, unit_label, digits=1, sizes=None):
     s = data["summary"].get(figure, {})
-    lines = [f"| size | 1 no mesh | 2 Istio iptables | 3 meshlane | 4 meshlane + short path "
-             f"| 3 / 2 | 4 / 2 |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| size | 1 no mesh | 2 Istio iptables | 3 meshlane | 4 meshlane + short path "
+             "| 5 Envoy floor | 3 / 2 | 4 / 2 | 3 / 5 | 4 / 5 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     if sizes is None:
         sizes = data["config"]["sizes"] if figure != "conn_rate" else [None]
     for size in sizes:
         cases = s.get("-" if size is None else str(size), {})
         vals = [_fmt(cases.get(c, {}).get("median"), digits) for c in CASE_IDS]
         lines.append(f"| {size_label(size) if size else '–'} | " + " | ".join(vals)
-                     + f" | {_ratio(cases.get('3'))} | {_ratio(cases.get('4'))} |")
+                     + "".join(f" | {_ratio(cases.get(c), ref)}"
+                               for ref in (BASELINE, FLOOR) for c in ("3", "4")) + " |")
     return f"{unit_label}\n\n" + "\n".join(lines)
 
 
@@ -240,15 +260,16 @@ def _cpu_table(data):
     rows = [("tcp_lat 1 KiB, per round trip", "tcp_lat", "1024"),
             ("tcp_lat 64 B, per round trip", "tcp_lat", "64"),
             ("connection (connect + 1 byte each way + close)", "conn_rate", "-")]
-    lines = ["| CPU µs per request | 1 | 2 | 3 | 4 | 4 / 2 |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| CPU µs per request | 1 | 2 | 3 | 4 | 5 | 4 / 2 | 4 / 5 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for label, figure, size in rows:
         cases = s.get(figure, {}).get(size)
         if not cases:
             continue
         vals = [cases.get(c, {}).get("cpu_us_per_op") for c in CASE_IDS]
-        ratio = vals[3] / vals[1] if vals[1] and vals[3] else None
-        lines.append(f"| {label} | " + " | ".join(_fmt(v, 2) for v in vals)
-                     + f" | {'–' if ratio is None else f'{ratio:.2f}×'} |")
+        ratios = [vals[3] / ref if ref and vals[3] else None for ref in (vals[1], vals[4])]
+        lines.append(f"| {label} | " + " | ".join(_fmt(v, 2) for v in vals) + "".join(
+            f" | {'–' if r is None else f'{r:.2f}×'}" for r in ratios) + " |")
     return "\n".join(lines)
 
 
@@ -307,10 +328,14 @@ def markdown(data, image, raw=None):
     if raw:
         parts += [f"Raw results (every sample): [`{raw}`]({raw}) and the `.csv` beside it.", ""]
     parts += [
-        "Cases: **1** no mesh (pod to pod over the bridge, the floor); **2** Envoy sidecars "
+        "Cases: **1** no mesh (pod to pod over the bridge, no sidecar); **2** Envoy sidecars "
         "with Istio's iptables rules (REDIRECT) — the baseline; **3** Envoy sidecars with "
-        "meshlane capture, `\"shortPath\": false`; **4** the same with `\"shortPath\": true`. "
-        "Every value is the median over the repetitions; ratios are against case 2."
+        "meshlane capture, `\"shortPath\": false`; **4** the same with `\"shortPath\": true`; "
+        "**5** the same Envoys with no capture at all — each app connects to its own Envoy's "
+        "listener for the destination, which connects to the server Envoy's plain listener, "
+        "which forwards to the app on localhost: the floor of any transparent capture. "
+        "Every value is the median over the repetitions; ratios are against case 2 (`/ 2`) "
+        "and against case 5 (`/ 5`)."
         + (" **This build of meshlane has no short path (no `sk_msg` program was "
            "loaded): case 4 runs exactly case 3's code, and every difference between "
            "them shows this machine's noise.**" if s.get("short_path_in_build") is False
@@ -417,7 +442,7 @@ def markdown(data, image, raw=None):
                 "without.",
                 "",
             ]
-    parts += ["## Targets (issue 5)", "", _targets_table(data), ""]
+    parts += ["## Targets (issues 5 and 16)", "", _targets_table(data), ""]
     for path in (ANALYSIS_FILE, METHOD_FILE):
         if data["mode"] == "full" and os.path.exists(path):
             with open(path, encoding="utf-8") as f:
@@ -427,7 +452,8 @@ def markdown(data, image, raw=None):
 
 def console_table(data):
     s = data["summary"]
-    out = ["", "medians (ratio vs case 2)        case 1      case 2      case 3      case 4"]
+    out = ["", "medians (ratio vs case 2 / vs case 5)   case 1          case 2          case 3"
+           "          case 4          case 5"]
     for figure, unit in (("tcp_lat", "us"), ("lat_p50", "us"), ("tcp_bw", "MB/s"),
                          ("conn_rate", "conn/s")):
         for size, cases in s.get(figure, {}).items():
@@ -435,9 +461,11 @@ def console_table(data):
             cells = []
             for c in CASE_IDS:
                 e = cases.get(c)
+                ratios = "/".join(f"{e[f'ratio_vs_{ref}']:.2f}" for ref in (BASELINE, FLOOR)
+                                  if e and ref != c and e.get(f"ratio_vs_{ref}") is not None)
                 cells.append("-" if not e else
-                             f"{e['median']:.1f}" + (f" ({e['ratio_vs_2']:.2f})" if c != "2" else ""))
-            out.append(f"{label:<32} " + "  ".join(f"{x:>14}" for x in cells))
+                             f"{e['median']:.1f}" + (f" ({ratios})" if ratios else ""))
+            out.append(f"{label:<38} " + "  ".join(f"{x:>14}" for x in cells))
     out.append("")
     for t in data["targets"]:
         met = {True: "met", False: "MISSED", None: "-"}[t["met"]]
