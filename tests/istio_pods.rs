@@ -152,6 +152,66 @@ fn kuma_pods_meshlane_cannot_honour_fail_their_add_and_istio_pods_are_left_alone
     );
 }
 
+/// Under `mesh: "linkerd"` (docs/meshes.md): a Linkerd pod whose settings meshlane
+/// cannot honour fails its ADD with code 7 naming the annotation, before anything
+/// is written; Linkerd's iptables-mode pods, pods without linkerd-proxy and Istio
+/// pods are left alone; a Linkerd pod in CNI mode is captured with its settings.
+#[test]
+fn linkerd_pods_are_selected_by_their_containers_and_settings_are_honoured_or_refused() {
+    let (node, _api) = common::linkerd_node::linkerd_node(TestNode::builder("linkerd-pods"));
+    for (annotation, value) in [
+        ("config.linkerd.io/skip-subnets", "10.0.0.0/8"),
+        ("config.linkerd.io/close-wait-timeout", "1m"),
+        ("config.linkerd.io/skip-outbound-ports", "80,99999"),
+        ("config.linkerd.io/proxy-uid", "linkerd"),
+    ] {
+        let pod = node.try_add_pod(
+            "refused",
+            PodOptions::new()
+                .linkerd_injected()
+                .annotation(annotation, value),
+        );
+        let (code, msg) = pod.meshlane_add_error();
+        assert_eq!(code, 7, "{msg}");
+        assert!(msg.contains(annotation) && msg.contains(value), "{msg}");
+    }
+    assert!(!node.pin_root().exists(), "a refused ADD left state behind");
+    for (name, options) in [
+        ("init", PodOptions::new().linkerd_injected()),
+        ("plain", PodOptions::new().linkerd_injected()),
+        ("istio", PodOptions::new().injected()),
+    ] {
+        let _left_alone = node.add_pod(name, options);
+        assert!(!node.pin_root().exists(), "{name} was captured");
+    }
+    let pod = node.add_pod(
+        "web",
+        PodOptions::new()
+            .linkerd_injected()
+            .annotation("config.linkerd.io/proxy-uid", "2200")
+            .annotation("config.linkerd.io/skip-inbound-ports", "9000-9001"),
+    );
+    let record = node
+        .maps()
+        .pod(pod.netns_cookie())
+        .unwrap()
+        .expect("captured");
+    assert_eq!(
+        (record.proxy_uid, record.outbound_port, record.inbound_port),
+        (2200, 4140, 4143)
+    );
+    assert_ne!(record.flags & ml_pod_flag::ML_POD_LINKERD_RULES.0, 0);
+
+    // Without a kubeconfig an injected pod's containers are unknown: never guessed.
+    let blind = TestNode::builder("linkerd-blind")
+        .meshlane_config(|_| json!({"mesh": "linkerd"}))
+        .build();
+    let pod = blind.try_add_pod("web", PodOptions::new().linkerd_injected());
+    let (code, msg) = pod.meshlane_add_error();
+    assert_eq!(code, 104, "{msg}");
+    assert!(msg.contains("linkerd-init"), "{msg}");
+}
+
 #[test]
 fn a_runtime_that_passes_no_annotations_cannot_have_its_pods_classified() {
     // The entry does not declare the capability, so no runtimeConfig arrives (as

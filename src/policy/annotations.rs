@@ -115,12 +115,16 @@ pub(super) fn bad(
 }
 
 /// The items of a comma-separated list; an empty value is an empty list.
-fn items(value: &str) -> impl Iterator<Item = &str> {
+pub(super) fn items(value: &str) -> impl Iterator<Item = &str> {
     let empty = value.trim().is_empty();
     value.split(',').map(str::trim).filter(move |_| !empty)
 }
 
-fn port(annotation: &'static str, value: &str, item: &str) -> Result<u16, AnnotationError> {
+pub(super) fn port(
+    annotation: &'static str,
+    value: &str,
+    item: &str,
+) -> Result<u16, AnnotationError> {
     if item.is_empty() {
         return Err(bad(annotation, value, "empty item in the port list"));
     }
@@ -152,7 +156,7 @@ pub(super) fn port_set(
 }
 
 /// A list longer than its per-pod cap; the value is cut short in the message.
-fn within_cap(
+pub(super) fn within_cap(
     annotation: &'static str,
     value: &str,
     count: usize,

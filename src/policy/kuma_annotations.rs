@@ -119,6 +119,7 @@ impl KumaSettings {
             exclude_inbound_ports: self.exclude_inbound_ports.clone(),
             interface_routes: Vec::new(),
             kuma_rules: true,
+            linkerd_rules: false,
         }
     }
 }
