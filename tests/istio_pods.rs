@@ -12,9 +12,7 @@ use std::process::Command;
 use meshlane::datapath::abi::ml_pod_flag;
 use serde_json::json;
 
-use common::api_server::{
-    status_json, token_kubeconfig, ApiServer, Authority, Reply, ServerOptions,
-};
+use common::api_server::{status_json, Reply};
 use common::pod::INJECTED_STATUS;
 use common::{Pod, PodOptions, TestNode};
 
@@ -120,6 +118,15 @@ fn pods_that_must_not_run_uncaptured_fail_their_add() {
     assert!(!node.pin_root().exists(), "a refused ADD left state behind");
 }
 
+/// A pod with `annotation: value` on top of `options` fails its ADD with code 7
+/// naming both.
+fn refused_naming(node: &TestNode, options: PodOptions, annotation: &str, value: &str) {
+    let pod = node.try_add_pod("refused", options.annotation(annotation, value));
+    let (code, msg) = pod.meshlane_add_error();
+    assert_eq!(code, 7, "{msg}");
+    assert!(msg.contains(annotation) && msg.contains(value), "{msg}");
+}
+
 /// Under `mesh: "kuma"` (docs/meshes.md): an Istio pod is left alone, and a Kuma
 /// pod whose settings meshlane cannot honour fails its ADD with code 7 naming the
 /// annotation, before anything is written.
@@ -133,15 +140,7 @@ fn kuma_pods_meshlane_cannot_honour_fail_their_add_and_istio_pods_are_left_alone
         ("kuma.io/transparent-proxying-ip-family-mode", "ipv4"),
         ("traffic.kuma.io/exclude-outbound-ports", "80,99999"),
     ] {
-        let pod = node.try_add_pod(
-            "refused",
-            PodOptions::new()
-                .kuma_injected()
-                .annotation(annotation, value),
-        );
-        let (code, msg) = pod.meshlane_add_error();
-        assert_eq!(code, 7, "{msg}");
-        assert!(msg.contains(annotation) && msg.contains(value), "{msg}");
+        refused_naming(&node, PodOptions::new().kuma_injected(), annotation, value);
     }
     assert!(!node.pin_root().exists(), "a refused ADD left state behind");
     // An Istio pod is another mesh's: no capture, so nothing is loaded either.
@@ -165,15 +164,12 @@ fn linkerd_pods_are_selected_by_their_containers_and_settings_are_honoured_or_re
         ("config.linkerd.io/skip-outbound-ports", "80,99999"),
         ("config.linkerd.io/proxy-uid", "linkerd"),
     ] {
-        let pod = node.try_add_pod(
-            "refused",
-            PodOptions::new()
-                .linkerd_injected()
-                .annotation(annotation, value),
+        refused_naming(
+            &node,
+            PodOptions::new().linkerd_injected(),
+            annotation,
+            value,
         );
-        let (code, msg) = pod.meshlane_add_error();
-        assert_eq!(code, 7, "{msg}");
-        assert!(msg.contains(annotation) && msg.contains(value), "{msg}");
     }
     assert!(!node.pin_root().exists(), "a refused ADD left state behind");
     for (name, options) in [
@@ -247,17 +243,11 @@ fn a_pod_without_annotations_starts_with_no_api_call() {
             meshlane["kubeconfig"] = json!(kubeconfig_text);
         })
         .build();
-    let ca = Authority::new("istio-plain");
-    // The plugin runs in the node's netns: the stand-in listens there.
-    let api = ApiServer::start(
-        &ca,
-        ServerOptions {
-            netns: Some(node.layout().node_netns.clone()),
-            ..ServerOptions::default()
-        },
+    let api = common::api_server::for_plugin(
+        &node,
+        &kubeconfig,
         Box::new(|_| Reply::Json(404, status_json(404, "NotFound", "pods not found"))),
     );
-    std::fs::write(&kubeconfig, token_kubeconfig(&api.url(), &ca.pem(), "t")).unwrap();
 
     let plain = node.add_pod("plain", PodOptions::new());
     assert!(!captured(&node, &plain), "a plain pod was captured");

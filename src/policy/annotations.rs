@@ -114,6 +114,28 @@ pub(super) fn bad(
     }
 }
 
+/// A proxy's UID or GID as a number; 0 would exempt every root process from
+/// capture, and 4294967295 is no id (`(uid_t)-1`).
+pub(super) fn proxy_id(annotation: &'static str, value: &str) -> Result<u32, AnnotationError> {
+    match value.trim().parse::<u32>() {
+        Ok(id) if id > 0 && id < u32::MAX => Ok(id),
+        _ => Err(bad(
+            annotation,
+            value,
+            "not an id between 1 and 4294967294 (names are not resolved)",
+        )),
+    }
+}
+
+/// The unit tests' annotations from pairs.
+#[cfg(test)]
+pub(super) fn annotation_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The items of a comma-separated list; an empty value is an empty list.
 pub(super) fn items(value: &str) -> impl Iterator<Item = &str> {
     let empty = value.trim().is_empty();

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::annotations::{bad, cidr_list, port_set, AnnotationError};
+use super::annotations::{bad, cidr_list, port_set, proxy_id, AnnotationError};
 use super::cidr::Cidr;
 use super::pod_capture::{CidrSelection, PodCapture, PortSelection};
 use super::short_path::ShortPath;
@@ -78,7 +78,7 @@ impl KumaSettings {
         Ok(KumaSettings {
             proxy_uid: match get(SIDECAR_UID) {
                 None => KUMA_DP_UID,
-                Some(value) => uid(value)?,
+                Some(value) => proxy_id(SIDECAR_UID, value)?,
             },
             outbound_port: port_or(OUTBOUND_PORT, get(OUTBOUND_PORT), DEFAULT_OUTBOUND_PORT)?,
             inbound_port: port_or(INBOUND_PORT, get(INBOUND_PORT), DEFAULT_INBOUND_PORT)?,
@@ -214,29 +214,12 @@ fn port_or(
     value.map_or(Ok(default), |value| one_port(annotation, value))
 }
 
-/// A UID as a number; 0 would exempt every root process from capture.
-fn uid(value: &str) -> Result<u32, AnnotationError> {
-    match value.trim().parse::<u32>() {
-        Ok(id) if id > 0 && id < u32::MAX => Ok(id),
-        _ => Err(bad(
-            SIDECAR_UID,
-            value,
-            "not a user id between 1 and 4294967294 (user names are not resolved)",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<KumaSettings, AnnotationError> {
-        KumaSettings::parse(
-            &pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        KumaSettings::parse(&crate::policy::annotations::annotation_map(pairs))
     }
 
     #[test]

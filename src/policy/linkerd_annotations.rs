@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::annotations::{bad, items, limits, port, within_cap, AnnotationError};
+use super::annotations::{bad, items, limits, port, proxy_id, within_cap, AnnotationError};
 use super::kuma_annotations::NO_PROXY_GID;
 use super::pod_capture::{CidrSelection, PodCapture, PortSelection};
 use super::short_path::ShortPath;
@@ -75,12 +75,12 @@ impl LinkerdSettings {
         Ok(LinkerdSettings {
             proxy_uid: match get(PROXY_UID) {
                 None => LINKERD_PROXY_UID,
-                Some(value) => id(PROXY_UID, value)?,
+                Some(value) => proxy_id(PROXY_UID, value)?,
             },
             // -1 is Linkerd's own "no GID rule" (the chart's default `proxyGID`).
             proxy_gid: match get(PROXY_GID).map(str::trim) {
                 None | Some("-1") => None,
-                Some(value) => Some(id(PROXY_GID, value)?),
+                Some(value) => Some(proxy_id(PROXY_GID, value)?),
             },
             outbound_port: one(OUTBOUND_PORT, DEFAULT_OUTBOUND_PORT)?,
             inbound_port: one(INBOUND_PORT, DEFAULT_INBOUND_PORT)?,
@@ -166,30 +166,12 @@ fn ports_and_ranges(
     Ok(ports)
 }
 
-/// A UID or GID as a number (linkerd-cni's `strconv.Atoi`); 0 would exempt every
-/// root process from capture (proxy-init writes no rule for 0 at all).
-fn id(annotation: &'static str, value: &str) -> Result<u32, AnnotationError> {
-    match value.trim().parse::<u32>() {
-        Ok(id) if id > 0 && id < u32::MAX => Ok(id),
-        _ => Err(bad(
-            annotation,
-            value,
-            "not an id between 1 and 4294967294 (names are not resolved)",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<LinkerdSettings, AnnotationError> {
-        LinkerdSettings::parse(
-            &pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        LinkerdSettings::parse(&crate::policy::annotations::annotation_map(pairs))
     }
 
     #[test]

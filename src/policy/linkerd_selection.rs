@@ -48,16 +48,10 @@ pub fn decide(pod: &PodMeta, excluded_namespaces: &[String]) -> Result<Selection
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::pod_meta::PodSpecFacts;
 
     fn with_spec(init: &[&str], containers: &[&str]) -> PodMeta {
-        let mut pod = PodMeta::with_annotations(&[(PROXY_VERSION, "edge-26.8.3")]);
-        pod.spec = Some(PodSpecFacts {
-            init_containers: init.iter().map(|c| c.to_string()).collect(),
-            containers: containers.iter().map(|c| c.to_string()).collect(),
-            ..Default::default()
-        });
-        pod
+        PodMeta::with_annotations(&[(PROXY_VERSION, "edge-26.8.3")])
+            .with_containers(init, containers)
     }
 
     fn captured(pod: &PodMeta) -> bool {

@@ -9,9 +9,7 @@
 
 use serde_json::json;
 
-use super::api_server::{
-    status_json, token_kubeconfig, ApiServer, Authority, Reply, ServerOptions,
-};
+use super::api_server::{self, status_json, ApiServer, Reply};
 use super::node::{TestNode, TestNodeBuilder};
 
 /// What Linkerd's injector writes on every pod it injected.
@@ -25,13 +23,10 @@ pub fn linkerd_node(builder: TestNodeBuilder) -> (TestNode, ApiServer) {
             |layout| json!({"mesh": "linkerd", "kubeconfig": layout.tmp.join("kubeconfig")}),
         )
         .build();
-    let ca = Authority::new("linkerd-api");
-    let api = ApiServer::start(
-        &ca,
-        ServerOptions {
-            netns: Some(node.layout().node_netns.clone()),
-            ..ServerOptions::default()
-        },
+    let kubeconfig = node.layout().tmp.join("kubeconfig");
+    let api = api_server::for_plugin(
+        &node,
+        &kubeconfig,
         Box::new(|seen| {
             let mut parts = seen
                 .path
@@ -45,8 +40,6 @@ pub fn linkerd_node(builder: TestNodeBuilder) -> (TestNode, ApiServer) {
             }
         }),
     );
-    let kubeconfig = node.layout().tmp.join("kubeconfig");
-    std::fs::write(kubeconfig, token_kubeconfig(&api.url(), &ca.pem(), "t")).unwrap();
     (node, api)
 }
 
