@@ -197,6 +197,16 @@ fn linkerd_pods_are_selected_by_their_containers_and_settings_are_honoured_or_re
         (2200, 4140, 4143)
     );
     assert_ne!(record.flags & ml_pod_flag::ML_POD_LINKERD_RULES.0, 0);
+    let none_skipped = ml_pod_flag::ML_POD_NO_EXCLUDED_OUT_PORTS.0;
+    assert_ne!(record.flags & none_skipped, 0, "no outbound port skipped");
+    // A control-plane pod (its label, from the API) skips the API server's ports.
+    let control_plane = node.add_pod("cpdest", PodOptions::new().linkerd_injected());
+    let record = node
+        .maps()
+        .pod(control_plane.netns_cookie())
+        .unwrap()
+        .expect("captured");
+    assert_eq!(record.flags & none_skipped, 0, "443 and 6443 skipped");
 
     // Without a kubeconfig an injected pod's containers are unknown: never guessed.
     let blind = TestNode::builder("linkerd-blind")

@@ -290,7 +290,7 @@ mod tests {
         assert_ne!(flags & ml_pod_flag::ML_POD_KUMA_RULES.0, 0);
         assert_eq!(flags & ml_pod_flag::ML_POD_LINKERD_RULES.0, 0);
         let settings =
-            crate::policy::linkerd_annotations::LinkerdSettings::parse(&Default::default())
+            crate::policy::linkerd_annotations::LinkerdSettings::parse(&Default::default(), None)
                 .unwrap();
         let capture = settings.capture(&["10.0.0.5".parse().unwrap()], ShortPath::Off);
         let flags = PodEntries::from_capture(&capture).unwrap().pod.flags;

@@ -63,7 +63,7 @@ pub fn prepare(
                 .map_err(|err| CniError::config(err.annotation, &err))?,
         )),
         Mesh::Linkerd => Some(MeshProfile::Linkerd(
-            LinkerdSettings::parse(&annotations)
+            LinkerdSettings::parse(&annotations, pod.labels.as_ref())
                 .map_err(|err| CniError::config(err.annotation, &err))?,
         )),
     };

@@ -21,6 +21,11 @@ pub const OUTBOUND_PORT: &str = "config.linkerd.io/outbound-port";
 pub const ADMIN_PORT: &str = "config.linkerd.io/admin-port";
 pub const CONTROL_PORT: &str = "config.linkerd.io/control-port";
 pub const CLOSE_WAIT_TIMEOUT: &str = "config.linkerd.io/close-wait-timeout";
+/// The label of Linkerd's own control-plane pods.
+pub const CONTROL_PLANE_COMPONENT: &str = "linkerd.io/control-plane-component";
+/// The API server's ports a control-plane pod reaches around its proxy: what
+/// linkerd-cni skips when it cannot read the `kubernetes` Service's ports.
+pub const API_SERVER_PORTS: [u16; 2] = [443, 6443];
 
 /// linkerd2-proxy's UID (the CNI chart's `proxyUID`).
 pub const LINKERD_PROXY_UID: u32 = 2102;
@@ -44,7 +49,12 @@ pub struct LinkerdSettings {
 }
 
 impl LinkerdSettings {
-    pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Self, AnnotationError> {
+    /// `labels`: the pod's, when the API gave them (a control-plane pod's label
+    /// adds the API server's ports to the outbound skips, as linkerd-cni does).
+    pub fn parse(
+        annotations: &BTreeMap<String, String>,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Result<Self, AnnotationError> {
         let get = |name: &'static str| annotations.get(name).map(String::as_str);
         for (annotation, why) in [
             (
@@ -72,6 +82,16 @@ impl LinkerdSettings {
         if let Some(value) = get(SKIP_INBOUND_PORTS) {
             skip_inbound_ports.extend(ports_and_ranges(SKIP_INBOUND_PORTS, value)?);
         }
+        let mut skip_outbound_ports = match get(SKIP_OUTBOUND_PORTS) {
+            None => BTreeSet::new(),
+            Some(value) => ports_and_ranges(SKIP_OUTBOUND_PORTS, value)?,
+        };
+        let control_plane = labels
+            .and_then(|labels| labels.get(CONTROL_PLANE_COMPONENT))
+            .is_some_and(|value| !value.is_empty());
+        if control_plane {
+            skip_outbound_ports.extend(API_SERVER_PORTS);
+        }
         Ok(LinkerdSettings {
             proxy_uid: match get(PROXY_UID) {
                 None => LINKERD_PROXY_UID,
@@ -84,10 +104,7 @@ impl LinkerdSettings {
             },
             outbound_port: one(OUTBOUND_PORT, DEFAULT_OUTBOUND_PORT)?,
             inbound_port: one(INBOUND_PORT, DEFAULT_INBOUND_PORT)?,
-            skip_outbound_ports: match get(SKIP_OUTBOUND_PORTS) {
-                None => BTreeSet::new(),
-                Some(value) => ports_and_ranges(SKIP_OUTBOUND_PORTS, value)?,
-            },
+            skip_outbound_ports,
             skip_inbound_ports,
         })
     }
@@ -171,7 +188,23 @@ mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<LinkerdSettings, AnnotationError> {
-        LinkerdSettings::parse(&crate::policy::annotations::annotation_map(pairs))
+        LinkerdSettings::parse(&crate::policy::annotations::annotation_map(pairs), None)
+    }
+
+    #[test]
+    fn a_control_plane_pod_skips_the_api_servers_ports() {
+        let annotations =
+            crate::policy::annotations::annotation_map(&[(SKIP_OUTBOUND_PORTS, "25")]);
+        let labels =
+            crate::policy::annotations::annotation_map(&[(CONTROL_PLANE_COMPONENT, "destination")]);
+        let settings = LinkerdSettings::parse(&annotations, Some(&labels)).unwrap();
+        assert_eq!(
+            settings.skip_outbound_ports,
+            BTreeSet::from([25, 443, 6443])
+        );
+        let other = crate::policy::annotations::annotation_map(&[("app", "web")]);
+        let settings = LinkerdSettings::parse(&annotations, Some(&other)).unwrap();
+        assert_eq!(settings.skip_outbound_ports, BTreeSet::from([25]));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! The stand-in answers any pod by its name, which the test chose: a name starting
 //! with `init` has Linkerd's iptables init container, one starting with `plain`
 //! has no linkerd-proxy, any other is injected in CNI mode (the validator as init
-//! container, linkerd-proxy beside the app).
+//! container, linkerd-proxy beside the app); one starting with `cp` is labelled as
+//! a pod of Linkerd's control plane.
 
 use serde_json::json;
 
@@ -60,9 +61,13 @@ fn pod_json(namespace: &str, name: &str) -> serde_json::Value {
             .map(|n| json!({"name": n}))
             .collect::<Vec<_>>()
     };
+    let labels = match name.starts_with("cp") {
+        true => json!({"linkerd.io/control-plane-component": "destination"}),
+        false => json!({}),
+    };
     json!({
         "kind": "Pod", "apiVersion": "v1",
-        "metadata": {"namespace": namespace, "name": name,
+        "metadata": {"namespace": namespace, "name": name, "labels": labels,
                      "annotations": {PROXY_VERSION: "edge-26.8.3"}},
         "spec": {"initContainers": named(init), "containers": named(containers)},
     })
