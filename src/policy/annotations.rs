@@ -127,6 +127,20 @@ pub(super) fn proxy_id(annotation: &'static str, value: &str) -> Result<u32, Ann
     }
 }
 
+/// Refuses the first of `refused` the pod carries, whatever its value: a setting
+/// the datapath cannot reproduce (each with why).
+pub(super) fn refuse_any(
+    annotations: &BTreeMap<String, String>,
+    refused: &[(&'static str, &str)],
+) -> Result<(), AnnotationError> {
+    for (annotation, why) in refused {
+        if let Some(value) = annotations.get(*annotation) {
+            return Err(bad(annotation, value, *why));
+        }
+    }
+    Ok(())
+}
+
 /// The unit tests' annotations from pairs.
 #[cfg(test)]
 pub(super) fn annotation_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::annotations::{bad, cidr_list, port_set, proxy_id, AnnotationError};
+use super::annotations::{bad, cidr_list, port_set, proxy_id, refuse_any, AnnotationError};
 use super::cidr::Cidr;
 use super::pod_capture::{CidrSelection, PodCapture, PortSelection};
 use super::short_path::ShortPath;
@@ -127,25 +127,24 @@ impl KumaSettings {
 /// Settings kuma-cni would program that the datapath cannot reproduce.
 fn refuse_unsupported(annotations: &BTreeMap<String, String>) -> Result<(), AnnotationError> {
     let get = |name: &'static str| annotations.get(name).map(String::as_str);
-    for (annotation, why) in [
-        (
-            TRANSPARENT_PROXY_CONFIG,
-            "a full transparent-proxy configuration is not read yet (leave the control plane's \
-             transparentProxyConfigMap empty)",
-        ),
-        (
-            EXCLUDE_INBOUND_IPS,
-            "excluding inbound connections by source address is not supported",
-        ),
-        (
-            EXCLUDE_OUTBOUND_PORTS_FOR_UIDS,
-            "per-UID outbound port exclusions are not supported",
-        ),
-    ] {
-        if let Some(value) = get(annotation) {
-            return Err(bad(annotation, value, why));
-        }
-    }
+    refuse_any(
+        annotations,
+        &[
+            (
+                TRANSPARENT_PROXY_CONFIG,
+                "a full transparent-proxy configuration is not read yet (leave the control \
+                 plane's transparentProxyConfigMap empty)",
+            ),
+            (
+                EXCLUDE_INBOUND_IPS,
+                "excluding inbound connections by source address is not supported",
+            ),
+            (
+                EXCLUDE_OUTBOUND_PORTS_FOR_UIDS,
+                "per-UID outbound port exclusions are not supported",
+            ),
+        ],
+    )?;
     for (annotation, why) in [
         (
             DROP_INVALID_PACKETS,

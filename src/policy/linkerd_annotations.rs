@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::annotations::{bad, items, limits, port, proxy_id, within_cap, AnnotationError};
+use super::annotations::{
+    bad, items, limits, port, proxy_id, refuse_any, within_cap, AnnotationError,
+};
 use super::kuma_annotations::NO_PROXY_GID;
 use super::pod_capture::{CidrSelection, PodCapture, PortSelection};
 use super::short_path::ShortPath;
@@ -56,20 +58,19 @@ impl LinkerdSettings {
         labels: Option<&BTreeMap<String, String>>,
     ) -> Result<Self, AnnotationError> {
         let get = |name: &'static str| annotations.get(name).map(String::as_str);
-        for (annotation, why) in [
-            (
-                SKIP_SUBNETS,
-                "excluding inbound connections by source address is not supported",
-            ),
-            (
-                CLOSE_WAIT_TIMEOUT,
-                "meshlane does not set conntrack timeouts (linkerd-init's sysctl)",
-            ),
-        ] {
-            if let Some(value) = get(annotation) {
-                return Err(bad(annotation, value, why));
-            }
-        }
+        refuse_any(
+            annotations,
+            &[
+                (
+                    SKIP_SUBNETS,
+                    "excluding inbound connections by source address is not supported",
+                ),
+                (
+                    CLOSE_WAIT_TIMEOUT,
+                    "meshlane does not set conntrack timeouts (linkerd-init's sysctl)",
+                ),
+            ],
+        )?;
         let one = |annotation, default| match get(annotation) {
             None => Ok(default),
             Some(value) => port(annotation, value, value.trim()),
