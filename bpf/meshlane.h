@@ -118,6 +118,12 @@ enum ml_pod_flag {
 	 * the proxy makes it, which then follows the TCP rules.
 	 */
 	ML_POD_KUMA_RULES = 1 << 15,
+	/*
+	 * Linkerd's rules where they differ from Istio's (docs/meshes.md, LO1-LO2):
+	 * the proxy's connections (by UID or GID) are never sent to the inbound
+	 * listener, not even to its own pod over loopback.
+	 */
+	ML_POD_LINKERD_RULES = 1 << 16,
 };
 
 /* What ml_pod.ips[i] is; the loopback rules need to know which are the pod's own. */

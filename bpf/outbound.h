@@ -175,10 +175,10 @@ static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_
 		return ML_OUT_UNTOUCHED;
 	/*
 	 * 3. The proxy reaching its own pod over loopback (not 127.0.0.1, not Istio's
-	 * tunnel port) must traverse the inbound listener.
+	 * tunnel port) must traverse the inbound listener; Linkerd's does not.
 	 */
 	if (over_loopback && c->uid == pod->proxy_uid) {
-		if (!to_localhost &&
+		if (!to_localhost && !(pod->flags & ML_POD_LINKERD_RULES) &&
 		    (c->dport != ML_PORT_TUNNEL || (pod->flags & ML_POD_KUMA_RULES))) {
 			count_event(ML_CNT_INBOUND_REDIRECTED);
 			return ML_OUT_TO_INBOUND;
@@ -202,7 +202,8 @@ static __always_inline enum ml_outbound_verdict decide_outbound(const struct ml_
 		return ML_OUT_UNTOUCHED;
 	}
 	if (c->gid == pod->proxy_gid) {
-		if (over_loopback && !to_localhost && c->dport != ML_PORT_TUNNEL) {
+		if (over_loopback && !to_localhost && c->dport != ML_PORT_TUNNEL &&
+		    !(pod->flags & ML_POD_LINKERD_RULES)) {
 			count_event(ML_CNT_INBOUND_REDIRECTED);
 			return ML_OUT_TO_INBOUND;
 		}

@@ -508,9 +508,15 @@ fn bad_inputs_are_refused_before_anything_is_written() {
         ),
         (
             "unknown mesh",
-            capture(json!({"mesh": "linkerd"})),
+            capture(json!({"mesh": "consul"})),
             7,
-            vec!["mesh", "linkerd"],
+            vec!["mesh", "consul"],
+        ),
+        (
+            "an Istio setting with Linkerd",
+            capture(json!({"mesh": "linkerd", "proxyUID": 2102})),
+            7,
+            vec!["proxyUID", "linkerd"],
         ),
         (
             "an Istio setting with another mesh",

@@ -29,14 +29,21 @@ fn passthrough_source(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Whose sidecar: Istio's (1337:1337), or Kuma's kuma-dp (5678:5678, captured with
+/// Whose sidecar: Istio's (1337:1337), Kuma's kuma-dp (5678:5678, captured with
 /// `mesh: "kuma"`, docs/meshes.md) — Kuma's listener ports are Istio's 15001 and
-/// 15006, for IPv6 too.
+/// 15006, for IPv6 too — or Linkerd's (`mesh: "linkerd"`): Envoy as 2102:2102 on
+/// 4140 and 4143 stands in for linkerd2-proxy, which is not available here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mesh {
     Istio,
     Kuma,
+    Linkerd,
 }
+
+const LINKERD_PROXY: Identity = Identity {
+    uid: 2102,
+    gid: 2102,
+};
 
 const KUMA_DP: Identity = Identity {
     uid: 5678,
@@ -54,12 +61,24 @@ fn full_sidecar_path(family: Family, mesh: Mesh) {
             builder = builder.meshlane_config(|_| serde_json::json!({"mesh": "kuma"}));
             (PodOptions::new().kuma_injected(), KUMA_DP)
         }
+        Mesh::Linkerd => (PodOptions::new().linkerd_injected(), LINKERD_PROXY),
     };
-    let node = builder.build();
+    // Linkerd's selection reads the pods from the (stand-in) API server.
+    let (node, _api) = match mesh {
+        Mesh::Linkerd => {
+            let (node, api) = common::linkerd_node::linkerd_node(builder);
+            (node, Some(api))
+        }
+        _ => (builder.build(), None),
+    };
     let a = node.add_pod("a", pod.clone());
     let b = node.add_pod("b", pod);
-    let envoy_a = a.start_envoy(EnvoyOptions::new().identity(proxy));
-    let envoy_b = b.start_envoy(EnvoyOptions::new().identity(proxy).with_inbound());
+    let envoy = || match mesh {
+        Mesh::Linkerd => EnvoyOptions::new().identity(proxy).ports(4140, 4143),
+        _ => EnvoyOptions::new().identity(proxy),
+    };
+    let envoy_a = a.start_envoy(envoy());
+    let envoy_b = b.start_envoy(envoy().with_inbound());
     let _app_b = ProbeServer::start(&b.place(), APP_PORT, "app-b");
     let (b_ip, a_ip): (IpAddr, IpAddr) = match family {
         Family::V6 => (b.ipv6().into(), a.ipv6().into()),
@@ -132,6 +151,18 @@ fn a_call_from_another_pod_crosses_both_sidecars_ipv4() {
 #[test]
 fn a_call_from_another_pod_crosses_both_sidecars_ipv6() {
     full_sidecar_path(Family::V6, Mesh::Istio);
+}
+
+/// Linkerd sends both families to 4140 outbound and 4143 inbound (docs/meshes.md);
+/// Envoy stands in for linkerd2-proxy.
+#[test]
+fn linkerd_a_call_from_another_pod_crosses_both_linkerd_sidecars_ipv4() {
+    full_sidecar_path(Family::V4, Mesh::Linkerd);
+}
+
+#[test]
+fn linkerd_a_call_from_another_pod_crosses_both_linkerd_sidecars_ipv6() {
+    full_sidecar_path(Family::V6, Mesh::Linkerd);
 }
 
 #[test]

@@ -12,9 +12,7 @@ use std::process::Command;
 use meshlane::datapath::abi::ml_pod_flag;
 use serde_json::json;
 
-use common::api_server::{
-    status_json, token_kubeconfig, ApiServer, Authority, Reply, ServerOptions,
-};
+use common::api_server::{status_json, Reply};
 use common::pod::INJECTED_STATUS;
 use common::{Pod, PodOptions, TestNode};
 
@@ -120,6 +118,15 @@ fn pods_that_must_not_run_uncaptured_fail_their_add() {
     assert!(!node.pin_root().exists(), "a refused ADD left state behind");
 }
 
+/// A pod with `annotation: value` on top of `options` fails its ADD with code 7
+/// naming both.
+fn refused_naming(node: &TestNode, options: PodOptions, annotation: &str, value: &str) {
+    let pod = node.try_add_pod("refused", options.annotation(annotation, value));
+    let (code, msg) = pod.meshlane_add_error();
+    assert_eq!(code, 7, "{msg}");
+    assert!(msg.contains(annotation) && msg.contains(value), "{msg}");
+}
+
 /// Under `mesh: "kuma"` (docs/meshes.md): an Istio pod is left alone, and a Kuma
 /// pod whose settings meshlane cannot honour fails its ADD with code 7 naming the
 /// annotation, before anything is written.
@@ -133,15 +140,7 @@ fn kuma_pods_meshlane_cannot_honour_fail_their_add_and_istio_pods_are_left_alone
         ("kuma.io/transparent-proxying-ip-family-mode", "ipv4"),
         ("traffic.kuma.io/exclude-outbound-ports", "80,99999"),
     ] {
-        let pod = node.try_add_pod(
-            "refused",
-            PodOptions::new()
-                .kuma_injected()
-                .annotation(annotation, value),
-        );
-        let (code, msg) = pod.meshlane_add_error();
-        assert_eq!(code, 7, "{msg}");
-        assert!(msg.contains(annotation) && msg.contains(value), "{msg}");
+        refused_naming(&node, PodOptions::new().kuma_injected(), annotation, value);
     }
     assert!(!node.pin_root().exists(), "a refused ADD left state behind");
     // An Istio pod is another mesh's: no capture, so nothing is loaded either.
@@ -150,6 +149,73 @@ fn kuma_pods_meshlane_cannot_honour_fail_their_add_and_istio_pods_are_left_alone
         !node.pin_root().exists(),
         "an Istio pod was captured under mesh kuma"
     );
+}
+
+/// Under `mesh: "linkerd"` (docs/meshes.md): a Linkerd pod whose settings meshlane
+/// cannot honour fails its ADD with code 7 naming the annotation, before anything
+/// is written; Linkerd's iptables-mode pods, pods without linkerd-proxy and Istio
+/// pods are left alone; a Linkerd pod in CNI mode is captured with its settings.
+#[test]
+fn linkerd_pods_are_selected_by_their_containers_and_settings_are_honoured_or_refused() {
+    let (node, _api) = common::linkerd_node::linkerd_node(TestNode::builder("linkerd-pods"));
+    for (annotation, value) in [
+        ("config.linkerd.io/skip-subnets", "10.0.0.0/8"),
+        ("config.linkerd.io/close-wait-timeout", "1m"),
+        ("config.linkerd.io/skip-outbound-ports", "80,99999"),
+        ("config.linkerd.io/proxy-uid", "linkerd"),
+    ] {
+        refused_naming(
+            &node,
+            PodOptions::new().linkerd_injected(),
+            annotation,
+            value,
+        );
+    }
+    assert!(!node.pin_root().exists(), "a refused ADD left state behind");
+    for (name, options) in [
+        ("init", PodOptions::new().linkerd_injected()),
+        ("plain", PodOptions::new().linkerd_injected()),
+        ("istio", PodOptions::new().injected()),
+    ] {
+        let _left_alone = node.add_pod(name, options);
+        assert!(!node.pin_root().exists(), "{name} was captured");
+    }
+    let pod = node.add_pod(
+        "web",
+        PodOptions::new()
+            .linkerd_injected()
+            .annotation("config.linkerd.io/proxy-uid", "2200")
+            .annotation("config.linkerd.io/skip-inbound-ports", "9000-9001"),
+    );
+    let record = node
+        .maps()
+        .pod(pod.netns_cookie())
+        .unwrap()
+        .expect("captured");
+    assert_eq!(
+        (record.proxy_uid, record.outbound_port, record.inbound_port),
+        (2200, 4140, 4143)
+    );
+    assert_ne!(record.flags & ml_pod_flag::ML_POD_LINKERD_RULES.0, 0);
+    let none_skipped = ml_pod_flag::ML_POD_NO_EXCLUDED_OUT_PORTS.0;
+    assert_ne!(record.flags & none_skipped, 0, "no outbound port skipped");
+    // A control-plane pod (its label, from the API) skips the API server's ports.
+    let control_plane = node.add_pod("cpdest", PodOptions::new().linkerd_injected());
+    let record = node
+        .maps()
+        .pod(control_plane.netns_cookie())
+        .unwrap()
+        .expect("captured");
+    assert_eq!(record.flags & none_skipped, 0, "443 and 6443 skipped");
+
+    // Without a kubeconfig an injected pod's containers are unknown: never guessed.
+    let blind = TestNode::builder("linkerd-blind")
+        .meshlane_config(|_| json!({"mesh": "linkerd"}))
+        .build();
+    let pod = blind.try_add_pod("web", PodOptions::new().linkerd_injected());
+    let (code, msg) = pod.meshlane_add_error();
+    assert_eq!(code, 104, "{msg}");
+    assert!(msg.contains("linkerd-init"), "{msg}");
 }
 
 #[test]
@@ -187,17 +253,11 @@ fn a_pod_without_annotations_starts_with_no_api_call() {
             meshlane["kubeconfig"] = json!(kubeconfig_text);
         })
         .build();
-    let ca = Authority::new("istio-plain");
-    // The plugin runs in the node's netns: the stand-in listens there.
-    let api = ApiServer::start(
-        &ca,
-        ServerOptions {
-            netns: Some(node.layout().node_netns.clone()),
-            ..ServerOptions::default()
-        },
+    let api = common::api_server::for_plugin(
+        &node,
+        &kubeconfig,
         Box::new(|_| Reply::Json(404, status_json(404, "NotFound", "pods not found"))),
     );
-    std::fs::write(&kubeconfig, token_kubeconfig(&api.url(), &ca.pem(), "t")).unwrap();
 
     let plain = node.add_pod("plain", PodOptions::new());
     assert!(!captured(&node, &plain), "a plain pod was captured");

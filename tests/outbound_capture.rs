@@ -289,6 +289,34 @@ fn kumas_own_start_up_check_passes() {
     );
 }
 
+/// Linkerd's `linkerd-network-validator` init container, with its chart's
+/// addresses (docs/meshes.md): 0.0.0.0:4140 must get the connection to
+/// 1.1.1.1:20001, and [::]:4140 the one to [fd00::1]:20001 (connect() is
+/// rewritten, no packet leaves the pod). A pod without linkerd-proxy is left
+/// alone: there it fails (towards another pod, nothing listening).
+#[test]
+fn linkerds_own_start_up_check_passes() {
+    let (node, _api) =
+        common::linkerd_node::linkerd_node(TestNode::builder("out-linkerd-validator").dual_stack());
+    let a = node.add_pod("a", PodOptions::new().linkerd_injected());
+    for (listen, connect) in [
+        ("0.0.0.0:4140", "1.1.1.1:20001"),
+        ("[::]:4140", "[fd00::1]:20001"),
+    ] {
+        let failed = common::probe::linkerd_network_validator(&a.place(), listen, connect);
+        assert_eq!(failed, None, "{listen} ← {connect}");
+    }
+
+    let plain = node.add_pod("plain", PodOptions::new().linkerd_injected());
+    let elsewhere = format!("{}:20001", a.ipv4());
+    let failed =
+        common::probe::linkerd_network_validator(&plain.place(), "0.0.0.0:4140", &elsewhere);
+    assert!(
+        failed.is_some(),
+        "validation passed in a pod without linkerd-proxy"
+    );
+}
+
 /// A client that sends and closes at once (statsd, syslog, Graphite over TCP) is
 /// gone before a busy proxy accepts: its socket became a timewait socket when its
 /// FIN was ACKed. The proxy must still read where the connection was going, or

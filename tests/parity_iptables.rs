@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use common::api_server::ApiServer;
 use common::istio_iptables::{
     self, IstioRules, SidecarSettings, EXCLUDE_INBOUND_PORTS, EXCLUDE_OUTBOUND_IP_RANGES,
     EXCLUDE_OUTBOUND_PORTS, INCLUDE_INBOUND_PORTS, INCLUDE_OUTBOUND_IP_RANGES,
@@ -35,7 +36,9 @@ use common::istio_iptables::{
 };
 use common::kuma_iptables::{self, kuma_settings};
 use common::landing::{self, AddressLabels, Observed, Operation, Proto};
+use common::linkerd_iptables::{self, linkerd_settings};
 use common::{Identity, Pod, PodOptions, TestNode, TestProcess};
+use meshlane::policy::Mesh;
 
 /// Addresses outside the pods, on the "world" pod (the node routes them to it):
 /// one in an included range, one in an excluded range, one in neither.
@@ -53,12 +56,14 @@ const EX_RANGES: &str = "198.18.2.0/24,2001:db8:2::/64";
 const NODE_SUBNET: &str = "{node-subnet}";
 
 /// What the servers listen on: the app in each twin, and the world.
-const APP_TCP: [u16; 9] = [8080, 9090, 53, 3306, 5555, 15008, 15020, 15021, 15090];
+const APP_TCP: [u16; 10] = [8080, 9090, 53, 3306, 5555, 15008, 15020, 15021, 15090, 4191];
 const APP_UDP: [u16; 3] = [53, 9999, 15020];
 const WORLD_TCP: [u16; 7] = [80, 53, 3306, 5555, 15006, 15008, 15020];
 const WORLD_UDP: [u16; 3] = [53, 9999, 15020];
-/// Ports called from outside the pod.
-const INBOUND_PORTS: [u16; 9] = [8080, 9090, 3306, 53, 15006, 15008, 15020, 15021, 15090];
+/// Ports called from outside the pod (4191: Linkerd's proxy admin).
+const INBOUND_PORTS: [u16; 10] = [
+    8080, 9090, 3306, 53, 15006, 15008, 15020, 15021, 15090, 4191,
+];
 
 // --- scenarios ---------------------------------------------------------------------
 
@@ -89,9 +94,9 @@ struct Scenario {
     /// A documented, deliberate difference from Istio: rows it covers may differ
     /// (and at least one must, or the note is stale); every other row must match.
     deviation: Option<Deviation>,
-    /// The settings are a Kuma pod's (docs/meshes.md): the oracle is
-    /// `common::kuma_iptables` and meshlane runs with `mesh: "kuma"`.
-    kuma: bool,
+    /// Whose pod (docs/meshes.md): for Kuma the oracle is `common::kuma_iptables`,
+    /// for Linkerd `common::linkerd_iptables`, and meshlane runs with that `mesh`.
+    mesh: Mesh,
 }
 
 struct Deviation {
@@ -110,13 +115,20 @@ impl Scenario {
             settings: SidecarSettings::new(),
             extra_callers: Vec::new(),
             deviation: None,
-            kuma: false,
+            mesh: Mesh::Istio,
         }
     }
 
     /// A Kuma pod with these settings (`kuma_iptables::kuma_settings`).
     fn kuma(mut self, settings: SidecarSettings) -> Self {
-        self.kuma = true;
+        self.mesh = Mesh::Kuma;
+        self.settings = settings;
+        self
+    }
+
+    /// A Linkerd pod with these settings (`linkerd_iptables::linkerd_settings`).
+    fn linkerd(mut self, settings: SidecarSettings) -> Self {
+        self.mesh = Mesh::Linkerd;
         self.settings = settings;
         self
     }
@@ -363,6 +375,37 @@ fn kuma_dns_and_exclusions_dual_stack() {
         Stack::Dual,
     )
     .kuma(settings));
+}
+
+/// Linkerd, injected in CNI mode with linkerd-cni's defaults: the proxy 2102 (UID
+/// only), 4140/4143, 4190/4191 never redirected inbound, IPv6 rules on.
+#[test]
+fn linkerd_defaults_dual_stack() {
+    run(Scenario::new(
+        "linkerd-defaults",
+        "Linkerd's defaults, dual-stack pod",
+        Stack::Dual,
+    )
+    .linkerd(linkerd_settings(&[])));
+}
+
+/// Linkerd with the pod's own proxy UID and GID and skipped ports (a range
+/// among them), IPv4 pod.
+#[test]
+fn linkerd_ids_and_skipped_ports() {
+    let settings = linkerd_settings(&[
+        (linkerd_iptables::PROXY_UID, "2200"),
+        (linkerd_iptables::PROXY_GID, "2201"),
+        (linkerd_iptables::SKIP_OUTBOUND_PORTS, "3306,5550-5560"),
+        (linkerd_iptables::SKIP_INBOUND_PORTS, "9090"),
+    ])
+    .proxy(2200, 2201);
+    run(Scenario::new(
+        "linkerd-skips",
+        "Linkerd with its own ids and skipped ports, IPv4 pod",
+        Stack::V4,
+    )
+    .linkerd(settings));
 }
 
 // --- who calls, and where to -------------------------------------------------------
@@ -616,7 +659,8 @@ fn operations(scenario: &Scenario) -> Vec<OpSpec> {
 
 // --- the node, the world, the twins ------------------------------------------------
 
-fn node_for(scenario: &Scenario) -> TestNode {
+/// The node, and for Linkerd the API server its selection reads pods from.
+fn node_for(scenario: &Scenario) -> (TestNode, Option<ApiServer>) {
     let mut builder = TestNode::builder(&format!("parity-{}", scenario.name));
     if scenario.stack.has_v6() {
         builder = builder.dual_stack();
@@ -631,8 +675,18 @@ fn node_for(scenario: &Scenario) -> TestNode {
         });
     }
     let settings = &scenario.settings;
-    if scenario.kuma {
-        return builder.meshlane_config(|_| json!({"mesh": "kuma"})).build();
+    match scenario.mesh {
+        Mesh::Kuma => {
+            return (
+                builder.meshlane_config(|_| json!({"mesh": "kuma"})).build(),
+                None,
+            )
+        }
+        Mesh::Linkerd => {
+            let (node, api) = common::linkerd_node::linkerd_node(builder);
+            return (node, Some(api));
+        }
+        Mesh::Istio => {}
     }
     let mut keys = json!({
         "capture": "istio",
@@ -642,16 +696,17 @@ fn node_for(scenario: &Scenario) -> TestNode {
     if settings.dns_capture {
         keys["dnsCapture"] = Value::Bool(true);
     }
-    builder.meshlane_config(move |_| keys).build()
+    (builder.meshlane_config(move |_| keys).build(), None)
 }
 
 /// Options of a pod meshlane must capture with these settings: injected, and
 /// configured by its annotations as Istio's would be.
-fn meshlane_pod(settings: &SidecarSettings, kuma: bool) -> PodOptions {
+fn meshlane_pod(settings: &SidecarSettings, mesh: Mesh) -> PodOptions {
     // A Kuma pod's injection marks are among its annotations.
-    let mut options = match kuma {
-        true => PodOptions::new(),
-        false => PodOptions::new().injected(),
+    let mut options = match mesh {
+        Mesh::Kuma => PodOptions::new(),
+        Mesh::Linkerd => PodOptions::new().linkerd_injected(),
+        Mesh::Istio => PodOptions::new().injected(),
     };
     for (key, value) in &settings.annotations {
         options = options.annotation(key, value);
@@ -999,7 +1054,7 @@ fn run(mut scenario: Scenario) {
         scenario.deviation = Some(ipv6_without_ipv6_deviation(&scenario));
     }
     let started = Instant::now();
-    let node = node_for(&scenario);
+    let (node, _api) = node_for(&scenario);
     let subnet = node.layout().subnet_v4.clone();
     let mut settings = scenario.settings.clone();
     for value in settings.annotations.values_mut() {
@@ -1010,15 +1065,16 @@ fn run(mut scenario: Scenario) {
     // Not injected: meshlane leaves this twin to Istio's rules.
     let ipt_pod = node.add_pod("ipt", PodOptions::new());
     let pod_ips: Vec<IpAddr> = ipt_pod.addresses().iter().map(|(ip, _)| *ip).collect();
-    let rules = match scenario.kuma {
-        true => kuma_iptables::generate(&settings, &pod_ips),
-        false => istio_iptables::generate(&settings, &pod_ips),
+    let rules = match scenario.mesh {
+        Mesh::Kuma => kuma_iptables::generate(&settings, &pod_ips),
+        Mesh::Linkerd => Ok(linkerd_iptables::generate(&settings, &pod_ips)),
+        Mesh::Istio => istio_iptables::generate(&settings, &pod_ips),
     }
     .unwrap_or_else(|err| panic!("Istio would refuse {}: {err}", scenario.name));
     istio_iptables::apply(&ipt_pod.place(), &rules);
     let ipt = Twin::start(ipt_pod, settings.proxy_identity());
     let ml = Twin::start(
-        node.add_pod("ml", meshlane_pod(&settings, scenario.kuma)),
+        node.add_pod("ml", meshlane_pod(&settings, scenario.mesh)),
         settings.proxy_identity(),
     );
 

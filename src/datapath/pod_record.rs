@@ -75,6 +75,7 @@ impl PodEntries {
             | flag(capture.capture_dns, ml_pod_flag::ML_POD_CAPTURE_DNS)
             | flag(capture.short_path.is_on(), ml_pod_flag::ML_POD_SHORT_PATH)
             | flag(capture.kuma_rules, ml_pod_flag::ML_POD_KUMA_RULES)
+            | flag(capture.linkerd_rules, ml_pod_flag::ML_POD_LINKERD_RULES)
             | flag(
                 capture.short_path == ShortPath::ProxyAndApp,
                 ml_pod_flag::ML_POD_SHORT_PATH_APP,
@@ -281,12 +282,20 @@ mod tests {
     }
 
     #[test]
-    fn kuma_rules_become_a_flag() {
+    fn mesh_rules_become_flags() {
         let settings =
             crate::policy::kuma_annotations::KumaSettings::parse(&Default::default()).unwrap();
         let capture = settings.capture(&["10.0.0.5".parse().unwrap()], ShortPath::Off);
         let flags = PodEntries::from_capture(&capture).unwrap().pod.flags;
         assert_ne!(flags & ml_pod_flag::ML_POD_KUMA_RULES.0, 0);
+        assert_eq!(flags & ml_pod_flag::ML_POD_LINKERD_RULES.0, 0);
+        let settings =
+            crate::policy::linkerd_annotations::LinkerdSettings::parse(&Default::default(), None)
+                .unwrap();
+        let capture = settings.capture(&["10.0.0.5".parse().unwrap()], ShortPath::Off);
+        let flags = PodEntries::from_capture(&capture).unwrap().pod.flags;
+        assert_ne!(flags & ml_pod_flag::ML_POD_LINKERD_RULES.0, 0);
+        assert_eq!(flags & ml_pod_flag::ML_POD_KUMA_RULES.0, 0);
     }
 
     #[test]

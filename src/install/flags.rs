@@ -139,9 +139,10 @@ pub struct PluginFlags {
     #[arg(long, env = "MESHLANE_CAPTURE", default_value = "istio",
           value_parser = ["istio", "mesh", "all", "cni-args", "none"])]
     pub capture: String,
-    /// Whose capture rules (docs/meshes.md); with "kuma", --proxy-uid, --proxy-gid
-    /// and --dns-capture are Istio settings and must stay at their defaults
-    #[arg(long, env = "MESHLANE_MESH", default_value = "istio", value_parser = ["istio", "kuma"])]
+    /// Whose capture rules (docs/meshes.md); with "kuma" or "linkerd", --proxy-uid,
+    /// --proxy-gid and --dns-capture are Istio settings and must stay at their defaults
+    #[arg(long, env = "MESHLANE_MESH", default_value = "istio",
+          value_parser = ["istio", "kuma", "linkerd"])]
     pub mesh: String,
     /// The sidecar's UID when a pod sets none
     #[arg(

@@ -370,16 +370,18 @@ mod tests {
     }
 
     #[test]
-    fn a_kuma_entry_has_no_istio_settings() {
-        let s = parse(&["--mesh", "kuma", "--capture", "mesh"]).unwrap();
-        assert_eq!(
-            (&s.plugin["mesh"], &s.plugin["capture"]),
-            (&"kuma".into(), &"mesh".into())
-        );
-        for key in ["proxyUID", "proxyGID", "dnsCapture"] {
-            assert!(!s.plugin.contains_key(key), "{key}");
+    fn kuma_and_linkerd_entries_have_no_istio_settings() {
+        for mesh in ["kuma", "linkerd"] {
+            let s = parse(&["--mesh", mesh, "--capture", "mesh"]).unwrap();
+            assert_eq!(
+                (&s.plugin["mesh"], &s.plugin["capture"]),
+                (&mesh.into(), &"mesh".into())
+            );
+            for key in ["proxyUID", "proxyGID", "dnsCapture"] {
+                assert!(!s.plugin.contains_key(key), "{mesh} {key}");
+            }
+            crate::plugin::config::PluginConfig::from_keys(&s.plugin).unwrap();
         }
-        crate::plugin::config::PluginConfig::from_keys(&s.plugin).unwrap();
     }
 
     #[test]
@@ -395,7 +397,8 @@ mod tests {
             (&["--kubeconfig", "k"], "--kubeconfig"),
             (&["--enroll-seconds", "soon"], "--enroll-seconds"),
             (&["--log-format", "text"], "--log-format"),
-            (&["--mesh", "linkerd"], "--mesh"),
+            (&["--mesh", "consul"], "--mesh"),
+            (&["--mesh", "linkerd", "--proxy-uid", "2102"], "--proxy-uid"),
             (&["--mesh", "kuma", "--proxy-uid", "5678"], "--proxy-uid"),
             (
                 &["--mesh", "kuma", "--dns-capture", "true"],

@@ -31,8 +31,8 @@ pub const KEYS: [(&str, &str); 15] = [
     ),
     (
         "mesh",
-        "whose capture rules: \"istio\" (default) or \"kuma\" (docs/meshes.md); pods of \
-         other meshes are left alone",
+        "whose capture rules: \"istio\" (default), \"kuma\" or \"linkerd\" (docs/meshes.md); \
+         pods of other meshes are left alone",
     ),
     (
         "excludeNamespaces",
@@ -226,7 +226,12 @@ fn istio_only_keys(config: &PluginConfig, keys: &Map<String, Value>) -> Result<(
 
 fn mesh(key: &str, value: &Value) -> Result<Mesh, ConfigError> {
     let text = string(key, value)?;
-    Mesh::parse(text).ok_or_else(|| bad(key, format!("{text:?} is not one of \"istio\", \"kuma\"")))
+    Mesh::parse(text).ok_or_else(|| {
+        bad(
+            key,
+            format!("{text:?} is not one of \"istio\", \"kuma\", \"linkerd\""),
+        )
+    })
 }
 
 fn string<'v>(key: &str, value: &'v Value) -> Result<&'v str, ConfigError> {
@@ -372,6 +377,8 @@ mod tests {
 
     #[test]
     fn the_mesh_key_picks_whose_selection_capture_follows() {
+        let linkerd = parse(json!({"mesh": "linkerd"})).unwrap();
+        assert_eq!(linkerd.mesh, Mesh::Linkerd);
         for capture in ["istio", "mesh"] {
             let config = parse(json!({"mesh": "kuma", "capture": capture})).unwrap();
             assert_eq!(
@@ -424,7 +431,17 @@ mod tests {
                 "kubeconfig",
             ),
             (json!({"shortPath": 1}), "shortPath", "1"),
-            (json!({"mesh": "linkerd"}), "mesh", "linkerd"),
+            (json!({"mesh": "consul"}), "mesh", "consul"),
+            (
+                json!({"mesh": "linkerd", "proxyUID": 2102}),
+                "proxyUID",
+                "linkerd",
+            ),
+            (
+                json!({"mesh": "linkerd", "dnsCapture": false}),
+                "dnsCapture",
+                "linkerd",
+            ),
             (
                 json!({"mesh": "kuma", "proxyUID": 1500}),
                 "proxyUID",

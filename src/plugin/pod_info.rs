@@ -17,6 +17,7 @@ use crate::cni::{AttachmentRequest, CniError, NetConf};
 use crate::kube::{fetch_pod, FetchPolicy, KubeAccess};
 use crate::policy::pod_meta::PodMeta;
 use crate::policy::selection::{select, CaptureMode, Selection};
+use crate::policy::Mesh;
 
 use super::config::{PluginConfig, PodSpecLookup};
 use super::context::pod_name;
@@ -56,7 +57,8 @@ pub fn classify(
                 CniError::invalid_env("CNI_ARGS", err)
             }
             crate::policy::selection::SelectionError::Unclassified(_)
-            | crate::policy::selection::SelectionError::UnclassifiedKuma(_) => {
+            | crate::policy::selection::SelectionError::UnclassifiedKuma(_)
+            | crate::policy::selection::SelectionError::UnclassifiedLinkerd(_) => {
                 CniError::pod_policy(err.to_string())
             }
         })
@@ -75,10 +77,22 @@ pub fn classify(
         let selection = decide(&pod)?;
         return Ok(Classified { selection, pod });
     }
-    let selection = decide(&pod)?;
+    let linkerd_needs_spec = || {
+        config.mesh == Mesh::Linkerd
+            && pod.spec.is_none()
+            && config.pod_spec_lookup != PodSpecLookup::Never
+            && config.kubeconfig.is_some()
+            && is_kubernetes_pod
+    };
+    let selection = match decide(&pod) {
+        // Linkerd's selection reads the pod's containers (as linkerd-cni does,
+        // docs/meshes.md L2-L3); only the API knows them.
+        Err(_) if linkerd_needs_spec() => Selection::Capture,
+        other => other?,
+    };
     if selection == Selection::Capture
         && is_kubernetes_pod
-        && config.pod_spec_lookup == PodSpecLookup::Always
+        && (config.pod_spec_lookup == PodSpecLookup::Always || linkerd_needs_spec())
     {
         // Per-pod proxy settings: re-decide with labels and spec (the inject
         // label or a gateway's proxy type may still say no).

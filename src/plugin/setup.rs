@@ -14,6 +14,7 @@ use crate::log_warn;
 use crate::netns::{self, NetnsFacts};
 use crate::policy::annotations::TrafficAnnotations;
 use crate::policy::kuma_annotations::KumaSettings;
+use crate::policy::linkerd_annotations::LinkerdSettings;
 use crate::policy::pod_capture::{CaptureInputs, MeshSettings};
 use crate::policy::pod_meta::PodMeta;
 use crate::policy::short_path::pod_short_path;
@@ -23,6 +24,12 @@ use crate::policy::{Mesh, PodCapture};
 use super::config::PluginConfig;
 use super::excluded_interfaces::excluded_interfaces;
 use super::pod_ips::{self, ClaimedIps};
+
+/// The settings of a pod of a mesh other than Istio.
+enum MeshProfile {
+    Kuma(KumaSettings),
+    Linkerd(LinkerdSettings),
+}
 
 /// A pod whose inputs are all valid; nothing of it is written yet.
 pub struct Prepared {
@@ -47,13 +54,18 @@ pub fn prepare(
     let node_short_path = node_short_path(config.short_path, &features::kernel_release());
     let short_path = pod_short_path(node_short_path.on, &annotations)
         .map_err(|err| CniError::config(err.annotation, &err))?;
+    // Kuma's and Linkerd's settings all come from their annotations; Istio's are
+    // not read for their pods.
     let capture = match config.mesh {
         Mesh::Istio => None,
-        // Kuma's settings all come from its annotations; Istio's are not read.
-        Mesh::Kuma => Some(
+        Mesh::Kuma => Some(MeshProfile::Kuma(
             KumaSettings::parse(&annotations)
                 .map_err(|err| CniError::config(err.annotation, &err))?,
-        ),
+        )),
+        Mesh::Linkerd => Some(MeshProfile::Linkerd(
+            LinkerdSettings::parse(&annotations, pod.labels.as_ref())
+                .map_err(|err| CniError::config(err.annotation, &err))?,
+        )),
     };
     let traffic = match capture {
         Some(_) => TrafficAnnotations::parse(&Default::default()),
@@ -70,7 +82,8 @@ pub fn prepare(
         .collect();
     let ips = pod_ips::checked_pod_ips(claimed, &addresses, netns_path)?;
     let capture = match capture {
-        Some(kuma) => kuma.capture(&ips, short_path),
+        Some(MeshProfile::Kuma(kuma)) => kuma.capture(&ips, short_path),
+        Some(MeshProfile::Linkerd(linkerd)) => linkerd.capture(&ips, short_path),
         None => {
             let interfaces = excluded_interfaces(&traffic.exclude_interfaces, &facts);
             PodCapture::for_istio_pod(&CaptureInputs {

@@ -114,13 +114,53 @@ pub(super) fn bad(
     }
 }
 
+/// A proxy's UID or GID as a number; 0 would exempt every root process from
+/// capture, and 4294967295 is no id (`(uid_t)-1`).
+pub(super) fn proxy_id(annotation: &'static str, value: &str) -> Result<u32, AnnotationError> {
+    match value.trim().parse::<u32>() {
+        Ok(id) if id > 0 && id < u32::MAX => Ok(id),
+        _ => Err(bad(
+            annotation,
+            value,
+            "not an id between 1 and 4294967294 (names are not resolved)",
+        )),
+    }
+}
+
+/// Refuses the first of `refused` the pod carries, whatever its value: a setting
+/// the datapath cannot reproduce (each with why).
+pub(super) fn refuse_any(
+    annotations: &BTreeMap<String, String>,
+    refused: &[(&'static str, &str)],
+) -> Result<(), AnnotationError> {
+    for (annotation, why) in refused {
+        if let Some(value) = annotations.get(*annotation) {
+            return Err(bad(annotation, value, *why));
+        }
+    }
+    Ok(())
+}
+
+/// The unit tests' annotations from pairs.
+#[cfg(test)]
+pub(super) fn annotation_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The items of a comma-separated list; an empty value is an empty list.
-fn items(value: &str) -> impl Iterator<Item = &str> {
+pub(super) fn items(value: &str) -> impl Iterator<Item = &str> {
     let empty = value.trim().is_empty();
     value.split(',').map(str::trim).filter(move |_| !empty)
 }
 
-fn port(annotation: &'static str, value: &str, item: &str) -> Result<u16, AnnotationError> {
+pub(super) fn port(
+    annotation: &'static str,
+    value: &str,
+    item: &str,
+) -> Result<u16, AnnotationError> {
     if item.is_empty() {
         return Err(bad(annotation, value, "empty item in the port list"));
     }
@@ -152,7 +192,7 @@ pub(super) fn port_set(
 }
 
 /// A list longer than its per-pod cap; the value is cut short in the message.
-fn within_cap(
+pub(super) fn within_cap(
     annotation: &'static str,
     value: &str,
     count: usize,

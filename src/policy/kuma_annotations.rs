@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::annotations::{bad, cidr_list, port_set, AnnotationError};
+use super::annotations::{bad, cidr_list, port_set, proxy_id, refuse_any, AnnotationError};
 use super::cidr::Cidr;
 use super::pod_capture::{CidrSelection, PodCapture, PortSelection};
 use super::short_path::ShortPath;
@@ -78,7 +78,7 @@ impl KumaSettings {
         Ok(KumaSettings {
             proxy_uid: match get(SIDECAR_UID) {
                 None => KUMA_DP_UID,
-                Some(value) => uid(value)?,
+                Some(value) => proxy_id(SIDECAR_UID, value)?,
             },
             outbound_port: port_or(OUTBOUND_PORT, get(OUTBOUND_PORT), DEFAULT_OUTBOUND_PORT)?,
             inbound_port: port_or(INBOUND_PORT, get(INBOUND_PORT), DEFAULT_INBOUND_PORT)?,
@@ -119,6 +119,7 @@ impl KumaSettings {
             exclude_inbound_ports: self.exclude_inbound_ports.clone(),
             interface_routes: Vec::new(),
             kuma_rules: true,
+            linkerd_rules: false,
         }
     }
 }
@@ -126,25 +127,24 @@ impl KumaSettings {
 /// Settings kuma-cni would program that the datapath cannot reproduce.
 fn refuse_unsupported(annotations: &BTreeMap<String, String>) -> Result<(), AnnotationError> {
     let get = |name: &'static str| annotations.get(name).map(String::as_str);
-    for (annotation, why) in [
-        (
-            TRANSPARENT_PROXY_CONFIG,
-            "a full transparent-proxy configuration is not read yet (leave the control plane's \
-             transparentProxyConfigMap empty)",
-        ),
-        (
-            EXCLUDE_INBOUND_IPS,
-            "excluding inbound connections by source address is not supported",
-        ),
-        (
-            EXCLUDE_OUTBOUND_PORTS_FOR_UIDS,
-            "per-UID outbound port exclusions are not supported",
-        ),
-    ] {
-        if let Some(value) = get(annotation) {
-            return Err(bad(annotation, value, why));
-        }
-    }
+    refuse_any(
+        annotations,
+        &[
+            (
+                TRANSPARENT_PROXY_CONFIG,
+                "a full transparent-proxy configuration is not read yet (leave the control \
+                 plane's transparentProxyConfigMap empty)",
+            ),
+            (
+                EXCLUDE_INBOUND_IPS,
+                "excluding inbound connections by source address is not supported",
+            ),
+            (
+                EXCLUDE_OUTBOUND_PORTS_FOR_UIDS,
+                "per-UID outbound port exclusions are not supported",
+            ),
+        ],
+    )?;
     for (annotation, why) in [
         (
             DROP_INVALID_PACKETS,
@@ -213,29 +213,12 @@ fn port_or(
     value.map_or(Ok(default), |value| one_port(annotation, value))
 }
 
-/// A UID as a number; 0 would exempt every root process from capture.
-fn uid(value: &str) -> Result<u32, AnnotationError> {
-    match value.trim().parse::<u32>() {
-        Ok(id) if id > 0 && id < u32::MAX => Ok(id),
-        _ => Err(bad(
-            SIDECAR_UID,
-            value,
-            "not a user id between 1 and 4294967294 (user names are not resolved)",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<KumaSettings, AnnotationError> {
-        KumaSettings::parse(
-            &pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        KumaSettings::parse(&crate::policy::annotations::annotation_map(pairs))
     }
 
     #[test]

@@ -58,7 +58,6 @@ pub fn decide(pod: &PodMeta, excluded_namespaces: &[String]) -> Result<Selection
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::pod_meta::PodSpecFacts;
 
     fn pod(annotations: &[(&str, &str)]) -> PodMeta {
         PodMeta::with_annotations(annotations)
@@ -69,13 +68,7 @@ mod tests {
     }
 
     fn with_spec(init: &[&str], containers: &[&str]) -> PodMeta {
-        let mut pod = pod(&[(SIDECAR_INJECTED, "true")]);
-        pod.spec = Some(PodSpecFacts {
-            init_containers: init.iter().map(|c| c.to_string()).collect(),
-            containers: containers.iter().map(|c| c.to_string()).collect(),
-            ..Default::default()
-        });
-        pod
+        pod(&[(SIDECAR_INJECTED, "true")]).with_containers(init, containers)
     }
 
     fn captured(pod: &PodMeta) -> bool {

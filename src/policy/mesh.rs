@@ -7,11 +7,15 @@ pub enum Mesh {
     #[default]
     Istio,
     Kuma,
+    Linkerd,
 }
 
 impl Mesh {
-    pub const KEY_VALUES: [(&'static str, Mesh); 2] =
-        [("istio", Mesh::Istio), ("kuma", Mesh::Kuma)];
+    pub const KEY_VALUES: [(&'static str, Mesh); 3] = [
+        ("istio", Mesh::Istio),
+        ("kuma", Mesh::Kuma),
+        ("linkerd", Mesh::Linkerd),
+    ];
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::KEY_VALUES
@@ -39,7 +43,7 @@ mod tests {
             assert_eq!(Mesh::parse(name), Some(mesh));
             assert_eq!(mesh.name(), name);
         }
-        assert_eq!(Mesh::parse("linkerd"), None);
+        assert_eq!(Mesh::parse("consul"), None);
         assert_eq!(Mesh::parse("Kuma"), None);
         assert_eq!(Mesh::default(), Mesh::Istio);
     }

@@ -6,6 +6,8 @@ pub mod cidr;
 pub mod istio_selection;
 pub mod kuma_annotations;
 pub mod kuma_selection;
+pub mod linkerd_annotations;
+pub mod linkerd_selection;
 pub mod mesh;
 pub mod pod_capture;
 pub mod pod_meta;

@@ -64,6 +64,9 @@ pub struct PodCapture {
     /// Kuma's rules where they differ from Istio's: no tunnel port, UDP-only DNS
     /// capture (docs/meshes.md, KO4 and KO7).
     pub kuma_rules: bool,
+    /// Linkerd's rules where they differ from Istio's: the proxy's connections
+    /// over loopback are never sent to the inbound listener (docs/meshes.md, LO2).
+    pub linkerd_rules: bool,
 }
 
 impl PodCapture {
@@ -92,6 +95,7 @@ impl PodCapture {
             exclude_inbound_ports: BTreeSet::from(NEVER_CAPTURED_INBOUND),
             interface_routes: Vec::new(),
             kuma_rules: false,
+            linkerd_rules: false,
         }
     }
 
@@ -131,6 +135,7 @@ impl PodCapture {
             exclude_inbound_ports: traffic.exclude_inbound_ports.clone(),
             interface_routes: inputs.interfaces.routes.clone(),
             kuma_rules: false,
+            linkerd_rules: false,
         }
     }
 }

@@ -78,6 +78,17 @@ impl PodMeta {
             spec: None,
         }
     }
+
+    /// This pod with a spec of these init and regular containers.
+    pub fn with_containers(mut self, init: &[&str], containers: &[&str]) -> Self {
+        let names = |list: &[&str]| list.iter().map(|c| c.to_string()).collect();
+        self.spec = Some(PodSpecFacts {
+            init_containers: names(init),
+            containers: names(containers),
+            ..Default::default()
+        });
+        self
+    }
 }
 
 impl PodSpecFacts {

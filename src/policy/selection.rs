@@ -1,9 +1,10 @@
 //! Which pods are captured: the one place that decides. By default the configured
-//! mesh's own rules (`istio_selection`, `kuma_selection`); the `capture` setting can
+//! mesh's own rules (`istio_selection`, `kuma_selection`, `linkerd_selection`); the `capture` setting can
 //! instead capture every pod, pods whose CNI_ARGS ask for it, or none.
 
 use super::istio_selection::{self, IstioVerdict, UnclassifiedPod};
 use super::kuma_selection;
+use super::linkerd_selection;
 use super::mesh::Mesh;
 use super::pod_meta::PodMeta;
 
@@ -57,6 +58,8 @@ pub enum SelectionError {
     Unclassified(#[from] UnclassifiedPod),
     #[error(transparent)]
     UnclassifiedKuma(#[from] kuma_selection::NoAnnotations),
+    #[error(transparent)]
+    UnclassifiedLinkerd(#[from] linkerd_selection::NoSpec),
 }
 
 /// What the CNI_ARGS switch says, if present.
@@ -91,6 +94,7 @@ pub fn select(
                 IstioVerdict::Skip(why) => Selection::Skip(why),
             }),
             Mesh::Kuma => Ok(kuma_selection::decide(pod, excluded_namespaces)?),
+            Mesh::Linkerd => Ok(linkerd_selection::decide(pod, excluded_namespaces)?),
         },
         (_, Some(false)) => skip("CNI_ARGS has MESHLANE_CAPTURE=false"),
         (_, Some(true)) | (CaptureMode::All, None) => Ok(Selection::Capture),

@@ -336,3 +336,23 @@ fn serve(stream: TcpStream, config: Arc<ServerConfig>, handler: &Handler, seen: 
         }
     }
 }
+
+/// A stand-in in `node`'s netns, where the plugin runs, with a CA of its own; the
+/// kubeconfig the plugin reads it with (a bearer token) is written to `kubeconfig`.
+pub fn for_plugin(
+    node: &super::node::TestNode,
+    kubeconfig: &std::path::Path,
+    handler: Handler,
+) -> ApiServer {
+    let ca = Authority::new("plugin-api");
+    let api = ApiServer::start(
+        &ca,
+        ServerOptions {
+            netns: Some(node.layout().node_netns.clone()),
+            ..ServerOptions::default()
+        },
+        handler,
+    );
+    std::fs::write(kubeconfig, token_kubeconfig(&api.url(), &ca.pem(), "t")).unwrap();
+    api
+}

@@ -44,6 +44,10 @@ pub struct EnvoyOptions {
     pub ready_timeout: Duration,
     /// Worker threads; each opens its own SO_REUSEPORT socket per listener.
     pub concurrency: u32,
+    /// The capture listeners' ports: Istio's (and Kuma's) 15001 and 15006 unless
+    /// changed (Linkerd's are 4140 and 4143).
+    pub outbound_port: u16,
+    pub inbound_port: u16,
 }
 
 impl Default for EnvoyOptions {
@@ -58,6 +62,8 @@ impl Default for EnvoyOptions {
             log_level: "info".to_string(),
             ready_timeout: Duration::from_secs(30),
             concurrency: 1,
+            outbound_port: OUTBOUND_PORT,
+            inbound_port: INBOUND_PORT,
         }
     }
 }
@@ -84,6 +90,13 @@ impl EnvoyOptions {
 
     pub fn ipv4_only(mut self) -> Self {
         self.ipv6 = false;
+        self
+    }
+
+    /// Listens on another mesh's outbound and inbound ports.
+    pub fn ports(mut self, outbound: u16, inbound: u16) -> Self {
+        self.outbound_port = outbound;
+        self.inbound_port = inbound;
         self
     }
 
@@ -131,7 +144,7 @@ pub fn bootstrap(options: &EnvoyOptions, node_id: &str, access_log: &Path) -> Va
             listeners.push(capture_listener(
                 &format!("virtualOutbound{suffix}"),
                 address,
-                OUTBOUND_PORT,
+                options.outbound_port,
                 "PassthroughCluster",
                 &access_log,
             ));
@@ -140,7 +153,7 @@ pub fn bootstrap(options: &EnvoyOptions, node_id: &str, access_log: &Path) -> Va
             listeners.push(capture_listener(
                 &format!("virtualInbound{suffix}"),
                 address,
-                INBOUND_PORT,
+                options.inbound_port,
                 &format!(
                     "InboundPassthroughCluster{}",
                     if suffix.is_empty() { "Ipv4" } else { suffix }

@@ -1,4 +1,5 @@
-//! Where a socket operation lands: stand-in proxy listeners (15001, 15006, 15053)
+//! Where a socket operation lands: stand-in proxy listeners (15001, 15006, 15053;
+//! Linkerd's 4140 and 4143)
 //! that report the original destination they see, servers that report who they are,
 //! and a batch of operations (TCP connect, connected UDP, unconnected UDP) run one by
 //! one, each as its own user, with `probe.py landing-serve` / `landing-ops`.
@@ -17,8 +18,9 @@ use super::process::{Identity, Place, Spawn, TestProcess};
 
 /// The name the proxy stand-ins answer with; their port tells which listener.
 pub const PROXY_NAME: &str = "proxy";
-/// The stand-ins' TCP ports (outbound, inbound, DNS) and UDP port (DNS).
-pub const PROXY_TCP_PORTS: [u16; 3] = [15001, 15006, 15053];
+/// The stand-ins' TCP ports (outbound, inbound, DNS; Linkerd's outbound and
+/// inbound) and UDP port (DNS).
+pub const PROXY_TCP_PORTS: [u16; 5] = [15001, 15006, 15053, 4140, 4143];
 pub const PROXY_UDP_PORTS: [u16; 1] = [15053];
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -266,6 +268,8 @@ impl Observed {
                     15001 => "outbound(15001)".to_string(),
                     15006 => "inbound(15006)".to_string(),
                     15053 => "dns(15053)".to_string(),
+                    4140 => "outbound(4140)".to_string(),
+                    4143 => "inbound(4143)".to_string(),
                     other => format!("proxy({other})"),
                 };
                 match original_dst {

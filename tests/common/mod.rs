@@ -55,6 +55,8 @@ pub mod kernel;
 pub mod kube_cluster;
 pub mod kuma_iptables;
 pub mod landing;
+pub mod linkerd_iptables;
+pub mod linkerd_node;
 pub mod mountinfo;
 pub mod names;
 pub mod netns;

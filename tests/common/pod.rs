@@ -76,6 +76,12 @@ impl PodOptions {
             .annotation(CNI_NETWORKS, "kuma-cni")
     }
 
+    /// What Linkerd's injector writes on every pod it injected; whether the pod
+    /// is Linkerd's in CNI mode is read from the API (`linkerd_node`).
+    pub fn linkerd_injected(self) -> Self {
+        self.annotation(super::linkerd_node::PROXY_VERSION, "edge-26.8.3")
+    }
+
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.annotations.insert(key.to_string(), value.to_string());
         self

@@ -354,6 +354,28 @@ pub fn kuma_validation(
     validation(place, kuma_dp, ipv6, &args)
 }
 
+/// `probe.py linkerd-network-validator`: Linkerd's `linkerd-network-validator`
+/// init container as its chart runs it, as 65534:65534 (docs/meshes.md, "The
+/// validation container"): a server on `listen` hands a token to a client that
+/// connected to `connect`. `None` when it passed, else why not.
+pub fn linkerd_network_validator(place: &Place, listen: &str, connect: &str) -> Option<String> {
+    let nobody = Identity {
+        uid: 65534,
+        gid: 65534,
+    };
+    let raw = run_json(probe(place, nobody).args([
+        "linkerd-network-validator",
+        "--listen",
+        listen,
+        "--connect",
+        connect,
+    ]));
+    match raw["ok"].as_bool() {
+        Some(true) => None,
+        _ => Some(raw.to_string()),
+    }
+}
+
 fn validation(place: &Place, identity: Identity, ipv6: bool, args: &[&str]) -> ValidationOutcome {
     let mut spawn = probe(place, identity)
         .arg("istio-validation")

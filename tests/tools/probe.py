@@ -24,6 +24,11 @@ chosen user, and parses the single JSON line each command prints.
       --listen-ports P,P and --to-port P change the ports: Kuma's kuma-validation
       listens on its inbound port only and connects to 127.0.0.6:<20000-29999>
       (docs/meshes.md).
+  linkerd-network-validator --listen ADDR:PORT --connect ADDR:PORT
+      Linkerd's linkerd-network-validator check: a server on --listen writes a
+      random token to whoever connects; a client connects to --connect (an address
+      nothing answers on) and must read that token back, i.e. the capture sent the
+      connection to the listener; prints {"ok", "error"}.
   getsockopt-passthrough
       Unrelated getsockopt calls must behave normally inside the hooked cgroup:
       TCP_INFO (normal and with an oversized buffer), SO_RCVBUF, the legacy iptables
@@ -291,6 +296,52 @@ def istio_validation(args):
             sock.close()
         if client is not None:
             client.close()
+    emit(out)
+
+
+# --- linkerd-network-validator -----------------------------------------------------
+
+
+def parse_addr(text):
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def linkerd_network_validator(args):
+    out = {"ok": False, "error": None}
+    listen_host, listen_port = parse_addr(args.listen)
+    connect_host, connect_port = parse_addr(args.connect)
+    token = os.urandom(32).hex().encode()
+    family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
+    server = socket.create_server((listen_host, listen_port), family=family)
+
+    def serve():
+        try:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(token)
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        family = socket.AF_INET6 if ":" in connect_host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as client:
+            client.settimeout(args.timeout)
+            client.connect((connect_host, connect_port))
+            got = b""
+            while len(got) < len(token):
+                chunk = client.recv(len(token) - len(got))
+                if not chunk:
+                    break
+                got += chunk
+            out["ok"] = got == token
+            if not out["ok"]:
+                out["error"] = f"read {got!r}, not the listener's token"
+    except OSError as err:
+        out["error"] = describe_error(err)
+    finally:
+        server.close()
     emit(out)
 
 
@@ -640,6 +691,12 @@ def main():
     p.add_argument("--to-port", type=int, default=15002)
     p.add_argument("--timeout", type=float, default=5.0)
     p.set_defaults(run=istio_validation)
+
+    p = commands.add_parser("linkerd-network-validator")
+    p.add_argument("--listen", required=True)
+    p.add_argument("--connect", required=True)
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(run=linkerd_network_validator)
 
     p = commands.add_parser("getsockopt-passthrough")
     p.set_defaults(run=getsockopt_passthrough)

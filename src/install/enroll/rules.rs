@@ -138,6 +138,28 @@ mod tests {
         assert!(skip_reason(judge(&no_ip, &config)).contains("no pod IP"));
     }
 
+    /// Under `mesh: "linkerd"` the API's pod list has the containers Linkerd's
+    /// selection reads (docs/meshes.md, L2-L3); an Istio pod is another mesh's.
+    #[test]
+    fn linkerd_pods_are_enrolled_by_their_containers() {
+        let config = PluginConfig {
+            mesh: crate::policy::Mesh::Linkerd,
+            ..PluginConfig::default()
+        };
+        let linkerd = |init: &[&str]| {
+            let mut pod = pod();
+            pod.meta = PodMeta::with_annotations(&[("linkerd.io/proxy-version", "edge-26.8.3")])
+                .with_containers(init, &["app", "linkerd-proxy"]);
+            pod
+        };
+        assert_eq!(
+            judge(&linkerd(&["linkerd-network-validator"]), &config),
+            Verdict::Enroll
+        );
+        assert!(skip_reason(judge(&linkerd(&["linkerd-init"]), &config)).contains("linkerd-init"));
+        assert!(skip_reason(judge(&pod(), &config)).contains("no linkerd-proxy"));
+    }
+
     #[test]
     fn a_pod_that_cannot_be_classified_is_reported() {
         let mut odd = pod();
