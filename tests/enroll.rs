@@ -58,6 +58,8 @@ enum Kind {
     HostNetwork,
     /// Injected by Kuma in CNI mode (docs/meshes.md, K3–K5).
     Kuma,
+    /// Injected by Linkerd in CNI mode (docs/meshes.md, L2–L3).
+    Linkerd,
 }
 
 /// A pod that was running before the agent came: its sandbox (network
@@ -190,6 +192,15 @@ impl<'n> RunningPod<'n> {
             containers.push(json!({"name": "kuma-sidecar", "image": "kuma-dp"}));
             statuses.push(json!({
                 "name": "kuma-sidecar", "ready": true,
+                "containerID": format!("containerd://{}", self.proxy_id)
+            }));
+        }
+        if kind == Kind::Linkerd {
+            annotations["linkerd.io/proxy-version"] = Value::from("edge-26.8.3");
+            init.push("linkerd-network-validator");
+            containers.push(json!({"name": "linkerd-proxy", "image": "proxy"}));
+            statuses.push(json!({
+                "name": "linkerd-proxy", "ready": true,
                 "containerID": format!("containerd://{}", self.proxy_id)
             }));
         }
@@ -801,13 +812,17 @@ fn an_enrollment_racing_the_pods_del_and_its_address_reuse_writes_nothing() {
     );
 }
 
-/// Issue 15, item 4: an agent configured for Kuma (`--mesh kuma`) enrolls a
-/// running Kuma pod with kuma-dp's settings (docs/meshes.md: 5678, 15001/15006)
-/// and leaves an Istio pod alone as another mesh's.
-#[test]
-fn an_agent_for_kuma_enrolls_a_running_kuma_pod_with_kumas_settings() {
-    let (node, cluster) = node_and_cluster("enroll-kuma");
-    let web = RunningPod::start(&node, "web", Kind::Kuma);
+/// Issue 15, item 4: an agent configured for another mesh (`--mesh`) enrolls a
+/// running pod of that mesh with its proxy's settings (docs/meshes.md) — the
+/// proxy's listeners already up, registered at enrollment — and leaves an Istio
+/// pod alone as another mesh's, for `skipped` (the reason logged).
+fn an_agent_for_another_mesh_enrolls_its_running_pod(
+    (mesh, kind): (&str, Kind),
+    (uid, outbound, inbound): (u32, u16, u16),
+    skipped: &str,
+) {
+    let (node, cluster) = node_and_cluster(&format!("enroll-{mesh}"));
+    let web = RunningPod::start(&node, "web", kind);
     let istio = RunningPod::start(&node, "istio", Kind::Sidecar);
     cluster.set_pods(vec![web.json.clone(), istio.json.clone()]);
     let dest = node.add_pod("dest", PodOptions::new());
@@ -816,21 +831,21 @@ fn an_agent_for_kuma_enrolls_a_running_kuma_pod_with_kumas_settings() {
     let _proxy = ProbeServer::start_original_dst(
         &web.proxy(&node),
         "127.0.0.1",
-        15001,
+        outbound,
         "proxy",
         Duration::ZERO,
     );
     let _proxy_inbound = ProbeServer::start_original_dst(
         &web.proxy(&node),
         "0.0.0.0",
-        15006,
+        inbound,
         "proxy-inbound",
         Duration::ZERO,
     );
     assert_eq!(lands_at(&web.app(&node), &to).0, "dest");
 
     let mut args = agent_args(&node, &cluster, Some(NODE_NAME));
-    args.extend(["--mesh".to_owned(), "kuma".to_owned()]);
+    args.extend(["--mesh".to_owned(), mesh.to_owned()]);
     let mut agent = Agent::start(&node.layout().cgroup, &args, &[]);
     agent.wait_for_log("enrollment round done");
 
@@ -843,18 +858,43 @@ fn an_agent_for_kuma_enrolls_a_running_kuma_pod_with_kumas_settings() {
         .expect("web has a pod record");
     assert_eq!(
         (record.proxy_uid, record.outbound_port, record.inbound_port),
-        (5678, 15001, 15006)
+        (uid, outbound, inbound)
     );
-    assert_ne!(record.flags & ml_pod_flag::ML_POD_KUMA_RULES.0, 0);
+    let rules = match kind {
+        Kind::Kuma => ml_pod_flag::ML_POD_KUMA_RULES,
+        _ => ml_pod_flag::ML_POD_LINKERD_RULES,
+    };
+    assert_ne!(record.flags & rules.0, 0);
     let (landed, original) = lands_at(&web.app(&node), &to);
     assert_eq!(landed, "proxy", "the app's connect is captured");
     assert_eq!(original.as_deref(), Some(to.as_str()), "SO_ORIGINAL_DST");
     let inbound = Connect::to(format!("{}:{APP_PORT}", web.pod.ipv4()))
         .identity(Identity::APP)
         .expect_reply(&dest.place());
-    assert_eq!(inbound.name, "proxy-inbound", "inbound steered to kuma-dp");
+    assert_eq!(
+        inbound.name, "proxy-inbound",
+        "inbound steered to the proxy"
+    );
 
     let line = line_about(&agent, "not enrolling a pod", &istio.id());
-    assert!(line.contains("no kuma-sidecar container"), "{line}");
+    assert!(line.contains(skipped), "{line}");
     assert!(maps.pod(istio.cookie()).unwrap().is_none(), "{line}");
+}
+
+#[test]
+fn an_agent_for_kuma_enrolls_a_running_kuma_pod_with_kumas_settings() {
+    an_agent_for_another_mesh_enrolls_its_running_pod(
+        ("kuma", Kind::Kuma),
+        (5678, 15001, 15006),
+        "no kuma-sidecar container",
+    );
+}
+
+#[test]
+fn an_agent_for_linkerd_enrolls_a_running_linkerd_pod_with_linkerds_settings() {
+    an_agent_for_another_mesh_enrolls_its_running_pod(
+        ("linkerd", Kind::Linkerd),
+        (2102, 4140, 4143),
+        "no linkerd.io/proxy-version annotation",
+    );
 }
