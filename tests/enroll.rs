@@ -886,7 +886,7 @@ fn an_agent_for_kuma_enrolls_a_running_kuma_pod_with_kumas_settings() {
     an_agent_for_another_mesh_enrolls_its_running_pod(
         ("kuma", Kind::Kuma),
         (5678, 15001, 15006),
-        "no kuma-sidecar container",
+        "not captured: it has no kuma-sidecar container",
     );
 }
 
@@ -895,6 +895,6 @@ fn an_agent_for_linkerd_enrolls_a_running_linkerd_pod_with_linkerds_settings() {
     an_agent_for_another_mesh_enrolls_its_running_pod(
         ("linkerd", Kind::Linkerd),
         (2102, 4140, 4143),
-        "no linkerd.io/proxy-version annotation",
+        "not captured: it has no linkerd-proxy container",
     );
 }
