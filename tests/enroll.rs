@@ -21,6 +21,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use meshlane::datapath::abi::ml_pod_flag;
 use meshlane::datapath::AttachmentKey;
 use meshlane::install::enroll::Enroller;
 use meshlane::kube::{fetch_pod, FetchPolicy, KubeAccess};
@@ -55,6 +56,10 @@ enum Kind {
     Plain,
     /// hostNetwork: true.
     HostNetwork,
+    /// Injected by Kuma in CNI mode (docs/meshes.md, K3–K5).
+    Kuma,
+    /// Injected by Linkerd in CNI mode (docs/meshes.md, L2–L3).
+    Linkerd,
 }
 
 /// A pod that was running before the agent came: its sandbox (network
@@ -178,6 +183,24 @@ impl<'n> RunningPod<'n> {
             }));
             statuses.push(json!({
                 "name": "istio-proxy", "ready": true,
+                "containerID": format!("containerd://{}", self.proxy_id)
+            }));
+        }
+        if kind == Kind::Kuma {
+            annotations["kuma.io/sidecar-injected"] = Value::from("true");
+            annotations["k8s.v1.cni.cncf.io/networks"] = Value::from("kuma-cni");
+            containers.push(json!({"name": "kuma-sidecar", "image": "kuma-dp"}));
+            statuses.push(json!({
+                "name": "kuma-sidecar", "ready": true,
+                "containerID": format!("containerd://{}", self.proxy_id)
+            }));
+        }
+        if kind == Kind::Linkerd {
+            annotations["linkerd.io/proxy-version"] = Value::from("edge-26.8.3");
+            init.push("linkerd-network-validator");
+            containers.push(json!({"name": "linkerd-proxy", "image": "proxy"}));
+            statuses.push(json!({
+                "name": "linkerd-proxy", "ready": true,
                 "containerID": format!("containerd://{}", self.proxy_id)
             }));
         }
@@ -786,5 +809,92 @@ fn an_enrollment_racing_the_pods_del_and_its_address_reuse_writes_nothing() {
     assert_eq!(
         maps.address_owner(IpAddr::V4(address)).unwrap(),
         Some(new.netns_cookie())
+    );
+}
+
+/// Issue 15, item 4: an agent configured for another mesh (`--mesh`) enrolls a
+/// running pod of that mesh with its proxy's settings (docs/meshes.md) — the
+/// proxy's listeners already up, registered at enrollment — and leaves an Istio
+/// pod alone as another mesh's, for `skipped` (the reason logged).
+fn an_agent_for_another_mesh_enrolls_its_running_pod(
+    (mesh, kind): (&str, Kind),
+    (uid, outbound, inbound): (u32, u16, u16),
+    skipped: &str,
+) {
+    let (node, cluster) = node_and_cluster(&format!("enroll-{mesh}"));
+    let web = RunningPod::start(&node, "web", kind);
+    let istio = RunningPod::start(&node, "istio", Kind::Sidecar);
+    cluster.set_pods(vec![web.json.clone(), istio.json.clone()]);
+    let dest = node.add_pod("dest", PodOptions::new());
+    let _dest_server = ProbeServer::start(&dest.place(), APP_PORT, "dest");
+    let to = format!("{}:{APP_PORT}", dest.ipv4());
+    let _proxy = ProbeServer::start_original_dst(
+        &web.proxy(&node),
+        "127.0.0.1",
+        outbound,
+        "proxy",
+        Duration::ZERO,
+    );
+    let _proxy_inbound = ProbeServer::start_original_dst(
+        &web.proxy(&node),
+        "0.0.0.0",
+        inbound,
+        "proxy-inbound",
+        Duration::ZERO,
+    );
+    assert_eq!(lands_at(&web.app(&node), &to).0, "dest");
+
+    let mut args = agent_args(&node, &cluster, Some(NODE_NAME));
+    args.extend(["--mesh".to_owned(), mesh.to_owned()]);
+    let mut agent = Agent::start(&node.layout().cgroup, &args, &[]);
+    agent.wait_for_log("enrollment round done");
+
+    let enrolled = line_about(&agent, "enrolled a running pod", &web.id());
+    assert!(enrolled.contains("proxy_listeners=1"), "{enrolled}");
+    let maps = node.maps();
+    let record = maps
+        .pod(web.cookie())
+        .unwrap()
+        .expect("web has a pod record");
+    assert_eq!(
+        (record.proxy_uid, record.outbound_port, record.inbound_port),
+        (uid, outbound, inbound)
+    );
+    let rules = match kind {
+        Kind::Kuma => ml_pod_flag::ML_POD_KUMA_RULES,
+        _ => ml_pod_flag::ML_POD_LINKERD_RULES,
+    };
+    assert_ne!(record.flags & rules.0, 0);
+    let (landed, original) = lands_at(&web.app(&node), &to);
+    assert_eq!(landed, "proxy", "the app's connect is captured");
+    assert_eq!(original.as_deref(), Some(to.as_str()), "SO_ORIGINAL_DST");
+    let inbound = Connect::to(format!("{}:{APP_PORT}", web.pod.ipv4()))
+        .identity(Identity::APP)
+        .expect_reply(&dest.place());
+    assert_eq!(
+        inbound.name, "proxy-inbound",
+        "inbound steered to the proxy"
+    );
+
+    let line = line_about(&agent, "not enrolling a pod", &istio.id());
+    assert!(line.contains(skipped), "{line}");
+    assert!(maps.pod(istio.cookie()).unwrap().is_none(), "{line}");
+}
+
+#[test]
+fn an_agent_for_kuma_enrolls_a_running_kuma_pod_with_kumas_settings() {
+    an_agent_for_another_mesh_enrolls_its_running_pod(
+        ("kuma", Kind::Kuma),
+        (5678, 15001, 15006),
+        "not captured: it has no kuma-sidecar container",
+    );
+}
+
+#[test]
+fn an_agent_for_linkerd_enrolls_a_running_linkerd_pod_with_linkerds_settings() {
+    an_agent_for_another_mesh_enrolls_its_running_pod(
+        ("linkerd", Kind::Linkerd),
+        (2102, 4140, 4143),
+        "not captured: it has no linkerd-proxy container",
     );
 }

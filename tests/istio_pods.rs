@@ -10,6 +10,7 @@ mod common;
 use std::process::Command;
 
 use meshlane::datapath::abi::ml_pod_flag;
+use meshlane::policy::kuma_annotations::NO_PROXY_GID;
 use serde_json::json;
 
 use common::api_server::{status_json, Reply};
@@ -389,4 +390,104 @@ fn a_pod_in_a_user_namespace_is_refused() {
         !node.pin_root().exists(),
         "nothing may be loaded for a refused pod"
     );
+}
+
+/// `meshlane pods -o json` on `node`.
+fn listed_pods(node: &TestNode) -> Vec<serde_json::Value> {
+    let output = Command::new(env!("CARGO_BIN_EXE_meshlane"))
+        .args(["pods", "-o", "json", "--bpffs-root"])
+        .arg(node.pin_root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    listed["pods"].as_array().unwrap().clone()
+}
+
+/// Asserts `listed` has `pod` with its mesh's proxy identity and listener ports
+/// (docs/meshes.md), its address and its name: `K8S_POD_NAME`, the harness's
+/// name and the pod's number on the node.
+fn listed_with(
+    listed: &[serde_json::Value],
+    (pod, k8s_name): (&Pod, &str),
+    uid_gid: (u32, u32),
+    ports: (u16, u16),
+) {
+    let entry = listed
+        .iter()
+        .find(|e| e["netns_cookie"] == pod.netns_cookie())
+        .unwrap_or_else(|| panic!("{} not listed: {listed:#?}", pod.name()));
+    assert_eq!(
+        (&entry["proxy_uid"], &entry["proxy_gid"]),
+        (&json!(uid_gid.0), &json!(uid_gid.1)),
+        "{entry:#}"
+    );
+    assert_eq!(
+        (&entry["outbound_port"], &entry["inbound_port"]),
+        (&json!(ports.0), &json!(ports.1)),
+        "{entry:#}"
+    );
+    assert_eq!(entry["ips"], json!([pod.ipv4().to_string()]), "{entry:#}");
+    let attachments = entry["attachments"].as_array().unwrap();
+    assert_eq!(attachments.len(), 1, "{entry:#}");
+    assert_eq!(attachments[0]["name"], k8s_name, "{entry:#}");
+    assert_eq!(attachments[0]["namespace"], pod.namespace(), "{entry:#}");
+    let capture = entry["capture"].as_array().unwrap();
+    for flag in ["outbound", "inbound"] {
+        assert!(capture.contains(&json!(flag)), "{flag}: {entry:#}");
+    }
+}
+
+/// Issue 15, item 4: `meshlane pods` shows a Kuma pod with kuma-dp's identity
+/// (5678, or `kuma.io/sidecar-uid`; no GID, docs/meshes.md) on 15001/15006, and
+/// a Linkerd pod with the proxy's (2102 and no GID, or
+/// `config.linkerd.io/proxy-uid`/`proxy-gid`) on 4140/4143.
+#[test]
+fn meshlane_pods_lists_kuma_and_linkerd_pods_with_their_mesh_settings() {
+    let kuma = TestNode::builder("kuma-list")
+        .meshlane_config(|_| json!({"mesh": "kuma"}))
+        .build();
+    let web = kuma.add_pod("web", PodOptions::new().kuma_injected().namespace("shop"));
+    let api = kuma.add_pod(
+        "api",
+        PodOptions::new()
+            .kuma_injected()
+            .annotation("kuma.io/sidecar-uid", "5700"),
+    );
+    let listed = listed_pods(&kuma);
+    assert_eq!(listed.len(), 2, "{listed:#?}");
+    listed_with(
+        &listed,
+        (&web, "web-0"),
+        (5678, NO_PROXY_GID),
+        (15001, 15006),
+    );
+    listed_with(
+        &listed,
+        (&api, "api-1"),
+        (5700, NO_PROXY_GID),
+        (15001, 15006),
+    );
+
+    let (linkerd, _api) = common::linkerd_node::linkerd_node(TestNode::builder("linkerd-list"));
+    let web = linkerd.add_pod(
+        "web",
+        PodOptions::new().linkerd_injected().namespace("shop"),
+    );
+    let api = linkerd.add_pod(
+        "api",
+        PodOptions::new()
+            .linkerd_injected()
+            .annotation("config.linkerd.io/proxy-uid", "2200")
+            .annotation("config.linkerd.io/proxy-gid", "2201"),
+    );
+    let listed = listed_pods(&linkerd);
+    assert_eq!(listed.len(), 2, "{listed:#?}");
+    listed_with(&listed, (&web, "web-0"), (2102, NO_PROXY_GID), (4140, 4143));
+    listed_with(&listed, (&api, "api-1"), (2200, 2201), (4140, 4143));
 }

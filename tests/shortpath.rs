@@ -320,10 +320,20 @@ fn app_mesh(node: &TestNode, serve: Serve) -> Mesh<'_> {
 }
 
 fn mesh(node: &TestNode, a: PodOptions, b: PodOptions, serve: Serve) -> Mesh<'_> {
+    mesh_with(node, (a, b), EnvoyOptions::new, serve)
+}
+
+/// `mesh` with each pod's sidecar started from `envoy()` (another mesh's proxy).
+fn mesh_with(
+    node: &TestNode,
+    (a, b): (PodOptions, PodOptions),
+    envoy: impl Fn() -> EnvoyOptions,
+    serve: Serve,
+) -> Mesh<'_> {
     let a = node.add_pod("a", a);
     let b = node.add_pod("b", b);
-    let envoy_a = a.start_envoy(EnvoyOptions::new());
-    let envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
+    let envoy_a = a.start_envoy(envoy());
+    let envoy_b = b.start_envoy(envoy().with_inbound());
     let app_b = StreamServer::start(&b.place(), "::", APP_PORT, Identity::ROOT, serve);
     Mesh {
         a,
@@ -542,6 +552,71 @@ fn by_default_the_sidecars_talk_over_the_short_path_and_the_apps_over_tcp() {
     );
     assert_eq!(node.counter("short_path_peer_missing"), 0);
     wait_for_empty_maps(&node);
+}
+
+/// The sidecars of another mesh's profile (docs/meshes.md) talk over the short
+/// path as Istio's do: Envoy A ⇄ Envoy B carries every byte of request/response
+/// sizes, both ways, and app B gets them all.
+fn other_mesh_sidecars_take_the_short_path(
+    node: &TestNode,
+    pod: PodOptions,
+    envoy: impl Fn() -> EnvoyOptions,
+) {
+    let m = mesh_with(node, (pod.clone(), pod), envoy, Serve::Echo);
+    for p in [&m.a, &m.b] {
+        let record = node
+            .maps()
+            .pod(p.netns_cookie())
+            .unwrap()
+            .expect("captured");
+        assert_ne!(record.flags & ml_pod_flag::ML_POD_SHORT_PATH.0, 0);
+    }
+    let bytes = 64 << 10;
+    m.echoed_by_app_b(m.send().bytes(bytes).connections(4));
+    // Each connection: Envoy A's upstream socket and Envoy B's accepted one, each
+    // sending and receiving; the apps' sockets stay on TCP.
+    assert_eq!(node.counter("short_path_tx_sockets"), 4 * 2);
+    assert_eq!(node.counter("short_path_rx_sockets"), 4 * 2);
+    assert_eq!(
+        node.counter("short_path_redirected_bytes"),
+        4 * 2 * bytes as u64,
+        "{:?}",
+        node.counters()
+    );
+    assert_eq!(node.counter("short_path_peer_missing"), 0);
+    drop(m);
+    wait_for_empty_maps(node);
+}
+
+/// Issue 15, item 4: under `mesh: "kuma"`, kuma-dp (Envoy as 5678 on 15001/15006).
+#[test]
+fn kuma_sidecars_talk_over_the_short_path() {
+    let node = TestNode::builder("sp-kuma")
+        .short_path()
+        .meshlane_config(|_| json!({"mesh": "kuma"}))
+        .build();
+    let kuma_dp = Identity {
+        uid: 5678,
+        gid: 5678,
+    };
+    other_mesh_sidecars_take_the_short_path(&node, PodOptions::new().kuma_injected(), || {
+        EnvoyOptions::new().identity(kuma_dp)
+    });
+}
+
+/// Issue 15, item 4: under `mesh: "linkerd"`, Envoy as 2102 on 4140/4143 standing
+/// in for linkerd2-proxy (docs/meshes.md).
+#[test]
+fn linkerd_sidecars_talk_over_the_short_path() {
+    let (node, _api) =
+        common::linkerd_node::linkerd_node(TestNode::builder("sp-linkerd").short_path());
+    let proxy = Identity {
+        uid: 2102,
+        gid: 2102,
+    };
+    other_mesh_sidecars_take_the_short_path(&node, PodOptions::new().linkerd_injected(), || {
+        EnvoyOptions::new().identity(proxy).ports(4140, 4143)
+    });
 }
 
 /// A slow reader: app B reads nothing for two seconds while app A sends 64 MiB.

@@ -841,3 +841,79 @@ fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
     );
     assert_eq!(hooks(&layout), before, "the agent replaced something");
 }
+
+/// Issue 15, item 4: a pod captured under `mesh: "kuma"` (kuma-dp: Envoy as 5678)
+/// keeps Kuma's capture (docs/meshes.md) across a forced replacement of every
+/// program: outbound through 15001 with its original destination, Kuma's default
+/// excluded port 9901 (KO5) straight out, inbound through 15006 — before and after.
+#[test]
+fn a_kuma_pod_keeps_its_capture_across_a_forced_replacement() {
+    let node = TestNode::builder("up-kuma")
+        .meshlane_config(|_| serde_json::json!({"mesh": "kuma"}))
+        .build();
+    let layout = node.pin_layout();
+    let a = node.add_pod("a", PodOptions::new().kuma_injected());
+    let server = node.add_pod("server", PodOptions::new());
+    let kuma_dp = Identity {
+        uid: 5678,
+        gid: 5678,
+    };
+    let envoy = a.start_envoy(EnvoyOptions::new().identity(kuma_dp).with_inbound());
+    let _captured = ProbeServer::start(&server.place(), 9091, "server");
+    let _excluded = ProbeServer::start(&server.place(), 9901, "server-9901");
+    let _app = ProbeServer::start(&a.place(), 8081, "app-a");
+    let captured_to = SocketAddr::new(server.ipv4().into(), 9091);
+    let check = |round: usize| {
+        let via_sidecar = |to: SocketAddr, name: &str| {
+            let outcome = Connect::to(to)
+                .send("out")
+                .identity(Identity::APP)
+                .run(&a.place());
+            let reply = outcome.expect_reply();
+            assert_eq!(reply.name, name);
+            outcome.local.map(|l| l.port()) != Some(reply.peer.port())
+        };
+        assert!(
+            via_sidecar(captured_to, "server"),
+            "round {round}: not via 15001"
+        );
+        let excluded = SocketAddr::new(server.ipv4().into(), 9901);
+        assert!(
+            !via_sidecar(excluded, "server-9901"),
+            "round {round}: 9901 captured"
+        );
+        let reply = Connect::to(SocketAddr::new(a.ipv4().into(), 8081))
+            .send("in")
+            .expect_reply(&node.outside_pods());
+        assert_eq!(reply.name, "app-a");
+        assert_eq!(
+            reply.peer.ip(),
+            "127.0.0.6".parse::<IpAddr>().unwrap(),
+            "round {round}: not via Envoy's 15006"
+        );
+        // Envoy logs a connection when it closes; SO_ORIGINAL_DST worked for kuma-dp.
+        let log = envoy.wait_for_access_log(2 * (round + 1), WAIT);
+        let outbound = log
+            .iter()
+            .filter(|e| {
+                e.listener.starts_with("virtualOutbound")
+                    && e.downstream_local == captured_to.to_string()
+            })
+            .count();
+        assert_eq!(outbound, round + 1, "{log:#?}");
+    };
+    check(0);
+    let pods_before = pod_records(&layout);
+
+    let before = hooks(&layout);
+    let report =
+        upgrade_programs(&layout, UpgradeMode::ForceEvenIfIdentical).expect("forced replacement");
+    let after = hooks(&layout);
+    assert_report_matches(&report, &before, &after);
+    assert_eq!(report.replaced().count(), before.len(), "{report:#?}");
+    for (hook, (_, prog)) in &after {
+        assert_ne!(*prog, before[hook].1, "{hook} runs the same program");
+    }
+    assert_eq!(pod_records(&layout), pods_before);
+    check(1);
+}
