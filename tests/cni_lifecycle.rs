@@ -408,6 +408,13 @@ fn several_attachments_of_one_netns_share_the_pod_record() {
         [IpAddr::from(pod.ipv4())].into(),
         "net1's IP must go, eth0's stay"
     );
+    // Not only the record: inbound steering of net1's address goes with it,
+    // while the pod lives on with eth0.
+    assert_eq!(maps.address_owner(multus_ip).unwrap(), None);
+    assert_eq!(
+        maps.address_owner(IpAddr::from(pod.ipv4())).unwrap(),
+        Some(cookie)
+    );
     pod.del();
     assert_eq!(maps.entries_of(cookie).unwrap(), 0);
 }
