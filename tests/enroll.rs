@@ -326,6 +326,23 @@ fn lands_at(app: &Place, to: &str) -> (String, Option<String>) {
     (reply.name, reply.original_dst)
 }
 
+/// An enrolled pod is captured both ways: its app's connect to `to` reaches the
+/// proxy, which learns where it went; and a connection into the pod lands on the
+/// running proxy's listener registered at enrollment (refused otherwise: fail
+/// closed).
+fn assert_captured_both_ways(node: &TestNode, web: &RunningPod, dest: &Pod, to: &str) {
+    let (landed, original) = lands_at(&web.app(node), to);
+    assert_eq!(landed, "proxy", "the app's connect is captured");
+    assert_eq!(original.as_deref(), Some(to), "SO_ORIGINAL_DST");
+    let inbound = Connect::to(format!("{}:{APP_PORT}", web.pod.ipv4()))
+        .identity(Identity::APP)
+        .expect_reply(&dest.place());
+    assert_eq!(
+        inbound.name, "proxy-inbound",
+        "inbound steered to the proxy"
+    );
+}
+
 // ------------------------------------------------------------------- tests
 
 #[test]
@@ -403,20 +420,7 @@ fn running_pods_are_enrolled_once_and_released_by_the_runtimes_del() {
     );
     assert!(maps.inbound_attached(cookie), "inbound steering linked");
 
-    // Its app's connects now reach the proxy, which learns where they went.
-    let (landed, original) = lands_at(&web.app(&node), &to);
-    assert_eq!(landed, "proxy", "the app's connect is captured");
-    assert_eq!(original.as_deref(), Some(to.as_str()), "SO_ORIGINAL_DST");
-
-    // Inbound: the running proxy's listener was registered at enrollment, so a
-    // connection into web lands on it (refused otherwise: fail closed).
-    let inbound = Connect::to(format!("{}:{APP_PORT}", web.pod.ipv4()))
-        .identity(Identity::APP)
-        .expect_reply(&dest.place());
-    assert_eq!(
-        inbound.name, "proxy-inbound",
-        "inbound steered to the proxy"
-    );
+    assert_captured_both_ways(&node, &web, &dest, &to);
     let enrolled_listeners = line_about(&agent, "enrolled a running pod", &web.id());
     assert!(
         enrolled_listeners.contains("proxy_listeners=1"),
@@ -865,16 +869,7 @@ fn an_agent_for_another_mesh_enrolls_its_running_pod(
         _ => ml_pod_flag::ML_POD_LINKERD_RULES,
     };
     assert_ne!(record.flags & rules.0, 0);
-    let (landed, original) = lands_at(&web.app(&node), &to);
-    assert_eq!(landed, "proxy", "the app's connect is captured");
-    assert_eq!(original.as_deref(), Some(to.as_str()), "SO_ORIGINAL_DST");
-    let inbound = Connect::to(format!("{}:{APP_PORT}", web.pod.ipv4()))
-        .identity(Identity::APP)
-        .expect_reply(&dest.place());
-    assert_eq!(
-        inbound.name, "proxy-inbound",
-        "inbound steered to the proxy"
-    );
+    assert_captured_both_ways(&node, &web, &dest, &to);
 
     let line = line_about(&agent, "not enrolling a pod", &istio.id());
     assert!(line.contains(skipped), "{line}");
