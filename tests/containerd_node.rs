@@ -25,6 +25,20 @@ fn target(pod: &RunningPod) -> String {
     format!("{}:{PORT}", pod.ip)
 }
 
+/// The DaemonSet's pod with the short path switched on, as an operator does
+/// (`MESHLANE_SHORT_PATH`; off by default on every kernel, docs/kernels.md).
+fn with_short_path(mut pod: Value) -> Value {
+    let container = &mut pod["spec"]["containers"][0];
+    if !container["env"].is_array() {
+        container["env"] = serde_json::json!([]);
+    }
+    container["env"]
+        .as_array_mut()
+        .expect("env is a list")
+        .push(serde_json::json!({ "name": "MESHLANE_SHORT_PATH", "value": "true" }));
+    pod
+}
+
 /// `node-app call` from `from`'s app container to `to`; the reply must come.
 fn call(node: &CriNode, from: &RunningPod, to: &RunningPod) -> Value {
     let reply = node.node_app(from, "app", &["call", "--to", &target(to)]);
@@ -233,7 +247,8 @@ fn the_agent_puts_meshlane_back_when_the_primary_cni_rewrites_its_config() {
 #[test]
 fn a_rolling_update_of_the_agent_keeps_a_live_connection_and_the_capture() {
     let node = CriNode::start("upgrade");
-    let agent = node.run_daemonset();
+    let agent = node.run_pod(&with_short_path(node.daemonset_pod(None)));
+    node.wait_until_ready(&agent);
     let client = node.run_pod(&pods::meshed(&node, "client", PORT));
     let echo = node.run_pod(&pods::meshed(&node, "echo", PORT));
     node.wait_for_envoy(&client);
@@ -272,7 +287,7 @@ fn a_rolling_update_of_the_agent_keeps_a_live_connection_and_the_capture() {
         });
         std::thread::sleep(std::time::Duration::from_secs(3));
         node.remove_pod(&agent);
-        let pod = node.daemonset_pod(Some(&new_image.reference));
+        let pod = with_short_path(node.daemonset_pod(Some(&new_image.reference)));
         let new_agent = node.run_pod(&pod);
         node.wait_until_ready(&new_agent);
         (stream.join().expect("the stream thread"), new_agent)

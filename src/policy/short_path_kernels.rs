@@ -8,8 +8,12 @@
 
 use std::fmt;
 
-/// Series the short path is proven on (docs/kernels.md, "Evidence").
-pub const PROVEN_SERIES: &[(u32, u32)] = &[(6, 18)];
+/// Series the short path is proven on (docs/kernels.md, "The short path default").
+/// None: 6.18 passed the suite 20 runs in a row twice, then lost an RST once in a
+/// clean-clone CI run, the kernel limit every series of the matrix shares
+/// (docs/kernels.md, "The RST a locked receiver lost"). A series joins again when
+/// the short path keeps that RST, with its 20 runs.
+pub const PROVEN_SERIES: &[(u32, u32)] = &[];
 
 /// The node-wide `shortPath` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,11 +67,17 @@ pub fn kernel_series(release: &str) -> Option<(u32, u32)> {
 }
 
 pub fn node_short_path(switch: ShortPathSwitch, kernel_release: &str) -> NodeShortPath {
+    decide(switch, kernel_release, PROVEN_SERIES)
+}
+
+/// The decision against a table of proven series (a parameter, so that the unit
+/// tests cover a proven series while the table is empty).
+fn decide(switch: ShortPathSwitch, kernel_release: &str, proven: &[(u32, u32)]) -> NodeShortPath {
     let (on, reason) = match switch {
         ShortPathSwitch::On => (true, Reason::Forced),
         ShortPathSwitch::Off => (false, Reason::SwitchedOff),
         ShortPathSwitch::ByKernel => match kernel_series(kernel_release) {
-            Some(series) if PROVEN_SERIES.contains(&series) => (true, Reason::Proven(series)),
+            Some(series) if proven.contains(&series) => (true, Reason::Proven(series)),
             series => (false, Reason::NotProven(series)),
         },
     };
@@ -75,6 +85,9 @@ pub fn node_short_path(switch: ShortPathSwitch, kernel_release: &str) -> NodeSho
 }
 
 fn proven_list() -> String {
+    if PROVEN_SERIES.is_empty() {
+        return "none yet".to_owned();
+    }
     PROVEN_SERIES
         .iter()
         .map(|(major, minor)| format!("{major}.{minor}"))
@@ -123,6 +136,7 @@ mod tests {
     #[test]
     fn unset_follows_the_proven_series_and_the_switch_wins() {
         use ShortPathSwitch::*;
+        let proven = [(6, 18)];
         let table = [
             (ByKernel, "6.18.44-fc-v595", true, Reason::Proven((6, 18))),
             (
@@ -140,21 +154,26 @@ mod tests {
         ];
         for (switch, release, on, reason) in table {
             assert_eq!(
-                node_short_path(switch, release),
+                decide(switch, release, &proven),
                 NodeShortPath { on, reason },
                 "{switch:?} on {release:?}"
             );
         }
-        for &(major, minor) in PROVEN_SERIES {
-            let release = format!("{major}.{minor}.7-cloud-amd64");
-            assert_eq!(
-                node_short_path(ByKernel, &release),
-                NodeShortPath {
-                    on: true,
-                    reason: Reason::Proven((major, minor))
-                }
-            );
-        }
+    }
+
+    #[test]
+    fn no_series_is_proven_while_the_rst_can_be_lost() {
+        let decision = node_short_path(ShortPathSwitch::ByKernel, "6.18.44-fc-v1252");
+        assert!(!decision.on);
+        assert!(
+            decision
+                .reason
+                .to_string()
+                .contains("(none yet; docs/kernels.md)"),
+            "{}",
+            decision.reason
+        );
+        assert!(node_short_path(ShortPathSwitch::On, "6.18.44-fc-v1252").on);
     }
 
     #[test]
