@@ -809,6 +809,11 @@ fn an_rst_after_data_ends_the_connection_with_a_prefix_of_the_bytes() {
 
 /// Through the sidecars an RST ends the whole chain: whatever reached app B is a
 /// prefix of what app A sent, no connection is left open, the next one works.
+/// 256 KiB, less than any socket of the chain may hold before the kernel can drop
+/// an RST that reaches it while its reader copies: above about 330 KiB the kernel
+/// can lose the RST and leave a sidecar's socket open (docs/kernels.md, "The RST a
+/// locked receiver lost"), the limit that keeps the short path off by default.
+/// With 2 MiB this test failed so about once in 60 runs.
 #[test]
 fn an_rst_through_both_sidecars_ends_the_chain() {
     let node = short_path_node("sp-rst-chain");
@@ -816,7 +821,7 @@ fn an_rst_through_both_sidecars_ends_the_chain() {
     let b = node.add_pod("b", with_app());
     let _envoy_a = a.start_envoy(EnvoyOptions::new());
     let _envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
-    let bytes: usize = 2 << 20;
+    let bytes: usize = 256 << 10;
     let app_b = StreamServer::start_with(
         &b.place(),
         "::",
