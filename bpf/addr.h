@@ -66,31 +66,34 @@ static __always_inline int addr_equal(const struct ml_addr *a, const struct ml_a
 	       a->words[2] == b->words[2] && a->words[3] == b->words[3];
 }
 
+/*
+ * IPv4 address `ip4` or IPv6 address ::`ip6_low` (both in host order): the
+ * special addresses below each have one of either family.
+ */
+static __always_inline int addr_is_either(const struct ml_addr *addr, __u32 ip4, __u32 ip6_low)
+{
+	if (addr_is_ipv4(addr))
+		return addr_ipv4(addr) == bpf_htonl(ip4);
+	return addr->words[0] == 0 && addr->words[1] == 0 && addr->words[2] == 0 &&
+	       addr->words[3] == bpf_htonl(ip6_low);
+}
+
 /* 127.0.0.1 or ::1: the only loopback address the proxy may reach untouched. */
 static __always_inline int addr_is_localhost(const struct ml_addr *addr)
 {
-	if (addr_is_ipv4(addr))
-		return addr_ipv4(addr) == bpf_htonl(0x7f000001);
-	return addr->words[0] == 0 && addr->words[1] == 0 && addr->words[2] == 0 &&
-	       addr->words[3] == bpf_htonl(1);
+	return addr_is_either(addr, 0x7f000001, 1);
 }
 
 /* 0.0.0.0 or ::, which connect() turns into the loopback address. */
 static __always_inline int addr_is_unspecified(const struct ml_addr *addr)
 {
-	if (addr_is_ipv4(addr))
-		return addr_ipv4(addr) == 0;
-	return addr->words[0] == 0 && addr->words[1] == 0 && addr->words[2] == 0 &&
-	       addr->words[3] == 0;
+	return addr_is_either(addr, 0, 0);
 }
 
 /* 127.0.0.6 or ::6: Envoy's source when it calls the app (inbound passthrough). */
 static __always_inline int addr_is_passthrough_source(const struct ml_addr *addr)
 {
-	if (addr_is_ipv4(addr))
-		return addr_ipv4(addr) == bpf_htonl(0x7f000006);
-	return addr->words[0] == 0 && addr->words[1] == 0 && addr->words[2] == 0 &&
-	       addr->words[3] == bpf_htonl(6);
+	return addr_is_either(addr, 0x7f000006, 6);
 }
 
 /* 127.0.0.0/8, ::1 or ::6 (meshlane puts ::6 on the pod's lo, as Istio does). */

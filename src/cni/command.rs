@@ -292,6 +292,12 @@ mod tests {
         base
     }
 
+    /// `full(command)` with `name` set to `value` (or unset), which must be accepted.
+    fn env_with(command: &str, name: &str, value: Option<&str>) -> Environment {
+        Environment::from_vars(with(full(command), name, value))
+            .unwrap_or_else(|err| panic!("{name}={value:?}: {err:?}"))
+    }
+
     fn env_error(vars: Vec<(String, String)>) -> CniError {
         let err = Environment::from_vars(vars).expect_err("must be refused");
         assert_eq!(err.code, ErrorCode::InvalidEnvironment, "{err:?}");
@@ -449,8 +455,7 @@ mod tests {
             "dummy",
         ];
         for id in valid {
-            let env =
-                Environment::from_vars(with(full("ADD"), CNI_CONTAINERID, Some(id))).expect(id);
+            let env = env_with("ADD", CNI_CONTAINERID, Some(id));
             assert_eq!(env.container_id.as_deref(), Some(id));
         }
         let invalid = [
@@ -475,8 +480,7 @@ mod tests {
             "eth0@x",
         ];
         for name in valid {
-            let env =
-                Environment::from_vars(with(full("CHECK"), CNI_IFNAME, Some(name))).expect(name);
+            let env = env_with("CHECK", CNI_IFNAME, Some(name));
             assert_eq!(env.ifname.as_deref(), Some(name));
         }
         // (value, expected fragment of the message)
@@ -514,8 +518,7 @@ mod tests {
             ),
         ];
         for (value, expected) in table {
-            let env =
-                Environment::from_vars(with(full("ADD"), CNI_ARGS, Some(value))).expect(value);
+            let env = env_with("ADD", CNI_ARGS, Some(value));
             let expected: Vec<(String, String)> = expected
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -539,7 +542,7 @@ mod tests {
                 "{value}"
             );
         }
-        let env = Environment::from_vars(with(full("ADD"), CNI_ARGS, None)).expect("absent");
+        let env = env_with("ADD", CNI_ARGS, None);
         assert!(env.args.is_empty());
     }
 
@@ -572,7 +575,7 @@ mod tests {
     fn del_keeps_netns_when_given_and_works_without() {
         let env = Environment::from_vars(full("DEL")).expect("with netns");
         assert_eq!(env.netns, Some(PathBuf::from("/var/run/netns/cni-1234")));
-        let env = Environment::from_vars(with(full("DEL"), CNI_NETNS, None)).expect("without");
+        let env = env_with("DEL", CNI_NETNS, None);
         assert_eq!(env.netns, None);
         assert!(env.attachment().is_some());
     }

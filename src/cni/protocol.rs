@@ -757,23 +757,18 @@ mod tests {
     fn a_result_that_cannot_be_written_is_a_failure() {
         let plugin = Recorder::default();
         let stdin = conf("1.1.0").to_string();
-        let code = run(
-            &plugin,
-            env("ADD"),
-            &mut stdin.as_bytes(),
-            &mut BrokenWriter,
-        );
-        assert_eq!(code, 1);
-        let code = run(&plugin, env("VERSION"), &mut &b""[..], &mut BrokenWriter);
-        assert_eq!(code, 1);
+        let code = |command, stdin: &str| {
+            run(
+                &plugin,
+                env(command),
+                &mut stdin.as_bytes(),
+                &mut BrokenWriter,
+            )
+        };
+        assert_eq!(code("ADD", &stdin), 1);
+        assert_eq!(code("VERSION", ""), 1);
         // Commands without output do not touch stdout at all.
-        let code = run(
-            &plugin,
-            env("DEL"),
-            &mut stdin.as_bytes(),
-            &mut BrokenWriter,
-        );
-        assert_eq!(code, 0);
+        assert_eq!(code("DEL", &stdin), 0);
     }
 
     #[test]

@@ -51,18 +51,9 @@ impl Inventory {
     pub fn probe(layout: &PinLayout) -> Inventory {
         Inventory {
             layout: layout.clone(),
-            node_programs: NODE_PROGRAMS
-                .iter()
-                .map(|program| (*program, cgroup_link(layout, program)))
-                .collect(),
-            map_programs: MAP_PROGRAMS
-                .iter()
-                .map(|program| (*program, map_program_state(layout, program)))
-                .collect(),
-            pod_programs: POD_PROGRAMS
-                .iter()
-                .map(|program| (*program, pinned_program_id(layout, program)))
-                .collect(),
+            node_programs: each(&NODE_PROGRAMS, |program| cgroup_link(layout, program)),
+            map_programs: each(&MAP_PROGRAMS, |program| map_program_state(layout, program)),
+            pod_programs: each(&POD_PROGRAMS, |program| pinned_program_id(layout, program)),
         }
     }
 
@@ -77,37 +68,30 @@ impl Inventory {
     /// What is missing for the node to capture, one line each (empty: nothing).
     pub fn missing(&self) -> Vec<String> {
         let layout = &self.layout;
-        let mut missing = Vec::new();
-        for (program, link) in &self.node_programs {
-            if link.is_none() {
-                missing.push(format!(
-                    "node program {} is not attached (no link pinned at {})",
-                    program.program,
-                    layout.link(program.link).display()
-                ));
-            }
-        }
-        for (program, state) in &self.map_programs {
-            if state.is_none() {
-                missing.push(format!(
-                    "{} is not attached to map {} (no link at {}, no program at {})",
-                    program.program,
-                    program.map,
-                    layout.link(program.pin).display(),
-                    layout.prog(program.pin).display()
-                ));
-            }
-        }
-        for (program, id) in &self.pod_programs {
-            if id.is_none() {
-                missing.push(format!(
-                    "per-pod program {} is not pinned at {}",
-                    program.program,
-                    layout.prog(program.pin).display()
-                ));
-            }
-        }
-        missing
+        let node = absent(&self.node_programs).map(|program| {
+            format!(
+                "node program {} is not attached (no link pinned at {})",
+                program.program,
+                layout.link(program.link).display()
+            )
+        });
+        let map = absent(&self.map_programs).map(|program| {
+            format!(
+                "{} is not attached to map {} (no link at {}, no program at {})",
+                program.program,
+                program.map,
+                layout.link(program.pin).display(),
+                layout.prog(program.pin).display()
+            )
+        });
+        let pod = absent(&self.pod_programs).map(|program| {
+            format!(
+                "per-pod program {} is not pinned at {}",
+                program.program,
+                layout.prog(program.pin).display()
+            )
+        });
+        node.chain(map).chain(pod).collect()
     }
 
     /// Everything is in place, for `cgroup_id`. A node program linked to another
@@ -205,6 +189,21 @@ impl serde::Serialize for Inventory {
     }
 }
 
+/// Each program of a table with what `state` finds of it.
+fn each<P: Copy, S>(programs: &[P], state: impl Fn(&P) -> Option<S>) -> Vec<(P, Option<S>)> {
+    programs
+        .iter()
+        .map(|program| (*program, state(program)))
+        .collect()
+}
+
+/// The programs of an inventory list that nothing holds in place.
+fn absent<P, S>(list: &[(P, Option<S>)]) -> impl Iterator<Item = &P> {
+    list.iter()
+        .filter(|(_, state)| state.is_none())
+        .map(|(program, _)| program)
+}
+
 fn cgroup_link(layout: &PinLayout, program: &NodeProgram) -> Option<CgroupLink> {
     let path = layout.link(program.link);
     // Checked first so that libbpf does not warn about a pin that is simply absent.
@@ -244,4 +243,37 @@ fn pinned_program_id(layout: &PinLayout, program: &PodProgram) -> Option<u32> {
     ProgramHandle::from_pinned_path(&path)
         .ok()
         .map(|prog| prog.id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_names_each_absent_program_and_its_pin() {
+        let mut inventory = Inventory {
+            layout: PinLayout::new(Path::new("/pins")),
+            node_programs: NODE_PROGRAMS.iter().map(|p| (*p, None)).collect(),
+            map_programs: MAP_PROGRAMS.iter().map(|p| (*p, None)).collect(),
+            pod_programs: POD_PROGRAMS.iter().map(|p| (*p, None)).collect(),
+        };
+        let missing = inventory.missing();
+        let count = NODE_PROGRAMS.len() + MAP_PROGRAMS.len() + POD_PROGRAMS.len();
+        assert_eq!(missing.len(), count, "{missing:#?}");
+        assert_eq!(
+            missing[0],
+            "node program ml_connect4 is not attached (no link pinned at /pins/links/connect4)"
+        );
+        assert_eq!(
+            missing[count - 2],
+            "ml_short_msg is not attached to map ml_short_tx \
+             (no link at /pins/links/sk_msg, no program at /pins/progs/sk_msg)"
+        );
+        assert_eq!(
+            missing[count - 1],
+            "per-pod program ml_sk_lookup is not pinned at /pins/progs/sk_lookup"
+        );
+        inventory.pod_programs[0].1 = Some(7);
+        assert_eq!(inventory.missing().len(), count - 1);
+    }
 }

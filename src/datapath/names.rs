@@ -6,23 +6,13 @@
 
 use super::skel;
 
-/// A program's name, checked: `program!(connect::ConnectProgs.ml_connect4)`.
-macro_rules! program {
-    ($object:ident :: $progs:ident . $name:ident) => {{
+/// A program's or map's name, checked against the skeleton's typed accessors:
+/// `checked!(connect::ConnectProgs.ml_connect4)`, `checked!(connect::ConnectMaps.ml_pods)`.
+macro_rules! checked {
+    ($object:ident :: $accessors:ident . $name:ident) => {{
         #[allow(dead_code)]
-        fn exists(progs: &skel::$object::$progs<'_>) {
-            let _ = &progs.$name;
-        }
-        stringify!($name)
-    }};
-}
-
-/// A map's name, checked: `map!(connect::ConnectMaps.ml_pods)`.
-macro_rules! map {
-    ($object:ident :: $maps:ident . $name:ident) => {{
-        #[allow(dead_code)]
-        fn exists(maps: &skel::$object::$maps<'_>) {
-            let _ = &maps.$name;
+        fn exists(accessors: &skel::$object::$accessors<'_>) {
+            let _ = &accessors.$name;
         }
         stringify!($name)
     }};
@@ -71,42 +61,42 @@ impl std::fmt::Display for Object {
 pub mod programs {
     use super::skel;
 
-    pub const CONNECT4: &str = program!(connect::ConnectProgs.ml_connect4);
-    pub const CONNECT6: &str = program!(connect::ConnectProgs.ml_connect6);
-    pub const SENDMSG4: &str = program!(connect::ConnectProgs.ml_sendmsg4);
-    pub const SENDMSG6: &str = program!(connect::ConnectProgs.ml_sendmsg6);
-    pub const RECVMSG4: &str = program!(connect::ConnectProgs.ml_recvmsg4);
-    pub const RECVMSG6: &str = program!(connect::ConnectProgs.ml_recvmsg6);
-    pub const GETPEERNAME4: &str = program!(connect::ConnectProgs.ml_getpeername4);
-    pub const GETPEERNAME6: &str = program!(connect::ConnectProgs.ml_getpeername6);
-    pub const GETSOCKOPT: &str = program!(origdst::OrigdstProgs.ml_getsockopt);
-    pub const SOCKOPS: &str = program!(sockops::SockopsProgs.ml_sockops);
-    pub const SK_LOOKUP: &str = program!(inbound::InboundProgs.ml_sk_lookup);
-    pub const SHORT_MSG: &str = program!(shortpath::ShortpathProgs.ml_short_msg);
+    pub const CONNECT4: &str = checked!(connect::ConnectProgs.ml_connect4);
+    pub const CONNECT6: &str = checked!(connect::ConnectProgs.ml_connect6);
+    pub const SENDMSG4: &str = checked!(connect::ConnectProgs.ml_sendmsg4);
+    pub const SENDMSG6: &str = checked!(connect::ConnectProgs.ml_sendmsg6);
+    pub const RECVMSG4: &str = checked!(connect::ConnectProgs.ml_recvmsg4);
+    pub const RECVMSG6: &str = checked!(connect::ConnectProgs.ml_recvmsg6);
+    pub const GETPEERNAME4: &str = checked!(connect::ConnectProgs.ml_getpeername4);
+    pub const GETPEERNAME6: &str = checked!(connect::ConnectProgs.ml_getpeername6);
+    pub const GETSOCKOPT: &str = checked!(origdst::OrigdstProgs.ml_getsockopt);
+    pub const SOCKOPS: &str = checked!(sockops::SockopsProgs.ml_sockops);
+    pub const SK_LOOKUP: &str = checked!(inbound::InboundProgs.ml_sk_lookup);
+    pub const SHORT_MSG: &str = checked!(shortpath::ShortpathProgs.ml_short_msg);
 }
 
 /// Map names (pinned by name under `<root>/maps`).
 pub mod maps {
     use super::skel;
 
-    pub const PODS: &str = map!(connect::ConnectMaps.ml_pods);
-    pub const POD_IPS: &str = map!(connect::ConnectMaps.ml_pod_ips);
-    pub const PORT_RULES: &str = map!(connect::ConnectMaps.ml_port_rules);
-    pub const OUT_EXCLUDE_CIDRS: &str = map!(connect::ConnectMaps.ml_out_exclude_cidrs);
-    pub const OUT_INCLUDE_CIDRS: &str = map!(connect::ConnectMaps.ml_out_include_cidrs);
-    pub const OUT_IFACE_ROUTES: &str = map!(connect::ConnectMaps.ml_out_iface_routes);
-    pub const SK_REDIRECTS: &str = map!(connect::ConnectMaps.ml_sk_redirects);
-    pub const CONN_ORIG_DST: &str = map!(connect::ConnectMaps.ml_conn_orig_dst);
-    pub const INBOUND_LISTENERS: &str = map!(connect::ConnectMaps.ml_inbound_listeners);
-    pub const ATTACHMENTS: &str = map!(connect::ConnectMaps.ml_attachments);
-    pub const POD_INDEX: &str = map!(connect::ConnectMaps.ml_pod_index);
-    pub const NETNS_SLOTS: &str = map!(inbound::InboundMaps.ml_netns_slots);
-    pub const NETNS_TAG: &str = map!(inbound::InboundMaps.ml_netns_tag);
-    pub const COUNTERS: &str = map!(connect::ConnectMaps.ml_counters);
-    pub const SHORT_TX: &str = map!(shortpath::ShortpathMaps.ml_short_tx);
-    pub const SHORT_RX: &str = map!(shortpath::ShortpathMaps.ml_short_rx);
-    pub const SHORT_SOCKS: &str = map!(shortpath::ShortpathMaps.ml_short_socks);
-    pub const SHORT_OFFERS: &str = map!(connect::ConnectMaps.ml_short_offers);
+    pub const PODS: &str = checked!(connect::ConnectMaps.ml_pods);
+    pub const POD_IPS: &str = checked!(connect::ConnectMaps.ml_pod_ips);
+    pub const PORT_RULES: &str = checked!(connect::ConnectMaps.ml_port_rules);
+    pub const OUT_EXCLUDE_CIDRS: &str = checked!(connect::ConnectMaps.ml_out_exclude_cidrs);
+    pub const OUT_INCLUDE_CIDRS: &str = checked!(connect::ConnectMaps.ml_out_include_cidrs);
+    pub const OUT_IFACE_ROUTES: &str = checked!(connect::ConnectMaps.ml_out_iface_routes);
+    pub const SK_REDIRECTS: &str = checked!(connect::ConnectMaps.ml_sk_redirects);
+    pub const CONN_ORIG_DST: &str = checked!(connect::ConnectMaps.ml_conn_orig_dst);
+    pub const INBOUND_LISTENERS: &str = checked!(connect::ConnectMaps.ml_inbound_listeners);
+    pub const ATTACHMENTS: &str = checked!(connect::ConnectMaps.ml_attachments);
+    pub const POD_INDEX: &str = checked!(connect::ConnectMaps.ml_pod_index);
+    pub const NETNS_SLOTS: &str = checked!(inbound::InboundMaps.ml_netns_slots);
+    pub const NETNS_TAG: &str = checked!(inbound::InboundMaps.ml_netns_tag);
+    pub const COUNTERS: &str = checked!(connect::ConnectMaps.ml_counters);
+    pub const SHORT_TX: &str = checked!(shortpath::ShortpathMaps.ml_short_tx);
+    pub const SHORT_RX: &str = checked!(shortpath::ShortpathMaps.ml_short_rx);
+    pub const SHORT_SOCKS: &str = checked!(shortpath::ShortpathMaps.ml_short_socks);
+    pub const SHORT_OFFERS: &str = checked!(connect::ConnectMaps.ml_short_offers);
 }
 
 #[cfg(test)]

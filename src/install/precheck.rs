@@ -424,9 +424,8 @@ mod tests {
 
     #[test]
     fn kernel_versions() {
-        assert_eq!(kernel_series("6.18.44-fc-v595"), Some((6, 18)));
-        assert_eq!(kernel_series("5.15.0-91-generic\n"), Some((5, 15)));
-        assert_eq!(kernel_series("garbage"), None);
+        // kernel_series itself is tested with the policy that owns it.
+        assert_eq!(kernel_check("5.15.0-91-generic\n").verdict, Verdict::Warn);
         assert_eq!(kernel_check("5.15.0").verdict, Verdict::Warn);
         assert!(kernel_check("5.15.0").detail.contains("untested"));
         assert_eq!(kernel_check("6.1.0-17-amd64").verdict, Verdict::Ok);

@@ -158,34 +158,26 @@ impl PluginConfig {
             match key.as_str() {
                 "bpffsRoot" => config.pin_root = absolute_path(key, value)?,
                 "cgroupPath" => config.cgroup = Some(absolute_path(key, value)?),
-                "capture" => config.capture = capture_mode(key, value)?,
-                "mesh" => config.mesh = mesh(key, value)?,
+                "capture" => {
+                    config.capture = keyword(key, value, CaptureMode::parse, CAPTURE_MODES)?
+                }
+                "mesh" => config.mesh = keyword(key, value, Mesh::parse, MESHES)?,
                 "excludeNamespaces" => config.exclude_namespaces = string_list(key, value)?,
                 "proxyUID" => config.proxy_uid = proxy_id(key, value)?,
                 "proxyGID" => config.proxy_gid = proxy_id(key, value)?,
                 "dnsCapture" => config.dns_capture = boolean(key, value)?,
                 "kubeconfig" => config.kubeconfig = Some(absolute_path(key, value)?),
-                "podSpecLookup" => config.pod_spec_lookup = pod_spec_lookup(key, value)?,
+                "podSpecLookup" => {
+                    config.pod_spec_lookup = keyword(key, value, pod_spec_lookup, LOOKUPS)?
+                }
                 "logFile" => {
                     config.log_file = match string(key, value)? {
                         "" => None,
                         _ => Some(absolute_path(key, value)?),
                     }
                 }
-                "logLevel" => {
-                    let text = string(key, value)?;
-                    config.log_level = Level::parse(text).ok_or_else(|| {
-                        bad(
-                            key,
-                            format!("{text:?} is not one of debug, info, warn, error"),
-                        )
-                    })?;
-                }
-                "logFormat" => {
-                    let text = string(key, value)?;
-                    config.log_format = Format::parse(text)
-                        .ok_or_else(|| bad(key, format!("{text:?} is not one of logfmt, json")))?;
-                }
+                "logLevel" => config.log_level = keyword(key, value, Level::parse, LEVELS)?,
+                "logFormat" => config.log_format = keyword(key, value, Format::parse, FORMATS)?,
                 "logMaxBytes" => {
                     config.log_max_bytes = value
                         .as_u64()
@@ -224,14 +216,22 @@ fn istio_only_keys(config: &PluginConfig, keys: &Map<String, Value>) -> Result<(
     }
 }
 
-fn mesh(key: &str, value: &Value) -> Result<Mesh, ConfigError> {
+/// The keywords each keyword setting takes, as its error lists them.
+const CAPTURE_MODES: &str = r#""mesh", "istio", "all", "cni-args", "none""#;
+const MESHES: &str = r#""istio", "kuma", "linkerd""#;
+const LOOKUPS: &str = r#""fallback", "always", "never""#;
+const LEVELS: &str = "debug, info, warn, error";
+const FORMATS: &str = "logfmt, json";
+
+/// A keyword `parse` knows; an error lists the keywords (`names`).
+fn keyword<T>(
+    key: &str,
+    value: &Value,
+    parse: impl Fn(&str) -> Option<T>,
+    names: &str,
+) -> Result<T, ConfigError> {
     let text = string(key, value)?;
-    Mesh::parse(text).ok_or_else(|| {
-        bad(
-            key,
-            format!("{text:?} is not one of \"istio\", \"kuma\", \"linkerd\""),
-        )
-    })
+    parse(text).ok_or_else(|| bad(key, format!("{text:?} is not one of {names}")))
 }
 
 fn string<'v>(key: &str, value: &'v Value) -> Result<&'v str, ConfigError> {
@@ -260,25 +260,12 @@ fn string_list(key: &str, value: &Value) -> Result<Vec<String>, ConfigError> {
         .collect()
 }
 
-fn capture_mode(key: &str, value: &Value) -> Result<CaptureMode, ConfigError> {
-    let text = string(key, value)?;
-    CaptureMode::parse(text).ok_or_else(|| {
-        bad(
-            key,
-            format!("{text:?} is not one of \"mesh\", \"istio\", \"all\", \"cni-args\", \"none\""),
-        )
-    })
-}
-
-fn pod_spec_lookup(key: &str, value: &Value) -> Result<PodSpecLookup, ConfigError> {
-    match string(key, value)? {
-        "fallback" => Ok(PodSpecLookup::Fallback),
-        "always" => Ok(PodSpecLookup::Always),
-        "never" => Ok(PodSpecLookup::Never),
-        other => Err(bad(
-            key,
-            format!("{other:?} is not one of \"fallback\", \"always\", \"never\""),
-        )),
+fn pod_spec_lookup(text: &str) -> Option<PodSpecLookup> {
+    match text {
+        "fallback" => Some(PodSpecLookup::Fallback),
+        "always" => Some(PodSpecLookup::Always),
+        "never" => Some(PodSpecLookup::Never),
+        _ => None,
     }
 }
 
@@ -462,6 +449,27 @@ mod tests {
             let err = parse(input.clone()).unwrap_err();
             assert_eq!(err.key, key, "{input}");
             assert!(err.to_string().contains(mention), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_keyword_is_refused_listing_the_keywords() {
+        let cases = [
+            (
+                "capture",
+                r#""x" is not one of "mesh", "istio", "all", "cni-args", "none""#,
+            ),
+            ("mesh", r#""x" is not one of "istio", "kuma", "linkerd""#),
+            (
+                "podSpecLookup",
+                r#""x" is not one of "fallback", "always", "never""#,
+            ),
+            ("logLevel", r#""x" is not one of debug, info, warn, error"#),
+            ("logFormat", r#""x" is not one of logfmt, json"#),
+        ];
+        for (key, problem) in cases {
+            let err = parse(json!({ key: "x" })).unwrap_err();
+            assert_eq!((err.key.as_str(), err.problem.as_str()), (key, problem));
         }
     }
 }

@@ -150,6 +150,21 @@ pub(super) fn annotation_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String>
         .collect()
 }
 
+/// The unit tests' check of a refused annotation: `parse` of that one pair fails
+/// naming it. Returns the message.
+#[cfg(test)]
+pub(super) fn assert_refused<T: std::fmt::Debug>(
+    parse: impl Fn(&[(&str, &str)]) -> Result<T, AnnotationError>,
+    annotation: &str,
+    value: &str,
+) -> String {
+    let err = parse(&[(annotation, value)]).unwrap_err();
+    assert_eq!(err.annotation, annotation, "{annotation}={value}");
+    let text = err.to_string();
+    assert!(text.contains(annotation), "{text}");
+    text
+}
+
 /// The items of a comma-separated list; an empty value is an empty list.
 pub(super) fn items(value: &str) -> impl Iterator<Item = &str> {
     let empty = value.trim().is_empty();
@@ -181,14 +196,23 @@ pub(super) fn port_set(
     let ports = items(value)
         .map(|item| port(annotation, value, item))
         .collect::<Result<BTreeSet<u16>, _>>()?;
+    within_port_cap(annotation, value, ports.len())?;
+    Ok(ports)
+}
+
+/// `count` ports (distinct, or a range's) within [`limits::PORTS_PER_ANNOTATION`].
+pub(super) fn within_port_cap(
+    annotation: &'static str,
+    value: &str,
+    count: usize,
+) -> Result<(), AnnotationError> {
     within_cap(
         annotation,
         value,
-        ports.len(),
+        count,
         limits::PORTS_PER_ANNOTATION,
         "ports",
-    )?;
-    Ok(ports)
+    )
 }
 
 /// A list longer than its per-pod cap; the value is cut short in the message.
@@ -305,11 +329,7 @@ mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<TrafficAnnotations, AnnotationError> {
-        let map = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        TrafficAnnotations::parse(&map)
+        TrafficAnnotations::parse(&annotation_map(pairs))
     }
 
     fn ports(list: &[u16]) -> BTreeSet<u16> {
@@ -410,10 +430,8 @@ mod tests {
             (EXCLUDE_INTERFACES, "averyveryverylongname"),
         ];
         for (annotation, value) in cases {
-            let err = parse(&[(annotation, value)]).unwrap_err();
-            assert_eq!(err.annotation, annotation);
-            let text = err.to_string();
-            assert!(text.contains(annotation) && text.contains(value), "{text}");
+            let text = assert_refused(parse, annotation, value);
+            assert!(text.contains(value), "{text}");
         }
     }
 

@@ -62,21 +62,15 @@ fn max_prefix(addr: IpAddr) -> u8 {
 }
 
 fn mask(addr: IpAddr, prefix_len: u8) -> IpAddr {
+    // The first `prefix_len` bits of a `width`-bit address (none for /0).
+    let keep = |width: u32| {
+        u128::MAX
+            .checked_shl(width - u32::from(prefix_len))
+            .unwrap_or(0)
+    };
     match addr {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let keep = u32::MAX
-                .checked_shl(32 - u32::from(prefix_len))
-                .unwrap_or(0);
-            IpAddr::V4((bits & keep).into())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let keep = u128::MAX
-                .checked_shl(128 - u32::from(prefix_len))
-                .unwrap_or(0);
-            IpAddr::V6((bits & keep).into())
-        }
+        IpAddr::V4(v4) => IpAddr::V4(((u128::from(u32::from(v4)) & keep(32)) as u32).into()),
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & keep(128)).into()),
     }
 }
 

@@ -214,7 +214,7 @@ fn port_or(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<KumaSettings, AnnotationError> {
@@ -237,9 +237,18 @@ mod tests {
         assert_eq!(settings.exclude_outbound_ports, BTreeSet::from([9901]));
         assert_eq!(settings.exclude_inbound_ports, BTreeSet::from([9001, 9901]));
         let capture = settings.capture(&["10.0.0.5".parse().unwrap()], ShortPath::Proxy);
-        assert!(capture.capture_outbound && capture.capture_inbound && !capture.capture_dns);
-        assert_eq!((capture.proxy_uid, capture.proxy_gid), (5678, NO_PROXY_GID));
+        assert_default_capture(&capture, 5678);
         assert!(capture.kuma_rules);
+    }
+
+    /// A default Kuma or Linkerd pod: both ways (no DNS) on every range and
+    /// inbound port, by the proxy's UID alone.
+    pub(in crate::policy) fn assert_default_capture(capture: &PodCapture, proxy_uid: u32) {
+        assert!(capture.capture_outbound && capture.capture_inbound && !capture.capture_dns);
+        assert_eq!(
+            (capture.proxy_uid, capture.proxy_gid),
+            (proxy_uid, NO_PROXY_GID)
+        );
         assert_eq!(capture.include_outbound_cidrs, CidrSelection::All);
         assert_eq!(capture.include_inbound_ports, PortSelection::All);
     }
@@ -323,9 +332,7 @@ mod tests {
             (SIDECAR_UID, "0"),
         ];
         for (annotation, value) in cases {
-            let err = parse(&[(annotation, value)]).unwrap_err();
-            assert_eq!(err.annotation, annotation, "{annotation}={value}");
-            assert!(err.to_string().contains(annotation), "{err}");
+            crate::policy::annotations::assert_refused(parse, annotation, value);
         }
     }
 }

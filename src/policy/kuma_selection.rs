@@ -32,11 +32,8 @@ pub fn decide(pod: &PodMeta, excluded_namespaces: &[String]) -> Result<Selection
     };
     match &pod.spec {
         Some(spec) => {
-            if spec.init_containers.iter().any(|c| c == KUMA_INIT) {
-                return skip("it has a kuma-init container (Kuma's iptables mode captures it)");
-            }
-            if !spec.has_container(KUMA_SIDECAR) {
-                return skip("it has no kuma-sidecar container");
+            if let Some(why) = spec.outside_cni_mode("Kuma", KUMA_INIT, KUMA_SIDECAR) {
+                return skip(&why);
             }
         }
         // Without the spec, the injector's CNI-mode annotation stands for "a

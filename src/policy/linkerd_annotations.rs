@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::annotations::{
-    bad, items, limits, port, proxy_id, refuse_any, within_cap, AnnotationError,
+    bad, items, port, proxy_id, refuse_any, within_port_cap, AnnotationError,
 };
 use super::kuma_annotations::NO_PROXY_GID;
 use super::pod_capture::{CidrSelection, PodCapture, PortSelection};
@@ -163,24 +163,12 @@ fn ports_and_ranges(
                     ));
                 }
                 // Each port is its own map entry: a range counts as its ports.
-                within_cap(
-                    annotation,
-                    value,
-                    usize::from(high - low) + 1,
-                    limits::PORTS_PER_ANNOTATION,
-                    "ports",
-                )?;
+                within_port_cap(annotation, value, usize::from(high - low) + 1)?;
                 ports.extend(low..=high);
             }
         }
     }
-    within_cap(
-        annotation,
-        value,
-        ports.len(),
-        limits::PORTS_PER_ANNOTATION,
-        "ports",
-    )?;
+    within_port_cap(annotation, value, ports.len())?;
     Ok(ports)
 }
 
@@ -219,11 +207,8 @@ mod tests {
         assert!(settings.skip_outbound_ports.is_empty());
         assert_eq!(settings.skip_inbound_ports, BTreeSet::from([4190, 4191]));
         let capture = settings.capture(&["10.0.0.5".parse().unwrap()], ShortPath::Proxy);
-        assert!(capture.capture_outbound && capture.capture_inbound && !capture.capture_dns);
-        assert_eq!((capture.proxy_uid, capture.proxy_gid), (2102, NO_PROXY_GID));
+        crate::policy::kuma_annotations::tests::assert_default_capture(&capture, 2102);
         assert!(capture.linkerd_rules && !capture.kuma_rules);
-        assert_eq!(capture.include_outbound_cidrs, CidrSelection::All);
-        assert_eq!(capture.include_inbound_ports, PortSelection::All);
     }
 
     #[test]
@@ -278,9 +263,7 @@ mod tests {
             (CONTROL_PORT, ""),
         ];
         for (annotation, value) in cases {
-            let err = parse(&[(annotation, value)]).unwrap_err();
-            assert_eq!(err.annotation, annotation, "{annotation}={value}");
-            assert!(err.to_string().contains(annotation), "{err}");
+            crate::policy::annotations::assert_refused(parse, annotation, value);
         }
     }
 }

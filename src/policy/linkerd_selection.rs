@@ -36,13 +36,10 @@ pub fn decide(pod: &PodMeta, excluded_namespaces: &[String]) -> Result<Selection
             _ => Err(NoSpec(format!("{}/{}", pod.namespace, pod.name))),
         };
     };
-    if spec.init_containers.iter().any(|c| c == LINKERD_INIT) {
-        return skip("it has a linkerd-init container (Linkerd's iptables mode captures it)");
+    match spec.outside_cni_mode("Linkerd", LINKERD_INIT, LINKERD_PROXY) {
+        Some(why) => skip(&why),
+        None => Ok(Selection::Capture),
     }
-    if !spec.has_container(LINKERD_PROXY) {
-        return skip("it has no linkerd-proxy container");
-    }
-    Ok(Selection::Capture)
 }
 
 #[cfg(test)]

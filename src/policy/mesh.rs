@@ -18,10 +18,7 @@ impl Mesh {
     ];
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::KEY_VALUES
-            .iter()
-            .find(|(name, _)| *name == text)
-            .map(|(_, mesh)| *mesh)
+        super::by_keyword(&Self::KEY_VALUES, text)
     }
 
     pub fn name(self) -> &'static str {

@@ -19,3 +19,12 @@ pub use cidr::Cidr;
 pub use mesh::Mesh;
 pub use pod_capture::{CidrSelection, PodCapture, PortSelection};
 pub use selection::{CaptureMode, Selection};
+
+/// The value a configuration keyword names in a `KEY_VALUES` table (`Mesh`,
+/// `CaptureMode`): exact and case-sensitive, as the configuration is written.
+fn by_keyword<T: Copy>(table: &[(&str, T)], text: &str) -> Option<T> {
+    table
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|(_, value)| *value)
+}

@@ -98,6 +98,18 @@ impl PodSpecFacts {
             .chain(&self.containers)
             .any(|c| c == name)
     }
+
+    /// Why a pod is not one of a mesh's CNI mode (Kuma's and Linkerd's): it has
+    /// the mesh's `init` container, whose iptables rules capture it, or lacks the
+    /// mesh's `proxy` container.
+    pub fn outside_cni_mode(&self, mesh: &str, init: &str, proxy: &str) -> Option<String> {
+        if self.init_containers.iter().any(|c| c == init) {
+            return Some(format!(
+                "it has a {init} container ({mesh}'s iptables mode captures it)"
+            ));
+        }
+        (!self.has_container(proxy)).then(|| format!("it has no {proxy} container"))
+    }
 }
 
 impl ProxyContainer {

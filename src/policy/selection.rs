@@ -34,10 +34,7 @@ impl CaptureMode {
     ];
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::KEY_VALUES
-            .iter()
-            .find(|(name, _)| *name == text)
-            .map(|(_, mode)| *mode)
+        super::by_keyword(&Self::KEY_VALUES, text)
     }
 }
 

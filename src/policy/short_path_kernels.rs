@@ -129,6 +129,7 @@ mod tests {
         assert_eq!(kernel_series("6.1.0-57-cloud-amd64\n"), Some((6, 1)));
         assert_eq!(kernel_series("6.12.118+deb12-cloud-amd64"), Some((6, 12)));
         assert_eq!(kernel_series("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(kernel_series("5.15.0-91-generic\n"), Some((5, 15)));
         assert_eq!(kernel_series("garbage"), None);
         assert_eq!(kernel_series(""), None);
     }

@@ -72,6 +72,21 @@ struct {
 
 #define LAB_MAPPED_V4 0xffff0000 /* ::ffff:0:0 in network order, on x86 */
 
+/*
+ * One end of a connection into a key's words, IPv4 mapped: the context's `ip4` or
+ * `ip6` field by its family. The sock_ops and sk_msg programs read the same fields
+ * from two context types.
+ */
+#define LAB_READ_ADDR(ctx, type, ip4, ip6, words)                    \
+	do {                                                         \
+		if ((ctx)->family == 2) {                            \
+			(words)[2] = LAB_MAPPED_V4;                  \
+			(words)[3] = READ_FIELD_U32(ctx, type, ip4); \
+		} else {                                             \
+			READ_FIELD_IP6(ctx, type, ip6, words);       \
+		}                                                    \
+	} while (0)
+
 static __always_inline __u64 *slot(__u32 index)
 {
 	return bpf_map_lookup_elem(&lab_state, &index);
@@ -88,15 +103,8 @@ int lab_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	if (!mode || !*mode)
 		return 1;
-	if (skops->family == 2) {
-		key.local[2] = LAB_MAPPED_V4;
-		key.local[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, local_ip4);
-		key.remote[2] = LAB_MAPPED_V4;
-		key.remote[3] = READ_FIELD_U32(skops, struct bpf_sock_ops, remote_ip4);
-	} else {
-		READ_FIELD_IP6(skops, struct bpf_sock_ops, local_ip6, key.local);
-		READ_FIELD_IP6(skops, struct bpf_sock_ops, remote_ip6, key.remote);
-	}
+	LAB_READ_ADDR(skops, struct bpf_sock_ops, local_ip4, local_ip6, key.local);
+	LAB_READ_ADDR(skops, struct bpf_sock_ops, remote_ip4, remote_ip6, key.remote);
 	key.local_port = skops->local_port;
 	key.remote_port = __builtin_bswap32(skops->remote_port);
 	if (*mode == 1 || *mode == 2)
@@ -130,15 +138,9 @@ int lab_msg(struct sk_msg_md *msg)
 			*rest = 1;
 		}
 	}
-	if (msg->family == 2) {
-		peer.local[2] = LAB_MAPPED_V4;
-		peer.local[3] = READ_FIELD_U32(msg, struct sk_msg_md, remote_ip4);
-		peer.remote[2] = LAB_MAPPED_V4;
-		peer.remote[3] = READ_FIELD_U32(msg, struct sk_msg_md, local_ip4);
-	} else {
-		READ_FIELD_IP6(msg, struct sk_msg_md, remote_ip6, peer.local);
-		READ_FIELD_IP6(msg, struct sk_msg_md, local_ip6, peer.remote);
-	}
+	/* The peer's key: its local end is this socket's remote one. */
+	LAB_READ_ADDR(msg, struct sk_msg_md, remote_ip4, remote_ip6, peer.local);
+	LAB_READ_ADDR(msg, struct sk_msg_md, local_ip4, local_ip6, peer.remote);
 	peer.local_port = __builtin_bswap32(msg->remote_port);
 	peer.remote_port = msg->local_port;
 	if (bpf_msg_redirect_hash(msg, &lab_rx, &peer, BPF_F_INGRESS) == SK_PASS) {

@@ -29,7 +29,7 @@ use crate::plugin::config::PluginConfig;
 use crate::plugin::pod_ips::ClaimedIps;
 use crate::plugin::setup::{self, Owner};
 
-use crate::log::{error, info, warn};
+use crate::log::{emit, error, info, warn, Level};
 use held_netns::HeldNetns;
 use procfs::PodProcess;
 use rules::Verdict;
@@ -308,7 +308,7 @@ impl Enroller {
         let summary = outcome.summary();
         let first_time = self.reported.get(&pod.uid) != Some(&summary);
         self.reported.insert(pod.uid.clone(), summary);
-        match outcome {
+        let (level, message, field): (Level, &str, (&str, &dyn std::fmt::Display)) = match outcome {
             Outcome::Enrolled {
                 cookie,
                 sandbox,
@@ -344,31 +344,26 @@ impl Enroller {
                         &[("pod", &id), ("reason", reason)],
                     );
                 }
+                return;
             }
+            // The others: counted each round, logged when the outcome changes.
             Outcome::Already(cookie) => {
                 report.already += 1;
-                if first_time {
-                    info(
-                        "pod already captured; left as it is",
-                        &[("pod", &id), ("netns_cookie", cookie)],
-                    );
-                }
+                let message = "pod already captured; left as it is";
+                (Level::Info, message, ("netns_cookie", cookie))
             }
             Outcome::Skipped(reason) => {
                 report.skipped += 1;
-                if first_time {
-                    info("not enrolling a pod", &[("pod", &id), ("reason", reason)]);
-                }
+                (Level::Info, "not enrolling a pod", ("reason", reason))
             }
             Outcome::Failed(problem) => {
                 report.failed += 1;
-                if first_time {
-                    error(
-                        "cannot enroll a pod that should be captured",
-                        &[("pod", &id), ("error", problem)],
-                    );
-                }
+                let message = "cannot enroll a pod that should be captured";
+                (Level::Error, message, ("error", problem))
             }
+        };
+        if first_time {
+            emit(level, message, &[("pod", &id), field]);
         }
     }
 }
