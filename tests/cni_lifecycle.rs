@@ -143,8 +143,9 @@ fn wait_for(mut count: impl FnMut() -> usize, done: impl Fn(usize) -> bool) -> u
 fn after_del_and_the_last_close_nothing_references_the_pod() {
     let node = TestNode::new("life-inflight");
     let mut pod = node.add_pod("a", PodOptions::new().injected());
-    let _proxy =
-        ProbeServer::start_original_dst(&pod.place(), "::", 15001, "proxy", Duration::from_secs(3));
+    let _proxy = ProbeServer::original_dst(&pod.place(), "::", 15001, "proxy")
+        .answer_after(Duration::from_secs(3))
+        .start();
     let cookie = pod.netns_cookie();
     let maps = node.maps();
     let after_add = maps.entries_of(cookie).unwrap();

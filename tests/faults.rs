@@ -476,13 +476,7 @@ impl<'n> CapturedPod<'n> {
         let dest = node.add_pod("dest", PodOptions::new());
         let servers = [
             ProbeServer::start(&dest.place(), 8080, "dest"),
-            ProbeServer::start_original_dst(
-                &pod.place(),
-                "127.0.0.1",
-                15001,
-                "proxy",
-                Duration::ZERO,
-            ),
+            ProbeServer::original_dst(&pod.place(), "127.0.0.1", 15001, "proxy").start(),
         ];
         let to = format!("{}:8080", dest.ipv4());
         let captured = CapturedPod {

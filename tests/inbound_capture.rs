@@ -92,10 +92,7 @@ fn full_sidecar_path(family: Family, mesh: Mesh) {
         .identity(Identity::APP)
         .run(&a.place());
     let reply = outcome.expect_reply();
-    assert_eq!(
-        (reply.name.as_str(), reply.got.as_str()),
-        ("app-b", "sidecar-to-sidecar")
-    );
+    assert_eq!(reply.name_and_got(), ("app-b", "sidecar-to-sidecar"));
     assert_eq!(
         reply.peer.ip(),
         passthrough_source(b_ip),
@@ -269,8 +266,7 @@ fn any_live_reuseport_listener_takes_inbound_and_only_wildcards_register() {
     let destination = addr(b.ipv4(), APP_PORT);
 
     // A listener on a specific address is not the proxy's virtualInbound.
-    let mut specific =
-        ProbeServer::start_original_dst(&b.place(), "127.0.0.1", 15006, "local", Duration::ZERO);
+    let mut specific = ProbeServer::original_dst(&b.place(), "127.0.0.1", 15006, "local").start();
     let refused = Connect::to(destination).run(&outside);
     assert!(
         !refused.ok,
@@ -278,16 +274,17 @@ fn any_live_reuseport_listener_takes_inbound_and_only_wildcards_register() {
     );
     specific.process.kill(); // frees the port for the wildcard workers
 
-    let mut first = ProbeServer::start_reuseport_original_dst(&b.place(), "0.0.0.0", 15006, "w1");
-    let _second = ProbeServer::start_reuseport_original_dst(&b.place(), "0.0.0.0", 15006, "w2");
+    let mut first = ProbeServer::original_dst(&b.place(), "0.0.0.0", 15006, "w1")
+        .reuseport()
+        .start();
+    let _second = ProbeServer::original_dst(&b.place(), "0.0.0.0", 15006, "w2")
+        .reuseport()
+        .start();
     assert!(node.counter("inbound_listener_registered") >= 2);
     for _ in 0..4 {
         let reply = Connect::to(destination).expect_reply(&outside);
         assert!(["w1", "w2"].contains(&reply.name.as_str()), "{reply:?}");
-        assert_eq!(
-            reply.original_dst.as_deref(),
-            Some(destination.to_string().as_str())
-        );
+        assert_eq!(reply.original_dst, Some(destination.to_string()));
     }
     first.process.kill();
     for _ in 0..4 {
@@ -296,10 +293,7 @@ fn any_live_reuseport_listener_takes_inbound_and_only_wildcards_register() {
             reply.name, "w2",
             "the surviving worker must take every connection"
         );
-        assert_eq!(
-            reply.original_dst.as_deref(),
-            Some(destination.to_string().as_str())
-        );
+        assert_eq!(reply.original_dst, Some(destination.to_string()));
     }
 }
 

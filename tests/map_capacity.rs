@@ -210,8 +210,7 @@ fn a_connect_whose_destination_cannot_be_stored_is_refused() {
     let node = TestNode::new("cap-skstore");
     let a = node.add_pod("a", PodOptions::new().injected());
     let b = node.add_pod("b", PodOptions::new());
-    let _proxy =
-        ProbeServer::start_original_dst(&a.place(), "127.0.0.1", 15001, "proxy", Duration::ZERO);
+    let _proxy = ProbeServer::original_dst(&a.place(), "127.0.0.1", 15001, "proxy").start();
     let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
     let destination = SocketAddr::new(IpAddr::from(b.ipv4()), SERVER_PORT);
 
@@ -230,10 +229,7 @@ fn a_connect_whose_destination_cannot_be_stored_is_refused() {
     let reply = connect_variants::connect(&a.place(), Identity::APP, "plain", destination, "room")
         .expect_reply();
     assert_eq!(reply.name, "proxy");
-    assert_eq!(
-        reply.original_dst.as_deref(),
-        Some(destination.to_string().as_str())
-    );
+    assert_eq!(reply.original_dst, Some(destination.to_string()));
 }
 
 /// ml_conn_orig_dst is an LRU map: full of records (here, of connections that
@@ -243,8 +239,7 @@ fn a_full_original_destination_map_evicts_the_oldest_and_new_connects_keep_their
     let node = TestNode::new("cap-lru");
     let a = node.add_pod("a", PodOptions::new().injected());
     let b = node.add_pod("b", PodOptions::new());
-    let _proxy =
-        ProbeServer::start_original_dst(&a.place(), "127.0.0.1", 15001, "proxy", Duration::ZERO);
+    let _proxy = ProbeServer::original_dst(&a.place(), "127.0.0.1", 15001, "proxy").start();
     let conns = map(&node, maps::CONN_ORIG_DST);
     let capacity = 262_144u32;
     let filler = |i: u32| ml_conn_key {
@@ -266,8 +261,8 @@ fn a_full_original_destination_map_evicts_the_oldest_and_new_connects_keep_their
             .expect_reply(&a.place());
         assert_eq!(reply.name, "proxy");
         assert_eq!(
-            reply.original_dst.as_deref(),
-            Some(destination.to_string().as_str()),
+            reply.original_dst,
+            Some(destination.to_string()),
             "a captured connect in a full LRU map"
         );
     }
@@ -284,13 +279,9 @@ fn a_record_evicted_while_the_proxy_has_not_accepted_is_still_answered() {
     let node = TestNode::new("cap-evict");
     let a = node.add_pod("a", PodOptions::new().injected());
     let b = node.add_pod("b", PodOptions::new());
-    let _proxy = ProbeServer::start_original_dst_accepting_after(
-        &a.place(),
-        "127.0.0.1",
-        15001,
-        "proxy",
-        Duration::from_secs(4),
-    );
+    let _proxy = ProbeServer::original_dst(&a.place(), "127.0.0.1", 15001, "proxy")
+        .accept_after(Duration::from_secs(4))
+        .start();
     let conns = map(&node, maps::CONN_ORIG_DST);
     let cookie = a.netns_cookie();
     let records_of_a = || {
@@ -350,8 +341,8 @@ fn a_record_evicted_while_the_proxy_has_not_accepted_is_still_answered() {
         let reply = outcome.expect_reply();
         assert_eq!(reply.name, "proxy");
         assert_eq!(
-            reply.original_dst.as_deref(),
-            Some(destination.to_string().as_str()),
+            reply.original_dst,
+            Some(destination.to_string()),
             "the proxy lost the destination of an evicted record"
         );
     });
@@ -367,12 +358,9 @@ fn a_worker_beyond_the_listener_slots_is_counted_and_inbound_stays_captured() {
     let _app = ProbeServer::start(&a.place(), SERVER_PORT, "app");
     let _workers: Vec<ProbeServer> = (0..17)
         .map(|i| {
-            ProbeServer::start_reuseport_original_dst(
-                &a.place(),
-                "0.0.0.0",
-                15006,
-                &format!("w{i}"),
-            )
+            ProbeServer::original_dst(&a.place(), "0.0.0.0", 15006, &format!("w{i}"))
+                .reuseport()
+                .start()
         })
         .collect();
     assert_eq!(node.counter("inbound_listener_registered"), 16);
@@ -381,10 +369,7 @@ fn a_worker_beyond_the_listener_slots_is_counted_and_inbound_stays_captured() {
     for _ in 0..8 {
         let reply = Connect::to(destination).expect_reply(&b.place());
         assert!(reply.name.starts_with('w'), "inbound escaped: {reply:?}");
-        assert_eq!(
-            reply.original_dst.as_deref(),
-            Some(destination.to_string().as_str())
-        );
+        assert_eq!(reply.original_dst, Some(destination.to_string()));
     }
 }
 

@@ -94,7 +94,7 @@ fn ipv6_connects_are_captured_to_the_ipv6_listener() {
         .identity(Identity::APP)
         .run(&a.place());
     let reply = outcome.expect_reply();
-    assert_eq!((reply.name.as_str(), reply.got.as_str()), ("b", "v6"));
+    assert_eq!(reply.name_and_got(), ("b", "v6"));
     assert_eq!(reply.peer.ip(), IpAddr::from(a.ipv6()));
     assert_eq!(outcome.peer, Some(destination));
 
@@ -122,7 +122,7 @@ fn an_ipv4_mapped_destination_on_a_dual_stack_socket_is_captured_as_ipv4() {
         .identity(Identity::APP)
         .run(&a.place());
     let reply = outcome.expect_reply();
-    assert_eq!((reply.name.as_str(), reply.got.as_str()), ("b", "mapped"));
+    assert_eq!(reply.name_and_got(), ("b", "mapped"));
     assert_eq!(
         outcome.raw["peer_raw"].as_str(),
         Some(format!("[::ffff:{}]:{SERVER_PORT}", b.ipv4()).as_str()),
@@ -193,7 +193,7 @@ fn sockets_outside_mesh_pods_and_the_proxys_own_are_untouched() {
             .reply
             .as_ref()
             .unwrap_or_else(|| panic!("{who}: no reply: {outcome:?}"));
-        assert_eq!((reply.name.as_str(), reply.got.as_str()), ("b", who));
+        assert_eq!(reply.name_and_got(), ("b", who));
         assert_eq!(outcome.peer, Some(destination), "{who}");
     }
     // Untouched connections arrive from their own source, never via Envoy.
@@ -325,13 +325,9 @@ fn linkerds_own_start_up_check_passes() {
 fn a_client_that_closes_before_the_proxy_accepts_keeps_its_destination() {
     let node = TestNode::new("out-fire-forget");
     let pod = node.add_pod("a", PodOptions::new().injected());
-    let proxy = ProbeServer::start_original_dst_accepting_after(
-        &pod.place(),
-        "127.0.0.1",
-        15001,
-        "proxy",
-        Duration::from_millis(1500),
-    );
+    let proxy = ProbeServer::original_dst(&pod.place(), "127.0.0.1", 15001, "proxy")
+        .accept_after(Duration::from_millis(1500))
+        .start();
     let sent = Connect::to("10.250.7.7:2003")
         .identity(Identity::APP)
         .send("metric 1")
@@ -366,15 +362,10 @@ fn the_same_tuple_in_two_pods_keeps_each_pods_destination() {
     let a = node.add_pod("a", PodOptions::new().injected());
     let b = node.add_pod("b", PodOptions::new().injected());
     // Proxy stand-ins: A's answers late, after B's identical tuple is recorded.
-    let _proxy_a = ProbeServer::start_original_dst(
-        &a.place(),
-        "127.0.0.1",
-        15001,
-        "proxy-a",
-        Duration::from_millis(1500),
-    );
-    let _proxy_b =
-        ProbeServer::start_original_dst(&b.place(), "127.0.0.1", 15001, "proxy-b", Duration::ZERO);
+    let _proxy_a = ProbeServer::original_dst(&a.place(), "127.0.0.1", 15001, "proxy-a")
+        .answer_after(Duration::from_millis(1500))
+        .start();
+    let _proxy_b = ProbeServer::original_dst(&b.place(), "127.0.0.1", 15001, "proxy-b").start();
     // The kernel picks the source port of the rewritten connect; with a one-port
     // ephemeral range in each pod (a per-netns setting) both pick the same one.
     let source = "127.0.0.1:41001";

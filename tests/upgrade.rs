@@ -424,10 +424,7 @@ fn a_forced_replacement_under_live_traffic_keeps_every_connection_and_the_captur
         .identity(Identity::APP)
         .run(&a.place());
     let reply = outcome.expect_reply();
-    assert_eq!(
-        (reply.name.as_str(), reply.got.as_str()),
-        ("server", "after")
-    );
+    assert_eq!(reply.name_and_got(), ("server", "after"));
     assert_ne!(
         outcome.local.map(|l| l.port()),
         Some(reply.peer.port()),
@@ -684,8 +681,7 @@ fn a_changed_map_layout_is_refused_and_the_old_programs_keep_running() {
 
     // Capture still works: a connect goes to the proxy, which reads the original
     // destination.
-    let _proxy =
-        ProbeServer::start_original_dst(&a.place(), "127.0.0.1", 15001, "proxy", Duration::ZERO);
+    let _proxy = ProbeServer::original_dst(&a.place(), "127.0.0.1", 15001, "proxy").start();
     let reply = Connect::to("10.250.1.1:1111")
         .identity(Identity::APP)
         .expect_reply(&a.place());

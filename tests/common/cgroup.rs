@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::held::{report_drop, Held};
+use super::held::HeldPath;
 
 /// How long killed processes may take to leave a cgroup before rmdir gives up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -15,30 +15,28 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A child cgroup of the cgroup2 root that is killed and removed on drop.
 #[derive(Debug)]
 pub struct TestCgroup {
-    path: PathBuf,
-    held: Held,
+    held: HeldPath,
 }
 
 impl TestCgroup {
     pub fn create(path: PathBuf) -> io::Result<Self> {
         fs::create_dir(&path)?;
         Ok(TestCgroup {
-            path,
-            held: Held::new(),
+            held: HeldPath::new("cgroup", path, kill_and_remove),
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.held.path()
     }
 
     /// The file a process writes `0` to in order to move itself in.
     pub fn procs_file(&self) -> PathBuf {
-        self.path.join("cgroup.procs")
+        self.path().join("cgroup.procs")
     }
 
     pub fn pids(&self) -> Vec<i32> {
-        read_pids(&self.path)
+        read_pids(self.path())
     }
 
     /// SIGKILLs every process in the cgroup and its descendants and waits until
@@ -47,18 +45,12 @@ impl TestCgroup {
         if !self.held.is_held() {
             return Ok(());
         }
-        kill_tree(&self.path)
+        kill_tree(self.path())
     }
 
     /// Kills what is left and removes the cgroup (descendants first). Idempotent.
     pub fn remove(&mut self) -> Result<(), String> {
-        self.held.release(|| kill_and_remove(&self.path))
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        report_drop("cgroup", self.remove());
+        self.held.release()
     }
 }
 
