@@ -863,20 +863,15 @@ fn an_agent_for_another_mesh_enrolls_its_running_pod(
     assert!(maps.pod(istio.cookie()).unwrap().is_none(), "{line}");
 }
 
-#[test]
-fn an_agent_for_kuma_enrolls_a_running_kuma_pod_with_kumas_settings() {
-    an_agent_for_another_mesh_enrolls_its_running_pod(
+crate::test_cases!(an_agent_for_another_mesh_enrolls_its_running_pod {
+    an_agent_for_kuma_enrolls_a_running_kuma_pod_with_kumas_settings: (
         ("kuma", Kind::Kuma),
         (5678, 15001, 15006),
         "not captured: it has no kuma-sidecar container",
     );
-}
-
-#[test]
-fn an_agent_for_linkerd_enrolls_a_running_linkerd_pod_with_linkerds_settings() {
-    an_agent_for_another_mesh_enrolls_its_running_pod(
+    an_agent_for_linkerd_enrolls_a_running_linkerd_pod_with_linkerds_settings: (
         ("linkerd", Kind::Linkerd),
         (2102, 4140, 4143),
         "not captured: it has no linkerd-proxy container",
     );
-}
+});

@@ -88,13 +88,11 @@ fn ipv6_connects_are_captured_to_the_ipv6_listener() {
     let (a, b, envoy, _server) = app_and_server(&node, EnvoyOptions::new());
 
     let destination = addr(b.ipv6(), SERVER_PORT);
-    let outcome = Connect::to(destination)
+    let (outcome, reply) = Connect::to(destination)
         .family(Family::V6)
         .send("v6")
         .identity(Identity::APP)
-        .run(&a.place());
-    let reply = outcome.expect_reply();
-    assert_eq!(reply.name_and_got(), ("b", "v6"));
+        .expect_reply_from(&a.place(), "b");
     assert_eq!(reply.peer.ip(), IpAddr::from(a.ipv6()));
     assert_eq!(outcome.peer, Some(destination));
 
@@ -116,13 +114,11 @@ fn an_ipv4_mapped_destination_on_a_dual_stack_socket_is_captured_as_ipv4() {
     // Envoy listens on IPv4 only: the mapped connect must still reach it.
     let (a, b, envoy, _server) = app_and_server(&node, EnvoyOptions::new().ipv4_only());
 
-    let outcome = Connect::to(addr(b.ipv4(), SERVER_PORT))
+    let (outcome, _) = Connect::to(addr(b.ipv4(), SERVER_PORT))
         .family(Family::Mapped)
         .send("mapped")
         .identity(Identity::APP)
-        .run(&a.place());
-    let reply = outcome.expect_reply();
-    assert_eq!(reply.name_and_got(), ("b", "mapped"));
+        .expect_reply_from(&a.place(), "b");
     assert_eq!(
         outcome.raw["peer_raw"].as_str(),
         Some(format!("[::ffff:{}]:{SERVER_PORT}", b.ipv4()).as_str()),
@@ -193,7 +189,7 @@ fn sockets_outside_mesh_pods_and_the_proxys_own_are_untouched() {
             .reply
             .as_ref()
             .unwrap_or_else(|| panic!("{who}: no reply: {outcome:?}"));
-        assert_eq!(reply.name_and_got(), ("b", who));
+        assert_eq!((reply.name.as_str(), reply.got.as_str()), ("b", who));
         assert_eq!(outcome.peer, Some(destination), "{who}");
     }
     // Untouched connections arrive from their own source, never via Envoy.

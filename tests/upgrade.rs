@@ -419,12 +419,10 @@ fn a_forced_replacement_under_live_traffic_keeps_every_connection_and_the_captur
     // New connections go through the new programs.
     let _server_probe = ProbeServer::start(&server.place(), 9091, "server");
     let new_outbound = SocketAddr::new(server.ipv4().into(), 9091);
-    let outcome = Connect::to(new_outbound)
+    let (outcome, reply) = Connect::to(new_outbound)
         .send("after")
         .identity(Identity::APP)
-        .run(&a.place());
-    let reply = outcome.expect_reply();
-    assert_eq!(reply.name_and_got(), ("server", "after"));
+        .expect_reply_from(&a.place(), "server");
     assert_ne!(
         outcome.local.map(|l| l.port()),
         Some(reply.peer.port()),

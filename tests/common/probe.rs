@@ -167,11 +167,6 @@ pub struct ServerReply {
 }
 
 impl ServerReply {
-    /// Which server answered and what it got, to compare in one assertion.
-    pub fn name_and_got(&self) -> (&str, &str) {
-        (&self.name, &self.got)
-    }
-
     pub fn parse(json: &Value) -> Option<Self> {
         Some(ServerReply {
             name: string_field(json, "name")?,
@@ -317,6 +312,21 @@ impl Connect {
             error: string_field(&raw, "error"),
             raw,
         }
+    }
+
+    /// Runs and panics unless `server` answered, having got what was sent; the
+    /// outcome and its reply, for further checks.
+    pub fn expect_reply_from(&self, place: &Place, server: &str) -> (ConnectOutcome, ServerReply) {
+        let outcome = self.run(place);
+        let reply = outcome.expect_reply();
+        assert_eq!(
+            (reply.name.as_str(), reply.got.as_str()),
+            (server, self.send.as_str()),
+            "connect from {} to {}",
+            place.label,
+            self.to
+        );
+        (outcome, reply)
     }
 
     /// Runs and panics unless the server answered.
