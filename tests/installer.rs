@@ -54,33 +54,35 @@ impl Dirs {
         }
     }
 
-    fn common_args(&self) -> Vec<String> {
-        let path = |p: &Path| p.to_string_lossy().into_owned();
-        vec![
-            "--cni-bin-dir".into(),
-            path(&self.bin),
-            "--cni-conf-dir".into(),
-            path(&self.net_d),
-            "--bpffs-root".into(),
-            path(&self.pin_root),
-        ]
+    /// `command` with the dirs every command takes, then `more` flags and their
+    /// values.
+    fn command_args(&self, command: &str, more: &[(&str, &Path)]) -> Vec<String> {
+        let mut args = vec![command.to_string()];
+        let dirs = [
+            ("--cni-bin-dir", self.bin.as_path()),
+            ("--cni-conf-dir", &self.net_d),
+            ("--bpffs-root", &self.pin_root),
+        ];
+        for (flag, value) in dirs.iter().chain(more) {
+            args.extend([flag.to_string(), value.to_string_lossy().into_owned()]);
+        }
+        args
     }
 }
 
 /// `meshlane install` on the test node's dirs.
 fn start_agent(dirs: &Dirs) -> Agent {
-    let mut args = vec!["install".to_string()];
-    args.extend(dirs.common_args());
-    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut args = dirs.command_args(
+        "install",
+        &[
+            ("--cgroup", &dirs.cgroup),
+            // The plugin runs where the agent does here, so the paths agree; on
+            // a node the plugin finds the host's cgroup2 root by itself.
+            ("--plugin-cgroup-path", &dirs.cgroup),
+            ("--log-file", &dirs.cni_log),
+        ],
+    );
     args.extend([
-        "--cgroup".into(),
-        path(&dirs.cgroup),
-        // The plugin runs where the agent does here, so the paths agree; on a
-        // node the plugin finds the host's cgroup2 root by itself.
-        "--plugin-cgroup-path".into(),
-        path(&dirs.cgroup),
-        "--log-file".into(),
-        path(&dirs.cni_log),
         "--capture".into(),
         "cni-args".into(),
         "--proxy-uid".into(),
@@ -165,8 +167,7 @@ fn metric(samples: &[(String, f64)], series: &str) -> f64 {
 }
 
 fn uninstall(dirs: &Dirs, force: bool) -> std::process::Output {
-    let mut args = vec!["uninstall".to_string()];
-    args.extend(dirs.common_args());
+    let mut args = dirs.command_args("uninstall", &[]);
     if force {
         args.push("--force".into());
     }
@@ -613,25 +614,15 @@ fn precheck_reads_cilium_socket_lb_mode_from_its_config_map() {
         cilium_check(&api)
     };
 
+    // A WARN whose `field` says `text`.
+    let assert_warns = |check: &Value, field: &str, text: &str| {
+        assert_eq!(check["verdict"], "WARN", "{check:#}");
+        assert!(check[field].as_str().unwrap().contains(text), "{check:#}");
+    };
     let unreadable = cilium_check(&[]);
-    assert_eq!(unreadable["verdict"], "WARN", "{unreadable:#}");
-    assert!(
-        unreadable["fix"]
-            .as_str()
-            .unwrap()
-            .contains("socketLB.hostNamespaceOnly=true"),
-        "{unreadable:#}"
-    );
-
+    assert_warns(&unreadable, "fix", "socketLB.hostNamespaceOnly=true");
     let missing = cilium_check(&api);
-    assert_eq!(missing["verdict"], "WARN", "{missing:#}");
-    assert!(
-        missing["detail"]
-            .as_str()
-            .unwrap()
-            .contains("does not exist"),
-        "{missing:#}"
-    );
+    assert_warns(&missing, "detail", "does not exist");
 
     let in_pods = cilium_with_hostns_only("false");
     assert_eq!(in_pods["verdict"], "WARN", "{in_pods:#}");

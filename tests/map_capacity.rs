@@ -201,6 +201,28 @@ fn full_rule_maps_fail_the_add_closed_and_leave_nothing() {
     );
 }
 
+/// Pod `a`, captured, with a proxy stand-in on 127.0.0.1:15001 ("proxy"), and pod
+/// `b` outside the mesh.
+fn captured_with_proxy(node: &TestNode) -> (Pod<'_>, Pod<'_>, ProbeServer) {
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new());
+    let proxy = ProbeServer::original_dst(&a.place(), "127.0.0.1", 15001, "proxy").start();
+    (a, b, proxy)
+}
+
+/// The key of filler connection `i` (of the filler pod, from 10.`net`.x.y to
+/// the proxy port), distinct for every `i`.
+fn filler_conn(net: u8, i: u32) -> ml_conn_key {
+    ml_conn_key {
+        netns_cookie: FILLER_COOKIE,
+        src: ml_addr::from_ip(IpAddr::from([10, net, (i >> 16) as u8, (i >> 8) as u8])),
+        dst: ml_addr::from_ip(IpAddr::from([127, 0, 0, 1])),
+        sport: i as u16,
+        dport: 15001,
+        ..Default::default()
+    }
+}
+
 /// Socket storage has no fixed size; what can run out is the memory a socket may
 /// charge for it (net.core.optmem_max, node-wide before 6.9). The tool spends that
 /// budget on TCP MD5 keys first: a captured connect that cannot remember its
@@ -208,9 +230,7 @@ fn full_rule_maps_fail_the_add_closed_and_leave_nothing() {
 #[test]
 fn a_connect_whose_destination_cannot_be_stored_is_refused() {
     let node = TestNode::new("cap-skstore");
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new());
-    let _proxy = ProbeServer::original_dst(&a.place(), "127.0.0.1", 15001, "proxy").start();
+    let (a, b, _proxy) = captured_with_proxy(&node);
     let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
     let destination = SocketAddr::new(IpAddr::from(b.ipv4()), SERVER_PORT);
 
@@ -237,19 +257,10 @@ fn a_connect_whose_destination_cannot_be_stored_is_refused() {
 #[test]
 fn a_full_original_destination_map_evicts_the_oldest_and_new_connects_keep_theirs() {
     let node = TestNode::new("cap-lru");
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new());
-    let _proxy = ProbeServer::original_dst(&a.place(), "127.0.0.1", 15001, "proxy").start();
+    let (a, b, _proxy) = captured_with_proxy(&node);
     let conns = map(&node, maps::CONN_ORIG_DST);
     let capacity = 262_144u32;
-    let filler = |i: u32| ml_conn_key {
-        netns_cookie: FILLER_COOKIE,
-        src: ml_addr::from_ip(IpAddr::from([10, 255, (i >> 16) as u8, (i >> 8) as u8])),
-        dst: ml_addr::from_ip(IpAddr::from([127, 0, 0, 1])),
-        sport: i as u16,
-        dport: 15001,
-        ..Default::default()
-    };
+    let filler = |i| filler_conn(255, i);
     let orig = ml_orig_dst::default();
     for i in 0..capacity {
         conns.put(&filler(i), &orig).unwrap();
@@ -315,14 +326,7 @@ fn a_record_evicted_while_the_proxy_has_not_accepted_is_still_answered() {
             assert!(std::time::Instant::now() < deadline, "never established");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let filler = |i: u32| ml_conn_key {
-            netns_cookie: FILLER_COOKIE,
-            src: ml_addr::from_ip(IpAddr::from([10, 254, (i >> 16) as u8, (i >> 8) as u8])),
-            dst: ml_addr::from_ip(IpAddr::from([127, 0, 0, 1])),
-            sport: i as u16,
-            dport: 15001,
-            ..Default::default()
-        };
+        let filler = |i| filler_conn(254, i);
         for i in 0..2 * 262_144u32 {
             conns.put(&filler(i), &ml_orig_dst::default()).unwrap();
         }

@@ -146,37 +146,22 @@ fn sockets_outside_mesh_pods_and_the_proxys_own_are_untouched() {
 
     // All at the same time, so that the hooks see them interleaved.
     let outside = node.outside_pods();
-    let (captured_app, from_node, from_plain, from_proxy) = thread::scope(|scope| {
-        let app = scope.spawn(|| {
-            Connect::to(destination)
-                .send("app")
-                .identity(Identity::APP)
-                .run(&a.place())
-        });
-        let from_node = scope.spawn(|| {
-            Connect::to(destination)
-                .send("node")
-                .identity(Identity::APP)
-                .run(&outside)
-        });
-        let from_plain = scope.spawn(|| {
-            Connect::to(destination)
-                .send("plain")
-                .identity(Identity::APP)
-                .run(&plain.place())
-        });
-        let from_proxy = scope.spawn(|| {
-            Connect::to(destination)
-                .send("proxy")
-                .identity(Identity::PROXY)
-                .run(&a.place())
-        });
-        (
-            app.join().unwrap(),
-            from_node.join().unwrap(),
-            from_plain.join().unwrap(),
-            from_proxy.join().unwrap(),
-        )
+    let [captured_app, from_node, from_plain, from_proxy] = thread::scope(|scope| {
+        [
+            ("app", Identity::APP, a.place()),
+            ("node", Identity::APP, outside),
+            ("plain", Identity::APP, plain.place()),
+            ("proxy", Identity::PROXY, a.place()),
+        ]
+        .map(|(text, identity, place)| {
+            scope.spawn(move || {
+                Connect::to(destination)
+                    .send(text)
+                    .identity(identity)
+                    .run(&place)
+            })
+        })
+        .map(|connect| connect.join().unwrap())
     });
 
     for (who, outcome) in [
@@ -410,18 +395,14 @@ fn the_same_tuple_in_two_pods_keeps_each_pods_destination() {
 fn unrelated_getsockopt_calls_keep_working_in_a_captured_pod() {
     let node = TestNode::new("out-sockopt");
     let a = node.add_pod("a", PodOptions::new().injected());
-    let report = common::probe::getsockopt_passthrough(&a.place());
-    assert!(
-        report.ok,
-        "failures: {:?}\n{:#}",
-        report.failures(),
-        report.raw
-    );
-    let outside = common::probe::getsockopt_passthrough(&node.outside_pods());
-    assert!(
-        outside.ok,
-        "failures: {:?}\n{:#}",
-        outside.failures(),
-        outside.raw
-    );
+    for place in [a.place(), node.outside_pods()] {
+        let report = common::probe::getsockopt_passthrough(&place);
+        assert!(
+            report.ok,
+            "{}: failures: {:?}\n{:#}",
+            place.label,
+            report.failures(),
+            report.raw
+        );
+    }
 }

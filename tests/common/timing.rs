@@ -5,7 +5,8 @@
 //! checked (bytes, counters, verdicts) stays the same.
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// The environment variable; a number ≥ 1 (default 1).
 pub const TIME_SCALE_ENV: &str = "MESHLANE_TEST_TIME_SCALE";
@@ -30,4 +31,25 @@ pub fn scaled(wait: Duration) -> Duration {
 /// `scaled(Duration::from_millis(ms))` in milliseconds, for tools that take them.
 pub fn scaled_ms(ms: u64) -> u64 {
     scaled(Duration::from_millis(ms)).as_millis() as u64
+}
+
+/// Tries `attempt` every 100 ms until it gives a value, and returns that. After
+/// `timeout` it panics: "`what` after `timeout`: " and what `attempt` last said
+/// was missing (its `Err`).
+pub fn poll_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt() {
+            Ok(found) => return found,
+            Err(missing) => assert!(
+                Instant::now() < deadline,
+                "{what} after {timeout:?}: {missing}"
+            ),
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
