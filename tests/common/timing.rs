@@ -33,23 +33,30 @@ pub fn scaled_ms(ms: u64) -> u64 {
     scaled(Duration::from_millis(ms)).as_millis() as u64
 }
 
-/// Tries `attempt` every 100 ms until it gives a value, and returns that. After
-/// `timeout` it panics: "`what` after `timeout`: " and what `attempt` last said
-/// was missing (its `Err`).
+/// Tries `attempt` every `every` until it gives a value; after `timeout`, what it
+/// last said was missing (its `Err`).
+pub fn poll<T, E>(
+    timeout: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let result = attempt();
+        if result.is_ok() || Instant::now() >= deadline {
+            return result;
+        }
+        thread::sleep(every);
+    }
+}
+
+/// [`poll`] every 100 ms; after `timeout` it panics: "`what` after `timeout`: "
+/// and what `attempt` last said was missing.
 pub fn poll_until<T>(
     what: &str,
     timeout: Duration,
-    mut attempt: impl FnMut() -> Result<T, String>,
+    attempt: impl FnMut() -> Result<T, String>,
 ) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match attempt() {
-            Ok(found) => return found,
-            Err(missing) => assert!(
-                Instant::now() < deadline,
-                "{what} after {timeout:?}: {missing}"
-            ),
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    poll(timeout, Duration::from_millis(100), attempt)
+        .unwrap_or_else(|missing| panic!("{what} after {timeout:?}: {missing}"))
 }
