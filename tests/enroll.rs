@@ -19,7 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meshlane::datapath::abi::ml_pod_flag;
 use meshlane::datapath::AttachmentKey;
@@ -33,6 +33,7 @@ use common::exec::run_ok;
 use common::kube_cluster::{Cluster, STARTUP_TAINT};
 use common::pod::INJECTED_STATUS;
 use common::process::{Spawn, TestProcess};
+use common::timing::wait_until;
 use common::{Connect, Identity, Place, Pod, PodOptions, ProbeServer, TestNode};
 
 const NODE_NAME: &str = "node-7";
@@ -551,15 +552,12 @@ fn the_plugin_kubeconfig_names_a_token_copy_that_follows_rotation() {
     // The kubelet rotates the agent's token; the API server stops accepting
     // the old one. The copy follows within a re-check.
     cluster.rotate_token("token-2");
-    let deadline = Instant::now() + WAIT;
-    while fs::read_to_string(&token_copy).unwrap() != "token-2" {
-        assert!(
-            Instant::now() < deadline,
-            "token copy not refreshed:\n{}",
-            agent.stderr.text()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    let refreshed = || fs::read_to_string(&token_copy).unwrap() == "token-2";
+    assert!(
+        wait_until(WAIT, Duration::from_millis(100), refreshed),
+        "token copy not refreshed:\n{}",
+        agent.stderr.text()
+    );
     agent.wait_for_log("copied the rotated service account token");
     assert_eq!(
         fetch_pod(&access, NAMESPACE, &web.name, &policy)

@@ -12,7 +12,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use meshlane::datapath::cgroup::Cgroup;
@@ -24,6 +23,7 @@ use common::agent::{Agent, WAIT};
 use common::chain::ChainOutput;
 use common::chain::ChainRunner;
 use common::netns::NamedNetns;
+use common::timing::{poll, wait_until};
 use common::{Conflist, RuntimeConf, TestNode, POD_ANNOTATIONS_CAPABILITY};
 
 fn meshlane() -> PathBuf {
@@ -116,21 +116,13 @@ fn meshlane_entries(conflist: &Value) -> Vec<Value> {
 
 /// Waits until the file exists and carries exactly one meshlane entry.
 fn wait_for_entry(path: &Path) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if path.exists() {
-            let value = read_json(path);
-            if meshlane_entries(&value).len() == 1 {
-                return value;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no meshlane entry in {} within {WAIT:?}",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    let entry = poll(WAIT, Duration::from_millis(50), || {
+        let value = path.exists().then(|| read_json(path));
+        value
+            .filter(|value| meshlane_entries(value).len() == 1)
+            .ok_or(())
+    });
+    entry.unwrap_or_else(|()| panic!("no meshlane entry in {} within {WAIT:?}", path.display()))
 }
 
 fn links_attached(dirs: &Dirs) -> usize {
@@ -296,15 +288,12 @@ fn install_keeps_the_chain_survives_sigterm_and_uninstalls_cleanly() {
     // A pod created through the agent's chain is captured, and the plugin's log
     // line about it shows up in the agent's stdout.
     let pod_netns = add_captured_pod(&node, &dirs, &restored);
-    let deadline = Instant::now() + WAIT;
-    while !agent.stdout.text().contains("shop/web-0") {
-        assert!(
-            Instant::now() < deadline,
-            "plugin log not tailed; stdout:\n{}",
-            agent.stdout.text()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    let tailed = || agent.stdout.text().contains("shop/web-0");
+    assert!(
+        wait_until(WAIT, Duration::from_millis(100), tailed),
+        "plugin log not tailed; stdout:\n{}",
+        agent.stdout.text()
+    );
     let (status, text) = agent.get("/metrics");
     assert_eq!(status, 200);
     let samples = parse_metrics(&text);
@@ -340,22 +329,20 @@ fn install_keeps_the_chain_survives_sigterm_and_uninstalls_cleanly() {
     );
     let step = failed.failed_step().expect("the ADD failed");
     assert_eq!(step.plugin, "meshlane", "{}", failed.describe());
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let counted = poll(WAIT, Duration::from_millis(100), || {
         let (_, text) = agent.get("/metrics");
         let errors = metric(
             &parse_metrics(&text),
             "meshlane_cni_errors_total{command=\"ADD\"}",
         );
         if errors == 1.0 {
-            break;
+            return Ok(());
         }
         assert_eq!(errors, 0.0, "{text}");
-        assert!(
-            Instant::now() < deadline,
-            "the failed ADD was not counted:\n{text}"
-        );
-        thread::sleep(Duration::from_millis(100));
+        Err(text)
+    });
+    if let Err(text) = counted {
+        panic!("the failed ADD was not counted:\n{text}");
     }
     let copied = agent.stdout.text();
     let record = copied

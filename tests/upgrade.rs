@@ -39,6 +39,7 @@ use meshlane::datapath::{
 use common::agent::{Agent, WAIT};
 use common::kernel;
 use common::prereq::{python, test_tool, CHILD_PATH};
+use common::timing::wait_until;
 use common::variant::{attach_variant_sk_msg, programs_on_map};
 use common::{
     Connect, Envoy, EnvoyOptions, Identity, Place, PodOptions, ProbeServer, Spawn, TestNode,
@@ -117,14 +118,10 @@ fn program_is_loaded(id: u32) -> bool {
 /// The kernel frees a program once nothing holds it (a moment after the last
 /// reference goes).
 fn wait_until_unloaded(id: u32) {
-    let deadline = Instant::now() + WAIT;
-    while program_is_loaded(id) {
-        assert!(
-            Instant::now() < deadline,
-            "program {id} is still loaded: something still holds it"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(WAIT, Duration::from_millis(20), || !program_is_loaded(id)),
+        "program {id} is still loaded: something still holds it"
+    );
 }
 
 /// Every pod record, byte for byte, by netns cookie.

@@ -60,3 +60,9 @@ pub fn poll_until<T>(
     poll(timeout, Duration::from_millis(100), attempt)
         .unwrap_or_else(|missing| panic!("{what} after {timeout:?}: {missing}"))
 }
+
+/// [`poll`] for a condition: whether `done` came true within `timeout`, tried
+/// every `every`; the caller's assertion says what it waited for.
+pub fn wait_until(timeout: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
+    poll(timeout, every, || if done() { Ok(()) } else { Err(()) }).is_ok()
+}
