@@ -34,7 +34,8 @@ pub fn scaled_ms(ms: u64) -> u64 {
 }
 
 /// Tries `attempt` every `every` until it gives a value; after `timeout`, what it
-/// last said was missing (its `Err`).
+/// last said was missing (its `Err`). `timeout` is taken as given: the caller
+/// passes it through [`scaled`] where a slow machine must get longer.
 pub fn poll<T, E>(
     timeout: Duration,
     every: Duration,
