@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::connect_variants;
+use common::timing::wait_until;
 use common::{Connect, EnvoyOptions, Identity, Pod, PodOptions, ProbeServer, TestNode};
 use meshlane::datapath::abi::{
     ml_addr, ml_conn_key, ml_orig_dst, ml_pod, ml_port_key, ml_short_key, MapBytes,
@@ -313,19 +314,22 @@ fn a_record_evicted_while_the_proxy_has_not_accepted_is_still_answered() {
         });
         // Wait (by state, not by time) until the connection is established in
         // the proxy's backlog: its record is published and the handshake is done.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let established = a
+        let established = || {
+            let listed = a
                 .command("ss")
                 .args(["-Htn", "state", "established", "( sport = :15001 )"])
                 .run()
                 .stdout;
-            if records_of_a() == 1 && !established.trim().is_empty() {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "never established");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            records_of_a() == 1 && !listed.trim().is_empty()
+        };
+        assert!(
+            wait_until(
+                Duration::from_secs(20),
+                Duration::from_millis(20),
+                established
+            ),
+            "never established"
+        );
         let filler = |i| filler_conn(254, i);
         for i in 0..2 * 262_144u32 {
             conns.put(&filler(i), &ml_orig_dst::default()).unwrap();

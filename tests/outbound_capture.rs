@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::Duration;
 
+use common::timing::poll;
 use common::{
     Connect, Envoy, EnvoyOptions, Family, Identity, Pod, PodOptions, ProbeServer, TestNode,
 };
@@ -315,18 +316,15 @@ fn a_client_that_closes_before_the_proxy_accepts_keeps_its_destination() {
         .close_at_once()
         .run(&pod.place());
     assert_eq!(sent.error, None, "{}", sent.raw);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let answer = loop {
+    let answered = poll(Duration::from_secs(10), Duration::from_millis(50), || {
         let output = proxy.process.output();
-        if let Some(line) = output.lines().find_map(|l| l.strip_prefix("ANSWER ")) {
-            break serde_json::from_str::<serde_json::Value>(line).expect("answer is JSON");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the proxy never answered: {output}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+        let line = output.lines().find_map(|l| l.strip_prefix("ANSWER "));
+        let answer = line.map(serde_json::from_str::<serde_json::Value>);
+        answer.ok_or(output)
+    });
+    let answer = answered
+        .unwrap_or_else(|output| panic!("the proxy never answered: {output}"))
+        .expect("answer is JSON");
     assert_eq!(answer["got"], "metric 1", "{answer}");
     assert_eq!(answer["original_dst"], "10.250.7.7:2003", "{answer}");
     // The proxy's own view of its peer stays the app's socket: only the app's

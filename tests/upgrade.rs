@@ -21,8 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libbpf_rs::query::LinkTypeInfo;
 use libbpf_rs::{Link, MapCore, MapHandle, MapType, ProgramHandle};
@@ -39,7 +38,7 @@ use meshlane::datapath::{
 use common::agent::{Agent, WAIT};
 use common::kernel;
 use common::prereq::{python, test_tool, CHILD_PATH};
-use common::timing::wait_until;
+use common::timing::{poll, wait_until};
 use common::variant::{attach_variant_sk_msg, programs_on_map};
 use common::{
     Connect, Envoy, EnvoyOptions, Identity, Place, PodOptions, ProbeServer, Spawn, TestNode,
@@ -237,19 +236,16 @@ impl Held {
 
     /// Waits for the line that has `key` equal to `value`.
     fn wait_for(&self, key: &str, value: Value) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(line) = self.lines().into_iter().find(|l| l[key] == value) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let found = poll(Duration::from_secs(60), Duration::from_millis(50), || {
+            self.lines().into_iter().find(|l| l[key] == value).ok_or(())
+        });
+        found.unwrap_or_else(|()| {
+            panic!(
                 "{}: no {key}={value} line: {}",
                 self.what,
                 self.process.output()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+            )
+        })
     }
 
     /// The report of round `i`, checked: every byte came back unchanged.
@@ -695,8 +691,7 @@ fn a_pod_link_whose_netns_is_gone_does_not_stop_the_upgrade() {
     let links_before: Vec<u64> = linked_cookies(&layout);
     b.remove_netns();
     // The kernel detaches the link when it cleans up the netns, a moment later.
-    let deadline = Instant::now() + WAIT;
-    let gone = loop {
+    let defunct = poll(WAIT, Duration::from_millis(50), || {
         let gone: Vec<u64> = links_before
             .iter()
             .copied()
@@ -707,12 +702,12 @@ fn a_pod_link_whose_netns_is_gone_does_not_stop_the_upgrade() {
                 matches!(info.info, LinkTypeInfo::NetNs(ref netns) if netns.ino == 0)
             })
             .collect();
-        if gone.len() == 1 {
-            break gone[0];
+        match gone[..] {
+            [cookie] => Ok(cookie),
+            _ => Err(()),
         }
-        assert!(Instant::now() < deadline, "b's link still has its netns");
-        thread::sleep(Duration::from_millis(50));
-    };
+    });
+    let gone = defunct.unwrap_or_else(|()| panic!("b's link still has its netns"));
 
     let before = hooks(&layout);
     let report = upgrade_programs(&layout, UpgradeMode::ForceEvenIfIdentical)
