@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import leaks  # noqa: E402
 from harness.meshnode import (APP_ID, PROXY_ID, REPO, MeshNode, Pod, json_lines,  # noqa: E402
                               tail)
-from harness.node import Node as BenchNode, _dechunk  # noqa: E402
+from harness.node import _dechunk, capture_resources, envoy_bootstrap  # noqa: E402
 from harness.sysutil import BenchError, in_netns  # noqa: E402
 
 APP_PORT = 8080
@@ -109,7 +109,7 @@ class Churn:
         os.chmod(work, 0o777)
         bootstrap = os.path.join(work, "bootstrap.json")
         with open(bootstrap, "w", encoding="utf-8") as f:
-            json.dump(BenchNode.envoy_bootstrap(None, pod.name), f)
+            json.dump(envoy_bootstrap(pod.name, *capture_resources()), f)
         os.chmod(bootstrap, 0o644)
         log = os.path.join(work, "envoy.log")
         pod.processes["envoy"] = self.node.popen(

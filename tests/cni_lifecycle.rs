@@ -16,6 +16,7 @@ use meshlane::datapath::attachment::UNKNOWN_SANDBOX_PREFIX;
 use meshlane::datapath::{AttachmentKey, PodMaps};
 use serde_json::{json, Value};
 
+use common::timing::wait_until;
 use common::{Connect, Identity, Pod, PodOptions, ProbeServer, TestNode};
 
 fn key_of(pod: &Pod) -> AttachmentKey {
@@ -143,8 +144,9 @@ fn wait_for(mut count: impl FnMut() -> usize, done: impl Fn(usize) -> bool) -> u
 fn after_del_and_the_last_close_nothing_references_the_pod() {
     let node = TestNode::new("life-inflight");
     let mut pod = node.add_pod("a", PodOptions::new().injected());
-    let _proxy =
-        ProbeServer::start_original_dst(&pod.place(), "::", 15001, "proxy", Duration::from_secs(3));
+    let _proxy = ProbeServer::original_dst(&pod.place(), "::", 15001, "proxy")
+        .answer_after(Duration::from_secs(3))
+        .start();
     let cookie = pod.netns_cookie();
     let maps = node.maps();
     let after_add = maps.entries_of(cookie).unwrap();
@@ -276,19 +278,19 @@ fn gc_keeps_a_pod_enrolled_without_its_sandbox_id_until_its_netns_is_gone() {
 
     pod.remove_netns();
     // The kernel destroys a netns asynchronously; GC forgets the pod once it has.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    let forgotten = || {
         let gc = node.meshlane_gc(&[]);
         assert!(gc.status.success(), "GC: {gc:?}");
-        if maps.pod(cookie).unwrap().is_none() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "GC kept an enrolled pod whose netns is gone"
-        );
-        thread::sleep(std::time::Duration::from_millis(200));
-    }
+        maps.pod(cookie).unwrap().is_none()
+    };
+    assert!(
+        wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+            forgotten
+        ),
+        "GC kept an enrolled pod whose netns is gone"
+    );
     assert!(maps.attachment(&attachment.key).unwrap().is_none());
     assert_eq!(maps.entries_of(cookie).unwrap(), 0);
 }

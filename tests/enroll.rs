@@ -19,7 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meshlane::datapath::abi::ml_pod_flag;
 use meshlane::datapath::AttachmentKey;
@@ -33,6 +33,7 @@ use common::exec::run_ok;
 use common::kube_cluster::{Cluster, STARTUP_TAINT};
 use common::pod::INJECTED_STATUS;
 use common::process::{Spawn, TestProcess};
+use common::timing::wait_until;
 use common::{Connect, Identity, Place, Pod, PodOptions, ProbeServer, TestNode};
 
 const NODE_NAME: &str = "node-7";
@@ -343,6 +344,35 @@ fn assert_captured_both_ways(node: &TestNode, web: &RunningPod, dest: &Pod, to: 
     );
 }
 
+/// What the API server lists for these pods.
+fn pod_list(pods: &[&RunningPod]) -> Vec<Value> {
+    pods.iter().map(|pod| pod.json.clone()).collect()
+}
+
+/// A destination outside the mesh, serving on APP_PORT, and `web`'s proxy
+/// listeners (outbound on 127.0.0.1, inbound on 0.0.0.0), up before the agent
+/// comes as a running pod's are: sockops never sees them being made.
+struct Destination<'n> {
+    dest: Pod<'n>,
+    /// `dest`'s `ip:APP_PORT`.
+    to: String,
+    _servers: [ProbeServer; 3],
+}
+
+impl<'n> Destination<'n> {
+    fn with_proxy(node: &'n TestNode, web: &RunningPod, (outbound, inbound): (u16, u16)) -> Self {
+        let dest = node.add_pod("dest", PodOptions::new());
+        let proxy = web.proxy(node);
+        let _servers = [
+            ProbeServer::start(&dest.place(), APP_PORT, "dest"),
+            ProbeServer::original_dst(&proxy, "127.0.0.1", outbound, "proxy").start(),
+            ProbeServer::original_dst(&proxy, "0.0.0.0", inbound, "proxy-inbound").start(),
+        ];
+        let to = format!("{}:{APP_PORT}", dest.ipv4());
+        Destination { dest, to, _servers }
+    }
+}
+
 // ------------------------------------------------------------------- tests
 
 #[test]
@@ -358,34 +388,11 @@ fn running_pods_are_enrolled_once_and_released_by_the_runtimes_del() {
     ghost["metadata"]["name"] = json!("ghost");
     ghost["metadata"]["uid"] = json!("0b1c2d3e-0000-4000-8000-000000000001");
     ghost["status"]["podIPs"] = json!([{"ip": "10.255.255.1"}]);
-    cluster.set_pods(vec![
-        plain.json.clone(),
-        web.json.clone(),
-        iptables.json.clone(),
-        host.json.clone(),
-        ghost,
-    ]);
+    let mut listed = pod_list(&[&plain, &web, &iptables, &host]);
+    listed.push(ghost);
+    cluster.set_pods(listed);
 
-    // The destination, outside the mesh; the proxy's outbound listener in web.
-    let dest = node.add_pod("dest", PodOptions::new());
-    let _dest_server = ProbeServer::start(&dest.place(), APP_PORT, "dest");
-    let to = format!("{}:{APP_PORT}", dest.ipv4());
-    let _proxy = ProbeServer::start_original_dst(
-        &web.proxy(&node),
-        "127.0.0.1",
-        15001,
-        "proxy",
-        Duration::ZERO,
-    );
-    // Its proxy's inbound listener is up before the agent comes, as a running
-    // pod's is: sockops never sees it being made.
-    let _proxy_inbound = ProbeServer::start_original_dst(
-        &web.proxy(&node),
-        "0.0.0.0",
-        15006,
-        "proxy-inbound",
-        Duration::ZERO,
-    );
+    let Destination { dest, to, _servers } = Destination::with_proxy(&node, &web, (15001, 15006));
     // Before the agent: web runs uncaptured, as pods do when meshlane comes late.
     assert_eq!(lands_at(&web.app(&node), &to).0, "dest");
 
@@ -506,7 +513,7 @@ fn running_pods_are_enrolled_once_and_released_by_the_runtimes_del() {
 fn the_plugin_kubeconfig_names_a_token_copy_that_follows_rotation() {
     let (node, cluster) = node_and_cluster("kubeconfig");
     let web = RunningPod::start(&node, "web", Kind::Sidecar);
-    cluster.set_pods(vec![web.json.clone()]);
+    cluster.set_pods(pod_list(&[&web]));
     // No NODE_NAME: nothing is enrolled, the kubeconfig is written all the same.
     let mut agent = Agent::start(
         &node.layout().cgroup,
@@ -545,15 +552,12 @@ fn the_plugin_kubeconfig_names_a_token_copy_that_follows_rotation() {
     // The kubelet rotates the agent's token; the API server stops accepting
     // the old one. The copy follows within a re-check.
     cluster.rotate_token("token-2");
-    let deadline = Instant::now() + WAIT;
-    while fs::read_to_string(&token_copy).unwrap() != "token-2" {
-        assert!(
-            Instant::now() < deadline,
-            "token copy not refreshed:\n{}",
-            agent.stderr.text()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    let refreshed = || fs::read_to_string(&token_copy).unwrap() == "token-2";
+    assert!(
+        wait_until(WAIT, Duration::from_millis(100), refreshed),
+        "token copy not refreshed:\n{}",
+        agent.stderr.text()
+    );
     agent.wait_for_log("copied the rotated service account token");
     assert_eq!(
         fetch_pod(&access, NAMESPACE, &web.name, &policy)
@@ -663,7 +667,7 @@ fn no_pod_is_enrolled_while_istio_cni_is_in_the_chain() {
     fs::write(&primary, serde_json::to_vec_pretty(&with_istio).unwrap()).unwrap();
     let cluster = Cluster::start(&node.layout().work_dir, NODE_NAME, None);
     let web = RunningPod::start(&node, "web", Kind::Sidecar);
-    cluster.set_pods(vec![web.json.clone()]);
+    cluster.set_pods(pod_list(&[&web]));
 
     let mut agent = Agent::start(
         &node.layout().cgroup,
@@ -695,11 +699,7 @@ fn pods_with_istio_iptables_rules_are_not_enrolled() {
     let nft = RunningPod::start(&node, "bynft", Kind::Sidecar);
     let legacy = RunningPod::start(&node, "bylegacy", Kind::Sidecar);
     let fresh = RunningPod::start(&node, "fresh", Kind::Sidecar);
-    cluster.set_pods(vec![
-        nft.json.clone(),
-        legacy.json.clone(),
-        fresh.json.clone(),
-    ]);
+    cluster.set_pods(pod_list(&[&nft, &legacy, &fresh]));
     let rules = generate(&SidecarSettings::default(), &[IpAddr::V4(nft.pod.ipv4())]).unwrap();
     apply(&nft.app(&node), &rules);
     for args in [
@@ -771,7 +771,7 @@ fn an_enrollment_racing_the_pods_del_and_its_address_reuse_writes_nothing() {
     // Started without capture (it is not injected as the runtime tells
     // meshlane), but the API server lists it as injected: to be enrolled.
     let mut old = RunningPod::start(&node, "old", Kind::Sidecar);
-    cluster.set_pods(vec![old.json.clone()]);
+    cluster.set_pods(pod_list(&[&old]));
     let address = old.pod.ipv4();
     let access = KubeAccess::in_cluster(&cluster.server.url(), &cluster.account_dir).unwrap();
 
@@ -828,24 +828,9 @@ fn an_agent_for_another_mesh_enrolls_its_running_pod(
     let (node, cluster) = node_and_cluster(&format!("enroll-{mesh}"));
     let web = RunningPod::start(&node, "web", kind);
     let istio = RunningPod::start(&node, "istio", Kind::Sidecar);
-    cluster.set_pods(vec![web.json.clone(), istio.json.clone()]);
-    let dest = node.add_pod("dest", PodOptions::new());
-    let _dest_server = ProbeServer::start(&dest.place(), APP_PORT, "dest");
-    let to = format!("{}:{APP_PORT}", dest.ipv4());
-    let _proxy = ProbeServer::start_original_dst(
-        &web.proxy(&node),
-        "127.0.0.1",
-        outbound,
-        "proxy",
-        Duration::ZERO,
-    );
-    let _proxy_inbound = ProbeServer::start_original_dst(
-        &web.proxy(&node),
-        "0.0.0.0",
-        inbound,
-        "proxy-inbound",
-        Duration::ZERO,
-    );
+    cluster.set_pods(pod_list(&[&web, &istio]));
+    let Destination { dest, to, _servers } =
+        Destination::with_proxy(&node, &web, (outbound, inbound));
     assert_eq!(lands_at(&web.app(&node), &to).0, "dest");
 
     let mut args = agent_args(&node, &cluster, Some(NODE_NAME));
@@ -876,20 +861,15 @@ fn an_agent_for_another_mesh_enrolls_its_running_pod(
     assert!(maps.pod(istio.cookie()).unwrap().is_none(), "{line}");
 }
 
-#[test]
-fn an_agent_for_kuma_enrolls_a_running_kuma_pod_with_kumas_settings() {
-    an_agent_for_another_mesh_enrolls_its_running_pod(
+crate::test_cases!(an_agent_for_another_mesh_enrolls_its_running_pod {
+    an_agent_for_kuma_enrolls_a_running_kuma_pod_with_kumas_settings: (
         ("kuma", Kind::Kuma),
         (5678, 15001, 15006),
         "not captured: it has no kuma-sidecar container",
     );
-}
-
-#[test]
-fn an_agent_for_linkerd_enrolls_a_running_linkerd_pod_with_linkerds_settings() {
-    an_agent_for_another_mesh_enrolls_its_running_pod(
+    an_agent_for_linkerd_enrolls_a_running_linkerd_pod_with_linkerds_settings: (
         ("linkerd", Kind::Linkerd),
         (2102, 4140, 4143),
         "not captured: it has no linkerd-proxy container",
     );
-}
+});

@@ -26,6 +26,7 @@ use common::agent::{install_args, Agent, WAIT};
 use common::api_server::{token_kubeconfig, ApiServer, Authority, Reply, ServerOptions};
 use common::bpffs::{self, BpffsMount};
 use common::prereq::meshlane_binary;
+use common::timing::wait_until;
 use common::variant::{attach_variant_sk_msg, sk_msg_program_id};
 use common::{Connect, Identity, PluginOutput, Pod, PodOptions, ProbeServer, TestNode};
 
@@ -476,13 +477,7 @@ impl<'n> CapturedPod<'n> {
         let dest = node.add_pod("dest", PodOptions::new());
         let servers = [
             ProbeServer::start(&dest.place(), 8080, "dest"),
-            ProbeServer::start_original_dst(
-                &pod.place(),
-                "127.0.0.1",
-                15001,
-                "proxy",
-                Duration::ZERO,
-            ),
+            ProbeServer::original_dst(&pod.place(), "127.0.0.1", 15001, "proxy").start(),
         ];
         let to = format!("{}:8080", dest.ipv4());
         let captured = CapturedPod {
@@ -557,11 +552,10 @@ fn bpffs_unmounted_under_a_running_pod() {
     bpffs::unmount(&node.layout().bpffs).unwrap();
     // A busy bpffs (the agent reading a map) is detached lazily: its pins,
     // and so the links, go once the last descriptor into it is closed.
-    let deadline = Instant::now() + WAIT;
-    while lands_at() != "dest" {
-        assert!(Instant::now() < deadline, "capture outlived the bpffs");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        wait_until(WAIT, Duration::from_millis(100), || lands_at() == "dest"),
+        "capture outlived the bpffs"
+    );
     let (code, check) = precheck_bpffs(&node, &net_d);
     assert_eq!(
         (code, check["verdict"].as_str()),

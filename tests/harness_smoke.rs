@@ -601,3 +601,24 @@ fn dropping_a_node_leaves_nothing_behind_even_after_a_panic() {
     let layout = seen.into_inner().unwrap().expect("the node was built");
     assert_eq!(traces_of(&layout), Vec::<String>::new());
 }
+
+/// The harness's waits end: past the timeout `poll` hands back the last
+/// attempt's complaint and `wait_until` says false, so a test that waits for
+/// something that never comes fails with what was missing instead of hanging.
+#[test]
+fn waits_give_up_after_their_timeout_with_the_last_complaint() {
+    use common::timing::{poll, wait_until};
+    let every = Duration::from_millis(5);
+    let mut attempts = 0;
+    let last = poll(Duration::from_millis(30), every, || {
+        attempts += 1;
+        Err::<(), _>(attempts)
+    });
+    assert_eq!(last, Err(attempts));
+    assert!(!wait_until(Duration::from_millis(30), every, || false));
+    assert_eq!(
+        poll(Duration::ZERO, every, || Ok::<_, ()>("found")),
+        Ok("found")
+    );
+    assert!(wait_until(Duration::ZERO, every, || true));
+}

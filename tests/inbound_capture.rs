@@ -86,16 +86,11 @@ fn full_sidecar_path(family: Family, mesh: Mesh) {
     };
     let destination = addr(b_ip, APP_PORT);
 
-    let outcome = Connect::to(destination)
+    let (_, reply) = Connect::to(destination)
         .family(family)
         .send("sidecar-to-sidecar")
         .identity(Identity::APP)
-        .run(&a.place());
-    let reply = outcome.expect_reply();
-    assert_eq!(
-        (reply.name.as_str(), reply.got.as_str()),
-        ("app-b", "sidecar-to-sidecar")
-    );
+        .expect_reply_from(&a.place(), "app-b");
     assert_eq!(
         reply.peer.ip(),
         passthrough_source(b_ip),
@@ -134,47 +129,34 @@ fn full_sidecar_path(family: Family, mesh: Mesh) {
     );
 }
 
-/// Pod `b`, injected, its Envoy taking inbound, and its app answering on APP_PORT
-/// as "app-b".
-fn pod_with_inbound_sidecar(node: &TestNode) -> (Pod<'_>, Envoy, ProbeServer) {
+/// Pod `b`, injected, and its app answering on APP_PORT as "app-b"; no sidecar
+/// runs yet.
+fn injected_pod_with_app(node: &TestNode) -> (Pod<'_>, ProbeServer) {
     let b = node.add_pod("b", PodOptions::new().injected());
-    let envoy = b.start_envoy(EnvoyOptions::new().with_inbound());
     let app = ProbeServer::start(&b.place(), APP_PORT, "app-b");
+    (b, app)
+}
+
+/// [`injected_pod_with_app`] with its Envoy taking inbound.
+fn pod_with_inbound_sidecar(node: &TestNode) -> (Pod<'_>, Envoy, ProbeServer) {
+    let (b, app) = injected_pod_with_app(node);
+    let envoy = b.start_envoy(EnvoyOptions::new().with_inbound());
     (b, envoy, app)
 }
 
-#[test]
-fn a_call_from_another_pod_crosses_both_sidecars_ipv4() {
-    full_sidecar_path(Family::V4, Mesh::Istio);
-}
-
-#[test]
-fn a_call_from_another_pod_crosses_both_sidecars_ipv6() {
-    full_sidecar_path(Family::V6, Mesh::Istio);
-}
-
-/// Linkerd sends both families to 4140 outbound and 4143 inbound (docs/meshes.md);
-/// Envoy stands in for linkerd2-proxy.
-#[test]
-fn linkerd_a_call_from_another_pod_crosses_both_linkerd_sidecars_ipv4() {
-    full_sidecar_path(Family::V4, Mesh::Linkerd);
-}
-
-#[test]
-fn linkerd_a_call_from_another_pod_crosses_both_linkerd_sidecars_ipv6() {
-    full_sidecar_path(Family::V6, Mesh::Linkerd);
-}
-
-#[test]
-fn kuma_a_call_from_another_pod_crosses_both_kuma_sidecars_ipv4() {
-    full_sidecar_path(Family::V4, Mesh::Kuma);
-}
-
-/// Kuma sends IPv6 inbound to the same 15006 (docs/meshes.md).
-#[test]
-fn kuma_a_call_from_another_pod_crosses_both_kuma_sidecars_ipv6() {
-    full_sidecar_path(Family::V6, Mesh::Kuma);
-}
+crate::test_cases!(full_sidecar_path {
+    a_call_from_another_pod_crosses_both_sidecars_ipv4: (Family::V4, Mesh::Istio);
+    a_call_from_another_pod_crosses_both_sidecars_ipv6: (Family::V6, Mesh::Istio);
+    /// Linkerd sends both families to 4140 outbound and 4143 inbound
+    /// (docs/meshes.md); Envoy stands in for linkerd2-proxy.
+    linkerd_a_call_from_another_pod_crosses_both_linkerd_sidecars_ipv4:
+        (Family::V4, Mesh::Linkerd);
+    linkerd_a_call_from_another_pod_crosses_both_linkerd_sidecars_ipv6:
+        (Family::V6, Mesh::Linkerd);
+    kuma_a_call_from_another_pod_crosses_both_kuma_sidecars_ipv4: (Family::V4, Mesh::Kuma);
+    /// Kuma sends IPv6 inbound to the same 15006 (docs/meshes.md).
+    kuma_a_call_from_another_pod_crosses_both_kuma_sidecars_ipv6: (Family::V6, Mesh::Kuma);
+});
 
 /// A caller outside every mesh pod (standing in for a client on another node) is
 /// captured the same way; an excluded port reaches the app directly.
@@ -220,8 +202,7 @@ fn callers_outside_the_mesh_reach_the_app_through_envoy_except_on_excluded_ports
 #[test]
 fn inbound_is_refused_until_the_proxy_listens_and_resumes_after_a_restart() {
     let node = TestNode::new("in-failclosed");
-    let b = node.add_pod("b", PodOptions::new().injected());
-    let _app = ProbeServer::start(&b.place(), APP_PORT, "app-b");
+    let (b, _app) = injected_pod_with_app(&node);
     let outside = node.outside_pods();
     let call = || {
         Connect::to(addr(b.ipv4(), APP_PORT))
@@ -263,14 +244,12 @@ fn inbound_is_refused_until_the_proxy_listens_and_resumes_after_a_restart() {
 #[test]
 fn any_live_reuseport_listener_takes_inbound_and_only_wildcards_register() {
     let node = TestNode::new("in-workers");
-    let b = node.add_pod("b", PodOptions::new().injected());
-    let _app = ProbeServer::start(&b.place(), APP_PORT, "app-b");
+    let (b, _app) = injected_pod_with_app(&node);
     let outside = node.outside_pods();
     let destination = addr(b.ipv4(), APP_PORT);
 
     // A listener on a specific address is not the proxy's virtualInbound.
-    let mut specific =
-        ProbeServer::start_original_dst(&b.place(), "127.0.0.1", 15006, "local", Duration::ZERO);
+    let mut specific = ProbeServer::original_dst(&b.place(), "127.0.0.1", 15006, "local").start();
     let refused = Connect::to(destination).run(&outside);
     assert!(
         !refused.ok,
@@ -278,16 +257,17 @@ fn any_live_reuseport_listener_takes_inbound_and_only_wildcards_register() {
     );
     specific.process.kill(); // frees the port for the wildcard workers
 
-    let mut first = ProbeServer::start_reuseport_original_dst(&b.place(), "0.0.0.0", 15006, "w1");
-    let _second = ProbeServer::start_reuseport_original_dst(&b.place(), "0.0.0.0", 15006, "w2");
+    let mut first = ProbeServer::original_dst(&b.place(), "0.0.0.0", 15006, "w1")
+        .reuseport()
+        .start();
+    let _second = ProbeServer::original_dst(&b.place(), "0.0.0.0", 15006, "w2")
+        .reuseport()
+        .start();
     assert!(node.counter("inbound_listener_registered") >= 2);
     for _ in 0..4 {
         let reply = Connect::to(destination).expect_reply(&outside);
         assert!(["w1", "w2"].contains(&reply.name.as_str()), "{reply:?}");
-        assert_eq!(
-            reply.original_dst.as_deref(),
-            Some(destination.to_string().as_str())
-        );
+        assert_eq!(reply.original_dst, Some(destination.to_string()));
     }
     first.process.kill();
     for _ in 0..4 {
@@ -296,10 +276,7 @@ fn any_live_reuseport_listener_takes_inbound_and_only_wildcards_register() {
             reply.name, "w2",
             "the surviving worker must take every connection"
         );
-        assert_eq!(
-            reply.original_dst.as_deref(),
-            Some(destination.to_string().as_str())
-        );
+        assert_eq!(reply.original_dst, Some(destination.to_string()));
     }
 }
 
@@ -313,24 +290,26 @@ fn connections_inside_the_pod() {
 
     for ip in [IpAddr::from(b.ipv4()), IpAddr::from(b.ipv6())] {
         let own = addr(ip, APP_PORT);
-        let from_proxy = Connect::to(own)
-            .send("proxy-to-self")
-            .identity(Identity::PROXY)
-            .expect_reply(&b.place());
-        assert_eq!(
-            from_proxy.peer.ip(),
-            passthrough_source(ip),
-            "{ip}: not via 15006"
-        );
-        let from_app = Connect::to(own)
-            .send("app-to-self")
-            .identity(Identity::APP)
-            .expect_reply(&b.place());
-        assert_eq!(
-            from_app.peer.ip(),
-            ip,
-            "{ip}: the app's own call was captured"
-        );
+        for (identity, text, peer, why) in [
+            (
+                Identity::PROXY,
+                "proxy-to-self",
+                passthrough_source(ip),
+                "not via 15006",
+            ),
+            (
+                Identity::APP,
+                "app-to-self",
+                ip,
+                "the app's own call was captured",
+            ),
+        ] {
+            let reply = Connect::to(own)
+                .send(text)
+                .identity(identity)
+                .expect_reply(&b.place());
+            assert_eq!(reply.peer.ip(), peer, "{ip}: {why}");
+        }
     }
     let log = envoy.wait_for_access_log(2, LOG_WAIT);
     thread::sleep(Duration::from_millis(300));

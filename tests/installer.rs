@@ -12,7 +12,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use meshlane::datapath::cgroup::Cgroup;
@@ -24,6 +23,7 @@ use common::agent::{Agent, WAIT};
 use common::chain::ChainOutput;
 use common::chain::ChainRunner;
 use common::netns::NamedNetns;
+use common::timing::{poll, wait_until};
 use common::{Conflist, RuntimeConf, TestNode, POD_ANNOTATIONS_CAPABILITY};
 
 fn meshlane() -> PathBuf {
@@ -54,33 +54,35 @@ impl Dirs {
         }
     }
 
-    fn common_args(&self) -> Vec<String> {
-        let path = |p: &Path| p.to_string_lossy().into_owned();
-        vec![
-            "--cni-bin-dir".into(),
-            path(&self.bin),
-            "--cni-conf-dir".into(),
-            path(&self.net_d),
-            "--bpffs-root".into(),
-            path(&self.pin_root),
-        ]
+    /// `command` with the dirs every command takes, then `more` flags and their
+    /// values.
+    fn command_args(&self, command: &str, more: &[(&str, &Path)]) -> Vec<String> {
+        let mut args = vec![command.to_string()];
+        let dirs = [
+            ("--cni-bin-dir", self.bin.as_path()),
+            ("--cni-conf-dir", &self.net_d),
+            ("--bpffs-root", &self.pin_root),
+        ];
+        for (flag, value) in dirs.iter().chain(more) {
+            args.extend([flag.to_string(), value.to_string_lossy().into_owned()]);
+        }
+        args
     }
 }
 
 /// `meshlane install` on the test node's dirs.
 fn start_agent(dirs: &Dirs) -> Agent {
-    let mut args = vec!["install".to_string()];
-    args.extend(dirs.common_args());
-    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut args = dirs.command_args(
+        "install",
+        &[
+            ("--cgroup", &dirs.cgroup),
+            // The plugin runs where the agent does here, so the paths agree; on
+            // a node the plugin finds the host's cgroup2 root by itself.
+            ("--plugin-cgroup-path", &dirs.cgroup),
+            ("--log-file", &dirs.cni_log),
+        ],
+    );
     args.extend([
-        "--cgroup".into(),
-        path(&dirs.cgroup),
-        // The plugin runs where the agent does here, so the paths agree; on a
-        // node the plugin finds the host's cgroup2 root by itself.
-        "--plugin-cgroup-path".into(),
-        path(&dirs.cgroup),
-        "--log-file".into(),
-        path(&dirs.cni_log),
         "--capture".into(),
         "cni-args".into(),
         "--proxy-uid".into(),
@@ -114,21 +116,13 @@ fn meshlane_entries(conflist: &Value) -> Vec<Value> {
 
 /// Waits until the file exists and carries exactly one meshlane entry.
 fn wait_for_entry(path: &Path) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if path.exists() {
-            let value = read_json(path);
-            if meshlane_entries(&value).len() == 1 {
-                return value;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no meshlane entry in {} within {WAIT:?}",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    let entry = poll(WAIT, Duration::from_millis(50), || {
+        let value = path.exists().then(|| read_json(path));
+        value
+            .filter(|value| meshlane_entries(value).len() == 1)
+            .ok_or(())
+    });
+    entry.unwrap_or_else(|()| panic!("no meshlane entry in {} within {WAIT:?}", path.display()))
 }
 
 fn links_attached(dirs: &Dirs) -> usize {
@@ -165,8 +159,7 @@ fn metric(samples: &[(String, f64)], series: &str) -> f64 {
 }
 
 fn uninstall(dirs: &Dirs, force: bool) -> std::process::Output {
-    let mut args = vec!["uninstall".to_string()];
-    args.extend(dirs.common_args());
+    let mut args = dirs.command_args("uninstall", &[]);
     if force {
         args.push("--force".into());
     }
@@ -295,15 +288,12 @@ fn install_keeps_the_chain_survives_sigterm_and_uninstalls_cleanly() {
     // A pod created through the agent's chain is captured, and the plugin's log
     // line about it shows up in the agent's stdout.
     let pod_netns = add_captured_pod(&node, &dirs, &restored);
-    let deadline = Instant::now() + WAIT;
-    while !agent.stdout.text().contains("shop/web-0") {
-        assert!(
-            Instant::now() < deadline,
-            "plugin log not tailed; stdout:\n{}",
-            agent.stdout.text()
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    let tailed = || agent.stdout.text().contains("shop/web-0");
+    assert!(
+        wait_until(WAIT, Duration::from_millis(100), tailed),
+        "plugin log not tailed; stdout:\n{}",
+        agent.stdout.text()
+    );
     let (status, text) = agent.get("/metrics");
     assert_eq!(status, 200);
     let samples = parse_metrics(&text);
@@ -339,22 +329,20 @@ fn install_keeps_the_chain_survives_sigterm_and_uninstalls_cleanly() {
     );
     let step = failed.failed_step().expect("the ADD failed");
     assert_eq!(step.plugin, "meshlane", "{}", failed.describe());
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let counted = poll(WAIT, Duration::from_millis(100), || {
         let (_, text) = agent.get("/metrics");
         let errors = metric(
             &parse_metrics(&text),
             "meshlane_cni_errors_total{command=\"ADD\"}",
         );
         if errors == 1.0 {
-            break;
+            return Ok(());
         }
         assert_eq!(errors, 0.0, "{text}");
-        assert!(
-            Instant::now() < deadline,
-            "the failed ADD was not counted:\n{text}"
-        );
-        thread::sleep(Duration::from_millis(100));
+        Err(text)
+    });
+    if let Err(text) = counted {
+        panic!("the failed ADD was not counted:\n{text}");
     }
     let copied = agent.stdout.text();
     let record = copied
@@ -613,25 +601,15 @@ fn precheck_reads_cilium_socket_lb_mode_from_its_config_map() {
         cilium_check(&api)
     };
 
+    // A WARN whose `field` says `text`.
+    let assert_warns = |check: &Value, field: &str, text: &str| {
+        assert_eq!(check["verdict"], "WARN", "{check:#}");
+        assert!(check[field].as_str().unwrap().contains(text), "{check:#}");
+    };
     let unreadable = cilium_check(&[]);
-    assert_eq!(unreadable["verdict"], "WARN", "{unreadable:#}");
-    assert!(
-        unreadable["fix"]
-            .as_str()
-            .unwrap()
-            .contains("socketLB.hostNamespaceOnly=true"),
-        "{unreadable:#}"
-    );
-
+    assert_warns(&unreadable, "fix", "socketLB.hostNamespaceOnly=true");
     let missing = cilium_check(&api);
-    assert_eq!(missing["verdict"], "WARN", "{missing:#}");
-    assert!(
-        missing["detail"]
-            .as_str()
-            .unwrap()
-            .contains("does not exist"),
-        "{missing:#}"
-    );
+    assert_warns(&missing, "detail", "does not exist");
 
     let in_pods = cilium_with_hostns_only("false");
     assert_eq!(in_pods["verdict"], "WARN", "{in_pods:#}");

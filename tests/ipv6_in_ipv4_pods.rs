@@ -9,8 +9,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::timing::poll_until;
 use common::{Connect, Identity, Pod, PodOptions, ProbeServer, TestNode};
 
 const APP_PORT: u16 = 8080;
@@ -19,8 +20,8 @@ const GLOBAL: &str = "fd99::2";
 
 /// The pod's eth0 link-local address, once duplicate address detection is done.
 fn link_local(pod: &Pod) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let what = format!("{}: no usable link-local address", pod.name());
+    poll_until(&what, Duration::from_secs(10), || {
         let tentative = pod.ip(&["-6", "addr", "show", "tentative"]);
         let shown = pod.ip(&["-6", "addr", "show", "dev", "eth0", "scope", "link"]);
         let address = shown
@@ -29,16 +30,11 @@ fn link_local(pod: &Pod) -> String {
             .nth(1)
             .and_then(|cidr| cidr.split('/').next())
             .map(str::to_string);
-        if let (false, Some(address)) = (tentative.contains("inet6"), address) {
-            return address;
+        match (tentative.contains("inet6"), address) {
+            (false, Some(address)) => Ok(address),
+            _ => Err(shown),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{}: no usable link-local address: {shown}",
-            pod.name()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 fn error_of(outcome: &common::ConnectOutcome) -> String {

@@ -107,11 +107,31 @@ fn token_access(dir: &TempDir, server: &str, ca: &Authority) -> KubeAccess {
 /// An API server under a fresh CA, and access to it with the static token
 /// (the directory holds the kubeconfig for as long as the test keeps it).
 fn token_setup(handler: Handler) -> (ApiServer, KubeAccess, TempDir) {
-    let ca = Authority::new("cluster-ca");
-    let server = serve(&ca, handler);
-    let dir = TempDir::fresh();
+    let (ca, server, dir) = serve_with_ca(handler);
     let access = token_access(&dir, &server.url(), &ca);
     (server, access, dir)
+}
+
+/// The cluster's CA, an API server with a certificate of it answering with
+/// `handler`, and a temp dir for the client's files.
+fn serve_with_ca(handler: Handler) -> (Authority, ApiServer, TempDir) {
+    let ca = Authority::new("cluster-ca");
+    let server = serve(&ca, handler);
+    (ca, server, TempDir::fresh())
+}
+
+/// `err` says the whole answer (not one field of it) is no pod: `problem`.
+fn assert_malformed_document(err: &KubeError, problem: &str) {
+    match err {
+        KubeError::MalformedPod {
+            path,
+            problem: said,
+        } => {
+            assert_eq!(path, "(document)");
+            assert!(said.contains(problem), "{said}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 fn policy_ms(timeout: u64, attempts: u32, backoff: u64) -> FetchPolicy {
@@ -152,9 +172,7 @@ fn fetch_web_0(access: &KubeAccess) -> Result<PodMeta, KubeError> {
 
 #[test]
 fn fetches_and_maps_an_injected_pod_with_a_bearer_token() {
-    let ca = Authority::new("cluster-ca");
-    let server = serve(&ca, pod_handler(SIDECAR_PATH, SIDECAR_POD, TOKEN));
-    let dir = TempDir::fresh();
+    let (ca, server, dir) = serve_with_ca(pod_handler(SIDECAR_PATH, SIDECAR_POD, TOKEN));
     let access = access(
         &dir,
         &kubeconfig(&server.url(), &ca_data(&ca), &token_file_user(&dir, TOKEN)),
@@ -224,9 +242,7 @@ fn server_url_path_prefix_is_kept() {
 
 #[test]
 fn wrong_token_is_unauthorized_at_once_and_a_rotated_token_file_is_reread() {
-    let ca = Authority::new("cluster-ca");
-    let server = serve(&ca, pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN));
-    let dir = TempDir::fresh();
+    let (ca, server, dir) = serve_with_ca(pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN));
     let user = token_file_user(&dir, "expired-token\n");
     let access = access(&dir, &kubeconfig(&server.url(), &ca_data(&ca), &user));
 
@@ -526,9 +542,7 @@ fn client_certificate_authentication() {
 
 #[test]
 fn insecure_skip_tls_verify_connects_without_a_ca() {
-    let ca = Authority::new("cluster-ca");
-    let server = serve(&ca, pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN));
-    let dir = TempDir::fresh();
+    let (_ca, server, dir) = serve_with_ca(pod_handler(PLAIN_PATH, PLAIN_POD, TOKEN));
     let access = access(
         &dir,
         &kubeconfig(
@@ -557,13 +571,7 @@ fn malformed_answers_name_the_path() {
         "malformed Pod JSON at spec.hostUsers: expected a boolean, found a string"
     );
     let err = fetch_web_0(&access).unwrap_err();
-    match &err {
-        KubeError::MalformedPod { path, problem } => {
-            assert_eq!(path, "(document)");
-            assert!(problem.contains("is not JSON"), "{problem}");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_malformed_document(&err, "is not JSON");
 }
 
 #[test]
@@ -571,13 +579,7 @@ fn an_oversized_answer_is_refused_without_retry() {
     let huge = format!("{{\"padding\": \"{}\"}}", "x".repeat(5 * 1024 * 1024));
     let (server, access, _dir) = token_setup(scripted(vec![(200, huge)]));
     let err = fetch_web_0(&access).unwrap_err();
-    match &err {
-        KubeError::MalformedPod { path, problem } => {
-            assert_eq!(path, "(document)");
-            assert!(problem.contains("larger than 4194304 bytes"), "{problem}");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_malformed_document(&err, "larger than 4194304 bytes");
     assert_eq!(server.seen().len(), 1);
 }
 

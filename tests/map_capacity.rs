@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::connect_variants;
+use common::timing::wait_until;
 use common::{Connect, EnvoyOptions, Identity, Pod, PodOptions, ProbeServer, TestNode};
 use meshlane::datapath::abi::{
     ml_addr, ml_conn_key, ml_orig_dst, ml_pod, ml_port_key, ml_short_key, MapBytes,
@@ -201,6 +202,28 @@ fn full_rule_maps_fail_the_add_closed_and_leave_nothing() {
     );
 }
 
+/// Pod `a`, captured, with a proxy stand-in on 127.0.0.1:15001 ("proxy"), and pod
+/// `b` outside the mesh.
+fn captured_with_proxy(node: &TestNode) -> (Pod<'_>, Pod<'_>, ProbeServer) {
+    let a = node.add_pod("a", PodOptions::new().injected());
+    let b = node.add_pod("b", PodOptions::new());
+    let proxy = ProbeServer::original_dst(&a.place(), "127.0.0.1", 15001, "proxy").start();
+    (a, b, proxy)
+}
+
+/// The key of filler connection `i` (of the filler pod, from 10.`net`.x.y to
+/// the proxy port), distinct for every `i`.
+fn filler_conn(net: u8, i: u32) -> ml_conn_key {
+    ml_conn_key {
+        netns_cookie: FILLER_COOKIE,
+        src: ml_addr::from_ip(IpAddr::from([10, net, (i >> 16) as u8, (i >> 8) as u8])),
+        dst: ml_addr::from_ip(IpAddr::from([127, 0, 0, 1])),
+        sport: i as u16,
+        dport: 15001,
+        ..Default::default()
+    }
+}
+
 /// Socket storage has no fixed size; what can run out is the memory a socket may
 /// charge for it (net.core.optmem_max, node-wide before 6.9). The tool spends that
 /// budget on TCP MD5 keys first: a captured connect that cannot remember its
@@ -208,10 +231,7 @@ fn full_rule_maps_fail_the_add_closed_and_leave_nothing() {
 #[test]
 fn a_connect_whose_destination_cannot_be_stored_is_refused() {
     let node = TestNode::new("cap-skstore");
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new());
-    let _proxy =
-        ProbeServer::start_original_dst(&a.place(), "127.0.0.1", 15001, "proxy", Duration::ZERO);
+    let (a, b, _proxy) = captured_with_proxy(&node);
     let _server = ProbeServer::start(&b.place(), SERVER_PORT, "b");
     let destination = SocketAddr::new(IpAddr::from(b.ipv4()), SERVER_PORT);
 
@@ -230,10 +250,7 @@ fn a_connect_whose_destination_cannot_be_stored_is_refused() {
     let reply = connect_variants::connect(&a.place(), Identity::APP, "plain", destination, "room")
         .expect_reply();
     assert_eq!(reply.name, "proxy");
-    assert_eq!(
-        reply.original_dst.as_deref(),
-        Some(destination.to_string().as_str())
-    );
+    assert_eq!(reply.original_dst, Some(destination.to_string()));
 }
 
 /// ml_conn_orig_dst is an LRU map: full of records (here, of connections that
@@ -241,20 +258,10 @@ fn a_connect_whose_destination_cannot_be_stored_is_refused() {
 #[test]
 fn a_full_original_destination_map_evicts_the_oldest_and_new_connects_keep_theirs() {
     let node = TestNode::new("cap-lru");
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new());
-    let _proxy =
-        ProbeServer::start_original_dst(&a.place(), "127.0.0.1", 15001, "proxy", Duration::ZERO);
+    let (a, b, _proxy) = captured_with_proxy(&node);
     let conns = map(&node, maps::CONN_ORIG_DST);
     let capacity = 262_144u32;
-    let filler = |i: u32| ml_conn_key {
-        netns_cookie: FILLER_COOKIE,
-        src: ml_addr::from_ip(IpAddr::from([10, 255, (i >> 16) as u8, (i >> 8) as u8])),
-        dst: ml_addr::from_ip(IpAddr::from([127, 0, 0, 1])),
-        sport: i as u16,
-        dport: 15001,
-        ..Default::default()
-    };
+    let filler = |i| filler_conn(255, i);
     let orig = ml_orig_dst::default();
     for i in 0..capacity {
         conns.put(&filler(i), &orig).unwrap();
@@ -266,8 +273,8 @@ fn a_full_original_destination_map_evicts_the_oldest_and_new_connects_keep_their
             .expect_reply(&a.place());
         assert_eq!(reply.name, "proxy");
         assert_eq!(
-            reply.original_dst.as_deref(),
-            Some(destination.to_string().as_str()),
+            reply.original_dst,
+            Some(destination.to_string()),
             "a captured connect in a full LRU map"
         );
     }
@@ -284,13 +291,9 @@ fn a_record_evicted_while_the_proxy_has_not_accepted_is_still_answered() {
     let node = TestNode::new("cap-evict");
     let a = node.add_pod("a", PodOptions::new().injected());
     let b = node.add_pod("b", PodOptions::new());
-    let _proxy = ProbeServer::start_original_dst_accepting_after(
-        &a.place(),
-        "127.0.0.1",
-        15001,
-        "proxy",
-        Duration::from_secs(4),
-    );
+    let _proxy = ProbeServer::original_dst(&a.place(), "127.0.0.1", 15001, "proxy")
+        .accept_after(Duration::from_secs(4))
+        .start();
     let conns = map(&node, maps::CONN_ORIG_DST);
     let cookie = a.netns_cookie();
     let records_of_a = || {
@@ -311,27 +314,23 @@ fn a_record_evicted_while_the_proxy_has_not_accepted_is_still_answered() {
         });
         // Wait (by state, not by time) until the connection is established in
         // the proxy's backlog: its record is published and the handshake is done.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let established = a
+        let established = || {
+            let listed = a
                 .command("ss")
                 .args(["-Htn", "state", "established", "( sport = :15001 )"])
                 .run()
                 .stdout;
-            if records_of_a() == 1 && !established.trim().is_empty() {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "never established");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let filler = |i: u32| ml_conn_key {
-            netns_cookie: FILLER_COOKIE,
-            src: ml_addr::from_ip(IpAddr::from([10, 254, (i >> 16) as u8, (i >> 8) as u8])),
-            dst: ml_addr::from_ip(IpAddr::from([127, 0, 0, 1])),
-            sport: i as u16,
-            dport: 15001,
-            ..Default::default()
+            records_of_a() == 1 && !listed.trim().is_empty()
         };
+        assert!(
+            wait_until(
+                Duration::from_secs(20),
+                Duration::from_millis(20),
+                established
+            ),
+            "never established"
+        );
+        let filler = |i| filler_conn(254, i);
         for i in 0..2 * 262_144u32 {
             conns.put(&filler(i), &ml_orig_dst::default()).unwrap();
         }
@@ -350,8 +349,8 @@ fn a_record_evicted_while_the_proxy_has_not_accepted_is_still_answered() {
         let reply = outcome.expect_reply();
         assert_eq!(reply.name, "proxy");
         assert_eq!(
-            reply.original_dst.as_deref(),
-            Some(destination.to_string().as_str()),
+            reply.original_dst,
+            Some(destination.to_string()),
             "the proxy lost the destination of an evicted record"
         );
     });
@@ -367,12 +366,9 @@ fn a_worker_beyond_the_listener_slots_is_counted_and_inbound_stays_captured() {
     let _app = ProbeServer::start(&a.place(), SERVER_PORT, "app");
     let _workers: Vec<ProbeServer> = (0..17)
         .map(|i| {
-            ProbeServer::start_reuseport_original_dst(
-                &a.place(),
-                "0.0.0.0",
-                15006,
-                &format!("w{i}"),
-            )
+            ProbeServer::original_dst(&a.place(), "0.0.0.0", 15006, &format!("w{i}"))
+                .reuseport()
+                .start()
         })
         .collect();
     assert_eq!(node.counter("inbound_listener_registered"), 16);
@@ -381,10 +377,7 @@ fn a_worker_beyond_the_listener_slots_is_counted_and_inbound_stays_captured() {
     for _ in 0..8 {
         let reply = Connect::to(destination).expect_reply(&b.place());
         assert!(reply.name.starts_with('w'), "inbound escaped: {reply:?}");
-        assert_eq!(
-            reply.original_dst.as_deref(),
-            Some(destination.to_string().as_str())
-        );
+        assert_eq!(reply.original_dst, Some(destination.to_string()));
     }
 }
 

@@ -12,12 +12,13 @@
 mod common;
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meshlane::datapath::inbound_link::netns_alive;
 
 use serde_json::{json, Value};
 
+use common::timing::wait_until;
 use common::{Connect, Envoy, EnvoyOptions, PluginOutput, Pod, PodOptions, ProbeServer, TestNode};
 
 /// The address both pods hold on their `net1`.
@@ -210,11 +211,15 @@ fn the_address_of_a_pod_whose_netns_is_gone_can_be_reused() {
     let cookie_a = a.netns_cookie();
     a.remove_netns();
     // The kernel destroys a netns asynchronously, once nothing holds it.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while netns_alive(&node.pin_layout(), cookie_a) {
-        assert!(Instant::now() < deadline, "A's netns was never destroyed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let destroyed = || !netns_alive(&node.pin_layout(), cookie_a);
+    assert!(
+        wait_until(
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            destroyed
+        ),
+        "A's netns was never destroyed"
+    );
     let add = meshlane_net1(&node, &b, "ADD");
     assert!(add.status.success(), "{add:?}");
     assert_eq!(steered_for(&node), Some(b.netns_cookie()));

@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::Duration;
 
+use common::timing::poll;
 use common::{
     Connect, Envoy, EnvoyOptions, Family, Identity, Pod, PodOptions, ProbeServer, TestNode,
 };
@@ -88,13 +89,11 @@ fn ipv6_connects_are_captured_to_the_ipv6_listener() {
     let (a, b, envoy, _server) = app_and_server(&node, EnvoyOptions::new());
 
     let destination = addr(b.ipv6(), SERVER_PORT);
-    let outcome = Connect::to(destination)
+    let (outcome, reply) = Connect::to(destination)
         .family(Family::V6)
         .send("v6")
         .identity(Identity::APP)
-        .run(&a.place());
-    let reply = outcome.expect_reply();
-    assert_eq!((reply.name.as_str(), reply.got.as_str()), ("b", "v6"));
+        .expect_reply_from(&a.place(), "b");
     assert_eq!(reply.peer.ip(), IpAddr::from(a.ipv6()));
     assert_eq!(outcome.peer, Some(destination));
 
@@ -116,13 +115,11 @@ fn an_ipv4_mapped_destination_on_a_dual_stack_socket_is_captured_as_ipv4() {
     // Envoy listens on IPv4 only: the mapped connect must still reach it.
     let (a, b, envoy, _server) = app_and_server(&node, EnvoyOptions::new().ipv4_only());
 
-    let outcome = Connect::to(addr(b.ipv4(), SERVER_PORT))
+    let (outcome, _) = Connect::to(addr(b.ipv4(), SERVER_PORT))
         .family(Family::Mapped)
         .send("mapped")
         .identity(Identity::APP)
-        .run(&a.place());
-    let reply = outcome.expect_reply();
-    assert_eq!((reply.name.as_str(), reply.got.as_str()), ("b", "mapped"));
+        .expect_reply_from(&a.place(), "b");
     assert_eq!(
         outcome.raw["peer_raw"].as_str(),
         Some(format!("[::ffff:{}]:{SERVER_PORT}", b.ipv4()).as_str()),
@@ -150,37 +147,22 @@ fn sockets_outside_mesh_pods_and_the_proxys_own_are_untouched() {
 
     // All at the same time, so that the hooks see them interleaved.
     let outside = node.outside_pods();
-    let (captured_app, from_node, from_plain, from_proxy) = thread::scope(|scope| {
-        let app = scope.spawn(|| {
-            Connect::to(destination)
-                .send("app")
-                .identity(Identity::APP)
-                .run(&a.place())
-        });
-        let from_node = scope.spawn(|| {
-            Connect::to(destination)
-                .send("node")
-                .identity(Identity::APP)
-                .run(&outside)
-        });
-        let from_plain = scope.spawn(|| {
-            Connect::to(destination)
-                .send("plain")
-                .identity(Identity::APP)
-                .run(&plain.place())
-        });
-        let from_proxy = scope.spawn(|| {
-            Connect::to(destination)
-                .send("proxy")
-                .identity(Identity::PROXY)
-                .run(&a.place())
-        });
-        (
-            app.join().unwrap(),
-            from_node.join().unwrap(),
-            from_plain.join().unwrap(),
-            from_proxy.join().unwrap(),
-        )
+    let [captured_app, from_node, from_plain, from_proxy] = thread::scope(|scope| {
+        [
+            ("app", Identity::APP, a.place()),
+            ("node", Identity::APP, outside),
+            ("plain", Identity::APP, plain.place()),
+            ("proxy", Identity::PROXY, a.place()),
+        ]
+        .map(|(text, identity, place)| {
+            scope.spawn(move || {
+                Connect::to(destination)
+                    .send(text)
+                    .identity(identity)
+                    .run(&place)
+            })
+        })
+        .map(|connect| connect.join().unwrap())
     });
 
     for (who, outcome) in [
@@ -325,31 +307,24 @@ fn linkerds_own_start_up_check_passes() {
 fn a_client_that_closes_before_the_proxy_accepts_keeps_its_destination() {
     let node = TestNode::new("out-fire-forget");
     let pod = node.add_pod("a", PodOptions::new().injected());
-    let proxy = ProbeServer::start_original_dst_accepting_after(
-        &pod.place(),
-        "127.0.0.1",
-        15001,
-        "proxy",
-        Duration::from_millis(1500),
-    );
+    let proxy = ProbeServer::original_dst(&pod.place(), "127.0.0.1", 15001, "proxy")
+        .accept_after(Duration::from_millis(1500))
+        .start();
     let sent = Connect::to("10.250.7.7:2003")
         .identity(Identity::APP)
         .send("metric 1")
         .close_at_once()
         .run(&pod.place());
     assert_eq!(sent.error, None, "{}", sent.raw);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let answer = loop {
+    let answered = poll(Duration::from_secs(10), Duration::from_millis(50), || {
         let output = proxy.process.output();
-        if let Some(line) = output.lines().find_map(|l| l.strip_prefix("ANSWER ")) {
-            break serde_json::from_str::<serde_json::Value>(line).expect("answer is JSON");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the proxy never answered: {output}"
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+        let line = output.lines().find_map(|l| l.strip_prefix("ANSWER "));
+        let answer = line.map(serde_json::from_str::<serde_json::Value>);
+        answer.ok_or(output)
+    });
+    let answer = answered
+        .unwrap_or_else(|output| panic!("the proxy never answered: {output}"))
+        .expect("answer is JSON");
     assert_eq!(answer["got"], "metric 1", "{answer}");
     assert_eq!(answer["original_dst"], "10.250.7.7:2003", "{answer}");
     // The proxy's own view of its peer stays the app's socket: only the app's
@@ -366,15 +341,10 @@ fn the_same_tuple_in_two_pods_keeps_each_pods_destination() {
     let a = node.add_pod("a", PodOptions::new().injected());
     let b = node.add_pod("b", PodOptions::new().injected());
     // Proxy stand-ins: A's answers late, after B's identical tuple is recorded.
-    let _proxy_a = ProbeServer::start_original_dst(
-        &a.place(),
-        "127.0.0.1",
-        15001,
-        "proxy-a",
-        Duration::from_millis(1500),
-    );
-    let _proxy_b =
-        ProbeServer::start_original_dst(&b.place(), "127.0.0.1", 15001, "proxy-b", Duration::ZERO);
+    let _proxy_a = ProbeServer::original_dst(&a.place(), "127.0.0.1", 15001, "proxy-a")
+        .answer_after(Duration::from_millis(1500))
+        .start();
+    let _proxy_b = ProbeServer::original_dst(&b.place(), "127.0.0.1", 15001, "proxy-b").start();
     // The kernel picks the source port of the rewritten connect; with a one-port
     // ephemeral range in each pod (a per-netns setting) both pick the same one.
     let source = "127.0.0.1:41001";
@@ -423,18 +393,14 @@ fn the_same_tuple_in_two_pods_keeps_each_pods_destination() {
 fn unrelated_getsockopt_calls_keep_working_in_a_captured_pod() {
     let node = TestNode::new("out-sockopt");
     let a = node.add_pod("a", PodOptions::new().injected());
-    let report = common::probe::getsockopt_passthrough(&a.place());
-    assert!(
-        report.ok,
-        "failures: {:?}\n{:#}",
-        report.failures(),
-        report.raw
-    );
-    let outside = common::probe::getsockopt_passthrough(&node.outside_pods());
-    assert!(
-        outside.ok,
-        "failures: {:?}\n{:#}",
-        outside.failures(),
-        outside.raw
-    );
+    for place in [a.place(), node.outside_pods()] {
+        let report = common::probe::getsockopt_passthrough(&place);
+        assert!(
+            report.ok,
+            "{}: failures: {:?}\n{:#}",
+            place.label,
+            report.failures(),
+            report.raw
+        );
+    }
 }

@@ -11,7 +11,6 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use common::connect_variants::{connect, connect_twice};
 use common::probe::ConnectOutcome;
@@ -31,7 +30,7 @@ fn addr(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
 }
 
 fn proxy_stand_in(pod: &Pod) -> ProbeServer {
-    ProbeServer::start_original_dst(&pod.place(), "127.0.0.1", 15001, "proxy", Duration::ZERO)
+    ProbeServer::original_dst(&pod.place(), "127.0.0.1", 15001, "proxy").start()
 }
 
 /// The connection went through the proxy stand-in, which read `destination` as its

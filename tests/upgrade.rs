@@ -21,8 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libbpf_rs::query::LinkTypeInfo;
 use libbpf_rs::{Link, MapCore, MapHandle, MapType, ProgramHandle};
@@ -39,6 +38,7 @@ use meshlane::datapath::{
 use common::agent::{Agent, WAIT};
 use common::kernel;
 use common::prereq::{python, test_tool, CHILD_PATH};
+use common::timing::{poll, wait_until};
 use common::variant::{attach_variant_sk_msg, programs_on_map};
 use common::{
     Connect, Envoy, EnvoyOptions, Identity, Place, PodOptions, ProbeServer, Spawn, TestNode,
@@ -117,14 +117,10 @@ fn program_is_loaded(id: u32) -> bool {
 /// The kernel frees a program once nothing holds it (a moment after the last
 /// reference goes).
 fn wait_until_unloaded(id: u32) {
-    let deadline = Instant::now() + WAIT;
-    while program_is_loaded(id) {
-        assert!(
-            Instant::now() < deadline,
-            "program {id} is still loaded: something still holds it"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(WAIT, Duration::from_millis(20), || !program_is_loaded(id)),
+        "program {id} is still loaded: something still holds it"
+    );
 }
 
 /// Every pod record, byte for byte, by netns cookie.
@@ -240,19 +236,16 @@ impl Held {
 
     /// Waits for the line that has `key` equal to `value`.
     fn wait_for(&self, key: &str, value: Value) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(line) = self.lines().into_iter().find(|l| l[key] == value) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let found = poll(Duration::from_secs(60), Duration::from_millis(50), || {
+            self.lines().into_iter().find(|l| l[key] == value).ok_or(())
+        });
+        found.unwrap_or_else(|()| {
+            panic!(
                 "{}: no {key}={value} line: {}",
                 self.what,
                 self.process.output()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+            )
+        })
     }
 
     /// The report of round `i`, checked: every byte came back unchanged.
@@ -419,15 +412,10 @@ fn a_forced_replacement_under_live_traffic_keeps_every_connection_and_the_captur
     // New connections go through the new programs.
     let _server_probe = ProbeServer::start(&server.place(), 9091, "server");
     let new_outbound = SocketAddr::new(server.ipv4().into(), 9091);
-    let outcome = Connect::to(new_outbound)
+    let (outcome, reply) = Connect::to(new_outbound)
         .send("after")
         .identity(Identity::APP)
-        .run(&a.place());
-    let reply = outcome.expect_reply();
-    assert_eq!(
-        (reply.name.as_str(), reply.got.as_str()),
-        ("server", "after")
-    );
+        .expect_reply_from(&a.place(), "server");
     assert_ne!(
         outcome.local.map(|l| l.port()),
         Some(reply.peer.port()),
@@ -684,8 +672,7 @@ fn a_changed_map_layout_is_refused_and_the_old_programs_keep_running() {
 
     // Capture still works: a connect goes to the proxy, which reads the original
     // destination.
-    let _proxy =
-        ProbeServer::start_original_dst(&a.place(), "127.0.0.1", 15001, "proxy", Duration::ZERO);
+    let _proxy = ProbeServer::original_dst(&a.place(), "127.0.0.1", 15001, "proxy").start();
     let reply = Connect::to("10.250.1.1:1111")
         .identity(Identity::APP)
         .expect_reply(&a.place());
@@ -704,8 +691,7 @@ fn a_pod_link_whose_netns_is_gone_does_not_stop_the_upgrade() {
     let links_before: Vec<u64> = linked_cookies(&layout);
     b.remove_netns();
     // The kernel detaches the link when it cleans up the netns, a moment later.
-    let deadline = Instant::now() + WAIT;
-    let gone = loop {
+    let defunct = poll(WAIT, Duration::from_millis(50), || {
         let gone: Vec<u64> = links_before
             .iter()
             .copied()
@@ -716,12 +702,12 @@ fn a_pod_link_whose_netns_is_gone_does_not_stop_the_upgrade() {
                 matches!(info.info, LinkTypeInfo::NetNs(ref netns) if netns.ino == 0)
             })
             .collect();
-        if gone.len() == 1 {
-            break gone[0];
+        match gone[..] {
+            [cookie] => Ok(cookie),
+            _ => Err(()),
         }
-        assert!(Instant::now() < deadline, "b's link still has its netns");
-        thread::sleep(Duration::from_millis(50));
-    };
+    });
+    let gone = defunct.unwrap_or_else(|()| panic!("b's link still has its netns"));
 
     let before = hooks(&layout);
     let report = upgrade_programs(&layout, UpgradeMode::ForceEvenIfIdentical)

@@ -21,10 +21,9 @@ import threading
 import time
 
 import cni_chain  # scripts/lib (see __init__.py)
-import mountinfo
 
 from . import node, sysutil
-from .sysutil import BenchError, in_netns
+from .sysutil import BenchError, in_netns, tail
 
 PROXY_ID = 1337
 APP_ID = 1000
@@ -67,19 +66,11 @@ class MeshNode:
     # --- building ---------------------------------------------------------------
 
     def build(self):
-        root = mountinfo.cgroup2_mount()
-        if not root:
-            raise BenchError("no cgroup2 mount (meshlane needs cgroup v2)")
-        self.tmp = sysutil.private_tmp(f"{self.prefix}.", ("bpffs", "bin", "ipam", "logs"))
+        # meshlane hooks the node's own child cgroup.
+        self.tmp, self.cgroup = node.private_node(self.prefix, ("ipam", "logs"))
         self.bpffs = os.path.join(self.tmp, "bpffs")
-        sysutil.run(["mount", "-t", "bpf", "bpf", self.bpffs])
-        # A child cgroup of the cgroup2 mount: meshlane hooks it, never the root.
-        self.cgroup = os.path.join(root, self.prefix)
-        os.mkdir(self.cgroup)
         self.node_netns = self.add_netns("node")
         bin_dir = os.path.join(self.tmp, "bin")
-        for plugin in ("bridge", "host-local"):
-            os.symlink(f"/usr/lib/cni/{plugin}", os.path.join(bin_dir, plugin))
         if self.cpu_clock:
             with open(os.path.join(bin_dir, "meshlane"), "w", encoding="utf-8") as f:
                 f.write("#!/bin/sh\nexec perf stat -x, -e task-clock --log-fd 2 -- "
@@ -91,21 +82,10 @@ class MeshNode:
         sysutil.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", self.tool,
                      os.path.join(REPO, "tests", "tools", "origdst_load.c")])
         os.chmod(self.tool, 0o755)
-        bridge = {
-            "type": "bridge", "bridge": f"ml{os.getpid() % 100000}", "isGateway": True,
-            "ipam": {"type": "host-local", "dataDir": os.path.join(self.tmp, "ipam"),
-                     "ranges": [[{"subnet": self.subnet}]], "routes": [{"dst": "0.0.0.0/0"}]},
-        }
-        meshlane = {
-            "type": "meshlane",
-            "capabilities": {"io.kubernetes.cri.pod-annotations": True},
-            # Inside the node: otherwise meshlane pins under /sys/fs/bpf, hooks the
-            # machine's cgroup2 root and logs to /var/log.
-            "bpffsRoot": self.pin_root(),
-            "cgroupPath": self.cgroup,
-            "logFile": os.path.join(self.tmp, "logs", "meshlane.log"),
-            **self.keys,
-        }
+        bridge = node.bridge_entry(f"ml{os.getpid() % 100000}", self.tmp, self.subnet)
+        meshlane = node.meshlane_entry(self.pin_root(), self.cgroup,
+                                       os.path.join(self.tmp, "logs", "meshlane.log"),
+                                       **self.keys)
         self.conflist = {"cniVersion": "1.0.0", "name": self.prefix,
                          "plugins": [bridge, meshlane]}
 
@@ -155,11 +135,7 @@ class MeshNode:
     def add(self, pod):
         """The chain's ADD; returns the seconds meshlane's own run took (spawn to
         exit) and, with cpu_clock, its CPU seconds (else None)."""
-        result, runs = self.chain().add(pod.runtime())
-        if result is None:
-            raise BenchError(f"ADD of {pod.name}:\n{runs[-1].describe()}")
-        pod.result = result
-        pod.ip = cni_chain.ipv4_addresses(result)[0].split("/")[0]
+        runs = node.chain_add(self.chain(), pod)
         cpu = None
         for line in runs[-1].stderr.splitlines():
             fields = line.split(",")
@@ -306,9 +282,3 @@ def json_lines(log, key):
                 if isinstance(value, dict) and key in value:
                     found.append(value)
     return found
-
-
-def tail(path, lines=10):
-    with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as f:
-        return "".join(f.readlines()[-lines:])
-    return ""

@@ -5,6 +5,7 @@ a private bpffs. Everything carries the name meshlane-bench and is removed by
 `Node.teardown` (also after Ctrl-C) or by the sweep at the start of the next run."""
 
 import contextlib
+import dataclasses
 import glob
 import json
 import os
@@ -77,6 +78,61 @@ def random_id():
     return os.urandom(32).hex()
 
 
+# --- what both nodes are made of (this one and meshnode.MeshNode) ----------------
+
+def private_node(name, subdirs):
+    """A node's own temp dir /tmp/<name>.*/ (bin/ with the primary CNI plugins, a
+    private bpffs on bpffs/, and `subdirs`) and its own child cgroup <name> of the
+    cgroup2 mount, never the root cgroup. Unmounting the bpffs drops every pin in
+    it, which detaches meshlane's programs. Returns (temp dir, cgroup)."""
+    root = mountinfo.cgroup2_mount()
+    if not root:
+        raise BenchError("no cgroup2 mount in /proc/self/mountinfo (meshlane needs cgroup v2)")
+    tmp = sysutil.private_tmp(f"{name}.", ("bpffs", "bin", *subdirs))
+    sysutil.run(["mount", "-t", "bpf", "bpf", os.path.join(tmp, "bpffs")])
+    cgroup = os.path.join(root, name)
+    os.mkdir(cgroup)
+    for plugin in ("bridge", "host-local"):
+        os.symlink(f"/usr/lib/cni/{plugin}", os.path.join(tmp, "bin", plugin))
+    return tmp, cgroup
+
+
+def bridge_entry(bridge, tmp, subnet):
+    """The primary plugin: `bridge` with host-local IPAM keeping its state in the
+    node's temp dir, no ipMasq (no iptables rule of the host's)."""
+    return {
+        "type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
+        "ipam": {"type": "host-local", "dataDir": os.path.join(tmp, "ipam"),
+                 "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]},
+    }
+
+
+def meshlane_entry(bpffs_root, cgroup, log_file, **keys):
+    """meshlane chained after the bridge. Every path points inside the node:
+    otherwise meshlane would pin under /sys/fs/bpf, attach to the machine's cgroup2
+    root and log to /var/log."""
+    return {
+        "type": "meshlane",
+        "capabilities": {"io.kubernetes.cri.pod-annotations": True},
+        "bpffsRoot": bpffs_root,
+        "cgroupPath": cgroup,
+        "logFile": log_file,
+        **keys,
+    }
+
+
+def chain_add(chain, pod):
+    """The chain's ADD of `pod`: keeps its result and IPv4 address on the pod;
+    returns the plugin runs."""
+    result, runs = chain.add(pod.runtime())
+    if result is None:
+        plugin_seconds(runs[-1])
+        raise BenchError(f"CNI {runs[-1].plugin} ADD of {pod.name} returned no result")
+    pod.result = result
+    pod.ip = cni_chain.ipv4_addresses(result)[0].split("/")[0]
+    return runs
+
+
 # --- leftovers --------------------------------------------------------------------
 
 def leftovers():
@@ -119,17 +175,19 @@ def remove_leftovers():
 
 # --- the node ---------------------------------------------------------------------
 
+@dataclasses.dataclass(eq=False)
 class Pod:
-    def __init__(self, name, case, netns, container_id, conflist, annotations):
-        self.name = name
-        self.case = case
-        self.netns = netns
-        self.container_id = container_id
-        self.conflist = conflist
-        self.annotations = annotations
-        self.result = None
-        self.ip = None
-        self.processes = {}
+    """A pod: its netns, its case and conflist (None on a MeshNode), what the chain's
+    ADD returned, and the processes started in it by name."""
+    name: str
+    case: int | None
+    netns: str
+    container_id: str
+    conflist: str | None
+    annotations: dict
+    result: dict | None = None
+    ip: str | None = None
+    processes: dict = dataclasses.field(default_factory=dict)
 
     def runtime(self):
         """The attachment as the runtime describes it to the CNI plugins."""
@@ -147,37 +205,33 @@ def plugin_seconds(run):
     return run.seconds
 
 
+@dataclasses.dataclass(eq=False)
 class Node:
-    def __init__(self, meshlane, envoy, connrate, log=print):
-        self.meshlane = meshlane
-        self.envoy = envoy
-        self.connrate = connrate
-        self.log = log
-        self.tmp = None
-        self.cgroup = None
-        self.node_netns = None
-        self.pods = {}
-        self.cgroups = {}
-        self.conflists = {}
-        self.host_servers = {}
-        self.run_netns_was = None
+    """The benchmark's node; `build` makes it, `teardown` removes it."""
+    meshlane: str
+    envoy: str
+    connrate: str
+    log: object = print
+    tmp: str | None = None
+    cgroup: str | None = None
+    node_netns: str | None = None
+    pods: dict = dataclasses.field(default_factory=dict)
+    # Path of each of the benchmark's cgroups, by case or role.
+    cgroups: dict = dataclasses.field(default_factory=dict)
+    conflists: dict = dataclasses.field(default_factory=dict)
+    host_servers: dict = dataclasses.field(default_factory=dict)
+    # "absent" or "unmounted" when this run's first `ip netns add` made /run/netns.
+    run_netns_was: str | None = None
 
     # --- building ---------------------------------------------------------------
 
     def build(self):
-        root = mountinfo.cgroup2_mount()
-        if not root:
-            raise BenchError("no cgroup2 mount in /proc/self/mountinfo (meshlane needs cgroup v2)")
-        # Envoy (1337) and the apps (1000) read their files in here.
-        self.tmp = sysutil.private_tmp(f"{NAME}.", ("bpffs", "bin", "ipam", "envoy", "logs"))
-        # A private bpffs: each meshlane instance pins under it; unmounting it at the
-        # end drops the pins, which detaches the programs.
-        sysutil.run(["mount", "-t", "bpf", "bpf", os.path.join(self.tmp, "bpffs")])
-        # The benchmark's own cgroups, never the root cgroup: meshlane attaches its
-        # node-wide programs to mesh-off and mesh-on, and every benchmark process
-        # runs in one of these (cpu.stat of each gives the CPU of one case).
-        self.cgroup = os.path.join(root, NAME)
-        os.mkdir(self.cgroup)
+        # Envoy (1337) and the apps (1000) read their files in the temp dir. Each
+        # meshlane instance pins under its own root of the private bpffs.
+        self.tmp, self.cgroup = private_node(NAME, ("ipam", "envoy", "logs"))
+        # Below the benchmark's own cgroup: meshlane attaches its node-wide
+        # programs to mesh-off and mesh-on, and every benchmark process runs in one
+        # of these (cpu.stat of each gives the CPU of one case).
         layout = {
             "case1": "case1", "case2": "case2", "case5": "case5",
             "mesh-off": "mesh-off", "case3": "mesh-off/pods",
@@ -197,8 +251,6 @@ class Node:
         # The node: the CNI plugins run here (bridge makes its bridge and veths in the
         # netns it runs in), so the host's own network is untouched.
         self.node_netns = sysutil.add_netns(NODE_NETNS)
-        for plugin in ("bridge", "host-local"):
-            os.symlink(f"/usr/lib/cni/{plugin}", os.path.join(self.tmp, "bin", plugin))
         os.symlink(self.meshlane, os.path.join(self.tmp, "bin", "meshlane"))
         # UID 1337 may not reach the Envoy binary (e.g. under /root): use a copy.
         envoy_copy = os.path.join(self.tmp, "envoy-bin")
@@ -212,26 +264,14 @@ class Node:
         self._write_conflists()
 
     def _write_conflists(self):
-        bridge = {
-            "type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
-            "ipam": {"type": "host-local", "dataDir": os.path.join(self.tmp, "ipam"),
-                     "ranges": [[{"subnet": SUBNET}]], "routes": [{"dst": "0.0.0.0/0"}]},
-        }
+        bridge = bridge_entry(BRIDGE, self.tmp, SUBNET)
         # One network name for every conflist: the pods share one bridge and one
         # host-local pool.
         self.conflists["plain"] = {"cniVersion": "1.0.0", "name": NAME, "plugins": [bridge]}
         for inst, spec in INSTANCES.items():
-            # Every meshlane key points inside the benchmark: otherwise meshlane would
-            # pin under /sys/fs/bpf, attach to the machine's cgroup2 root and log
-            # to /var/log.
-            entry = {
-                "type": "meshlane",
-                "capabilities": {"io.kubernetes.cri.pod-annotations": True},
-                "bpffsRoot": self.bpffs_root(inst),
-                "cgroupPath": self.cgroups[f"mesh-{inst}"],
-                "logFile": os.path.join(self.tmp, "logs", f"meshlane-{inst}.log"),
-                "shortPath": spec["short_path"],
-            }
+            entry = meshlane_entry(self.bpffs_root(inst), self.cgroups[f"mesh-{inst}"],
+                                   os.path.join(self.tmp, "logs", f"meshlane-{inst}.log"),
+                                   shortPath=spec["short_path"])
             self.conflists[inst] = {"cniVersion": "1.0.0", "name": NAME,
                                     "plugins": [bridge, entry]}
         for key, conflist in self.conflists.items():
@@ -249,12 +289,7 @@ class Node:
                                self.node_netns)
 
     def chain_add(self, pod):
-        result, runs = self.chain(pod.conflist).add(pod.runtime())
-        if result is None:
-            plugin_seconds(runs[-1])
-            raise BenchError(f"CNI {runs[-1].plugin} ADD of {pod.name} returned no result")
-        pod.result = result
-        pod.ip = cni_chain.ipv4_addresses(result)[0].split("/")[0]
+        chain_add(self.chain(pod.conflist), pod)
 
     def chain_del(self, pod):
         plugin_seconds(self.chain(pod.conflist).delete(pod.runtime(), pod.result)[-1])
@@ -374,18 +409,9 @@ class Node:
         raise BenchError(f"nothing listens on {addr}:{port} for {what} after {timeout}s")
 
     def envoy_bootstrap(self, pod_name):
-        pod = self.pods[pod_name]
-        if pod.case == 5:
-            listeners, clusters = self._floor_resources(pod_name)
-        else:
-            listeners, clusters = _capture_resources()
-        return {
-            "node": {"id": f"sidecar~0.0.0.0~{pod_name}.bench~bench.svc.cluster.local",
-                     "cluster": NAME},
-            "admin": {"address": {"socket_address": {"address": "127.0.0.1",
-                                                     "port_value": ENVOY_ADMIN_PORT}}},
-            "static_resources": {"listeners": listeners, "clusters": clusters},
-        }
+        if self.pods[pod_name].case == 5:
+            return envoy_bootstrap(pod_name, *self._floor_resources(pod_name))
+        return envoy_bootstrap(pod_name, *capture_resources())
 
     def _floor_resources(self, pod_name):
         """Case 5: plain listeners and static clusters, nothing transparent. The
@@ -432,19 +458,13 @@ class Node:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BenchError(f"Envoy in {pod_name} exited during start-up: "
-                                 f"{self.tail(os.path.join(work, 'envoy.log'))}")
+                                 f"{sysutil.tail(os.path.join(work, 'envoy.log'), 20)}")
             with contextlib.suppress(OSError):
                 status, body = self.admin_get(pod_name, "/ready")
                 if status == 200 and body.startswith("LIVE"):
                     return proc
             time.sleep(0.1)
         raise BenchError(f"Envoy in {pod_name} not ready after 60 s")
-
-    @staticmethod
-    def tail(path, lines=20):
-        with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-        return ""
 
     def admin_get(self, pod_name, path):
         """GET on the sidecar's admin port (127.0.0.1:15000 in the pod), from the
@@ -519,6 +539,18 @@ class Node:
                 os.rmdir(sysutil.NETNS_DIR)
 
 
+def envoy_bootstrap(pod_name, listeners, clusters):
+    """A sidecar's bootstrap: its admin port on 127.0.0.1, static listeners and
+    clusters (bench/churn.py's sidecars: `capture_resources()`)."""
+    return {
+        "node": {"id": f"sidecar~0.0.0.0~{pod_name}.bench~bench.svc.cluster.local",
+                 "cluster": NAME},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                 "port_value": ENVOY_ADMIN_PORT}}},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }
+
+
 def _tcp_proxy(stat_prefix, cluster):
     return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
@@ -542,7 +574,7 @@ def _capture_listener(name, port, cluster):
     }
 
 
-def _capture_resources():
+def capture_resources():
     """Cases 2-4: a sidecar's capture listeners and clusters, as Istio's."""
     listeners = [
         _capture_listener("virtualOutbound", OUTBOUND_PORT, "PassthroughCluster"),

@@ -46,6 +46,13 @@ def private_tmp(prefix, subdirs):
     return tmp
 
 
+def tail(path, lines=10):
+    """The last lines of a log, for an error message ("" when unreadable)."""
+    with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+    return ""
+
+
 def netns_path(name):
     return os.path.join(NETNS_DIR, name)
 

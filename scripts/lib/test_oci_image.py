@@ -65,6 +65,11 @@ class Workdir(unittest.TestCase):
         return ImageSpec(**fields)
 
 
+def blob_name(digest):
+    """Where the OCI layout keeps the blob of `digest` ("sha256:<hex>")."""
+    return "blobs/sha256/" + digest[7:]
+
+
 class ArchiveLayout(Workdir):
     """What is inside an archive: the OCI layout, the config, the layer."""
 
@@ -75,6 +80,18 @@ class ArchiveLayout(Workdir):
 
     def read(self, tar, name):
         return tar.extractfile(name).read()
+
+    def blob(self, tar, digest):
+        """The blob of `digest` ("sha256:...") in the archive's OCI layout."""
+        return self.read(tar, blob_name(digest))
+
+    def blob_json(self, tar, digest):
+        return json.loads(self.blob(tar, digest))
+
+    def only_layer(self, tar, result):
+        """The descriptor of the image's one layer, from its manifest."""
+        [layer] = self.blob_json(tar, result.digest)["layers"]
+        return layer
 
     def test_layout_files_and_annotations(self):
         result, tar = self.build()
@@ -91,12 +108,12 @@ class ArchiveLayout(Workdir):
                 "org.opencontainers.image.ref.name": "1"})
             self.assertEqual(desc["platform"], {"architecture": "amd64", "os": "linux"})
             self.assertEqual(desc["digest"], result.digest)
-            manifest_bytes = self.read(tar, "blobs/sha256/" + desc["digest"][7:])
+            manifest_bytes = self.blob(tar, desc["digest"])
             self.assertEqual(sha(manifest_bytes), desc["digest"])
             self.assertEqual(len(manifest_bytes), desc["size"])
             manifest = json.loads(manifest_bytes)
             for blob in [manifest["config"]] + manifest["layers"]:
-                data = self.read(tar, "blobs/sha256/" + blob["digest"][7:])
+                data = self.blob(tar, blob["digest"])
                 self.assertEqual(sha(data), blob["digest"])
                 self.assertEqual(len(data), blob["size"])
             # Every member of the outer tar is root's, at the fixed time.
@@ -108,7 +125,7 @@ class ArchiveLayout(Workdir):
     def test_config_carries_what_the_runtime_runs(self):
         result, tar = self.build()
         with tar:
-            config = json.loads(self.read(tar, "blobs/sha256/" + result.config_digest[7:]))
+            config = self.blob_json(tar, result.config_digest)
         self.assertEqual(config["architecture"], "amd64")
         self.assertEqual(config["os"], "linux")
         self.assertEqual(config["config"], {
@@ -122,16 +139,15 @@ class ArchiveLayout(Workdir):
         for env, expected in ((None, oci_image.DEFAULT_ENV), ([], [])):
             result, tar = self.build(env=env)
             with tar:
-                config = json.loads(self.read(tar, "blobs/sha256/" + result.config_digest[7:]))
+                config = self.blob_json(tar, result.config_digest)
             self.assertEqual(config["config"]["Env"], expected)
 
     def test_gzip_layer_is_deterministic_and_diff_id_is_of_the_tar(self):
         result, tar = self.build("gzip")
         with tar:
-            manifest = json.loads(self.read(tar, "blobs/sha256/" + result.digest[7:]))
-            [layer] = manifest["layers"]
+            layer = self.only_layer(tar, result)
             self.assertEqual(layer["mediaType"], oci_image.MEDIA_LAYER_GZIP)
-            blob = self.read(tar, "blobs/sha256/" + layer["digest"][7:])
+            blob = self.blob(tar, layer["digest"])
         # gzip header: magic, deflate, no flags (no file name), mtime 0.
         self.assertEqual(blob[:8], b"\x1f\x8b\x08\x00\x00\x00\x00\x00")
         self.assertEqual(sha(gzip.decompress(blob)), result.diff_id)
@@ -139,8 +155,7 @@ class ArchiveLayout(Workdir):
     def test_uncompressed_layer(self):
         result, tar = self.build("none")
         with tar:
-            manifest = json.loads(self.read(tar, "blobs/sha256/" + result.digest[7:]))
-            [layer] = manifest["layers"]
+            layer = self.only_layer(tar, result)
             self.assertEqual(layer["mediaType"], oci_image.MEDIA_LAYER)
             self.assertEqual(layer["digest"], result.diff_id)
 
@@ -148,7 +163,7 @@ class ArchiveLayout(Workdir):
         result, tar = self.build("none")
         with tar:
             layer = tarfile.open(fileobj=io.BytesIO(
-                self.read(tar, "blobs/sha256/" + result.layer_digest[7:])))
+                self.blob(tar, result.layer_digest)))
             members = layer.getmembers()
             names = [m.name for m in members]
             self.assertEqual(names, ["bin", "bin/app", "etc", "etc/app.conf", "tmp", "usr",
@@ -174,8 +189,8 @@ class ArchiveLayout(Workdir):
         with tar:
             [entry] = json.loads(self.read(tar, "manifest.json"))
             self.assertEqual(entry["RepoTags"], ["meshlane.test/app:1"])
-            self.assertEqual(entry["Config"], "blobs/sha256/" + result.config_digest[7:])
-            self.assertEqual(entry["Layers"], ["blobs/sha256/" + result.layer_digest[7:]])
+            self.assertEqual(entry["Config"], blob_name(result.config_digest))
+            self.assertEqual(entry["Layers"], [blob_name(result.layer_digest)])
             for name in [entry["Config"]] + entry["Layers"]:
                 self.assertIn(name, tar.getnames())
 
@@ -185,7 +200,7 @@ class ArchiveLayout(Workdir):
         result, tar = self.build("none", entries=[File("/x", src=self.path("link"))])
         with tar:
             layer = tarfile.open(fileobj=io.BytesIO(
-                self.read(tar, "blobs/sha256/" + result.layer_digest[7:])))
+                self.blob(tar, result.layer_digest)))
             member = layer.getmember("x")
             self.assertTrue(member.isfile())
             self.assertEqual(layer.extractfile(member).read(), b"content\n")
@@ -229,9 +244,9 @@ class Reproducible(Workdir):
         result = oci_image.build_image(self.spec(), self.path("a.tar"), compression="none")
         with tarfile.open(self.path("a.tar")) as tar:
             config = json.loads(tar.extractfile(
-                "blobs/sha256/" + result.config_digest[7:]).read())
+                blob_name(result.config_digest)).read())
             layer = tarfile.open(fileobj=tar.extractfile(
-                "blobs/sha256/" + result.layer_digest[7:]))
+                blob_name(result.layer_digest)))
             self.assertEqual({m.mtime for m in layer.getmembers()}, {1700000000})
         self.assertEqual(config["created"], "2023-11-14T22:13:20Z")
 
@@ -394,9 +409,9 @@ class ReadBack(Workdir):
         with tarfile.open(path, "w") as tar:
             for name, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
                                ("index.json", index),
-                               ("blobs/sha256/" + sha(config)[7:], config),
-                               ("blobs/sha256/" + sha(manifest)[7:], manifest),
-                               ("blobs/sha256/" + sha(layer)[7:], layer)):
+                               (blob_name(sha(config)), config),
+                               (blob_name(sha(manifest)), manifest),
+                               (blob_name(sha(layer)), layer)):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))

@@ -8,10 +8,11 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::node::NodeLayout;
 use super::prereq::{meshlane_binary, CHILD_PATH};
+use super::timing;
 
 /// How long the agent may take to log, serve or stop.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -43,18 +44,10 @@ pub fn install_args(layout: &NodeLayout, net_d: &Path) -> Vec<String> {
 fn poll<T, E: std::fmt::Display>(
     log: &Lines,
     every: Duration,
-    mut check: impl FnMut() -> Result<T, E>,
+    check: impl FnMut() -> Result<T, E>,
 ) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match check() {
-            Ok(value) => return value,
-            Err(complaint) if Instant::now() >= deadline => {
-                panic!("{complaint} (after {WAIT:?}):\n{}", log.text())
-            }
-            Err(_) => thread::sleep(every),
-        }
-    }
+    timing::poll(WAIT, every, check)
+        .unwrap_or_else(|complaint| panic!("{complaint} (after {WAIT:?}):\n{}", log.text()))
 }
 
 /// Output of a child process, collected line by line as it comes.
@@ -167,24 +160,19 @@ impl Agent {
     }
 
     pub fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.stderr.find(needle) {
-                return line;
+        let (child, stderr) = (self.child.as_mut().unwrap(), &self.stderr);
+        poll(stderr, Duration::from_millis(50), || {
+            if let Some(line) = stderr.find(needle) {
+                return Ok(line);
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(status) = child.try_wait().unwrap() {
                 panic!(
                     "the agent exited ({status}) before logging {needle:?}:\n{}",
-                    self.stderr.text()
+                    stderr.text()
                 );
             }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not log {needle:?} within {WAIT:?}:\n{}",
-                self.stderr.text()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+            Err(format!("the agent did not log {needle:?}"))
+        })
     }
 
     /// GET over a plain socket: (status, body).
@@ -230,18 +218,14 @@ impl Agent {
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the agent ignored SIGTERM:\n{}", self.stderr.text());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        let exited = timing::poll(WAIT, Duration::from_millis(20), || {
+            child.try_wait().unwrap().ok_or(())
+        });
+        exited.unwrap_or_else(|()| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the agent ignored SIGTERM:\n{}", self.stderr.text());
+        })
     }
 }
 

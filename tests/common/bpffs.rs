@@ -7,14 +7,13 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use super::held::{report_drop, Held};
+use super::held::HeldPath;
 
 /// A bpffs (or tmpfs) mounted at a directory of the test's temp dir; unmounted
 /// on drop.
 #[derive(Debug)]
 pub struct BpffsMount {
-    path: PathBuf,
-    held: Held,
+    held: HeldPath,
 }
 
 impl BpffsMount {
@@ -40,24 +39,17 @@ impl BpffsMount {
         )
         .map_err(io::Error::from)?;
         Ok(BpffsMount {
-            path,
-            held: Held::new(),
+            held: HeldPath::new("bpffs", path, unmount),
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.held.path()
     }
 
     /// Idempotent.
     pub fn unmount(&mut self) -> Result<(), String> {
-        self.held.release(|| unmount(&self.path))
-    }
-}
-
-impl Drop for BpffsMount {
-    fn drop(&mut self) {
-        report_drop("bpffs", self.unmount());
+        self.held.release()
     }
 }
 

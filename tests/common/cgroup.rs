@@ -4,10 +4,10 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::held::{report_drop, Held};
+use super::held::HeldPath;
+use super::timing::{poll, wait_until};
 
 /// How long killed processes may take to leave a cgroup before rmdir gives up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -15,30 +15,28 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A child cgroup of the cgroup2 root that is killed and removed on drop.
 #[derive(Debug)]
 pub struct TestCgroup {
-    path: PathBuf,
-    held: Held,
+    held: HeldPath,
 }
 
 impl TestCgroup {
     pub fn create(path: PathBuf) -> io::Result<Self> {
         fs::create_dir(&path)?;
         Ok(TestCgroup {
-            path,
-            held: Held::new(),
+            held: HeldPath::new("cgroup", path, kill_and_remove),
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.held.path()
     }
 
     /// The file a process writes `0` to in order to move itself in.
     pub fn procs_file(&self) -> PathBuf {
-        self.path.join("cgroup.procs")
+        self.path().join("cgroup.procs")
     }
 
     pub fn pids(&self) -> Vec<i32> {
-        read_pids(&self.path)
+        read_pids(self.path())
     }
 
     /// SIGKILLs every process in the cgroup and its descendants and waits until
@@ -47,18 +45,12 @@ impl TestCgroup {
         if !self.held.is_held() {
             return Ok(());
         }
-        kill_tree(&self.path)
+        kill_tree(self.path())
     }
 
     /// Kills what is left and removes the cgroup (descendants first). Idempotent.
     pub fn remove(&mut self) -> Result<(), String> {
-        self.held.release(|| kill_and_remove(&self.path))
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        report_drop("cgroup", self.remove());
+        self.held.release()
     }
 }
 
@@ -104,8 +96,10 @@ fn kill_tree(root: &Path) -> Result<(), String> {
             .open(&kill_file)
             .and_then(|mut f| f.write_all(b"1"))
             .is_ok();
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while is_populated(root) {
+    let drained = wait_until(DRAIN_TIMEOUT, Duration::from_millis(10), || {
+        if !is_populated(root) {
+            return true;
+        }
         if !used_kill_file {
             for cgroup in subtree_deepest_first(root) {
                 for pid in read_pids(&cgroup) {
@@ -116,15 +110,16 @@ fn kill_tree(root: &Path) -> Result<(), String> {
                 }
             }
         }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "processes still in {} after {DRAIN_TIMEOUT:?}",
-                root.display()
-            ));
-        }
-        sleep(Duration::from_millis(10));
+        false
+    });
+    if drained {
+        Ok(())
+    } else {
+        Err(format!(
+            "processes still in {} after {DRAIN_TIMEOUT:?}",
+            root.display()
+        ))
     }
-    Ok(())
 }
 
 /// Kills every process below `root`, then removes the cgroups deepest first.
@@ -151,15 +146,13 @@ pub fn remove_dirs_deepest_first(root: &Path) -> Result<(), String> {
 
 /// rmdir can report EBUSY for a moment after the last process left.
 fn rmdir_with_retry(cgroup: &Path) -> Result<(), String> {
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    loop {
-        match fs::remove_dir(cgroup) {
-            Ok(()) => return Ok(()),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(err) if Instant::now() > deadline => {
-                return Err(format!("rmdir {}: {err}", cgroup.display()))
-            }
-            Err(_) => sleep(Duration::from_millis(20)),
-        }
-    }
+    let removed = poll(
+        DRAIN_TIMEOUT,
+        Duration::from_millis(20),
+        || match fs::remove_dir(cgroup) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            removed => removed,
+        },
+    );
+    removed.map_err(|err| format!("rmdir {}: {err}", cgroup.display()))
 }

@@ -4,14 +4,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::envoy_config::{self, ADMIN_PORT};
 pub use super::envoy_config::{AccessLogEntry, EnvoyOptions};
 use super::http_get;
 use super::prereq;
 use super::process::{Place, Spawn, TestProcess};
+use super::timing::{poll, wait_until};
 
 static NEXT_ENVOY: AtomicU32 = AtomicU32::new(0);
 
@@ -78,8 +78,7 @@ impl Envoy {
     }
 
     fn wait_ready(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let ready = wait_until(timeout, Duration::from_millis(50), || {
             if !self.process.is_running() {
                 panic!(
                     "Envoy in {} exited during start-up; log tail:\n{}",
@@ -87,18 +86,14 @@ impl Envoy {
                     self.log_tail()
                 );
             }
-            if let Ok((200, _)) = self.admin_get("/ready") {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "Envoy in {} not ready after {timeout:?}; log tail:\n{}",
-                    self.place.label,
-                    self.log_tail()
-                );
-            }
-            sleep(Duration::from_millis(50));
-        }
+            matches!(self.admin_get("/ready"), Ok((200, _)))
+        });
+        assert!(
+            ready,
+            "Envoy in {} not ready after {timeout:?}; log tail:\n{}",
+            self.place.label,
+            self.log_tail()
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -145,22 +140,21 @@ impl Envoy {
 
     /// Waits until `count` access log lines exist; panics with the log otherwise.
     pub fn wait_for_access_log(&self, count: usize, timeout: Duration) -> Vec<AccessLogEntry> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let entries = poll(timeout, Duration::from_millis(50), || {
             let entries = self.access_entries();
             if entries.len() >= count {
-                return entries;
+                Ok(entries)
+            } else {
+                Err(entries.len())
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "Envoy in {}: {} access log lines after {timeout:?}, wanted {count}: {:?}",
-                    self.place.label,
-                    entries.len(),
-                    self.access_log()
-                );
-            }
-            sleep(Duration::from_millis(50));
-        }
+        });
+        entries.unwrap_or_else(|found| {
+            panic!(
+                "Envoy in {}: {found} access log lines after {timeout:?}, wanted {count}: {:?}",
+                self.place.label,
+                self.access_log()
+            )
+        })
     }
 
     /// The last lines of Envoy's own log and of its stdout/stderr.

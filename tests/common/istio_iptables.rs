@@ -72,6 +72,13 @@ impl SidecarSettings {
         self
     }
 
+    /// [`Self::annotation`] for each `(key, value)`.
+    pub fn annotations(self, pairs: &[(&str, &str)]) -> Self {
+        pairs.iter().fold(self, |settings, (key, value)| {
+            settings.annotation(key, value)
+        })
+    }
+
     pub fn proxy(mut self, uid: u32, gid: u32) -> Self {
         self.proxy_uid = uid;
         self.proxy_gid = gid;

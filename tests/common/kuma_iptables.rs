@@ -34,15 +34,12 @@ pub const KUMA_DP_ID: u32 = 5678;
 /// The settings of a Kuma pod as its injector annotates it in CNI mode: kuma-dp's
 /// identity for the proxy stand-ins, and `extra` annotations on top.
 pub fn kuma_settings(extra: &[(&str, &str)]) -> SidecarSettings {
-    let mut settings = SidecarSettings::new()
+    SidecarSettings::new()
         .proxy(KUMA_DP_ID, KUMA_DP_ID)
         .annotation(SIDECAR_INJECTED, "true")
         .annotation(CNI_NETWORKS, "kuma-cni")
-        .annotation(SIDECAR_UID, &KUMA_DP_ID.to_string());
-    for (key, value) in extra {
-        settings = settings.annotation(key, value);
-    }
-    settings
+        .annotation(SIDECAR_UID, &KUMA_DP_ID.to_string())
+        .annotations(extra)
 }
 
 /// The annotation's value, or kuma-cni's default (`annotationRegistry`).

@@ -26,11 +26,9 @@ pub const LINKERD_PROXY_ID: u32 = 2102;
 /// A Linkerd pod's settings: the proxy's identity for the stand-ins, and `extra`
 /// annotations on top (the injection mark is added by the parity test).
 pub fn linkerd_settings(extra: &[(&str, &str)]) -> SidecarSettings {
-    let mut settings = SidecarSettings::new().proxy(LINKERD_PROXY_ID, LINKERD_PROXY_ID);
-    for (key, value) in extra {
-        settings = settings.annotation(key, value);
-    }
-    settings
+    SidecarSettings::new()
+        .proxy(LINKERD_PROXY_ID, LINKERD_PROXY_ID)
+        .annotations(extra)
 }
 
 /// proxy-init's `makeMultiportDestinations`: `a-b` becomes `a:b` and counts as two

@@ -39,6 +39,7 @@ pub mod agent;
 pub mod api_server;
 pub mod bpffs;
 pub mod c_tool;
+pub mod cases;
 pub mod cgroup;
 pub mod chain;
 pub mod conflist;

@@ -2,13 +2,13 @@
 //! runtime's) and a way to run a closure inside one.
 
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
 use nix::sched::{setns, CloneFlags};
 
-use super::held::{report_drop, Held};
+use super::held::HeldPath;
 use super::prereq;
 
 pub const NETNS_DIR: &str = "/run/netns";
@@ -21,8 +21,7 @@ static CREATE_LOCK: Mutex<()> = Mutex::new(());
 #[derive(Debug)]
 pub struct NamedNetns {
     name: String,
-    path: PathBuf,
-    held: Held,
+    held: HeldPath,
 }
 
 impl NamedNetns {
@@ -34,8 +33,7 @@ impl NamedNetns {
         }
         let netns = NamedNetns {
             name: name.to_string(),
-            path: Path::new(NETNS_DIR).join(name),
-            held: Held::new(),
+            held: HeldPath::new("netns", Path::new(NETNS_DIR).join(name), delete_at),
         };
         // `ip -n` switches only its own process (and remounts /sys in a private
         // mount namespace of its own), nothing of the test runner.
@@ -49,7 +47,7 @@ impl NamedNetns {
 
     /// `/run/netns/<name>`, what CNI_NETNS carries.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.held.path()
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -59,14 +57,14 @@ impl NamedNetns {
     /// `ip netns del`; idempotent. Processes still inside keep the namespace alive
     /// until they exit, but its name is gone.
     pub fn delete(&mut self) -> Result<(), String> {
-        self.held.release(|| delete_named(&self.name))
+        self.held.release()
     }
 }
 
-impl Drop for NamedNetns {
-    fn drop(&mut self) {
-        report_drop("netns", self.delete());
-    }
+/// [`delete_named`] for the netns at `/run/netns/<name>`.
+fn delete_at(path: &Path) -> Result<(), String> {
+    let name = path.file_name().and_then(|n| n.to_str());
+    delete_named(name.ok_or_else(|| format!("not a netns path: {}", path.display()))?)
 }
 
 /// Deletes /run/netns/<name> if it exists. Gone is gone: another run's sweep may

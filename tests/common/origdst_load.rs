@@ -3,14 +3,13 @@
 //! connections open at once, each sent to a destination of its own and checked.
 
 use std::net::Ipv4Addr;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use super::c_tool;
 use super::process::{Identity, Place, Spawn, TestProcess};
-use super::timing::scaled;
+use super::timing::{scaled, wait_until};
 
 fn binary(place: &Place) -> std::path::PathBuf {
     c_tool::build(&place.work_dir, "origdst_load.c", "origdst-load")
@@ -18,24 +17,20 @@ fn binary(place: &Place) -> std::path::PathBuf {
 
 /// Waits for the `index`-th JSON line of the process's output that has `key`.
 fn json_line_with(process: &mut TestProcess, key: &str, index: usize, wait: Duration) -> Value {
-    let deadline = Instant::now() + scaled(wait);
-    loop {
-        let lines: Vec<Value> = process
-            .json_lines()
-            .into_iter()
-            .filter(|line| line.get(key).is_some())
-            .collect();
-        if let Some(line) = lines.get(index) {
-            return line.clone();
-        }
-        assert!(
-            process.is_running() && Instant::now() < deadline,
+    let mut found = None;
+    wait_until(scaled(wait), Duration::from_millis(20), || {
+        let lines = process.json_lines().into_iter();
+        found = lines.filter(|line| line.get(key).is_some()).nth(index);
+        // A process that exited prints no more: stop waiting for it.
+        found.is_some() || !process.is_running()
+    });
+    found.unwrap_or_else(|| {
+        panic!(
             "origdst-load printed no line with {key:?} (running: {}); output:\n{}",
             process.is_running(),
             process.output()
-        );
-        sleep(Duration::from_millis(20));
-    }
+        )
+    })
 }
 
 fn field(line: &Value, key: &str) -> u64 {

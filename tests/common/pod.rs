@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -16,6 +17,7 @@ use super::names;
 use super::netns::{self, NamedNetns};
 use super::node::TestNode;
 use super::process::{Place, Spawn};
+use super::timing::poll_until;
 
 /// `sidecar.istio.io/status` as Istio's injector writes it with the CNI plugin
 /// enabled (istio-validation instead of istio-init).
@@ -211,23 +213,20 @@ impl TestNode {
 
 /// Waits until no IPv6 address in the netns is tentative (DAD done).
 fn wait_for_dad(netns: &Path, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    let waiting = format!("IPv6 addresses of {what} still tentative");
+    poll_until(&waiting, Duration::from_secs(10), || {
         let shown = std::process::Command::new("nsenter")
             .arg(format!("--net={}", netns.display()))
             .args(["ip", "-6", "addr", "show", "tentative"])
             .output()
             .unwrap_or_else(|err| panic!("nsenter ip for {what}: {err}"));
-        if shown.status.success() && !String::from_utf8_lossy(&shown.stdout).contains("inet6") {
-            return;
+        let tentative = String::from_utf8_lossy(&shown.stdout);
+        if shown.status.success() && !tentative.contains("inet6") {
+            Ok(())
+        } else {
+            Err(tentative.into_owned())
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "IPv6 addresses of {what} still tentative after 10 s: {}",
-            String::from_utf8_lossy(&shown.stdout)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    })
 }
 
 impl Pod<'_> {

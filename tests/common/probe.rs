@@ -61,64 +61,22 @@ impl ProbeServer {
         ProbeServer::start_args(place, port, name, host, identity, &[])
     }
 
-    /// A stand-in for a proxy listener: runs as the proxy and answers each
-    /// connection with the `SO_ORIGINAL_DST` it reads (`original_dst` in the reply),
-    /// after waiting `answer_after`.
-    pub fn start_original_dst(
-        place: &Place,
-        host: &str,
+    /// A stand-in for a proxy listener on `host:port`: runs as the proxy and
+    /// answers each connection with the `SO_ORIGINAL_DST` it reads (`original_dst`
+    /// in the reply). Started by [`ProxyStandIn::start`].
+    pub fn original_dst<'p>(
+        place: &'p Place,
+        host: &'p str,
         port: u16,
-        name: &str,
-        answer_after: Duration,
-    ) -> ProbeServer {
-        let delay = answer_after.as_secs_f64().to_string();
-        ProbeServer::start_args(
+        name: &'p str,
+    ) -> ProxyStandIn<'p> {
+        ProxyStandIn {
             place,
+            host,
             port,
             name,
-            host,
-            Identity::PROXY,
-            &["--original-dst", "--answer-after", &delay],
-        )
-    }
-
-    /// A stand-in for a busy proxy: accepts only after `accept_after` (connections
-    /// complete in the backlog meanwhile), then reads `SO_ORIGINAL_DST` and
-    /// prints each answer as an `ANSWER {json}` line of its output.
-    pub fn start_original_dst_accepting_after(
-        place: &Place,
-        host: &str,
-        port: u16,
-        name: &str,
-        accept_after: Duration,
-    ) -> ProbeServer {
-        let delay = accept_after.as_secs_f64().to_string();
-        ProbeServer::start_args(
-            place,
-            port,
-            name,
-            host,
-            Identity::PROXY,
-            &["--original-dst", "--accept-after", &delay],
-        )
-    }
-
-    /// A stand-in for one worker's inbound listener: `SO_REUSEPORT` on
-    /// `host:port`, as the proxy, answering with `SO_ORIGINAL_DST`.
-    pub fn start_reuseport_original_dst(
-        place: &Place,
-        host: &str,
-        port: u16,
-        name: &str,
-    ) -> ProbeServer {
-        ProbeServer::start_args(
-            place,
-            port,
-            name,
-            host,
-            Identity::PROXY,
-            &["--original-dst", "--reuseport"],
-        )
+            flags: vec!["--original-dst".to_string()],
+        }
     }
 
     fn start_args(
@@ -147,6 +105,51 @@ impl ProbeServer {
             port,
             name: name.to_string(),
         }
+    }
+}
+
+/// A proxy listener stand-in being set up ([`ProbeServer::original_dst`]).
+pub struct ProxyStandIn<'p> {
+    place: &'p Place,
+    host: &'p str,
+    port: u16,
+    name: &'p str,
+    flags: Vec<String>,
+}
+
+impl ProxyStandIn<'_> {
+    /// Answers each connection only after `delay`.
+    pub fn answer_after(mut self, delay: Duration) -> Self {
+        self.flags.push("--answer-after".to_string());
+        self.flags.push(delay.as_secs_f64().to_string());
+        self
+    }
+
+    /// A busy proxy: accepts only after `delay` (connections complete in the
+    /// backlog meanwhile), then prints each answer as an `ANSWER {json}` line of
+    /// its output.
+    pub fn accept_after(mut self, delay: Duration) -> Self {
+        self.flags.push("--accept-after".to_string());
+        self.flags.push(delay.as_secs_f64().to_string());
+        self
+    }
+
+    /// One worker's listener: `SO_REUSEPORT` on `host:port`.
+    pub fn reuseport(mut self) -> Self {
+        self.flags.push("--reuseport".to_string());
+        self
+    }
+
+    pub fn start(self) -> ProbeServer {
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        ProbeServer::start_args(
+            self.place,
+            self.port,
+            self.name,
+            self.host,
+            Identity::PROXY,
+            &flags,
+        )
     }
 }
 
@@ -309,6 +312,21 @@ impl Connect {
             error: string_field(&raw, "error"),
             raw,
         }
+    }
+
+    /// Runs and panics unless `server` answered, having got what was sent; the
+    /// outcome and its reply, for further checks.
+    pub fn expect_reply_from(&self, place: &Place, server: &str) -> (ConnectOutcome, ServerReply) {
+        let outcome = self.run(place);
+        let reply = outcome.expect_reply();
+        assert_eq!(
+            (reply.name.as_str(), reply.got.as_str()),
+            (server, self.send.as_str()),
+            "connect from {} to {}",
+            place.label,
+            self.to
+        );
+        (outcome, reply)
     }
 
     /// Runs and panics unless the server answered.

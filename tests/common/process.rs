@@ -9,11 +9,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::exec::{self, Finished};
 use super::prereq::CHILD_PATH;
+use super::timing::wait_until;
 
 const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -271,10 +271,9 @@ impl TestProcess {
     /// Waits until a line of its output equals `line`; panics with the output when
     /// the process exits first or `timeout` passes.
     pub fn wait_for_line(&mut self, line: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let printed = wait_until(timeout, Duration::from_millis(10), || {
             if self.output().lines().any(|l| l.trim_end() == line) {
-                return;
+                return true;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
@@ -283,15 +282,14 @@ impl TestProcess {
                     self.output()
                 );
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "{} did not print {line:?} within {timeout:?}; output:\n{}",
-                    self.what,
-                    self.output()
-                );
-            }
-            sleep(Duration::from_millis(10));
-        }
+            false
+        });
+        assert!(
+            printed,
+            "{} did not print {line:?} within {timeout:?}; output:\n{}",
+            self.what,
+            self.output()
+        );
     }
 
     /// SIGKILLs and reaps it; idempotent.

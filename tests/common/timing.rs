@@ -5,7 +5,8 @@
 //! checked (bytes, counters, verdicts) stays the same.
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// The environment variable; a number ≥ 1 (default 1).
 pub const TIME_SCALE_ENV: &str = "MESHLANE_TEST_TIME_SCALE";
@@ -30,4 +31,39 @@ pub fn scaled(wait: Duration) -> Duration {
 /// `scaled(Duration::from_millis(ms))` in milliseconds, for tools that take them.
 pub fn scaled_ms(ms: u64) -> u64 {
     scaled(Duration::from_millis(ms)).as_millis() as u64
+}
+
+/// Tries `attempt` every `every` until it gives a value; after `timeout`, what it
+/// last said was missing (its `Err`). `timeout` is taken as given: the caller
+/// passes it through [`scaled`] where a slow machine must get longer.
+pub fn poll<T, E>(
+    timeout: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let result = attempt();
+        if result.is_ok() || Instant::now() >= deadline {
+            return result;
+        }
+        thread::sleep(every);
+    }
+}
+
+/// [`poll`] every 100 ms; after `timeout` it panics: "`what` after `timeout`: "
+/// and what `attempt` last said was missing.
+pub fn poll_until<T>(
+    what: &str,
+    timeout: Duration,
+    attempt: impl FnMut() -> Result<T, String>,
+) -> T {
+    poll(timeout, Duration::from_millis(100), attempt)
+        .unwrap_or_else(|missing| panic!("{what} after {timeout:?}: {missing}"))
+}
+
+/// [`poll`] for a condition: whether `done` came true within `timeout`, tried
+/// every `every`; the caller's assertion says what it waited for.
+pub fn wait_until(timeout: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
+    poll(timeout, every, || if done() { Ok(()) } else { Err(()) }).is_ok()
 }

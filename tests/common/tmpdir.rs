@@ -5,15 +5,14 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::held::{report_drop, Held};
+use super::held::HeldPath;
 use super::mountinfo;
 use super::names::{InstanceId, TMP_ROOT};
 use super::sweep;
 
 #[derive(Debug)]
 pub struct TempDir {
-    path: PathBuf,
-    held: Held,
+    held: HeldPath,
 }
 
 impl TempDir {
@@ -23,8 +22,7 @@ impl TempDir {
         fs::create_dir(&path)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
         Ok(TempDir {
-            path,
-            held: Held::new(),
+            held: HeldPath::new("temp dir", path, remove_unless_mounted),
         })
     }
 
@@ -38,25 +36,19 @@ impl TempDir {
 
     /// Writes `contents` to `name` inside the directory and returns its path.
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.path.join(name);
+        let path = self.path().join(name);
         fs::write(&path, contents).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
         path
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.held.path()
     }
 
     /// Removes the tree; refuses while something is still mounted inside it, so a
     /// failed unmount never turns into deleting files of a live filesystem.
     pub fn remove(&mut self) -> Result<(), String> {
-        self.held.release(|| remove_unless_mounted(&self.path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        report_drop("temp dir", self.remove());
+        self.held.release()
     }
 }
 

@@ -664,6 +664,9 @@ def landing_ops(_args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    # The commands that connect give up after --timeout seconds, 5 unless told.
+    timeout = argparse.ArgumentParser(add_help=False)
+    timeout.add_argument("--timeout", type=float, default=5.0)
 
     p = commands.add_parser("serve")
     p.add_argument("--port", type=int, required=True)
@@ -675,27 +678,24 @@ def main():
     p.add_argument("--accept-after", type=float, default=0.0)
     p.set_defaults(run=serve)
 
-    p = commands.add_parser("connect")
+    p = commands.add_parser("connect", parents=[timeout])
     p.add_argument("--to", required=True)
     p.add_argument("--send", default="hello")
     p.add_argument("--bind")
     p.add_argument("--family", choices=["4", "6", "mapped"])
-    p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--hold", type=float, default=0.0)
     p.add_argument("--close-at-once", action="store_true")
     p.set_defaults(run=connect)
 
-    p = commands.add_parser("istio-validation")
+    p = commands.add_parser("istio-validation", parents=[timeout])
     p.add_argument("--ipv6", action="store_true")
     p.add_argument("--listen-ports", default="15001,15006")
     p.add_argument("--to-port", type=int, default=15002)
-    p.add_argument("--timeout", type=float, default=5.0)
     p.set_defaults(run=istio_validation)
 
-    p = commands.add_parser("linkerd-network-validator")
+    p = commands.add_parser("linkerd-network-validator", parents=[timeout])
     p.add_argument("--listen", required=True)
     p.add_argument("--connect", required=True)
-    p.add_argument("--timeout", type=float, default=5.0)
     p.set_defaults(run=linkerd_network_validator)
 
     p = commands.add_parser("getsockopt-passthrough")

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::super::exec::run_ok;
+use super::super::timing::poll_until;
 use super::client::CriClient;
 use super::fence::Fence;
 
@@ -109,8 +110,7 @@ impl Containerd {
     }
 
     fn wait_for_cri(&mut self) -> CriClient {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
+        poll_until("containerd's CRI did not answer", START_TIMEOUT, || {
             if let Some(status) = self
                 .process
                 .as_mut()
@@ -118,20 +118,15 @@ impl Containerd {
             {
                 panic!("containerd exited ({status}):\n{}", self.log_tail());
             }
-            if self.socket.exists() {
-                if let Ok(client) = CriClient::connect(&self.socket) {
-                    if client.version().is_ok() {
-                        return client;
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "containerd's CRI did not answer in {START_TIMEOUT:?}:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            let client = self
+                .socket
+                .exists()
+                .then(|| CriClient::connect(&self.socket));
+            client
+                .and_then(Result::ok)
+                .filter(|client| client.version().is_ok())
+                .ok_or_else(|| format!("\n{}", self.log_tail()))
+        })
     }
 
     /// Imports an OCI archive into the `k8s.io` namespace, the one CRI uses.

@@ -6,11 +6,13 @@
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
 use super::super::exec::{run_ok, run_ok_with_stdin};
 use super::super::prereq::venv_tool;
+use super::super::timing::poll;
 use super::{CriNode, RunningPod, POD_START};
 
 const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
@@ -110,18 +112,17 @@ impl CriNode {
     /// node's loopback).
     pub fn wait_until_ready(&self, agent: &RunningPod) {
         let port = probe_port(&agent.object);
-        let deadline = std::time::Instant::now() + POD_START;
-        loop {
-            let answer = self.http_get(port, "/readyz");
-            if let Ok((200, _)) = answer {
-                return;
+        let ready = poll(POD_START, Duration::from_millis(200), || {
+            match self.http_get(port, "/readyz") {
+                Ok((200, _)) => Ok(()),
+                answer => Err(answer),
             }
-            assert!(
-                std::time::Instant::now() < deadline,
+        });
+        if let Err(answer) = ready {
+            panic!(
                 "the agent is not ready after {POD_START:?} ({answer:?}); its log:\n{}",
                 self.container_log(agent, "install")
             );
-            std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
 }

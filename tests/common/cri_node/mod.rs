@@ -24,7 +24,7 @@ pub mod pods;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
@@ -36,6 +36,7 @@ use super::http_get;
 use super::kube_cluster::Cluster;
 use super::prereq::{self, require_root};
 use super::sweep::sweep_leftovers_once;
+use super::timing::{poll, wait_until};
 
 /// The primary CNI's conflist, as a cluster's network add-on writes it.
 pub const PRIMARY_CONFLIST: &str = "10-bridge.conflist";
@@ -247,18 +248,15 @@ impl CriNode {
 
     /// Waits until a container has exited and returns its exit code.
     pub fn wait_for_exit(&self, id: &str, timeout: Duration) -> Result<i32, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.cri.container_status(id).map_err(|e| e.to_string())?;
-            // CONTAINER_EXITED
-            if status.state == 2 {
-                return Ok(status.exit_code);
+        let exited = poll(timeout, Duration::from_millis(100), || {
+            match self.cri.container_status(id) {
+                // CONTAINER_EXITED
+                Ok(status) if status.state == 2 => Ok(Ok(status.exit_code)),
+                Ok(_) => Err(()),
+                Err(err) => Ok(Err(err.to_string())),
             }
-            if Instant::now() > deadline {
-                return Err(format!("container {id} still runs after {timeout:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        });
+        exited.unwrap_or_else(|()| Err(format!("container {id} still runs after {timeout:?}")))
     }
 
     /// What a container wrote (CRI log format: `<time> <stream> <tag> <line>`).
@@ -278,16 +276,13 @@ impl CriNode {
 
     /// Waits until a container's log has a line containing `needle`.
     pub fn wait_for_log(&self, pod: &RunningPod, container: &str, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.container_log(pod, container).contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "{}/{container} did not log {needle:?} in {timeout:?}:\n{}",
-                pod.name,
-                self.container_log(pod, container)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let logged = || self.container_log(pod, container).contains(needle);
+        assert!(
+            wait_until(timeout, Duration::from_millis(100), logged),
+            "{}/{container} did not log {needle:?} in {timeout:?}:\n{}",
+            pod.name,
+            self.container_log(pod, container)
+        );
     }
 
     /// `kubectl exec`: runs `cmd` in a container, as the container's user.
@@ -392,10 +387,10 @@ impl CriNode {
                 .map(|status| !status.lines().any(|line| line.starts_with("State:\tZ")))
                 .unwrap_or(false)
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pids.iter().any(alive) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        // What is still alive after 10 s is reported below.
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            !pids.iter().any(alive)
+        });
         let running: Vec<String> = pids
             .into_iter()
             .filter(alive)

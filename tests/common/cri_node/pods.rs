@@ -6,12 +6,13 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::super::envoy_config::{self, AccessLogEntry, EnvoyOptions};
 use super::super::pod::INJECTED_STATUS;
+use super::super::timing::poll;
 use super::daemonset::uid;
 use super::images::{APP_IMAGE, ENVOY_IMAGE};
 use super::{CriNode, RunningPod};
@@ -153,20 +154,21 @@ impl CriNode {
     /// Waits until the pod's Envoy answers `/ready` on its admin port.
     pub fn wait_for_envoy(&self, pod: &RunningPod) {
         let netns = self.pod_netns(pod);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let answer = self.http_get_in(&netns, envoy_config::ADMIN_PORT, "/ready");
-            if let Ok((200, _)) = answer {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let ready = poll(
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || match self.http_get_in(&netns, envoy_config::ADMIN_PORT, "/ready") {
+                Ok((200, _)) => Ok(()),
+                answer => Err(answer),
+            },
+        );
+        if let Err(answer) = ready {
+            panic!(
                 "Envoy in {} is not ready ({answer:?}):\n{}",
                 pod.name,
                 fs::read_to_string(proxy_dir(self, &pod.name).join("envoy.log"))
                     .unwrap_or_default()
             );
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -185,18 +187,10 @@ impl CriNode {
         pod: &RunningPod,
         matches: impl Fn(&AccessLogEntry) -> bool,
     ) -> AccessLogEntry {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(entry) = self.access_log(pod).into_iter().find(&matches) {
-                return entry;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no matching access log entry in {}: {:?}",
-                pod.name,
-                self.access_log(pod)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let found = poll(Duration::from_secs(15), Duration::from_millis(100), || {
+            let log = self.access_log(pod);
+            log.iter().find(|entry| matches(entry)).cloned().ok_or(log)
+        });
+        found.unwrap_or_else(|log| panic!("no matching access log entry in {}: {log:?}", pod.name))
     }
 }
