@@ -505,15 +505,20 @@ fn with_app_every_hop_takes_the_short_path() {
         );
         assert!(r.data_segs_in > 0, "the echo comes over TCP: {}", r.raw);
     }
-    assert_eq!(node.counter("short_path_tx_sockets"), 8 * 4);
-    assert_eq!(node.counter("short_path_rx_sockets"), 8 * 4);
+    assert_short_path_carried(&node, 8 * 4, 4 * 8 * bytes as u64);
+    wait_for_empty_maps(&node);
+}
+
+/// `sockets` sockets joined each short-path map, and exactly `bytes` were handed over.
+fn assert_short_path_carried(node: &TestNode, sockets: u64, bytes: u64) {
+    assert_eq!(node.counter("short_path_tx_sockets"), sockets);
+    assert_eq!(node.counter("short_path_rx_sockets"), sockets);
     assert_eq!(
         node.counter("short_path_redirected_bytes"),
-        4 * 8 * bytes as u64,
+        bytes,
         "{:?}",
         node.counters()
     );
-    wait_for_empty_maps(&node);
 }
 
 /// The default: Envoy A ⇄ Envoy B on the short path both ways, the apps' sockets
@@ -575,14 +580,7 @@ fn other_mesh_sidecars_take_the_short_path(
     m.echoed_by_app_b(m.send().bytes(bytes).connections(4));
     // Each connection: Envoy A's upstream socket and Envoy B's accepted one, each
     // sending and receiving; the apps' sockets stay on TCP.
-    assert_eq!(node.counter("short_path_tx_sockets"), 4 * 2);
-    assert_eq!(node.counter("short_path_rx_sockets"), 4 * 2);
-    assert_eq!(
-        node.counter("short_path_redirected_bytes"),
-        4 * 2 * bytes as u64,
-        "{:?}",
-        node.counters()
-    );
+    assert_short_path_carried(node, 4 * 2, 4 * 2 * bytes as u64);
     assert_eq!(node.counter("short_path_peer_missing"), 0);
     drop(m);
     wait_for_empty_maps(node);
@@ -813,7 +811,7 @@ fn an_rst_after_data_ends_the_connection_with_a_prefix_of_the_bytes() {
 /// an RST that reaches it while its reader copies: above about 330 KiB the kernel
 /// can lose the RST and leave a sidecar's socket open (docs/kernels.md, "The RST a
 /// locked receiver lost"), the limit that keeps the short path off by default.
-/// With 2 MiB this test failed so about once in 60 runs.
+/// With 2 MiB this test failed about once in 60 runs.
 #[test]
 fn an_rst_through_both_sidecars_ends_the_chain() {
     let node = short_path_node("sp-rst-chain");
