@@ -226,7 +226,11 @@ fn check_pod_setup(data: &Value) {
             "pod_setup.{key}: {values:?}"
         );
     }
-    for key in ["meshlane_add_ms", "iptables_restore_ms"] {
+    for key in [
+        "meshlane_add_ms",
+        "meshlane_add_full_node_ms",
+        "iptables_restore_ms",
+    ] {
         positive(&data["summary"]["pod_setup"][key], "p50", key);
         positive(&data["summary"]["pod_setup"][key], "p99", key);
     }
@@ -299,6 +303,37 @@ fn refused_while_locked(out: &Path) {
     drop(lock);
 }
 
+/// bench/across_runs.py over the smoke result given twice: with one repetition a
+/// run, every run's ratio is case N's rate over case 2's in that repetition, so the
+/// median it prints must be exactly that quotient.
+fn check_across_runs(json: &Path, data: &Value) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/across_runs.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([json, json])
+        .output()
+        .expect("run bench/across_runs.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench/across_runs.py failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rate = |case: u64| {
+        data["samples"]
+            .as_array()
+            .expect("samples")
+            .iter()
+            .find(|s| s["figure"] == "conn_rate" && s["case"] == case)
+            .and_then(|s| s["value"].as_f64())
+            .unwrap_or_else(|| panic!("no conn_rate sample for case {case}"))
+    };
+    for case in [3, 4, 5] {
+        let row = format!("| {case} | {:.3} |", rate(case) / rate(2));
+        assert!(text.contains(&row), "no {row:?} in\n{text}");
+    }
+}
+
 #[test]
 fn smoke_run_measures_every_case_and_cleans_up() {
     assert!(
@@ -363,6 +398,7 @@ fn smoke_run_measures_every_case_and_cleans_up() {
             "smoke.md's figure tables lack {column:?}"
         );
     }
+    check_across_runs(&out.join("smoke.json"), &data);
     let png = fs::read(out.join("smoke.png")).expect("smoke.png");
     assert!(
         png.starts_with(b"\x89PNG\r\n\x1a\n"),
