@@ -6,7 +6,8 @@
 #
 #   sudo bench/add_del_cost.sh MESHLANE_BINARY [N] [CONN_RECORDS]
 #
-# Prints "ADD i <µs>" and "DEL i <µs>" (wall time of the plugin process); pod 0's
+# Prints "ADD i <µs>" and "DEL i <µs>" (wall time of the plugin process, from
+# fork to exit) and "FLOOR i <µs>" (/bin/true timed the same way); pod 0's
 # ADD loads the node's programs. FIRST_STRACE="strace -f -T -e trace=bpf -o FILE"
 # traces that first ADD; TRACE_AT=i TRACE_OUT=FILE runs the ADD and the DEL of pod i
 # under "strace -f -c" (summaries in FILE.ADD, FILE.DEL). With N >= 200 a summary:
@@ -36,11 +37,24 @@ trap cleanup EXIT
 mkdir -p "$W/bpffs" "$W/cni" && mount -t bpf bpf "$W/bpffs" && mkdir "$CG" || exit 1
 cp "$BIN" "$W/cni/meshlane"
 
+# Microseconds between two $EPOCHREALTIME readings (seconds.micros).
+micros() { echo $(((${2/./} - ${1/./}))); }
+
+# The floor of any plugin run: /bin/true started and waited for the same way.
+floor() {
+  local start end
+  start=$EPOCHREALTIME
+  /bin/true <<< "$conf_floor" > "$W/out"
+  end=$EPOCHREALTIME
+  echo "FLOOR $1 $(micros "$start" "$end")" | tee -a "$W/times"
+}
+conf_floor='{"cniVersion":"1.0.0"}'
+
 ip_of() { echo "10.99.$(($1 / 200)).$(($1 % 200 + 2))"; }
 
 run() { # COMMAND i
   local i=$2 ns=$NS-$2 trace="" cpu=""
-  [ "${CPU:-0}" = 1 ] && cpu="perf stat -x, -e task-clock -o $W/cpu.$1.$i"
+  [ "${CPU:-0}" = 1 ] && cpu="perf stat -x, -e task-clock,page-faults,user_time,system_time -o $W/cpu.$1.$i"
   [ "$i" = 0 ] && [ "$1" = ADD ] && trace=${FIRST_STRACE:-}
   [ "$i" = "${TRACE_AT:-x}" ] && trace="strace -f -c -o ${TRACE_OUT:-/dev/null}.$1"
   local conf="{\"cniVersion\":\"1.0.0\",\"name\":\"cost\",\"type\":\"meshlane\",\
@@ -49,12 +63,15 @@ run() { # COMMAND i
 \"ips\":[{\"address\":\"$(ip_of "$i")/16\",\"interface\":0}]},\
 \"runtimeConfig\":{\"io.kubernetes.cri.pod-annotations\":$ANNOTATIONS}}"
   local start end
-  start=$(date +%s%N)
-  echo "$conf" | CNI_COMMAND=$1 CNI_CONTAINERID=cost$$x$i CNI_NETNS=/run/netns/$ns \
+  # $EPOCHREALTIME is read by bash itself: the time is the plugin's fork, exec and
+  # run, with no `date` process started around it (FLOOR below is /bin/true timed
+  # the same way).
+  start=$EPOCHREALTIME
+  CNI_COMMAND=$1 CNI_CONTAINERID=cost$$x$i CNI_NETNS=/run/netns/$ns \
     CNI_IFNAME=eth0 CNI_PATH=$W/cni CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=cost;K8S_POD_NAME=p$i" \
-    ${TIMER:-} $cpu $trace "$W/cni/meshlane" > "$W/out" 2>> "$W/err" || cat "$W/out"
-  end=$(date +%s%N)
-  echo "$1 $i $(((end - start) / 1000))" | tee -a "$W/times"
+    ${TIMER:-} $cpu $trace "$W/cni/meshlane" <<< "$conf" > "$W/out" 2>> "$W/err" || cat "$W/out"
+  end=$EPOCHREALTIME
+  echo "$1 $i $(micros "$start" "$end")" | tee -a "$W/times"
   [ -n "$cpu" ] && awk -F, -v op="$1" -v i="$i" '/task-clock/ {printf "CPU%s %d %d\n", op, i, $1 * 1000}' \
     "$W/cpu.$1.$i" | tee -a "$W/times"
 }
@@ -66,7 +83,7 @@ for i in $(seq 0 "$N"); do
   ip -n "$NS-$i" link set eth0 up
   ip -n "$NS-$i" link set lo up
 done
-for i in $(seq 0 "$N"); do run ADD "$i"; done
+for i in $(seq 0 "$N"); do run ADD "$i"; floor "$i"; done
 if [ "$FILL" -gt 0 ]; then
   map=$W/bpffs/meshlane/maps/ml_conn_orig_dst
   python3 - "$map" "$FILL" > "$W/batch" <<'PY'
@@ -93,7 +110,7 @@ for line in open(sys.argv[1]):
 def pct(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p / 100))]
-for op in [op for op in ("ADD", "DEL", "CPUADD", "CPUDEL") if op in times]:
+for op in [op for op in ("ADD", "DEL", "FLOOR", "CPUADD", "CPUDEL") if op in times]:
     for name, lo, hi in (("first100", 1, 100), ("last100", n - 99, n)):
         v = [times[op][i] for i in range(lo, hi + 1)]
         print("SUMMARY %s %s p50 %d p99 %d us" % (op, name, pct(v, 50), pct(v, 99)))

@@ -44,7 +44,7 @@ PROFILES = {
     "full": {"reps": 9, "sizes": [1, 64, 1024, 16384, 65536], "qperf_lat_seconds": 1,
              "qperf_bw_seconds": 2, "sockperf_sizes": [1024], "sockperf_seconds": 2,
              "connrate_seconds": 2, "connrate_threads": 4,
-             "host_seconds": 1, "host_blocks": 2, "setup_pods": 100, "bpf_seconds": 2,
+             "host_seconds": 1, "host_blocks": 2, "setup_pods": 1000, "bpf_seconds": 2,
              "envoy_concurrency": 1},
     "smoke": {"reps": 1, "sizes": [64, 1024], "qperf_lat_seconds": 1, "qperf_bw_seconds": 1,
               "sockperf_sizes": [1024], "sockperf_seconds": 1,

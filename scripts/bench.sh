@@ -16,13 +16,15 @@
 #
 # Options:
 #   --no-deps          do not run scripts/deps.sh (check the tools are there instead)
-#   --no-build         do not run cargo build --release
-#   --meshlane PATH    the meshlane binary (default: $CARGO_TARGET_DIR or target/,
-#                      then release/meshlane); MESHLANE_ENVOY=PATH picks the Envoy
+#   --no-build         do not build meshlane (install/build-static.sh)
+#   --meshlane PATH    the meshlane binary (default: the static binary the install
+#                      image ships, from install/build-static.sh: $CARGO_TARGET_DIR or
+#                      target/, then static/x86_64-unknown-linux-gnu/release/meshlane);
+#                      MESHLANE_ENVOY=PATH picks the Envoy
 #   --out DIR          where the results go (JSON, CSV, Markdown, PNG)
 #   --no-docs          a full run without rewriting docs/benchmarks.{md,png}
 #   --reps N           repetitions (full: 5, smoke: 1)
-#   --setup-pods N     pods for the pod setup cost (full: 100, smoke: 10)
+#   --setup-pods N     pods for the pod setup cost (full: 1000, smoke: 10)
 #   --case4-annotation KEY=VALUE
 #                      an annotation on case 4's pods, e.g. meshlane's per-pod
 #                      short-path setting (meshlane.io/short-path=app)
@@ -110,15 +112,17 @@ fi
 # Where rustup (and so scripts/deps.sh) installs cargo for root.
 export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 
-if [[ -z $meshlane ]]; then
-    meshlane="$TARGET/release/meshlane"
+# The binary the DaemonSet installs: static, release profile (docs/benchmarks.md
+# says why its start-up matters for the pod setup figure).
+if ((run_build)) && [[ -z $meshlane ]]; then
+    echo "==> install/build-static.sh" >&2
+    meshlane="$("$REPO/install/build-static.sh")" || die "install/build-static.sh failed"
 fi
-if ((run_build)); then
-    echo "==> cargo build --release" >&2
-    (cd "$REPO" && cargo build --release --quiet)
+if [[ -z $meshlane ]]; then
+    meshlane="$TARGET/static/${MESHLANE_STATIC_TARGET:-x86_64-unknown-linux-gnu}/release/meshlane"
 fi
 meshlane="$(realpath -e "$meshlane" 2>/dev/null)" ||
-    die "no meshlane binary at $meshlane: build it (cargo build --release) or pass --meshlane PATH"
+    die "no meshlane binary at $meshlane: build it (install/build-static.sh) or pass --meshlane PATH"
 
 envoy="${MESHLANE_ENVOY:-$TOOLS/envoy}"
 [[ -x $envoy ]] || die "no Envoy at $envoy: run sudo scripts/deps.sh"

@@ -252,16 +252,19 @@ class Node:
         # netns it runs in), so the host's own network is untouched.
         self.node_netns = sysutil.add_netns(NODE_NETNS)
         os.symlink(self.meshlane, os.path.join(self.tmp, "bin", "meshlane"))
-        # UID 1337 may not reach the Envoy binary (e.g. under /root): use a copy.
-        envoy_copy = os.path.join(self.tmp, "envoy-bin")
-        shutil.copy(self.envoy, envoy_copy)
-        os.chmod(envoy_copy, 0o755)
-        self.envoy = envoy_copy
-        connrate_copy = os.path.join(self.tmp, "connrate")
-        shutil.copy(self.connrate, connrate_copy)
-        os.chmod(connrate_copy, 0o755)
-        self.connrate = connrate_copy
+        # UID 1337 may not reach the Envoy binary (e.g. under /root): use copies. A
+        # node that only adds pods (bench/pod_setup.py) runs neither.
+        if self.envoy:
+            self.envoy = self._private_copy(self.envoy, "envoy-bin")
+        if self.connrate:
+            self.connrate = self._private_copy(self.connrate, "connrate")
         self._write_conflists()
+
+    def _private_copy(self, path, name):
+        copy = os.path.join(self.tmp, name)
+        shutil.copy(path, copy)
+        os.chmod(copy, 0o755)
+        return copy
 
     def _write_conflists(self):
         bridge = bridge_entry(BRIDGE, self.tmp, SUBNET)

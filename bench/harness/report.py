@@ -12,6 +12,13 @@ BASELINE = "2"
 FLOOR = "5"
 
 
+# Pod setup is judged on the ADDs of the last pods of the phase: by then the node
+# holds (almost) all of them, as a busy node does (issue 16 asks for 1,000).
+FULL_NODE_TAIL = 100
+ADD_P50_TARGET_MS = 1.5
+ADD_P99_TARGET_MS = 3.0
+
+
 def size_label(size):
     if size is None:
         return "-"
@@ -77,6 +84,9 @@ def summarize(data):
     if setup:
         summary["pod_setup"] = {
             "meshlane_add_ms": percentiles(setup["meshlane_add_ms"]),
+            # The issue-16 figure: the ADDs made with the node already full (the last
+            # FULL_NODE_TAIL pods added; every pod of a smaller run).
+            "meshlane_add_full_node_ms": percentiles(setup["meshlane_add_ms"][-FULL_NODE_TAIL:]),
             "meshlane_del_ms": percentiles(setup["meshlane_del_ms"]),
             "iptables_restore_ms": percentiles(setup["iptables_restore_ms"]),
             "spawn_floor_ms": percentiles(setup.get("spawn_floor_ms", [])),
@@ -188,10 +198,16 @@ def targets(data):
                 f"case 3: {e3['median'] / e5['median']:.3f}" if e3 else "")
     setup = s.get("pod_setup")
     if setup:
-        add_p50 = setup["meshlane_add_ms"]["p50"]
+        full = setup.get("meshlane_add_full_node_ms") or setup["meshlane_add_ms"]
+        add_p50 = full["p50"]
         ipt_p50 = setup["iptables_restore_ms"]["p50"]
-        add("meshlane ADD p50", "<= 5 ms", round(add_p50, 3), add_p50 <= 5.0,
-            f"p99 {setup['meshlane_add_ms']['p99']:.2f} ms over {setup['meshlane_add_ms']['n']} pods")
+        pods = setup["meshlane_add_ms"]["n"]
+        add(f"meshlane ADD p50, last {full['n']} of {pods} pods", f"<= {ADD_P50_TARGET_MS} ms",
+            round(add_p50, 3), add_p50 <= ADD_P50_TARGET_MS,
+            f"all {pods} pods: p50 {setup['meshlane_add_ms']['p50']:.2f} ms")
+        add(f"meshlane ADD p99, last {full['n']} of {pods} pods", f"<= {ADD_P99_TARGET_MS} ms",
+            round(full["p99"], 3), full["p99"] <= ADD_P99_TARGET_MS,
+            f"all {pods} pods: p99 {setup['meshlane_add_ms']['p99']:.2f} ms")
         r = add_p50 / ipt_p50
         add("meshlane ADD p50 / iptables-restore p50", "<= 0.10", round(r, 3), r <= 0.1,
             f"iptables-restore p50 {ipt_p50:.2f} ms, p99 {setup['iptables_restore_ms']['p99']:.2f} ms")
@@ -378,8 +394,12 @@ def markdown(data, image, raw=None):
     ]
     if setup:
         a, d, i = setup["meshlane_add_ms"], setup["meshlane_del_ms"], setup["iptables_restore_ms"]
+        full = setup.get("meshlane_add_full_node_ms")
         parts += [
-            f"Over {a['n']} pods each: the meshlane ADD process alone (the bridge's result as "
+            f"Over {a['n']} pods each, added one after the other (the last ADDs find "
+            f"{a['n'] - 1} meshlane pods on the node): the meshlane ADD process alone, from "
+            "spawn to exit, of the binary given to the run (by default the static one the "
+            "install image ships; the bridge's result as "
             "prevResult, node-wide programs already loaded) against `iptables-restore "
             "--noflush` of Istio's rules (`bench/istio-sidecar.rules`) in a fresh netns — the "
             "one command of Istio's pod setup that every variant runs; istio-init and Istio's "
@@ -387,7 +407,13 @@ def markdown(data, image, raw=None):
             "",
             "| ms | p50 | p99 | mean | max |",
             "|---|---:|---:|---:|---:|",
-            f"| meshlane ADD | {a['p50']:.2f} | {a['p99']:.2f} | {a['mean']:.2f} | {a['max']:.2f} |",
+            f"| meshlane ADD, all {a['n']} pods | {a['p50']:.2f} | {a['p99']:.2f} | "
+            f"{a['mean']:.2f} | {a['max']:.2f} |",
+        ]
+        if full and full["n"]:
+            parts.append(f"| meshlane ADD, last {full['n']} pods | {full['p50']:.2f} | "
+                         f"{full['p99']:.2f} | {full['mean']:.2f} | {full['max']:.2f} |")
+        parts += [
             f"| iptables-restore (Istio's rules) | {i['p50']:.2f} | {i['p99']:.2f} | "
             f"{i['mean']:.2f} | {i['max']:.2f} |",
             f"| meshlane DEL (for reference) | {d['p50']:.2f} | {d['p99']:.2f} | {d['mean']:.2f} "
