@@ -54,7 +54,7 @@ ip_of() { echo "10.99.$(($1 / 200)).$(($1 % 200 + 2))"; }
 
 run() { # COMMAND i
   local i=$2 ns=$NS-$2 trace="" cpu=""
-  [ "${CPU:-0}" = 1 ] && cpu="perf stat -x, -e task-clock,page-faults,user_time,system_time -o $W/cpu.$1.$i"
+  [ "${CPU:-0}" = 1 ] && cpu="perf stat -x, -e task-clock -o $W/cpu.$1.$i"
   [ "$i" = 0 ] && [ "$1" = ADD ] && trace=${FIRST_STRACE:-}
   [ "$i" = "${TRACE_AT:-x}" ] && trace="strace -f -c -o ${TRACE_OUT:-/dev/null}.$1"
   local conf="{\"cniVersion\":\"1.0.0\",\"name\":\"cost\",\"type\":\"meshlane\",\
