@@ -9,7 +9,10 @@ tests/bench_smoke.rs).
 """
 
 import os
+import signal
+import subprocess
 import sys
+import time
 import unittest
 
 # No __pycache__ in the source tree.
@@ -66,6 +69,30 @@ class PluginConfig(unittest.TestCase):
         for version, expected in (("0.3.1", False), ("0.4.0", True), ("1.0.0", True)):
             chain = cni_chain.Chain(dict(CONFLIST, cniVersion=version), "/bin", "/ns")
             self.assertEqual(chain.version_at_least(0, 4), expected, version)
+
+
+class TimedRun(unittest.TestCase):
+    """finish_timed, which times every plugin run of the benchmark."""
+
+    @staticmethod
+    def start(script):
+        started = time.perf_counter()
+        proc = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return proc, started
+
+    def test_stdin_in_output_and_exit_status_out(self):
+        proc, started = self.start("cat; echo oops >&2; exit 3")
+        done, seconds = cni_chain.finish_timed(proc, b"prev result", started, 30)
+        self.assertEqual((done.returncode, done.stdout, done.stderr),
+                         (3, b"prev result", b"oops\n"))
+        self.assertGreater(seconds, 0)
+
+    def test_a_process_past_its_timeout_is_killed_and_reported(self):
+        proc, started = self.start("exec sleep 30")
+        with self.assertRaises(subprocess.TimeoutExpired):
+            cni_chain.finish_timed(proc, b"", started, 0.2)
+        self.assertEqual(proc.returncode, -signal.SIGKILL)
 
 
 class Mountinfo(unittest.TestCase):
