@@ -39,7 +39,6 @@ Not a test: it prints numbers, asserts none. It fails (exit 1) when a path check
 fails (bench/run.py's, and: case 4 handed bytes over, case 3 did not).
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -53,6 +52,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as bench_run  # noqa: E402  (the benchmark's setup and path checks)
 from harness import measure, procstat, session, sysutil, tracing  # noqa: E402
 from harness.node import APP_ID, INSTANCES  # noqa: E402
+from harness.session import log  # noqa: E402
 from harness.sysutil import BenchError  # noqa: E402
 
 SCHEMA = "meshlane-breakdown/1"
@@ -76,20 +76,10 @@ SHORT_PATH_COUNTERS = ("short_path_redirected_messages", "short_path_redirected_
                        "short_path_fell_back", "short_path_peer_missing")
 
 
-def log(message=""):
-    print(message, flush=True)
-
-
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="one short repetition of cases 4 and 5")
-    p.add_argument("--meshlane")
-    p.add_argument("--envoy")
-    p.add_argument("--connrate", help="bench/tools/connrate.rs, built (the path checks use it)")
+    p = session.parser(__doc__, "one short repetition of cases 4 and 5",
+                       "no measurement: write the report of an earlier run again")
     p.add_argument("--out-dir")
-    p.add_argument("--report-only", metavar="RESULTS.json",
-                   help="no measurement: write the report of an earlier run again")
-    p.add_argument("--reps", type=int)
     p.add_argument("--seconds", type=float, help="length of each qperf run")
     p.add_argument("--cases", help="comma-separated, from 2-5 (default 2,3,4,5)")
     return p.parse_args()
@@ -174,7 +164,17 @@ class Breakdown:
             g0 = sysutil.read_cpu_usage_usec(node.cgroup)
             # Stalls: stretches in which the server Envoy reads nothing (a poll
             # every 10 ms costs a few ms of CPU over the window, "outside the node").
-            stalls = procstat.progress(pids["server Envoy"], window, POLL_S)
+            # A traced stream also samples what the server Envoy's socket from the
+            # client pod holds unread against its receive buffer (`ss`, every 0.1 s).
+            held = []
+            client_ip = node.pods[f"c{case}-client"].ip + ":"
+
+            def sample_memory():
+                held.extend((r, rb) for _l, peer, r, rb in procstat.socket_memory(pods["server"])
+                            if peer.startswith(client_ip))
+
+            hook = sample_memory if traced and test == "tcp_bw" else None
+            stalls = procstat.progress(pids["server Envoy"], window, POLL_S, hook=hook)
             g1 = sysutil.read_cpu_usage_usec(node.cgroup)
             p1 = {name: procstat.process(pid) for name, pid in pids.items()}
             m1, t1 = procstat.proc_stat(), time.monotonic()
@@ -200,6 +200,10 @@ class Breakdown:
                   "node_cgroup_usec": g1 - g0, "stalls": stalls,
                   "tcp": {role: {k: n1[role][k] - n0[role][k] for k in n0[role]}
                           for role in pods}}
+        if held:
+            sample["receiver_memory"] = {"max_bytes": max(r for r, _rb in held),
+                                         "max_rcvbuf": max(rb for _r, rb in held),
+                                         "samples": len(held)}
         if traced:
             sample["syscalls"] = {name: ts[0] for name, ts in traces.items()}
             if test == "tcp_bw":
@@ -308,6 +312,10 @@ def per_unit(sample):
             out[f"{name} {kind}s"] = e["calls"] / units
             out[f"{name} bytes/{kind}"] = e["bytes"] / e["with_data"] if e["with_data"] else 0
             out[f"{name} {kind} EAGAIN"] = e["eagain"] / units
+    held = sample.get("receiver_memory")
+    if held:
+        out["receiver held KiB"] = held["max_bytes"] / 1024
+        out["receiver rcvbuf KiB"] = held["max_rcvbuf"] / 1024
     ml = sample.get("meshlane")
     if ml:
         moved = ml["short_path_redirected_bytes"]
@@ -426,6 +434,8 @@ COMPACT = {
                ("wake-ups (all four)", "wakeups"),
                ("system calls, both Envoys (traced)", "envoy syscalls"),
                ("bytes per read, client / server Envoy (traced)", "envoy bytes/read"),
+               ("server Envoy's socket from the client pod: most held unread / receive "
+                "buffer, KiB (traced)", "receiver memory"),
                ("retransmission timeouts per GB", "rto per GB"),
                ("short path: switches to TCP per GB", "switches per GB")],
 }
@@ -440,6 +450,9 @@ def compact_value(row, key, traced):
     if key == "envoy bytes/read":
         return " / ".join(f"{traced.get(f'{n} bytes/read', 0) / 1024:.0f} KiB"
                           for n in ("client Envoy", "server Envoy"))
+    if key == "receiver memory":
+        return " / ".join(fmt(traced.get(k)) for k in ("receiver held KiB",
+                                                         "receiver rcvbuf KiB"))
     if key == "rto per GB":
         return fmt(row.get("client TCPTimeouts", 0) * 1000)
     if key == "switches per GB":

@@ -14,7 +14,6 @@ Envoy explicitly: the floor of any capture). Every repetition runs each figure f
 cases 1 to 5 in turn; the report takes medians. See docs/benchmarks.md for the method.
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -29,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import measure, report, session, sysutil  # noqa: E402
 from harness.node import CASES, INSTANCES, Node, plugin_seconds  # noqa: E402
-from harness.session import LOCK_PATH  # noqa: E402,F401  (for helpers that take the lock)
+from harness.session import LOCK_PATH, log  # noqa: E402,F401  (LOCK_PATH: for helpers)
 import cni_chain  # noqa: E402  (scripts/lib, on the path through harness)
 from harness.sysutil import BenchError  # noqa: E402
 
@@ -50,25 +49,15 @@ PROFILES = {
 }
 
 
-def log(message=""):
-    print(message, flush=True)
-
-
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="one short repetition (CI)")
-    p.add_argument("--meshlane")
-    p.add_argument("--envoy")
-    p.add_argument("--connrate")
-    p.add_argument("--report-only", metavar="RESULTS.json",
-                   help="no measurement: rewrite the report, CSV, plot (and docs) of a run")
+    p = session.parser(__doc__, "one short repetition (CI)",
+                       "no measurement: rewrite the report, CSV, plot (and docs) of a run")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--prefix", help="file name prefix of the results (default: by mode)")
     p.add_argument("--docs", help="also write <DOCS>/benchmarks.md and .png (full runs)")
     p.add_argument("--plot-python", help="a python with matplotlib (scripts/deps.sh's venv)")
     p.add_argument("--command", default="scripts/bench.sh",
                    help="the command line to record in the report")
-    p.add_argument("--reps", type=int)
     p.add_argument("--setup-pods", type=int)
     p.add_argument("--case4-annotation", action="append", default=[], metavar="KEY=VALUE",
                    help="an annotation on case 4's pods, e.g. meshlane.io/short-path=app")

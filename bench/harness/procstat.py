@@ -10,9 +10,10 @@ which split that time into user and kernel. Summed over the threads alive at the
 time of reading."""
 
 import os
+import re
 import time
 
-from .sysutil import BenchError, in_netns
+from .sysutil import BenchError, in_netns, run
 
 TICK_NS = 1e9 / os.sysconf("SC_CLK_TCK")
 FIELDS = ("run_ns", "wait_ns", "user_ns", "sys_ns", "voluntary", "involuntary")
@@ -72,9 +73,10 @@ def bytes_read(pid):
     raise BenchError(f"no rchar in /proc/{pid}/io")
 
 
-def progress(pid, seconds, interval):
+def progress(pid, seconds, interval, hook=None, hook_every=10):
     """Polls bytes_read(pid) every `interval` seconds for `seconds`: the share of
-    intervals in which it read nothing and the longest such stretch (seconds)."""
+    intervals in which it read nothing and the longest such stretch (seconds).
+    hook(), when given, runs every `hook_every` polls."""
     idle = total = 0
     longest = stretch = 0.0
     last = bytes_read(pid)
@@ -91,7 +93,28 @@ def progress(pid, seconds, interval):
         else:
             stretch = 0.0
         last, t_last = now, t_now
+        if hook and total % hook_every == 0:
+            hook()
     return {"intervals": total, "no_progress": idle, "longest_s": longest}
+
+
+_SKMEM = re.compile(r"skmem:\(r(\d+),rb(\d+),")
+
+
+def socket_memory(netns):
+    """The established TCP sockets of a netns (`ss -tmn`): [(local, peer,
+    receive memory in use, receive buffer)]. Receive memory counts what a socket
+    holds unread, handed-over messages included."""
+    with in_netns(netns):
+        done = run(["ss", "-tmnH", "state", "established"])
+    found = []
+    lines = done.stdout.decode(errors="replace").splitlines()
+    for line, nxt in zip(lines, [*lines[1:], ""]):
+        fields = line.split()
+        m = _SKMEM.search(line) or _SKMEM.search(nxt)
+        if len(fields) >= 4 and m and "skmem" not in fields[0]:
+            found.append((fields[2], fields[3], int(m.group(1)), int(m.group(2))))
+    return found
 
 
 def proc_stat():

@@ -3,6 +3,7 @@ bench/breakdown.py: the machine-wide lock, the tool check, the sweep of what an
 earlier run left, and a body run with the node's teardown guaranteed (also after
 Ctrl-C, SIGTERM or a closed terminal)."""
 
+import argparse
 import fcntl
 import os
 import shutil
@@ -17,6 +18,23 @@ from .sysutil import BenchError
 # Machine-wide, not per checkout: the names (netns, cgroup, temp dirs) are the
 # machine's, and a run's start-up sweep removes another checkout's running node.
 LOCK_PATH = "/run/lock/meshlane-bench.lock"
+
+
+def log(message=""):
+    """Progress on stdout, at once (the output may be a pipe)."""
+    print(message, flush=True)
+
+
+def parser(doc, smoke_help, report_help):
+    """The options the measurement scripts of bench/ share."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help=smoke_help)
+    p.add_argument("--meshlane")
+    p.add_argument("--envoy")
+    p.add_argument("--connrate", help="bench/tools/connrate.rs, built")
+    p.add_argument("--report-only", metavar="RESULTS.json", help=report_help)
+    p.add_argument("--reps", type=int)
+    return p
 
 
 def take_lock():
