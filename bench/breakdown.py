@@ -35,6 +35,10 @@ Cases alternate within every repetition; the report takes medians.
   sudo bench/breakdown.py --meshlane target/release/meshlane \\
       --envoy target/tools/envoy --connrate target/bench/connrate --out-dir bench/results
 
+Two experiments change the node before measuring: --rto-min-ms N (the client
+pods' routes with rto_min: how much of a case's time is retransmission timeouts)
+and --spin (a SCHED_IDLE busy loop per CPU: what a wake-up onto an idle CPU costs).
+
 Not a test: it prints numbers, asserts none. It fails (exit 1) when a path check
 fails (bench/run.py's, and: case 4 handed bytes over, case 3 did not).
 """
@@ -82,6 +86,10 @@ def parse_args():
     p.add_argument("--out-dir")
     p.add_argument("--seconds", type=float, help="length of each qperf run")
     p.add_argument("--cases", help="comma-separated, from 2-5 (default 2,3,4,5)")
+    p.add_argument("--rto-min-ms", type=int, help="an experiment: the client pods' routes "
+                   "with this rto_min (a TCP sender's first retransmission timeout)")
+    p.add_argument("--spin", action="store_true", help="an experiment: a SCHED_IDLE busy "
+                   "loop on every CPU, so that no CPU halts")
     return p.parse_args()
 
 
@@ -103,6 +111,7 @@ class Breakdown:
         self.node = self.bench.node
         self.samples = []
         self.count = 0
+        self.spinners = []
 
     # --- one run ---------------------------------------------------------------
 
@@ -232,10 +241,44 @@ class Breakdown:
         idle = (m1["idle"] + m1["iowait"] - m0["idle"] - m0["iowait"]) / 1e9
         return os.cpu_count() - idle / (t1 - t0)
 
+    def set_rto_min(self, ms):
+        """Every route of every client pod gets rto_min (`ip route change`): how long
+        a TCP sender there waits before its first retransmission (200 ms by
+        default). An experiment: does a case lose its time in retransmission
+        timeouts?"""
+        for case in self.p["cases"]:
+            name = os.path.basename(self.node.pods[f"c{case}-client"].netns)
+            routes = json.loads(sysutil.run(["ip", "-j", "-n", name, "route", "show"]).stdout)
+            for r in routes:
+                argv = [r["dst"]]
+                for key, word in (("gateway", "via"), ("dev", "dev"), ("protocol", "proto"),
+                                  ("scope", "scope"), ("prefsrc", "src")):
+                    if key in r:
+                        argv += [word, str(r[key])]
+                sysutil.run(["ip", "-n", name, "route", "change", *argv, "rto_min", f"{ms}ms"])
+            log(f"    {name}: rto_min {ms} ms on {len(routes)} route(s)")
+
+    def spin(self):
+        """An experiment: one busy loop per CPU at SCHED_IDLE, so that no CPU ever
+        halts (a woken task preempts the loop at once) — what is a wake-up worth when
+        the CPU it lands on is not idle? The loops run in the node's own cgroup, which
+        the teardown kills; the machine's busy and idle figures mean nothing then."""
+        cgroup = os.path.join(self.node.cgroup, "spin")
+        os.mkdir(cgroup)
+        place = sysutil.Place("spin", self.node.node_netns, cgroup)
+        for cpu in range(os.cpu_count()):
+            self.spinners.append(place.popen(["chrt", "--idle", "0", "taskset", "-c", str(cpu),
+                         "sh", "-c", "while :; do :; done"]))
+        log(f"    {os.cpu_count()} SCHED_IDLE busy loops in {cgroup}")
+
     # --- the whole measurement -------------------------------------------------------
 
     def measure(self):
         self.bench.setup()
+        if self.p.get("rto_min_ms"):
+            self.set_rto_min(self.p["rto_min_ms"])
+        if self.p.get("spin"):
+            self.spin()
         log("==> warm-up (not recorded)")
         for case in self.p["cases"]:
             measure.qperf(self.node, case, "tcp_lat", 1024, 1)
@@ -421,6 +464,7 @@ COMPACT = {
                 ("kernel, other", "kernel, other cpu"),
                 ("of it: the machine with no traffic", "background"),
                 ("unaccounted (round trip − busy)", "unaccounted"),
+                ("runnable, waiting for a CPU (all four)", "waits"),
                 ("wake-ups (all four)", "wakeups"),
                 ("system calls, both Envoys (traced)", "envoy syscalls")],
     "tcp_bw": [("MB/s (min–max)", "MB/s"),
@@ -443,8 +487,9 @@ COMPACT = {
 
 def compact_value(row, key, traced):
     """A cell of the compact table; some cells combine several measured values."""
-    if key == "wakeups":
-        return fmt(sum(row[f"{n} wakeups"] for n in COMPONENTS))
+    if key in ("wakeups", "waits"):
+        field = {"wakeups": "wakeups", "waits": "wait"}[key]
+        return fmt(sum(row[f"{n} {field}"] for n in COMPONENTS))
     if key == "envoy syscalls":
         return fmt(sum(traced.get(f"{n} syscalls", 0) for n in ("client Envoy", "server Envoy")))
     if key == "envoy bytes/read":
@@ -487,7 +532,11 @@ def compact(summary, cases):
 def report(data):
     cases = data["config"]["cases"]
     parts = [f"Breakdown run {data['started']} ({data['mode']}), {data['config']['reps']} "
-             f"repetition(s), qperf runs of {data['config']['seconds']} s; medians.",
+             f"repetition(s), qperf runs of {data['config']['seconds']} s; medians."
+             + (f" Experiment: the client pods' routes with rto_min "
+                f"{data['config']['rto_min_ms']} ms." if data["config"].get("rto_min_ms") else "")
+             + (" Experiment: a SCHED_IDLE busy loop on every CPU (busy, idle and "
+                "kernel-other figures do not apply)." if data["config"].get("spin") else ""),
              f"Load before: {data['load_before']['loadavg']}, after: "
              f"{data['load_after']['loadavg']}", ""]
     parts += [compact(data["summary"], cases), "", "Every figure:", ""]
@@ -513,7 +562,7 @@ def main():
         return 0
     if not (args.meshlane and args.envoy and args.connrate and args.out_dir):
         raise BenchError("--meshlane, --envoy, --connrate and --out-dir are required")
-    mode, profile = session.profile_of(PROFILES, args, ("reps", "seconds"))
+    mode, profile = session.profile_of(PROFILES, args, ("reps", "seconds", "rto_min_ms", "spin"))
     if args.cases:
         profile["cases"] = [int(c) for c in args.cases.split(",")]
         if not set(profile["cases"]) <= {2, 3, 4, 5}:

@@ -126,19 +126,10 @@ def proc_stat():
 
 
 def children(pid):
-    """Pids whose parent is `pid` (qperf's server forks one per test)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-            continue
-        if ppid == pid:
-            found.append(int(entry))
-    return found
+    """Pids whose parent is `pid`'s main thread (qperf's server, one thread, forks
+    one per test)."""
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+        return [int(child) for child in f.read().split()]
 
 
 # The TCP events of a pod's netns that stop a stream without using a CPU: a
