@@ -14,25 +14,21 @@ Envoy explicitly: the floor of any capture). Every repetition runs each figure f
 cases 1 to 5 in turn; the report takes medians. See docs/benchmarks.md for the method.
 """
 
-import argparse
 import datetime
-import fcntl
 import json
 import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import measure, report, sysutil  # noqa: E402
-from harness.node import (CASES, INSTANCES, Node, leftovers, plugin_seconds,  # noqa: E402
-                          remove_leftovers)
+from harness import measure, report, session, sysutil  # noqa: E402
+from harness.node import CASES, INSTANCES, Node, plugin_seconds  # noqa: E402
+from harness.session import LOCK_PATH, log  # noqa: E402,F401  (LOCK_PATH: for helpers)
 import cni_chain  # noqa: E402  (scripts/lib, on the path through harness)
 from harness.sysutil import BenchError  # noqa: E402
 
@@ -53,57 +49,19 @@ PROFILES = {
 }
 
 
-def log(message=""):
-    print(message, flush=True)
-
-
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="one short repetition (CI)")
-    p.add_argument("--meshlane")
-    p.add_argument("--envoy")
-    p.add_argument("--connrate")
-    p.add_argument("--report-only", metavar="RESULTS.json",
-                   help="no measurement: rewrite the report, CSV, plot (and docs) of a run")
+    p = session.parser(__doc__, "one short repetition (CI)",
+                       "no measurement: rewrite the report, CSV, plot (and docs) of a run")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--prefix", help="file name prefix of the results (default: by mode)")
     p.add_argument("--docs", help="also write <DOCS>/benchmarks.md and .png (full runs)")
     p.add_argument("--plot-python", help="a python with matplotlib (scripts/deps.sh's venv)")
     p.add_argument("--command", default="scripts/bench.sh",
                    help="the command line to record in the report")
-    p.add_argument("--reps", type=int)
     p.add_argument("--setup-pods", type=int)
     p.add_argument("--case4-annotation", action="append", default=[], metavar="KEY=VALUE",
                    help="an annotation on case 4's pods, e.g. meshlane.io/short-path=app")
     return p.parse_args()
-
-
-# Machine-wide, not per checkout: the names (netns, cgroup, temp dirs) are the
-# machine's, and a run's start-up sweep removes another checkout's running node.
-LOCK_PATH = "/run/lock/meshlane-bench.lock"
-
-
-def take_lock():
-    """One benchmark at a time: the names are fixed and a run sweeps what it finds."""
-    os.makedirs(os.path.dirname(LOCK_PATH), exist_ok=True)
-    lock = open(LOCK_PATH, "a")  # noqa: SIM115 (held for the run)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise BenchError("another benchmark (scripts/bench.sh) is running on this machine "
-                         f"({LOCK_PATH} is locked)")
-    return lock
-
-
-def check_tools(args):
-    tools = ("ip", "qperf", "sockperf", "iptables-restore", "bpftool", "mount", "umount")
-    missing = [tool for tool in tools if not shutil.which(tool, path=sysutil.CHILD_PATH)]
-    for path in (args.meshlane, args.envoy, args.connrate, "/usr/lib/cni/bridge",
-                 "/usr/lib/cni/host-local"):
-        if not os.access(path, os.X_OK):
-            missing.append(path)
-    if missing:
-        raise BenchError(f"missing: {', '.join(missing)} (install with: sudo scripts/deps.sh)")
 
 
 def machine_facts(args):
@@ -382,10 +340,6 @@ def write_outputs(args, data):
         log(f"    docs: {args.docs}/benchmarks.md, {args.docs}/benchmarks.png")
 
 
-def _interrupt(_signum, _frame):
-    raise KeyboardInterrupt
-
-
 def report_only(args):
     """Recomputes summary and targets of a results file and writes the outputs again
     (after a change of the report or the analysis)."""
@@ -404,63 +358,27 @@ def main():
         return report_only(args)
     if not (args.meshlane and args.envoy and args.connrate):
         raise BenchError("--meshlane, --envoy and --connrate are required")
-    mode = "smoke" if args.smoke else "full"
-    profile = dict(PROFILES[mode])
-    if args.reps:
-        profile["reps"] = args.reps
-    if args.setup_pods:
-        profile["setup_pods"] = args.setup_pods
+    mode, profile = session.profile_of(PROFILES, args, ("reps", "setup_pods"))
     profile["case4_annotations"] = {}
     for item in args.case4_annotation:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise BenchError(f"--case4-annotation wants KEY=VALUE, not {item!r}")
         profile["case4_annotations"][key] = value
-    if os.geteuid() != 0:
-        raise BenchError("the benchmark needs root (netns, cgroups, bpffs): sudo scripts/bench.sh")
-    _lock = take_lock()
-    check_tools(args)
-    found = leftovers()
-    if found:
-        log("==> removing what an earlier run left behind: "
-            + ", ".join(f"{k} {v}" for k, v in found))
-        left = remove_leftovers()
-        if left:
-            raise BenchError(f"cannot remove the leftovers of an earlier run: {left}")
+    _lock = session.prepare(log, (args.meshlane, args.envoy, args.connrate))
 
     started = time.time()
     run = Run(args, profile)
-    status = "ok"
-    error = None
-    # Ctrl-C, SIGTERM and a closed terminal all end in the teardown below. SIGINT is
-    # set explicitly: a shell starts background jobs with it ignored.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
-    try:
+
+    def body():
         run.setup()
         run.warm_up()
         run.repetitions()
         run.bpf_stats_phase()
         run.pod_setup_phase()
         run.finish_checks()
-    except KeyboardInterrupt:
-        status, error = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
-    except BenchError as err:
-        status, error = "failed", str(err)
-    except Exception as err:  # noqa: BLE001 (reported, then re-raised below)
-        status, error = "failed", f"{err!r}\n{traceback.format_exc()}"
-    finally:
-        # The teardown must run to its end, even when Ctrl-C is pressed again.
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
-        log("==> cleanup")
-        left = run.node.teardown()
-        if left:
-            log(f"    LEFT BEHIND: {left}")
-            status, error = "failed", (error or "") + f"; cleanup left {left}"
-        else:
-            log("    removed the netns, the cgroups, the bpffs and the temp dir")
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    status, error = session.run_then_teardown(run.node, body, log)
     finished = time.time()
     if status != "ok":
         log(f"BENCHMARK {status.upper()}: {error}")
@@ -489,8 +407,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as err:
-        print(f"BENCHMARK FAILED: {err}", file=sys.stderr)
-        sys.exit(1)
+    session.exit_with(main, "BENCHMARK")

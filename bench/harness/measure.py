@@ -57,26 +57,26 @@ def parse_qperf(text):
     return values
 
 
-def qperf(node, case, test, size, seconds):
-    """qperf <test> from the case's client pod to its server pod, as an app user.
+def qperf_argv(node, case, test, size, seconds):
+    """qperf <test> from the case's client pod to its server pod.
 
     qperf opens a control connection (QPERF_PORT) and a data connection (the fixed
     QPERF_DATA_PORT); in cases 2-4 both go through both sidecars (every port is
     captured), in case 5 through the Envoys' listeners for both ports. Only the data connection carries the measured messages."""
-    client = f"c{case}-client"
-    server_ip = node.server_addr(case)
-    argv = ["qperf", server_ip, "--listen_port", str(QPERF_PORT), "--ip_port",
+    return ["qperf", node.server_addr(case), "--listen_port", str(QPERF_PORT), "--ip_port",
             str(QPERF_DATA_PORT), "--time", str(seconds), "-vvs", "-uu",
             "--msg_size", str(size), test]
-    place = node.place(client)
-    with CpuWindow(place.cgroup) as cpu:
-        status, out, err = place.run(argv, uid=APP_ID, gid=APP_ID, timeout=seconds + 60)
+
+
+def qperf_result(case, argv, status, out, err):
+    """The figure of a qperf run from its output: one-way latency (us, half a round
+    trip) for tcp_lat, MB/s for tcp_bw."""
     values = parse_qperf(out)
     if status != 0 or not values:
         raise BenchError(f"case {case}: {' '.join(argv)} failed (exit status {status}): "
                          f"{out.strip()} {err.strip()}")
-    sample = {"cpu": cpu.as_dict()}
-    if test == "tcp_lat":
+    sample = {}
+    if argv[-1] == "tcp_lat":
         lat, unit = values["latency"]
         scale = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "sec": 1e6}[unit]
         sample["value"] = lat * scale
@@ -91,6 +91,17 @@ def qperf(node, case, test, size, seconds):
         sample["ops"] = int(values["recv_msgs"][0])
         sample["bytes"] = int(values["recv_bytes"][0])
     sample["msg_rate"] = values.get("msg_rate", (None,))[0]
+    return sample
+
+
+def qperf(node, case, test, size, seconds):
+    """qperf as an app user (qperf_argv), with the CPU of the case around it."""
+    argv = qperf_argv(node, case, test, size, seconds)
+    place = node.place(f"c{case}-client")
+    with CpuWindow(place.cgroup) as cpu:
+        status, out, err = place.run(argv, uid=APP_ID, gid=APP_ID, timeout=seconds + 60)
+    sample = qperf_result(case, argv, status, out, err)
+    sample["cpu"] = cpu.as_dict()
     return sample
 
 
