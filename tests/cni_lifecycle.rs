@@ -655,7 +655,7 @@ fn bpf_calls_of<T>(node: &TestNode, step: impl FnOnce() -> T) -> (T, usize) {
 }
 
 /// An ADD of a netns new to meshlane does not search the node-wide maps for the
-/// pod's old entries (docs/benchmarks.md, "Pod setup at 1,000 pods"): with 20,000
+/// pod's old entries (docs/reliability.md, "Finding a pod's records"): with 20,000
 /// port rules of other netns in the map, it makes as few `bpf` calls as on an
 /// empty node. strace counts the calls; nothing is timed.
 #[test]
@@ -698,7 +698,7 @@ fn an_add_does_not_search_the_other_pods_entries() {
 }
 
 /// A pod's ADD and DEL find its records from its own keys, not by walking the
-/// node-wide maps (docs/benchmarks.md, "Pod setup at 1,000 pods"): the `bpf`
+/// node-wide maps (docs/reliability.md, "Finding a pod's records"): the `bpf`
 /// calls of one injected pod's ADD and of its DEL are counted with N real pods
 /// on the node and again with 2N, and must not grow. Slot probing for the
 /// netns tag (netns_tag.rs) may cost a lookup or two more on a fuller node; a
