@@ -444,6 +444,19 @@ fn install_keeps_the_chain_survives_sigterm_and_uninstalls_cleanly() {
         "{}",
         String::from_utf8_lossy(&forced.stderr)
     );
+    // Each link is detached before its pin goes: unpinning alone detaches from
+    // deferred work, a moment after uninstall has returned.
+    let forced_log = String::from_utf8_lossy(&forced.stderr);
+    let detached: usize = forced_log
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("links_detached="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no links_detached in\n{forced_log}"));
+    assert!(
+        detached > NODE_PROGRAMS.len(),
+        "{detached} links detached, wanted the {} node links and the pod's: {forced_log}",
+        NODE_PROGRAMS.len()
+    );
     assert_eq!(fs::read_to_string(&primary_path).unwrap(), primary);
     assert!(!installed.exists(), "binary left behind");
     assert!(!dirs.pin_root.exists(), "pins left behind");

@@ -14,6 +14,7 @@ pub mod inbound_link;
 pub mod inventory;
 pub mod layout;
 mod link_create;
+pub mod link_detach;
 pub mod listeners;
 pub mod loader;
 pub mod lock;

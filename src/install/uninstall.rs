@@ -1,7 +1,7 @@
 //! `meshlane uninstall`: takes meshlane off a node, in the order that keeps the
 //! node consistent at every step — first the chain entry (no new pod is
-//! captured), then the binary, then the pins (dropping the last reference to a
-//! link detaches its program, and the maps go with their pins).
+//! captured), then the binary, then the links (detached explicitly, so that no
+//! program runs once uninstall returns) and the pins (the maps go with them).
 //!
 //! It refuses while pods still have capture records, unless forced: their
 //! sidecars would suddenly see plain traffic.
@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::datapath::bpffs::is_on_bpffs;
+use crate::datapath::link_detach::detach_pinned_links;
 use crate::datapath::{PinLayout, PodMaps};
 
 use super::conflist::{self, FileChange};
@@ -134,10 +135,11 @@ fn remove_pins(root: &Path) -> Result<bool, InstallError> {
             problem: format!("{} is not on a bpffs; not removing it", root.display()),
         });
     }
+    let detached = detach_pinned_links(&PinLayout::new(root));
     std::fs::remove_dir_all(root).map_err(InstallError::io("removing the pins under", root))?;
     info(
         "removed the pinned programs, links and maps (programs detached)",
-        &[("pins", &root.display())],
+        &[("pins", &root.display()), ("links_detached", &detached)],
     );
     Ok(true)
 }
