@@ -248,6 +248,7 @@ fn check_targets(data: &Value) {
         "mesh overhead",
         "throughput",
         "connection setup rate",
+        "connection setup rate, defaults (case 3)",
         "meshlane ADD p50",
         "connect4 hook",
         "host process connection rate",
