@@ -15,17 +15,16 @@ a running benchmark to finish; everything it creates is removed on exit.
 """
 
 import argparse
-import fcntl
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import run as bench  # noqa: E402  (bench/run.py: the phase, the lock path, the profile)
-from harness import report  # noqa: E402
+import run as bench  # noqa: E402  (bench/run.py: the phase and the profile)
+from harness import report, session  # noqa: E402
 from harness.node import CASES  # noqa: E402
-from harness.sysutil import BenchError  # noqa: E402
+from harness.session import log  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES = ("meshlane_add_ms", "meshlane_del_ms", "iptables_restore_ms", "spawn_floor_ms",
@@ -47,27 +46,23 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if os.geteuid() != 0:
-        raise BenchError("needs root (netns, cgroups, bpffs): sudo bench/pod_setup.py")
-    if not os.access(args.meshlane, os.X_OK):
-        raise BenchError(f"no meshlane binary at {args.meshlane}: run install/build-static.sh "
-                         "or pass --meshlane")
-    os.makedirs(os.path.dirname(bench.LOCK_PATH), exist_ok=True)
-    with open(bench.LOCK_PATH, "a") as lock:
-        # Waits, unlike a full run: this is a short measurement to run between others.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        profile = dict(bench.PROFILES["full"], setup_pods=args.pods, case4_annotations={})
-        run = bench.Run(argparse.Namespace(meshlane=args.meshlane, envoy=None, connrate=None),
-                        profile)
-        try:
-            run.node.build()
-            for case in CASES:
-                run.node.add_case_pods(case)
-            run.pod_setup_phase()
-        finally:
-            left = run.node.teardown()
-            if left:
-                raise BenchError(f"cleanup left {left}")
+    # Waits for a running benchmark, unlike a full run: this is a short measurement
+    # to run between others.
+    _lock = session.prepare(log, (args.meshlane,), wait=True)
+    profile = dict(bench.PROFILES["full"], setup_pods=args.pods, case4_annotations={})
+    run = bench.Run(argparse.Namespace(meshlane=args.meshlane, envoy=None, connrate=None),
+                    profile)
+
+    def body():
+        run.node.build()
+        for case in CASES:
+            run.node.add_case_pods(case)
+        run.pod_setup_phase()
+
+    status, error = session.run_then_teardown(run.node, body, log)
+    if status != "ok":
+        log(f"POD SETUP {status.upper()}: {error}")
+        return 130 if status == "interrupted" else 1
     setup = run.results["pod_setup"]
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
@@ -83,8 +78,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as err:
-        print(f"POD SETUP FAILED: {err}", file=sys.stderr)
-        sys.exit(1)
+    session.exit_with(main, "POD SETUP")

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import measure, report, session, sysutil  # noqa: E402
 from harness.node import CASES, INSTANCES, Node, plugin_seconds  # noqa: E402
-from harness.session import LOCK_PATH, log  # noqa: E402,F401  (LOCK_PATH: for helpers)
+from harness.session import log  # noqa: E402
 import cni_chain  # noqa: E402  (scripts/lib, on the path through harness)
 from harness.sysutil import BenchError  # noqa: E402
 

@@ -30,7 +30,7 @@ const NETNS_PREFIX: &str = "meshlane-bench-";
 const CGROUP_NAME: &str = "meshlane-bench";
 const TMP_PREFIX: &str = "meshlane-bench.";
 /// One benchmark at a time on the machine, whichever checkout it runs from
-/// (bench/run.py's LOCK_PATH).
+/// (bench/harness/session.py's LOCK_PATH).
 const LOCK_PATH: &str = "/run/lock/meshlane-bench.lock";
 const CASES: [&str; 5] = ["1", "2", "3", "4", "5"];
 

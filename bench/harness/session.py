@@ -37,12 +37,13 @@ def parser(doc, smoke_help, report_help):
     return p
 
 
-def take_lock():
-    """One benchmark at a time: the names are fixed and a run sweeps what it finds."""
+def take_lock(wait=False):
+    """One benchmark at a time: the names are fixed and a run sweeps what it finds.
+    A run fails at once when another holds the lock; with `wait`, it waits for it."""
     os.makedirs(os.path.dirname(LOCK_PATH), exist_ok=True)
     lock = open(LOCK_PATH, "a")  # noqa: SIM115 (held for the run)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         lock.close()
         raise BenchError("another benchmark (scripts/bench.sh) is running on this machine "
@@ -62,12 +63,12 @@ def check_tools(paths, tools=()):
         raise BenchError(f"missing: {', '.join(missing)} (install with: sudo scripts/deps.sh)")
 
 
-def prepare(log, paths, tools=()):
-    """Root, the lock, the tools (check_tools), and a clean machine: returns the lock
-    (hold it for the run)."""
+def prepare(log, paths, tools=(), wait=False):
+    """Root, the lock (take_lock), the tools (check_tools), and a clean machine:
+    returns the lock (hold it for the run)."""
     if os.geteuid() != 0:
         raise BenchError("the benchmark needs root (netns, cgroups, bpffs): sudo scripts/bench.sh")
-    lock = take_lock()
+    lock = take_lock(wait)
     check_tools(paths, tools)
     found = leftovers()
     if found:
