@@ -23,7 +23,7 @@
 #                      MESHLANE_ENVOY=PATH picks the Envoy
 #   --out DIR          where the results go (JSON, CSV, Markdown, PNG)
 #   --no-docs          a full run without rewriting docs/benchmarks.{md,png}
-#   --reps N           repetitions (full: 5, smoke: 1)
+#   --reps N           repetitions (full: 9, smoke: 1)
 #   --setup-pods N     pods for the pod setup cost (full: 1000, smoke: 10)
 #   --case4-annotation KEY=VALUE
 #                      an annotation on case 4's pods, e.g. meshlane's per-pod
