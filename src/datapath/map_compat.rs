@@ -51,40 +51,27 @@ impl MapShape {
         })
     }
 
+    /// The fields libbpf compares, each named as an operator reads it.
+    fn fields(&self) -> [(&'static str, String); 5] {
+        [
+            ("type", format!("{:?}", self.map_type)),
+            ("key size", self.key_size.to_string()),
+            ("value size", self.value_size.to_string()),
+            ("max entries", self.max_entries.to_string()),
+            ("flags", format!("{:#x}", self.flags)),
+        ]
+    }
+
     /// What differs, pinned first ("value size 48 pinned, 56 in this build").
     pub fn differences(&self, wanted: &MapShape) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut compare = |what: &str, pinned: String, ours: String| {
-            if pinned != ours {
-                out.push(format!("{what} {pinned} pinned, {ours} in this build"));
-            }
-        };
-        compare(
-            "type",
-            format!("{:?}", self.map_type),
-            format!("{:?}", wanted.map_type),
-        );
-        compare(
-            "key size",
-            self.key_size.to_string(),
-            wanted.key_size.to_string(),
-        );
-        compare(
-            "value size",
-            self.value_size.to_string(),
-            wanted.value_size.to_string(),
-        );
-        compare(
-            "max entries",
-            self.max_entries.to_string(),
-            wanted.max_entries.to_string(),
-        );
-        compare(
-            "flags",
-            format!("{:#x}", self.flags),
-            format!("{:#x}", wanted.flags),
-        );
-        out
+        self.fields()
+            .into_iter()
+            .zip(wanted.fields())
+            .filter(|((_, pinned), (_, ours))| pinned != ours)
+            .map(|((what, pinned), (_, ours))| {
+                format!("{what} {pinned} pinned, {ours} in this build")
+            })
+            .collect()
     }
 }
 
