@@ -199,9 +199,12 @@ fn plugins_of(text: &str) -> Option<(usize, Vec<std::ops::Range<usize>>)> {
     Some((start, json_text::elements(text, start)))
 }
 
-fn check_chainable_version(file: &str, object: &Value) -> Result<(), ConflistError> {
+/// The file's JSON (null when it does not parse), refused when its `cniVersion`
+/// predates chaining.
+fn parse_chainable(file: &str, text: &str) -> Result<Value, ConflistError> {
+    let object: Value = serde_json::from_str(text).unwrap_or(Value::Null);
     if object.get("cniVersions").is_some() {
-        return Ok(());
+        return Ok(object);
     }
     let version = object
         .get("cniVersion")
@@ -223,7 +226,7 @@ fn check_chainable_version(file: &str, object: &Value) -> Result<(), ConflistErr
             ),
         });
     }
-    Ok(())
+    Ok(object)
 }
 
 fn merge_into_list(
@@ -231,8 +234,7 @@ fn merge_into_list(
     text: &str,
     entry: &ChainEntry,
 ) -> Result<(Action, Vec<FileChange>), ConflistError> {
-    let parsed: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    check_chainable_version(file, &parsed)?;
+    parse_chainable(file, text)?;
     let (start, items) = plugins_of(text).ok_or_else(|| ConflistError::Unsupported {
         file: file.to_owned(),
         reason: "no plugins list".to_owned(),
@@ -307,8 +309,7 @@ fn wrap_conf(
     text: &str,
     entry: &ChainEntry,
 ) -> Result<(String, Vec<FileChange>), ConflistError> {
-    let conf: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-    check_chainable_version(file, &conf)?;
+    let conf = parse_chainable(file, text)?;
     let conflist = netdir::wrapped_name(file);
     if let Some(existing) = dir.get(&conflist) {
         if netdir::wrapped_from(existing).as_deref() != Some(file) {
