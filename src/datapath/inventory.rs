@@ -20,7 +20,7 @@ use super::loader::{
 };
 
 /// A node program's pinned cgroup link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct CgroupLink {
     pub link_id: u32,
     pub prog_id: u32,
@@ -134,18 +134,7 @@ impl serde::Serialize for Inventory {
         let node: Vec<Value> = self
             .node_programs
             .iter()
-            .map(|(program, link)| {
-                json!({
-                    "link": program.link,
-                    "object": program.object.name(),
-                    "program": program.program,
-                    "attached": link.map(|link| json!({
-                        "link_id": link.link_id,
-                        "prog_id": link.prog_id,
-                        "cgroup_id": link.cgroup_id,
-                    })),
-                })
-            })
+            .map(|(program, link)| program_json(program, "attached", json!(link)))
             .collect();
         let map: Vec<Value> = self
             .map_programs
@@ -157,26 +146,13 @@ impl serde::Serialize for Inventory {
                     } => json!({"prog_id": state.prog_id, "via": "link", "link_id": link_id, "map_id": map_id}),
                     MapAttachment::Map => json!({"prog_id": state.prog_id, "via": "map"}),
                 });
-                json!({
-                    "pin": program.pin,
-                    "object": program.object.name(),
-                    "program": program.program,
-                    "map": program.map,
-                    "attached": attached,
-                })
+                program_json(program, "attached", json!(attached))
             })
             .collect();
         let pod: Vec<Value> = self
             .pod_programs
             .iter()
-            .map(|(program, prog_id)| {
-                json!({
-                    "pin": program.pin,
-                    "object": program.object.name(),
-                    "program": program.program,
-                    "prog_id": prog_id,
-                })
-            })
+            .map(|(program, prog_id)| program_json(program, "prog_id", json!(prog_id)))
             .collect();
         json!({
             "pin_root": self.layout.root(),
@@ -187,6 +163,14 @@ impl serde::Serialize for Inventory {
         })
         .serialize(serializer)
     }
+}
+
+/// A program of a table as its fields (pin, object, function…) and what `key`
+/// says of it.
+fn program_json(program: &impl serde::Serialize, key: &str, state: Value) -> Value {
+    let mut value = json!(program);
+    value[key] = state;
+    value
 }
 
 /// Each program of a table with what `state` finds of it.
@@ -275,5 +259,79 @@ mod tests {
         );
         inventory.pod_programs[0].1 = Some(7);
         assert_eq!(inventory.missing().len(), count - 1);
+    }
+
+    #[test]
+    fn the_json_shows_each_program_and_what_holds_it() {
+        let inventory = Inventory {
+            layout: PinLayout::new(Path::new("/pins")),
+            node_programs: vec![
+                (
+                    NODE_PROGRAMS[0],
+                    Some(CgroupLink {
+                        link_id: 1,
+                        prog_id: 2,
+                        cgroup_id: 3,
+                    }),
+                ),
+                (NODE_PROGRAMS[1], None),
+            ],
+            map_programs: vec![
+                (
+                    MAP_PROGRAMS[0],
+                    Some(MapProgramState {
+                        attachment: MapAttachment::Link {
+                            link_id: 4,
+                            map_id: 5,
+                            prog_id: 6,
+                        },
+                        prog_id: 6,
+                    }),
+                ),
+                (
+                    MAP_PROGRAMS[0],
+                    Some(MapProgramState {
+                        attachment: MapAttachment::Map,
+                        prog_id: 7,
+                    }),
+                ),
+                (MAP_PROGRAMS[0], None),
+            ],
+            pod_programs: vec![(POD_PROGRAMS[0], Some(8)), (POD_PROGRAMS[0], None)],
+        };
+        let value = serde_json::to_value(&inventory).unwrap();
+        assert_eq!(
+            value["node_programs"],
+            json!([
+                {"link": "connect4", "object": "connect", "program": "ml_connect4",
+                 "attached": {"link_id": 1, "prog_id": 2, "cgroup_id": 3}},
+                {"link": "connect6", "object": "connect", "program": "ml_connect6",
+                 "attached": null},
+            ])
+        );
+        let sk_msg = json!({"pin": "sk_msg", "object": "shortpath", "program": "ml_short_msg",
+                            "map": "ml_short_tx"});
+        let with = |attached: Value| {
+            let mut program = sk_msg.clone();
+            program["attached"] = attached;
+            program
+        };
+        assert_eq!(
+            value["map_programs"],
+            json!([
+                with(json!({"prog_id": 6, "via": "link", "link_id": 4, "map_id": 5})),
+                with(json!({"prog_id": 7, "via": "map"})),
+                with(Value::Null),
+            ])
+        );
+        assert_eq!(
+            value["pod_programs"],
+            json!([
+                {"pin": "sk_lookup", "object": "inbound", "program": "ml_sk_lookup", "prog_id": 8},
+                {"pin": "sk_lookup", "object": "inbound", "program": "ml_sk_lookup", "prog_id": null},
+            ])
+        );
+        assert_eq!(value["pin_root"], "/pins");
+        assert_eq!(value["missing"].as_array().unwrap().len(), 3);
     }
 }

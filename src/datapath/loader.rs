@@ -28,7 +28,7 @@ use super::names::{maps, programs, Object};
 use super::object_load;
 
 /// A program attached to the node's cgroup, and the name of its link pin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct NodeProgram {
     /// The link's pin name under `<root>/links`.
     pub link: &'static str,
@@ -61,7 +61,7 @@ pub const NODE_PROGRAMS: [NodeProgram; 10] = [
 ];
 
 /// A program pinned for per-pod links (not attached to the node's cgroup).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PodProgram {
     /// The program's pin name under `<root>/progs`.
     pub pin: &'static str,
@@ -76,7 +76,7 @@ pub const POD_PROGRAMS: [PodProgram; 1] = [PodProgram {
 }];
 
 /// A program attached to one of meshlane's maps rather than to the cgroup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct MapProgram {
     /// Its link's pin name under `<root>/links` (kernels with `sk_msg` links, 6.10+),
     /// and the program's pin name under `<root>/progs` when the kernel has no such
