@@ -49,15 +49,11 @@ struct InjectionStatus {
     templates: Vec<String>,
 }
 
-pub fn decide(
-    pod: &PodMeta,
-    excluded_namespaces: &[String],
-) -> Result<IstioVerdict, UnclassifiedPod> {
+/// S2–S7, for a pod inside every mesh's reach (S1 and "not a Kubernetes pod" are
+/// `PodMeta::outside_every_mesh`, which `selection::select` applies first).
+pub fn decide(pod: &PodMeta) -> Result<IstioVerdict, UnclassifiedPod> {
     let id = format!("{}/{}", pod.namespace, pod.name);
     let skip = |why: &str| Ok(IstioVerdict::Skip(why.to_owned()));
-    if let Some(why) = pod.outside_every_mesh(excluded_namespaces) {
-        return skip(why);
-    }
     let Some(annotations) = &pod.annotations else {
         return Err(UnclassifiedPod::NoAnnotations(id));
     };
@@ -185,7 +181,7 @@ mod tests {
     }
 
     fn verdict(pod: &PodMeta) -> IstioVerdict {
-        decide(pod, &["kube-system".to_string()]).unwrap()
+        decide(pod).unwrap()
     }
 
     #[test]
@@ -199,10 +195,6 @@ mod tests {
 
     #[test]
     fn pods_istio_leaves_alone() {
-        let mut in_kube_system = injected(&[]);
-        in_kube_system.namespace = "kube-system".into();
-        let mut not_k8s = injected(&[]);
-        not_k8s.name.clear();
         let with_istio_init = pod(&[(
             SIDECAR_STATUS,
             r#"{"initContainers":["istio-init"],"containers":["istio-proxy"]}"#,
@@ -214,8 +206,6 @@ mod tests {
         let no_proxy = pod(&[(SIDECAR_STATUS, r#"{"containers":["app"]}"#)]);
         let cases = [
             ("not injected", pod(&[])),
-            ("excluded namespace", in_kube_system),
-            ("not a Kubernetes pod", not_k8s),
             ("istio-init", with_istio_init),
             ("gateway template", gateway),
             ("no istio-proxy", no_proxy),
@@ -279,15 +269,15 @@ mod tests {
         let mut no_annotations = injected(&[]);
         no_annotations.annotations = None;
         assert!(matches!(
-            decide(&no_annotations, &[]),
+            decide(&no_annotations),
             Err(UnclassifiedPod::NoAnnotations(_))
         ));
         let tproxy = injected(&[(INTERCEPTION_MODE, "TPROXY")]);
-        let err = decide(&tproxy, &[]).unwrap_err();
+        let err = decide(&tproxy).unwrap_err();
         assert!(err.to_string().contains("TPROXY"), "{err}");
         let bogus = injected(&[(INTERCEPTION_MODE, "SIDEWAYS")]);
         assert!(matches!(
-            decide(&bogus, &[]),
+            decide(&bogus),
             Err(UnclassifiedPod::InterceptionMode { .. })
         ));
         let mut userns = injected(&[]);
@@ -296,12 +286,12 @@ mod tests {
             ..spec_with_proxy(sidecar_proxy())
         });
         assert!(matches!(
-            decide(&userns, &[]),
+            decide(&userns),
             Err(UnclassifiedPod::UserNamespace(_))
         ));
         let broken = pod(&[(SIDECAR_STATUS, "{not json")]);
         assert!(matches!(
-            decide(&broken, &[]),
+            decide(&broken),
             Err(UnclassifiedPod::BadStatus { .. })
         ));
     }

@@ -22,11 +22,10 @@ pub const KUMA_CNI: &str = "kuma-cni";
 )]
 pub struct NoAnnotations(pub String);
 
-pub fn decide(pod: &PodMeta, excluded_namespaces: &[String]) -> Result<Selection, NoAnnotations> {
+/// K3–K5, for a pod inside every mesh's reach (K1 and K2 are
+/// `PodMeta::outside_every_mesh`, which `selection::select` applies first).
+pub fn decide(pod: &PodMeta) -> Result<Selection, NoAnnotations> {
     let skip = |why: &str| Ok(Selection::Skip(why.to_owned()));
-    if let Some(why) = pod.outside_every_mesh(excluded_namespaces) {
-        return skip(why);
-    }
     let Some(annotations) = &pod.annotations else {
         return Err(NoAnnotations(format!("{}/{}", pod.namespace, pod.name)));
     };
@@ -69,7 +68,7 @@ mod tests {
     }
 
     fn captured(pod: &PodMeta) -> bool {
-        decide(pod, &["kube-system".to_string()]).unwrap() == Selection::Capture
+        decide(pod).unwrap() == Selection::Capture
     }
 
     #[test]
@@ -85,13 +84,7 @@ mod tests {
 
     #[test]
     fn pods_kuma_leaves_alone() {
-        let mut excluded = injected();
-        excluded.namespace = "kube-system".into();
-        let mut not_k8s = injected();
-        not_k8s.name.clear();
         let cases = [
-            ("excluded namespace", excluded),
-            ("not a Kubernetes pod", not_k8s),
             ("kuma-init", with_spec(&[KUMA_INIT], &["app", KUMA_SIDECAR])),
             ("no kuma-sidecar", with_spec(&[], &["app"])),
             (
@@ -124,7 +117,7 @@ mod tests {
     fn a_pod_without_annotations_cannot_be_classified() {
         let mut unknown = injected();
         unknown.annotations = None;
-        let err = decide(&unknown, &[]).unwrap_err();
+        let err = decide(&unknown).unwrap_err();
         assert!(err.to_string().contains("shop/web-0"), "{err}");
     }
 }

@@ -21,11 +21,10 @@ pub const PROXY_VERSION: &str = "linkerd.io/proxy-version";
 )]
 pub struct NoSpec(pub String);
 
-pub fn decide(pod: &PodMeta, excluded_namespaces: &[String]) -> Result<Selection, NoSpec> {
+/// L2–L3, for a pod inside every mesh's reach (L1 and the excluded namespaces
+/// are `PodMeta::outside_every_mesh`, which `selection::select` applies first).
+pub fn decide(pod: &PodMeta) -> Result<Selection, NoSpec> {
     let skip = |why: &str| Ok(Selection::Skip(why.to_owned()));
-    if let Some(why) = pod.outside_every_mesh(excluded_namespaces) {
-        return skip(why);
-    }
     let Some(spec) = &pod.spec else {
         // Without the spec, only a pod the injector did not mark is known to be
         // none of Linkerd's.
@@ -52,7 +51,7 @@ mod tests {
     }
 
     fn captured(pod: &PodMeta) -> bool {
-        decide(pod, &["kube-system".to_string()]).unwrap() == Selection::Capture
+        decide(pod).unwrap() == Selection::Capture
     }
 
     #[test]
@@ -67,13 +66,7 @@ mod tests {
 
     #[test]
     fn pods_linkerd_leaves_alone() {
-        let mut excluded = with_spec(&[], &["app", LINKERD_PROXY]);
-        excluded.namespace = "kube-system".into();
-        let mut not_k8s = with_spec(&[], &["app", LINKERD_PROXY]);
-        not_k8s.name.clear();
         let cases = [
-            ("excluded namespace", excluded),
-            ("not a Kubernetes pod", not_k8s),
             (
                 "linkerd-init",
                 with_spec(&[LINKERD_INIT], &["app", LINKERD_PROXY]),
@@ -95,9 +88,9 @@ mod tests {
     fn an_injected_pod_without_its_spec_cannot_be_classified() {
         let mut unknown = with_spec(&[], &[]);
         unknown.spec = None;
-        let err = decide(&unknown, &[]).unwrap_err();
+        let err = decide(&unknown).unwrap_err();
         assert!(err.to_string().contains("shop/web-0"), "{err}");
         unknown.annotations = None;
-        assert!(decide(&unknown, &[]).is_err());
+        assert!(decide(&unknown).is_err());
     }
 }

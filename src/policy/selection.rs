@@ -85,14 +85,19 @@ pub fn select(
     let skip = |why: &str| Ok(Selection::Skip(why.to_owned()));
     match (mode, asked) {
         (CaptureMode::None, _) => skip("capture is \"none\" in the plugin configuration"),
-        (CaptureMode::Mesh, _) => match mesh {
-            Mesh::Istio => Ok(match istio_selection::decide(pod, excluded_namespaces)? {
-                IstioVerdict::Capture => Selection::Capture,
-                IstioVerdict::Skip(why) => Selection::Skip(why),
-            }),
-            Mesh::Kuma => Ok(kuma_selection::decide(pod, excluded_namespaces)?),
-            Mesh::Linkerd => Ok(linkerd_selection::decide(pod, excluded_namespaces)?),
-        },
+        (CaptureMode::Mesh, _) => {
+            if let Some(why) = pod.outside_every_mesh(excluded_namespaces) {
+                return skip(why);
+            }
+            match mesh {
+                Mesh::Istio => Ok(match istio_selection::decide(pod)? {
+                    IstioVerdict::Capture => Selection::Capture,
+                    IstioVerdict::Skip(why) => Selection::Skip(why),
+                }),
+                Mesh::Kuma => Ok(kuma_selection::decide(pod)?),
+                Mesh::Linkerd => Ok(linkerd_selection::decide(pod)?),
+            }
+        }
         (_, Some(false)) => skip("CNI_ARGS has MESHLANE_CAPTURE=false"),
         (_, Some(true)) | (CaptureMode::All, None) => Ok(Selection::Capture),
         (CaptureMode::CniArgs, None) => skip("CNI_ARGS does not ask for capture"),
@@ -171,6 +176,42 @@ mod tests {
                 selection == Selection::Capture,
                 captured,
                 "{mode:?} {pairs:?} injected={injected}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_mesh_captures_an_excluded_namespace_or_what_is_not_a_pod() {
+        let kuma = PodMeta::with_annotations(&[
+            (kuma_selection::SIDECAR_INJECTED, "true"),
+            (kuma_selection::CNI_NETWORKS, kuma_selection::KUMA_CNI),
+        ]);
+        let linkerd = PodMeta::with_annotations(&[(linkerd_selection::PROXY_VERSION, "edge")])
+            .with_containers(&[], &["app", linkerd_selection::LINKERD_PROXY]);
+        let excluded = ["kube-system".to_string()];
+        for (mesh, captured) in [
+            (Mesh::Istio, pod(true)),
+            (Mesh::Kuma, kuma),
+            (Mesh::Linkerd, linkerd),
+        ] {
+            let select =
+                |pod: &PodMeta| select(CaptureMode::Mesh, mesh, &[], pod, &excluded).unwrap();
+            assert_eq!(select(&captured), Selection::Capture, "{mesh:?}");
+            let mut in_kube_system = captured.clone();
+            in_kube_system.namespace = "kube-system".into();
+            let mut not_k8s = captured.clone();
+            not_k8s.name.clear();
+            assert_eq!(
+                select(&in_kube_system),
+                Selection::Skip("its namespace is excluded".into()),
+                "{mesh:?}"
+            );
+            assert_eq!(
+                select(&not_k8s),
+                Selection::Skip(
+                    "not a Kubernetes pod (no K8S_POD_NAMESPACE/K8S_POD_NAME in CNI_ARGS)".into()
+                ),
+                "{mesh:?}"
             );
         }
     }
