@@ -1,6 +1,7 @@
 //! What the tests expect of the running kernel, from its release alone: kept
 //! apart from meshlane's own probes (src/datapath/features.rs) so that a test
-//! checks them instead of repeating them.
+//! checks them instead of repeating them. The checks of a node against those
+//! expectations that several test files make live here too.
 
 use meshlane::datapath::loader::{map_program_attachment, MapAttachment, MAP_PROGRAMS};
 use meshlane::datapath::{PinLayout, Target};
