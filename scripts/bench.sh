@@ -53,7 +53,8 @@ die() {
     exit 1
 }
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+# shellcheck source=scripts/lib/usage.sh
+source "$REPO/scripts/lib/usage.sh"
 
 smoke=0
 run_deps=1
@@ -94,10 +95,7 @@ while (($#)); do
         esac
         shift
         ;;
-    -h | --help)
-        usage
-        exit 0
-        ;;
+    -h | --help) usage ;;
     *) die "unknown option $1 (see scripts/bench.sh --help)" ;;
     esac
     shift

@@ -89,7 +89,8 @@ die() {
     exit 1
 }
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+# shellcheck source=scripts/lib/usage.sh
+source "$REPO/scripts/lib/usage.sh"
 
 # --- names and paths --------------------------------------------------------------
 
@@ -381,10 +382,7 @@ parse_args() {
             shift
             ;;
         --meshlane=*) meshlane=${1#--meshlane=} ;;
-        -h | --help)
-            usage
-            exit 0
-            ;;
+        -h | --help) usage ;;
         *) die "unknown option $1" "Run scripts/demo.sh --help for the options." ;;
         esac
         shift

@@ -357,7 +357,10 @@ fn the_uninstall_job_refuses_while_captured_pods_run_then_removes_everything() {
     let (exit, log) = run_job(1);
     assert_eq!(exit, 3, "{log}");
     assert!(log.contains("shop/web"), "{log}");
-    assert_eq!(types(&node.read_primary_conflist()), ["bridge", "meshlane"]);
+    assert_eq!(
+        plugin_types(&node.read_primary_conflist()),
+        ["bridge", "meshlane"]
+    );
     call(
         &node,
         &web,
@@ -382,13 +385,4 @@ fn the_uninstall_job_refuses_while_captured_pods_run_then_removes_everything() {
         .expect_err("no capture after uninstall");
     assert!(refused.contains("istio-validation"), "{refused}");
     node.finish();
-}
-
-fn types(conflist: &Value) -> Vec<String> {
-    conflist["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|plugin| plugin["type"].as_str().unwrap().to_owned())
-        .collect()
 }

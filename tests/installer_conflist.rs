@@ -19,6 +19,10 @@ use meshlane::install::netdir::{self, NetDir};
 use meshlane::install::ConflistError;
 use serde_json::{json, Value};
 
+mod common;
+
+use common::conflist::plugin_types;
+
 fn golden_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/conflist")
 }
@@ -135,12 +139,7 @@ fn run_case(case_dir: &Path) {
         .primary
         .unwrap_or_else(|| panic!("case {case}: no valid config after install"));
     let list: Value = serde_json::from_slice(&after[&primary.file]).unwrap();
-    let types: Vec<&str> = list["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["type"].as_str().unwrap())
-        .collect();
+    let types = plugin_types(&list);
     assert_eq!(
         types.iter().filter(|t| **t == "meshlane").count(),
         1,

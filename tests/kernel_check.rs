@@ -27,10 +27,7 @@ use serde_json::Value;
 use meshlane::datapath::cgroup::Cgroup;
 use meshlane::datapath::features::{self, Presence};
 use meshlane::datapath::inbound_link::linked_cookies;
-use meshlane::datapath::loader::{
-    map_program_attachment, pinned_link_cgroup, MapAttachment, MAP_PROGRAMS, NODE_PROGRAMS,
-    POD_PROGRAMS,
-};
+use meshlane::datapath::loader::{pinned_link_cgroup, NODE_PROGRAMS, POD_PROGRAMS};
 use meshlane::datapath::{upgrade_programs, Outcome, PinLayout, Target, UpgradeMode};
 
 use common::kernel;
@@ -116,26 +113,9 @@ fn every_program_is_attached_and_replaced_in_place() {
         assert!(layout.prog(program.pin).exists(), "{}", program.pin);
     }
     assert_eq!(linked_cookies(&layout), vec![a.netns_cookie()]);
-    let attachment = map_program_attachment(&layout, &MAP_PROGRAMS[0]);
-    let sk_msg_target = if kernel::has_sk_msg_links() {
-        assert!(
-            matches!(attachment, Some(MapAttachment::Link { .. })),
-            "{attachment:?}"
-        );
-        Target::Link("sk_msg")
-    } else {
-        // The fallback of kernels before 6.10, and what runs on them.
-        assert_eq!(
-            attachment,
-            Some(MapAttachment::Map),
-            "{}",
-            kernel::release()
-        );
-        Target::MapAttached {
-            pin: "sk_msg",
-            map: "ml_short_tx",
-        }
-    };
+    // Through a link, or the fallback of kernels before 6.10, and what runs on them.
+    kernel::assert_sk_msg_attached_as_the_kernel_allows(&layout);
+    let sk_msg_target = kernel::sk_msg_target();
     let sk_msg_before = program_on_short_tx(&layout);
 
     let report = upgrade_programs(&layout, UpgradeMode::ForceEvenIfIdentical)

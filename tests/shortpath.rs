@@ -320,21 +320,30 @@ fn app_mesh(node: &TestNode, serve: Serve) -> Mesh<'_> {
 }
 
 fn mesh(node: &TestNode, a: PodOptions, b: PodOptions, serve: Serve) -> Mesh<'_> {
-    mesh_with(node, (a, b), EnvoyOptions::new, serve)
+    mesh_with(node, (a, b), EnvoyOptions::new, serve, &[])
 }
 
-/// `mesh` with each pod's sidecar started from `envoy()` (another mesh's proxy).
-fn mesh_with(
-    node: &TestNode,
+/// `mesh` with each pod's sidecar started from `envoy()` (another mesh's proxy),
+/// and app B with more of `stream.py serve`'s options.
+fn mesh_with<'n>(
+    node: &'n TestNode,
     (a, b): (PodOptions, PodOptions),
     envoy: impl Fn() -> EnvoyOptions,
     serve: Serve,
-) -> Mesh<'_> {
+    app_b_options: &[&str],
+) -> Mesh<'n> {
     let a = node.add_pod("a", a);
     let b = node.add_pod("b", b);
     let envoy_a = a.start_envoy(envoy());
     let envoy_b = b.start_envoy(envoy().with_inbound());
-    let app_b = StreamServer::start(&b.place(), "::", APP_PORT, Identity::ROOT, serve);
+    let app_b = StreamServer::start_with(
+        &b.place(),
+        "::",
+        APP_PORT,
+        Identity::ROOT,
+        serve,
+        app_b_options,
+    );
     Mesh {
         a,
         b,
@@ -465,14 +474,8 @@ fn large_payloads_both_ways(family: &str) {
     let bytes = 16 << 20;
     m.echoed_by_app_b(Send::to(&to).bytes(bytes).connections(4));
     // Each connection: two app senders, and both Envoy ends sending and receiving.
-    assert_eq!(node.counter("short_path_tx_sockets"), 4 * 4);
-    assert_eq!(node.counter("short_path_rx_sockets"), 4 * 4);
-    let redirected = node.counter("short_path_redirected_bytes");
-    assert!(
-        redirected >= 4 * bytes as u64,
-        "{redirected} bytes redirected: {:?}",
-        node.counters()
-    );
+    assert_short_path_joined(&node, 4 * 4);
+    node.assert_counter_at_least("short_path_redirected_bytes", 4 * bytes as u64);
     assert_eq!(node.counter("short_path_peer_missing"), 0);
     assert_eq!(node.counter("short_path_insert_failed"), 0);
     let out = m.envoy_a.wait_for_access_log(4, scaled(SETTLE));
@@ -509,10 +512,15 @@ fn with_app_every_hop_takes_the_short_path() {
     wait_for_empty_maps(&node);
 }
 
-/// `sockets` sockets joined each short-path map, and exactly `bytes` were handed over.
-fn assert_short_path_carried(node: &TestNode, sockets: u64, bytes: u64) {
+/// `sockets` sockets joined each short-path map.
+fn assert_short_path_joined(node: &TestNode, sockets: u64) {
     assert_eq!(node.counter("short_path_tx_sockets"), sockets);
     assert_eq!(node.counter("short_path_rx_sockets"), sockets);
+}
+
+/// `sockets` sockets joined each short-path map, and exactly `bytes` were handed over.
+fn assert_short_path_carried(node: &TestNode, sockets: u64, bytes: u64) {
+    assert_short_path_joined(node, sockets);
     assert_eq!(
         node.counter("short_path_redirected_bytes"),
         bytes,
@@ -538,14 +546,8 @@ fn by_default_the_sidecars_talk_over_the_short_path_and_the_apps_over_tcp() {
     // Each connection: Envoy A's upstream socket and Envoy B's accepted one, each
     // sending and receiving. Each payload crosses between them twice (echo), over
     // the short path but for the stretches where backpressure sent it over TCP.
-    assert_eq!(node.counter("short_path_tx_sockets"), 4 * 2);
-    assert_eq!(node.counter("short_path_rx_sockets"), 4 * 2);
-    let redirected = node.counter("short_path_redirected_bytes");
-    assert!(
-        redirected >= 4 * bytes as u64,
-        "{redirected} bytes redirected: {:?}",
-        node.counters()
-    );
+    assert_short_path_joined(&node, 4 * 2);
+    node.assert_counter_at_least("short_path_redirected_bytes", 4 * bytes as u64);
     // Request/response sizes: every byte between the sidecars, none over TCP.
     let before = node.counter("short_path_redirected_bytes");
     m.echoed(m.send().bytes(64 << 10).connections(4));
@@ -567,7 +569,7 @@ fn other_mesh_sidecars_take_the_short_path(
     pod: PodOptions,
     envoy: impl Fn() -> EnvoyOptions,
 ) {
-    let m = mesh_with(node, (pod.clone(), pod), envoy, Serve::Echo);
+    let m = mesh_with(node, (pod.clone(), pod), envoy, Serve::Echo, &[]);
     for p in [&m.a, &m.b] {
         let record = node
             .maps()
@@ -624,22 +626,19 @@ fn linkerd_sidecars_talk_over_the_short_path() {
 #[test]
 fn a_slow_reader_gets_backpressure_not_an_unbounded_queue() {
     let node = short_path_node("sp-backpressure");
-    let a = node.add_pod("a", PodOptions::new().injected());
-    let b = node.add_pod("b", PodOptions::new().injected());
-    let _envoy_a = a.start_envoy(EnvoyOptions::new());
-    let _envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
-    let app_b = StreamServer::start_with(
-        &b.place(),
-        "::",
-        APP_PORT,
-        Identity::ROOT,
+    let injected = PodOptions::new().injected();
+    let m = mesh_with(
+        &node,
+        (injected.clone(), injected),
+        EnvoyOptions::new,
         Serve::Sink,
         &["--start-after-ms", &scaled_ms(2000).to_string()],
     );
-    let to = format!("{}:{APP_PORT}", b.ipv4());
+    let (a, b) = (&m.a, &m.b);
     // 1 MiB at a time with short pauses: once the reader has caught up, a pause
     // lets TCP drain and the next megabyte goes over the short path again.
-    let send = Send::to(&to)
+    let send = m
+        .send()
         .bytes(64 << 20)
         .chunk("1048576")
         .pause_ms(scaled_ms(20) as u32)
@@ -653,23 +652,15 @@ fn a_slow_reader_gets_backpressure_not_an_unbounded_queue() {
     });
     eprintln!("Envoy B held {held} bytes unread mid-stall");
     assert_eq!(results[0].error, None, "{}", results[0].raw);
-    assert_server_got(&app_b, &results);
+    assert_server_got(&m.app_b, &results);
     // 4 MiB handed over plus what TCP's own window lets through; without the
     // backpressure all 64 MiB would be queued there.
     assert!(
         held > 0 && held < 8 << 20,
         "Envoy B holds {held} bytes unread"
     );
-    assert!(
-        node.counter("short_path_backpressure") >= 1,
-        "{:?}",
-        node.counters()
-    );
-    assert!(
-        node.counter("short_path_resumed") >= 1,
-        "{:?}",
-        node.counters()
-    );
+    node.assert_counter_at_least("short_path_backpressure", 1);
+    node.assert_counter_at_least("short_path_resumed", 1);
 }
 
 /// The most bytes a socket of this place connected to `peer_ip` holds unread
@@ -740,7 +731,7 @@ fn half_close_then_the_peer_still_reads() {
     let m = app_mesh(&node, Serve::EchoAfterEof);
     let bytes = 4 << 20;
     m.echoed_by_app_b(m.send().bytes(bytes).connections(2));
-    assert!(node.counter("short_path_redirected_bytes") >= 2 * bytes as u64);
+    node.assert_counter_at_least("short_path_redirected_bytes", 2 * bytes as u64);
     wait_for_empty_maps(&node);
 }
 
@@ -815,16 +806,11 @@ fn an_rst_after_data_ends_the_connection_with_a_prefix_of_the_bytes() {
 #[test]
 fn an_rst_through_both_sidecars_ends_the_chain() {
     let node = short_path_node("sp-rst-chain");
-    let a = node.add_pod("a", with_app());
-    let b = node.add_pod("b", with_app());
-    let _envoy_a = a.start_envoy(EnvoyOptions::new());
-    let _envoy_b = b.start_envoy(EnvoyOptions::new().with_inbound());
     let bytes: usize = 256 << 10;
-    let app_b = StreamServer::start_with(
-        &b.place(),
-        "::",
-        APP_PORT,
-        Identity::ROOT,
+    let m = mesh_with(
+        &node,
+        (with_app(), with_app()),
+        EnvoyOptions::new,
         Serve::Sink,
         &[
             "--prefix-of-seed",
@@ -833,20 +819,16 @@ fn an_rst_through_both_sidecars_ends_the_chain() {
             &bytes.to_string(),
         ],
     );
-    let to = format!("{}:{APP_PORT}", b.ipv4());
-    let sent = Send::to(&to).bytes(bytes).seed(11).rst().run(&a.place());
+    let (a, b, app_b) = (&m.a, &m.b, &m.app_b);
+    let sent = m.send().bytes(bytes).seed(11).rst().run(&a.place());
     assert_eq!(sent[0].error, None, "{}", sent[0].raw);
     wait_until_closed(&b.place(), APP_PORT);
     for conn in app_b.connections() {
         assert_eq!(conn["prefix_ok"], true, "{conn}");
     }
     // Same seed, half the bytes: a prefix too, and all of it must arrive.
-    let next = Send::to(&to)
-        .bytes(bytes / 2)
-        .seed(11)
-        .no_echo()
-        .run(&a.place());
-    assert_server_got_or_explain(&app_b, &next, || {
+    let next = m.send().bytes(bytes / 2).seed(11).no_echo().run(&a.place());
+    assert_server_got_or_explain(app_b, &next, || {
         stall_report(&node, &[a.place(), b.place()])
     });
     wait_for_empty_maps_or_explain(&node, || stall_report(&node, &[a.place(), b.place()]));
@@ -892,7 +874,7 @@ fn apps_reading_with_splice_and_writing_with_sendfile_get_every_byte() {
     let m = app_mesh(&node, Serve::SpliceEcho);
     let bytes = 8 << 20;
     m.echoed_by_app_b(m.send().bytes(bytes).connections(2).sendfile());
-    assert!(node.counter("short_path_redirected_bytes") >= 2 * bytes as u64);
+    node.assert_counter_at_least("short_path_redirected_bytes", 2 * bytes as u64);
 }
 
 /// Small messages streamed one way (no answers) are faster over TCP: the app's
@@ -910,16 +892,8 @@ fn a_stream_of_small_messages_goes_back_to_tcp_without_losing_a_byte() {
     assert_eq!(results[0].error, None, "{}", results[0].raw);
     assert_no_stall(&results);
     assert_server_got(&m.app_b, &results);
-    assert!(
-        node.counter("short_path_fell_back") >= 1,
-        "{:?}",
-        node.counters()
-    );
-    assert!(
-        node.counter("short_path_evicted") >= 1,
-        "{:?}",
-        node.counters()
-    );
+    node.assert_counter_at_least("short_path_fell_back", 1);
+    node.assert_counter_at_least("short_path_evicted", 1);
     assert!(results[0].data_segs_out > 0, "{}", results[0].raw);
 
     // Request/response stays on the short path however small the messages.
@@ -1064,25 +1038,7 @@ fn a_pod_opts_out_with_its_annotation() {
 fn sk_msg_is_attached_through_a_link_where_the_kernel_has_them() {
     let node = short_path_node("sp-link");
     let a = node.add_pod("a", PodOptions::new().injected());
-    let layout = PinLayout::new(node.pin_root());
-    let attachment = map_program_attachment(&layout, &MAP_PROGRAMS[0]);
-    if kernel::has_sk_msg_links() {
-        match attachment {
-            Some(MapAttachment::Link { map_id, .. }) => assert!(map_id > 0),
-            other => panic!("sk_msg is not attached through a link: {other:?}"),
-        }
-        assert!(layout.link("sk_msg").exists());
-        assert!(!layout.prog("sk_msg").exists());
-    } else {
-        assert_eq!(
-            attachment,
-            Some(MapAttachment::Map),
-            "kernel {} has no sk_msg links",
-            kernel::release()
-        );
-        assert!(!layout.link("sk_msg").exists());
-        assert!(layout.prog("sk_msg").exists());
-    }
+    kernel::assert_sk_msg_attached_as_the_kernel_allows(&PinLayout::new(node.pin_root()));
     // CHECK sees it.
     a.check();
 }
@@ -1109,7 +1065,7 @@ fn without_sk_msg_links_the_program_is_attached_to_the_map() {
         Serve::Echo,
     );
     m.echoed(m.send().bytes(2 << 20));
-    assert!(node.counter("short_path_redirected_bytes") >= 2 * (2 << 20));
+    node.assert_counter_at_least("short_path_redirected_bytes", 2 * (2 << 20));
     // The ADD found everything attached and left it so.
     assert_eq!(
         map_program_attachment(&layout, &MAP_PROGRAMS[0]),

@@ -59,18 +59,6 @@ fn sk_msg_hook() -> &'static str {
     }
 }
 
-/// The same hook as the upgrade report names it.
-fn sk_msg_target() -> Target {
-    if kernel::has_sk_msg_links() {
-        Target::Link("sk_msg")
-    } else {
-        Target::MapAttached {
-            pin: "sk_msg",
-            map: "ml_short_tx",
-        }
-    }
-}
-
 // ---- what runs where, read without the code under test ----
 
 /// Each hook, named as its pin under the root: (link id for links, program id).
@@ -497,7 +485,7 @@ fn a_program_that_differs_is_replaced_and_only_it() {
     assert_report_matches(&report, &before, &after);
     let replaced: Vec<_> = report.replaced().collect();
     assert_eq!(replaced.len(), 1, "{report:#?}");
-    assert_eq!(replaced[0].target, sk_msg_target());
+    assert_eq!(replaced[0].target, kernel::sk_msg_target());
     assert_eq!(replaced[0].program, "ml_short_msg");
     assert_eq!(replaced[0].old_id, variant);
     assert_eq!(
@@ -796,7 +784,7 @@ fn the_agent_upgrades_at_start_and_is_not_ready_while_it_cannot() {
     let variant = attach_variant_sk_msg(&layout);
     let mut agent = start_agent(&node, "agent-variant");
     let line = agent.wait_for_log("program upgraded");
-    let target = meshlane::log::line::quote(&sk_msg_target().to_string());
+    let target = meshlane::log::line::quote(&kernel::sk_msg_target().to_string());
     assert!(line.contains(&format!(" target={target} ")), "{line}");
     assert_eq!(field(&line, "program"), "ml_short_msg", "{line}");
     assert_eq!(field(&line, "old_id"), variant.to_string(), "{line}");

@@ -35,8 +35,6 @@ pub fn build(settings: &ChainSettings) -> Conflist {
     }
 }
 
-/// `isGateway` gives the bridge the first address of each range, so pods have a
-/// next hop; `ipMasq` stays off because it would add iptables rules.
 /// The `type` of each plugin of a conflist, in chain order.
 pub fn plugin_types(conflist: &Value) -> Vec<&str> {
     conflist["plugins"]
@@ -51,6 +49,8 @@ pub fn plugin_types(conflist: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// `isGateway` gives the bridge the first address of each range, so pods have a
+/// next hop; `ipMasq` stays off because it would add iptables rules.
 fn bridge_entry(settings: &ChainSettings) -> Value {
     let mut ranges = vec![json!([{ "subnet": settings.subnet_v4 }])];
     let mut routes = vec![json!({ "dst": "0.0.0.0/0" })];

@@ -314,6 +314,16 @@ impl TestNode {
             .1
     }
 
+    /// Asserts that counter `name` has reached `least`, showing every counter if not.
+    pub fn assert_counter_at_least(&self, name: &str, least: u64) {
+        let value = self.counter(name);
+        assert!(
+            value >= least,
+            "{name} is {value}, expected at least {least}: {:?}",
+            self.counters()
+        );
+    }
+
     /// Processes here run in the node netns (no pod, no mesh) but in the hooked
     /// cgroup, so meshlane's programs see them and must leave them alone.
     pub fn outside_pods(&self) -> Place {

@@ -94,24 +94,9 @@ static void parse_target(const char *text, struct target *target)
 	memcpy(host, text, host_len);
 	host[host_len] = '\0';
 	port = strtol(colon + 1, NULL, 10);
-	memset(target, 0, sizeof(*target));
-	if (strchr(host, ':')) {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&target->addr;
-
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
-			die("bad IPv6 address");
-		target->len = sizeof(*sin6);
-	} else {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&target->addr;
-
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-			die("bad IPv4 address");
-		target->len = sizeof(*sin);
-	}
+	target->len = parse_numeric_addr(host, (uint16_t)port, &target->addr);
+	if (!target->len)
+		die("bad IP address");
 }
 
 static void fail(struct outcome *outcome, const char *step, int err)

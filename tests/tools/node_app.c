@@ -433,22 +433,11 @@ static unsigned long long parse_count(const char *text)
 static int resolve(const char *host, unsigned port, struct sockaddr_storage *out, int max,
 		   const char **error)
 {
-	struct sockaddr_in *sin = (struct sockaddr_in *)out;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
 	struct addrinfo hints, *res, *ai;
 	int n = 0, rc;
 
-	memset(out, 0, sizeof(*out));
-	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
+	if (parse_numeric_addr(host, port, out))
 		return 1;
-	}
-	if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		return 1;
-	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -1469,6 +1458,18 @@ static void usage(FILE *f)
 	      f);
 }
 
+static const struct {
+	const char *name;
+	int (*run)(int argc, char **argv);
+} commands[] = {
+	{ .name = "serve", .run = cmd_serve },
+	{ .name = "call", .run = cmd_call },
+	{ .name = "stream", .run = cmd_stream },
+	{ .name = "istio-validation", .run = cmd_istio_validation },
+	{ .name = "info", .run = cmd_info },
+	{ .name = "original-dst-proxy", .run = cmd_original_dst_proxy },
+};
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -1479,18 +1480,9 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
-	if (!strcmp(argv[1], "serve"))
-		return cmd_serve(argc - 2, argv + 2);
-	if (!strcmp(argv[1], "call"))
-		return cmd_call(argc - 2, argv + 2);
-	if (!strcmp(argv[1], "stream"))
-		return cmd_stream(argc - 2, argv + 2);
-	if (!strcmp(argv[1], "istio-validation"))
-		return cmd_istio_validation(argc - 2, argv + 2);
-	if (!strcmp(argv[1], "info"))
-		return cmd_info(argc - 2, argv + 2);
-	if (!strcmp(argv[1], "original-dst-proxy"))
-		return cmd_original_dst_proxy(argc - 2, argv + 2);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].run(argc - 2, argv + 2);
 	usage(stderr);
 	return 2;
 }
