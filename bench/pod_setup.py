@@ -33,7 +33,7 @@ FIGURES = ("meshlane_add_ms", "meshlane_del_ms", "iptables_restore_ms", "spawn_f
 
 def default_binary():
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
-    return os.path.join(target, "static", "x86_64-unknown-linux-gnu", "release", "meshlane")
+    return os.path.join(target, "static", "x86_64-unknown-linux-musl", "release", "meshlane")
 
 
 def parse_args():

@@ -19,7 +19,7 @@
 #   --no-build         do not build meshlane (install/build-static.sh)
 #   --meshlane PATH    the meshlane binary (default: the static binary the install
 #                      image ships, from install/build-static.sh: $CARGO_TARGET_DIR or
-#                      target/, then static/x86_64-unknown-linux-gnu/release/meshlane);
+#                      target/, then static/x86_64-unknown-linux-musl/release/meshlane);
 #                      MESHLANE_ENVOY=PATH picks the Envoy
 #   --out DIR          where the results go (JSON, CSV, Markdown, PNG)
 #   --no-docs          a full run without rewriting docs/benchmarks.{md,png}
@@ -117,7 +117,7 @@ if ((run_build)) && [[ -z $meshlane ]]; then
     meshlane="$("$REPO/install/build-static.sh")" || die "install/build-static.sh failed"
 fi
 if [[ -z $meshlane ]]; then
-    meshlane="$TARGET/static/${MESHLANE_STATIC_TARGET:-x86_64-unknown-linux-gnu}/release/meshlane"
+    meshlane="$TARGET/static/${MESHLANE_STATIC_TARGET:-x86_64-unknown-linux-musl}/release/meshlane"
 fi
 meshlane="$(realpath -e "$meshlane" 2>/dev/null)" ||
     die "no meshlane binary at $meshlane: build it (install/build-static.sh) or pass --meshlane PATH"

@@ -48,6 +48,7 @@ apt_packages=(
     qperf sockperf                                                  # benchmark (scripts/bench.sh)
     gcc libc6-dev containerd runc                                   # test images (tests/tools/images.py)
     protobuf-compiler                                               # the CRI client's protos (k8s-cri)
+    musl-tools autoconf automake autopoint flex bison gawk          # the static binary (install/build-musl-libs.sh)
     qemu-system-x86 cpio busybox-static xz-utils                    # kernel matrix (scripts/kernels.sh)
 )
 
@@ -76,6 +77,9 @@ install_rust() {
     fi
     if command -v rustup >/dev/null 2>&1; then
         rustup component add rustfmt clippy >/dev/null 2>&1 || true
+        # The static binary the install image ships (install/build-static.sh).
+        rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
+            || rustup target add x86_64-unknown-linux-musl >/dev/null
     fi
     command -v cargo-fmt >/dev/null 2>&1 || { echo "rustfmt is missing (rustup component add rustfmt)" >&2; exit 1; }
     cargo clippy --version >/dev/null 2>&1 || { echo "clippy is missing (rustup component add clippy)" >&2; exit 1; }

@@ -3,6 +3,11 @@
 
 use std::io::Write;
 
+/// The musl build's allocator (Cargo.toml says why).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 fn main() {
     let code = if std::env::var_os("CNI_COMMAND").is_some() {
         meshlane::cni::protocol::run(

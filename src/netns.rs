@@ -139,8 +139,9 @@ pub fn inspect(path: &Path, with_routes: bool) -> Result<NetnsFacts, NetnsError>
     })
 }
 
-/// `ioctl(NS_GET_USERNS)`: the user namespace that owns a namespace.
-const NS_GET_USERNS: libc::c_ulong = 0xb701;
+/// `ioctl(NS_GET_USERNS)`: the user namespace that owns a namespace (`libc::Ioctl`:
+/// the request is an unsigned long in glibc, an int in musl).
+const NS_GET_USERNS: libc::Ioctl = 0xb701;
 
 /// True when the netns at `path` belongs to another user namespace than ours.
 fn owned_by_other_user_namespace(path: &Path) -> Result<bool, NetnsError> {

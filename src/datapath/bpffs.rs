@@ -22,11 +22,19 @@ fn existing_ancestor(path: &Path) -> Option<&Path> {
 /// Checks that the pin root is (or will be) on a bpffs, without creating anything.
 pub fn check_root(layout: &PinLayout) -> Result<(), DatapathError> {
     let root = layout.root();
-    match existing_ancestor(root) {
-        Some(existing) if is_on_bpffs(existing) => Ok(()),
-        _ => Err(DatapathError::NotBpffs {
+    // The root itself when it exists (every call after the node's first): one
+    // statfs, no stat of the path before it.
+    let on_bpffs = match nix::sys::statfs::statfs(root) {
+        Ok(fs) => fs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC,
+        Err(nix::errno::Errno::ENOENT) => existing_ancestor(root).is_some_and(is_on_bpffs),
+        Err(_) => false,
+    };
+    if on_bpffs {
+        Ok(())
+    } else {
+        Err(DatapathError::NotBpffs {
             path: root.to_path_buf(),
-        }),
+        })
     }
 }
 
@@ -47,6 +55,26 @@ pub fn prepare_root(layout: &PinLayout) -> Result<(), DatapathError> {
             .map_err(|source| DatapathError::PinDir { path: dir, source })?;
     }
     Ok(())
+}
+
+/// Opens the BPF object (a link, a program, a map) pinned at `path`. One system
+/// call: callers that treat an absent pin as "not there" take the `NotFound`
+/// error instead of asking `Path::exists` first (a `statx` per pin on every ADD),
+/// and libbpf's own openers, which warn about an absent pin, are not involved.
+pub fn open_pin(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "pin path contains NUL")
+    })?;
+    // SAFETY: a NUL-terminated path, alive for the call.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_obj_get(path.as_ptr()) };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Pins a BPF object (a link, a program) by descriptor at `path`.

@@ -8,9 +8,9 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use libbpf_rs::libbpf_sys;
-use libbpf_rs::query::LinkTypeInfo;
+use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
 
-use super::bpffs::pin_fd;
+use super::bpffs::{open_pin, pin_fd};
 use super::error::DatapathError;
 use super::layout::PinLayout;
 use super::link_create::link_create;
@@ -27,7 +27,9 @@ pub fn attach(
     netns_path: &Path,
 ) -> Result<(), DatapathError> {
     let pin = layout.inbound_link(netns_cookie);
-    if pin.exists() && netns_tag::is_tagged(layout, netns_cookie) {
+    // Looked at once: the caller's lock keeps anyone else from changing it.
+    let pinned = pin.exists();
+    if pinned && netns_tag::is_tagged(layout, netns_cookie) {
         return Ok(());
     }
     let link_err = |step: &'static str| {
@@ -37,24 +39,15 @@ pub fn attach(
             source,
         }
     };
-    // Pin roots made by an older meshlane lack this directory.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(layout.inbound_dir())
-        .map_err(|source| DatapathError::PinDir {
-            path: layout.inbound_dir(),
-            source,
-        })?;
-    let program = libbpf_rs::Program::fd_from_pinned_path(layout.prog(SK_LOOKUP_PROGRAM)).map_err(
-        |source| DatapathError::OpenMap {
-            path: layout.prog(SK_LOOKUP_PROGRAM),
-            source,
-        },
-    )?;
+    ensure_inbound_dir(layout)?;
+    let program_pin = layout.prog(SK_LOOKUP_PROGRAM);
+    let program = open_pin(&program_pin).map_err(|source| DatapathError::OpenMap {
+        path: program_pin.clone(),
+        source: source.into(),
+    })?;
     let netns = File::open(netns_path).map_err(link_err("opening the netns"))?;
     let tagged_now = netns_tag::attach(layout, netns_cookie, &netns, netns_path)?;
-    if pin.exists() && !tagged_now {
+    if pinned && !tagged_now {
         return Ok(());
     }
     let result = (|| {
@@ -62,7 +55,7 @@ pub fn attach(
             .map_err(link_err("creating the link"))?;
         // A link made before the tags runs before them and would read no tag:
         // the new one, made after them, replaces it.
-        if pin.exists() {
+        if pinned {
             std::fs::remove_file(&pin).map_err(link_err("replacing an untagged link"))?;
         }
         pin_fd(link.as_fd(), &pin).map_err(link_err("pinning the link"))?;
@@ -73,6 +66,17 @@ pub fn attach(
         let _ = netns_tag::detach(layout, netns_cookie);
     }
     result
+}
+
+/// `<root>/inbound`, which pin roots made by an older meshlane lack: one mkdir
+/// that may find it there (no stat after it, as a recursive create makes).
+fn ensure_inbound_dir(layout: &PinLayout) -> Result<(), DatapathError> {
+    let dir = layout.inbound_dir();
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(DatapathError::PinDir { path: dir, source }),
+    }
 }
 
 /// Unlinks a pod's tag programs, then unpins its steering link; the kernel
@@ -93,13 +97,10 @@ pub fn detach(layout: &PinLayout, netns_cookie: u64) -> Result<(), DatapathError
 /// the kernel reports the namespace's inode until it destroys the namespace, then
 /// 0. False when the pod has no inbound link.
 pub fn netns_alive(layout: &PinLayout, netns_cookie: u64) -> bool {
-    let pin = layout.inbound_link(netns_cookie);
-    // Checked first so that libbpf does not warn about a pin that is simply absent.
-    if !pin.exists() {
+    let Ok(link) = open_pin(&layout.inbound_link(netns_cookie)) else {
         return false;
-    }
-    libbpf_rs::Link::open(&pin)
-        .and_then(|link| link.info())
+    };
+    LinkInfo::from_fd(link.as_fd())
         .is_ok_and(|info| matches!(info.info, LinkTypeInfo::NetNs(ref netns) if netns.ino != 0))
 }
 

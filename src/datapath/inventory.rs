@@ -7,10 +7,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use libbpf_rs::query::LinkTypeInfo;
-use libbpf_rs::{Link, ProgramHandle};
+use std::os::fd::AsFd;
+
+use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
+use libbpf_rs::Link;
 use serde_json::{json, Value};
 
+use super::bpffs::open_pin;
 use super::error::DatapathError;
 use super::inbound_link;
 use super::layout::PinLayout;
@@ -18,6 +21,7 @@ use super::loader::{
     map_program_attachment, MapAttachment, MapProgram, NodeProgram, PodProgram, MAP_PROGRAMS,
     NODE_PROGRAMS, POD_PROGRAMS,
 };
+use super::prog_identity::prog_id;
 
 /// A node program's pinned cgroup link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -189,12 +193,8 @@ fn absent<P, S>(list: &[(P, Option<S>)]) -> impl Iterator<Item = &P> {
 }
 
 fn cgroup_link(layout: &PinLayout, program: &NodeProgram) -> Option<CgroupLink> {
-    let path = layout.link(program.link);
-    // Checked first so that libbpf does not warn about a pin that is simply absent.
-    if !path.exists() {
-        return None;
-    }
-    let info = Link::open(&path).ok()?.info().ok()?;
+    let link = open_pin(&layout.link(program.link)).ok()?;
+    let info = LinkInfo::from_fd(link.as_fd()).ok()?;
     match info.info {
         LinkTypeInfo::Cgroup(cgroup) => Some(CgroupLink {
             link_id: info.id,
@@ -209,9 +209,7 @@ fn map_program_state(layout: &PinLayout, program: &MapProgram) -> Option<MapProg
     let attachment = map_program_attachment(layout, program)?;
     let prog_id = match attachment {
         MapAttachment::Link { prog_id, .. } => prog_id,
-        MapAttachment::Map => ProgramHandle::from_pinned_path(layout.prog(program.pin))
-            .ok()?
-            .id(),
+        MapAttachment::Map => prog_id(open_pin(&layout.prog(program.pin)).ok()?.as_fd()).ok()?,
     };
     Some(MapProgramState {
         attachment,
@@ -220,13 +218,7 @@ fn map_program_state(layout: &PinLayout, program: &MapProgram) -> Option<MapProg
 }
 
 fn pinned_program_id(layout: &PinLayout, program: &PodProgram) -> Option<u32> {
-    let path = layout.prog(program.pin);
-    if !path.exists() {
-        return None;
-    }
-    ProgramHandle::from_pinned_path(&path)
-        .ok()
-        .map(|prog| prog.id())
+    prog_id(open_pin(&layout.prog(program.pin)).ok()?.as_fd()).ok()
 }
 
 #[cfg(test)]

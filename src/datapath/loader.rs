@@ -13,8 +13,8 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
-use libbpf_rs::query::LinkTypeInfo;
-use libbpf_rs::{Link, MapCore, MapHandle, ProgramMut};
+use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
+use libbpf_rs::{MapCore, MapHandle, ProgramMut};
 
 use super::bpffs;
 use super::cgroup::Cgroup;
@@ -171,12 +171,8 @@ fn all_attached(layout: &PinLayout, cgroup: &Cgroup) -> Result<bool, DatapathErr
 
 /// The cgroup id of a pinned cgroup link, `None` when there is no such pin.
 pub fn pinned_link_cgroup(path: &Path) -> Option<u64> {
-    // Checked first so that libbpf does not warn about a pin that is simply absent.
-    if !path.exists() {
-        return None;
-    }
-    let link = Link::open(path).ok()?;
-    match link.info().ok()?.info {
+    let link = bpffs::open_pin(path).ok()?;
+    match LinkInfo::from_fd(link.as_fd()).ok()?.info {
         LinkTypeInfo::Cgroup(info) => Some(info.cgroup_id),
         _ => None,
     }
@@ -185,25 +181,35 @@ pub fn pinned_link_cgroup(path: &Path) -> Option<u64> {
 /// How a map program is attached, `None` when it is not (or its link is pinned
 /// for a map that is no longer the pinned one).
 pub fn map_program_attachment(layout: &PinLayout, program: &MapProgram) -> Option<MapAttachment> {
-    let link_pin = layout.link(program.pin);
-    // Checked first so that libbpf does not warn about a pin that is simply absent.
-    if link_pin.exists() {
-        let info = Link::open(&link_pin).ok()?.info().ok()?;
-        let LinkTypeInfo::SockMap(sockmap) = info.info else {
-            return None;
-        };
-        let map = MapHandle::from_pinned_path(layout.map(program.map)).ok()?;
-        let map_id = map.info().ok()?.info.id;
-        return (sockmap.map_id == map_id).then_some(MapAttachment::Link {
-            link_id: info.id,
-            map_id,
-            prog_id: info.prog_id,
-        });
+    // Opened without a stat first: an absent pin is an open that fails with ENOENT.
+    match bpffs::open_pin(&layout.link(program.pin)) {
+        Ok(link) => link_attachment(layout, program, link.as_fd()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => layout
+            .prog(program.pin)
+            .exists()
+            .then_some(MapAttachment::Map),
+        Err(_) => None,
     }
-    layout
-        .prog(program.pin)
-        .exists()
-        .then_some(MapAttachment::Map)
+}
+
+/// How the link `link`, pinned for a map program, attaches it: `None` when it is
+/// not a sockmap link or names a map that is no longer the pinned one.
+fn link_attachment(
+    layout: &PinLayout,
+    program: &MapProgram,
+    link: BorrowedFd<'_>,
+) -> Option<MapAttachment> {
+    let info = LinkInfo::from_fd(link).ok()?;
+    let LinkTypeInfo::SockMap(sockmap) = info.info else {
+        return None;
+    };
+    let map = MapHandle::from_pinned_path(layout.map(program.map)).ok()?;
+    let map_id = map.info().ok()?.info.id;
+    (sockmap.map_id == map_id).then_some(MapAttachment::Link {
+        link_id: info.id,
+        map_id,
+        prog_id: info.prog_id,
+    })
 }
 
 /// Loads one object with its maps pinned (or reused) under the root, then

@@ -11,14 +11,13 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use libbpf_rs::libbpf_sys::{self, bpf_insn};
 
 use super::abi::{ml_limits, ml_netns_tag};
-use super::bpffs::pin_fd;
+use super::bpffs::{open_pin, pin_fd};
 use super::error::DatapathError;
 use super::layout::PinLayout;
 use super::link_create::link_create;
@@ -90,13 +89,33 @@ fn link_pin(layout: &PinLayout, netns_cookie: u64, slot: u32, digit: Digit) -> P
 
 /// The slot of a netns, if it has a tag link.
 pub fn slot_of(layout: &PinLayout, netns_cookie: u64) -> Option<u32> {
-    std::fs::read_dir(links_of(layout, netns_cookie))
-        .ok()?
-        .filter_map(|entry| {
-            let name = entry.ok()?.file_name();
-            name.to_str()?.split('-').next()?.parse().ok()
-        })
-        .next()
+    match tag_links(layout, netns_cookie) {
+        TagLinks::Dir(slot) => slot,
+        TagLinks::NoDir => None,
+    }
+}
+
+/// What a netns's tag-link directory holds, read once.
+enum TagLinks {
+    /// No directory: nothing was ever linked, or a detach finished.
+    NoDir,
+    /// The directory, and the slot its links name (`None`: no link in it).
+    Dir(Option<u32>),
+}
+
+fn tag_links(layout: &PinLayout, netns_cookie: u64) -> TagLinks {
+    match std::fs::read_dir(links_of(layout, netns_cookie)) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => TagLinks::NoDir,
+        Err(_) => TagLinks::Dir(None),
+        Ok(entries) => TagLinks::Dir(
+            entries
+                .filter_map(|entry| {
+                    let name = entry.ok()?.file_name();
+                    name.to_str()?.split('-').next()?.parse().ok()
+                })
+                .next(),
+        ),
+    }
 }
 
 /// How many entries of `ml_netns_slots` hold this netns (0 after `detach`).
@@ -187,18 +206,6 @@ fn load_tag_program(tag_map_fd: i32, digit: Digit, value: u32) -> std::io::Resul
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn open_pinned(path: &Path) -> std::io::Result<OwnedFd> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: a NUL-terminated path.
-    let fd = unsafe { libbpf_sys::bpf_obj_get(c_path.as_ptr()) };
-    if fd < 0 {
-        return Err(std::io::Error::from_raw_os_error(-fd));
-    }
-    // SAFETY: a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 fn make_dir(path: PathBuf) -> Result<(), DatapathError> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -216,7 +223,7 @@ fn ensure_programs(layout: &PinLayout) -> Result<(), DatapathError> {
     }
     make_dir(layout.tag_progs_dir())?;
     let tag_map = layout.map(maps::NETNS_TAG);
-    let map = open_pinned(&tag_map).map_err(io_err(&tag_map, "opening the tag map"))?;
+    let map = open_pin(&tag_map).map_err(io_err(&tag_map, "opening the tag map"))?;
     for digit in Digit::BOTH {
         for value in 0..DIGITS {
             let path = prog_pin(layout, digit, value);
@@ -233,7 +240,7 @@ fn ensure_programs(layout: &PinLayout) -> Result<(), DatapathError> {
 
 /// Links a tag program to the netns and pins the link.
 fn link(program: &Path, netns: &File, pin_path: &Path) -> std::io::Result<()> {
-    let prog = open_pinned(program)?;
+    let prog = open_pin(program)?;
     let link = link_create(prog.as_fd(), netns.as_fd(), libbpf_sys::BPF_SK_LOOKUP)?;
     pin_fd(link.as_fd(), pin_path)
 }
@@ -249,12 +256,15 @@ pub fn attach(
 ) -> Result<bool, DatapathError> {
     ensure_programs(layout)?;
     let slots = PinnedMap::open(layout, maps::NETNS_SLOTS)?;
-    let slot = match slot_of(layout, netns_cookie) {
-        Some(slot) => slot,
-        None => {
+    let found = tag_links(layout, netns_cookie);
+    // A directory made now holds no link yet: no pin to look for below.
+    let fresh = matches!(found, TagLinks::NoDir);
+    let slot = match found {
+        TagLinks::Dir(Some(slot)) => slot,
+        found => {
             // An attach killed before its first pin may have left a slot naming
             // this netns: released, so that the netns never holds two.
-            detach(layout, netns_cookie)?;
+            detach_found(layout, netns_cookie, found)?;
             free_slot(layout, &slots, netns_cookie)?
         }
     };
@@ -263,7 +273,7 @@ pub fn attach(
     let mut linked = false;
     for digit in Digit::BOTH {
         let pin_path = link_pin(layout, netns_cookie, slot, digit);
-        if pin_path.exists() {
+        if !fresh && pin_path.exists() {
             continue;
         }
         let program = prog_pin(layout, digit, digit.of_slot(slot));
@@ -302,9 +312,22 @@ fn free_slot(
 
 /// Unlinks the netns's tag programs and frees its slot (idempotent).
 pub fn detach(layout: &PinLayout, netns_cookie: u64) -> Result<(), DatapathError> {
+    detach_found(layout, netns_cookie, tag_links(layout, netns_cookie))
+}
+
+/// `detach`, with the netns's tag-link directory already read.
+fn detach_found(
+    layout: &PinLayout,
+    netns_cookie: u64,
+    found: TagLinks,
+) -> Result<(), DatapathError> {
     let dir = links_of(layout, netns_cookie);
-    let Some(slot) = slot_of(layout, netns_cookie) else {
-        if dir.exists() {
+    let slot = match found {
+        // No directory: no link, and no slot write (that comes after the
+        // directory is made).
+        TagLinks::NoDir => return Ok(()),
+        TagLinks::Dir(Some(slot)) => slot,
+        TagLinks::Dir(None) => {
             // An attach or detach that stopped half-way (the plugin killed
             // between the slot's write and the first link's pin, or between the
             // last unpin and the slot's release): no link names the slot, so
@@ -313,8 +336,8 @@ pub fn detach(layout: &PinLayout, netns_cookie: u64) -> Result<(), DatapathError
             for slot in slots_of(&slots, netns_cookie)? {
                 slots.put(&slot, &0u64)?;
             }
+            return remove_dir(dir);
         }
-        return remove_dir(dir);
     };
     for digit in Digit::BOTH {
         let path = link_pin(layout, netns_cookie, slot, digit);

@@ -21,6 +21,23 @@ impl PinnedMap {
         Ok(PinnedMap { name, handle })
     }
 
+    /// `open`, with `None` for a map that is not pinned (a pin root made by an
+    /// older meshlane): the open's ENOENT says so, no stat before it.
+    pub fn open_if_pinned(
+        layout: &PinLayout,
+        name: &'static str,
+    ) -> Result<Option<Self>, DatapathError> {
+        match Self::open(layout, name) {
+            Ok(map) => Ok(Some(map)),
+            Err(DatapathError::OpenMap { source, .. })
+                if source.kind() == libbpf_rs::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     fn access_err(
         &self,
         operation: &'static str,

@@ -61,10 +61,7 @@ impl PodMaps {
             interface_routes: LazyMap::new(layout, maps::OUT_IFACE_ROUTES),
             conns: LazyMap::new(layout, maps::CONN_ORIG_DST),
             attachments: LazyMap::new(layout, maps::ATTACHMENTS),
-            index: match layout.map(maps::POD_INDEX).exists() {
-                true => Some(PinnedMap::open(layout, maps::POD_INDEX)?),
-                false => None,
-            },
+            index: PinnedMap::open_if_pinned(layout, maps::POD_INDEX)?,
         })
     }
 

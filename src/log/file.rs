@@ -49,13 +49,21 @@ pub fn rotated_path(path: &Path) -> PathBuf {
 
 impl LogFile {
     pub fn open(path: &Path, max_bytes: u64) -> std::io::Result<LogFile> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+        // The directory is made only when the open says it is missing: every CNI
+        // call opens the log, and the directory is there for all but the first.
+        let file = match open_append(path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                open_append(path)?
+            }
+            opened => opened?,
+        };
         Ok(LogFile {
             path: path.to_path_buf(),
             max_bytes,
-            file: open_append(path)?,
+            file,
         })
     }
 
@@ -184,5 +192,17 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "whole\ncut sh\nnext\nlast\n"
         );
+    }
+
+    #[test]
+    fn a_missing_directory_is_made_on_open() {
+        let dir = scratch("nested");
+        let path = dir.join("a/b/cni.log");
+        let mut log = LogFile::open(&path, 0).unwrap();
+        log.write_line("first\n").unwrap();
+        // And an existing one is simply used.
+        let mut again = LogFile::open(&path, 0).unwrap();
+        again.write_line("second\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\nsecond\n");
     }
 }
