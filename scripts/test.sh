@@ -27,7 +27,10 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "supply chain (cargo deny check bans licenses sources, deny.toml)"
 # Offline: the lock file and the registry's cached manifests only, no advisory
-# database (a network fetch would make CI's result depend on the day).
+# database (a network fetch would make CI's result depend on the day). The build
+# above downloaded only this platform's crates; deny reads every crate's manifest
+# in the lock file (Windows ones included), so fetch them all first.
+cargo fetch --locked --quiet
 "${MESHLANE_TOOLS_DIR:-$REPO/target/tools}/cargo-deny" --offline --locked \
     check bans licenses sources --hide-inclusion-graph
 
