@@ -135,6 +135,28 @@ static __always_inline __u32 active_roles(struct bpf_sock_ops *skops, const stru
 	       (proxy && (peer_proxy || peer_app_sends) ? ML_SHORT_RX : 0);
 }
 
+/*
+ * A sender's wait before it resends over TCP (rule 2 of docs/shortpath.md). Both
+ * ends are on this node, microseconds apart, and a segment is lost only when a
+ * receiver full of handed-over messages has no room for it; TCP's 200 ms minimum
+ * would stall the stream for nothing. The kernel refuses less than two ticks: 5 ms
+ * is two at HZ 250 and above, 20 ms at HZ 100. A kernel that refuses both keeps
+ * its own minimum (a slower stream after a switch to TCP, nothing lost).
+ */
+#define ML_SHORT_RTO_MIN_US	   5000
+#define ML_SHORT_RTO_MIN_COARSE_US 20000
+#define ML_SOL_TCP		   6 /* IPPROTO_TCP, the level of TCP_BPF_RTO_MIN */
+
+static __always_inline void shorten_retransmission_wait(struct bpf_sock_ops *skops)
+{
+	int rto_min_us = ML_SHORT_RTO_MIN_US;
+
+	if (!bpf_setsockopt(skops, ML_SOL_TCP, TCP_BPF_RTO_MIN, &rto_min_us, sizeof(rto_min_us)))
+		return;
+	rto_min_us = ML_SHORT_RTO_MIN_COARSE_US;
+	bpf_setsockopt(skops, ML_SOL_TCP, TCP_BPF_RTO_MIN, &rto_min_us, sizeof(rto_min_us));
+}
+
 /* Puts the socket into the maps of its roles; returns the roles it got. */
 static __always_inline __u32 join_short_path(struct bpf_sock_ops *skops,
 					     const struct ml_short_key *self,
@@ -174,6 +196,7 @@ static __always_inline __u32 join_short_path(struct bpf_sock_ops *skops,
 		return roles & ~ML_SHORT_TX;
 	}
 	count_event(ML_CNT_SHORT_TX_INSERTED);
+	shorten_retransmission_wait(skops);
 	if (roles == ML_SHORT_TX)
 		/*
 		 * A sender only: when sk_msg sends it back to TCP, its first ACK

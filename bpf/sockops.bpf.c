@@ -9,7 +9,8 @@
  * - marks accepted sockets that sk_lookup steered, so that getsockopt can answer
  *   SO_ORIGINAL_DST for them (their own local address);
  * - puts both ends of connections between local sockets on the short path
- *   (shortpath.h), and takes senders that went back to TCP off it.
+ *   (shortpath.h), and takes senders that went back to TCP off it; their
+ *   retransmission wait is set from the connect on.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -196,6 +197,23 @@ static __always_inline int describe_end(struct bpf_sock_ops *skops, struct short
 	return 1;
 }
 
+/*
+ * TCP_CONNECT_CB: a connect to a pod of this node on the short path gets the short
+ * path's retransmission wait before its handshake, whose round trip sets the first
+ * timeout (set at ESTABLISHED, it takes effect only as acknowledged segments
+ * refine the estimate).
+ */
+static __always_inline void short_path_connecting(struct bpf_sock_ops *skops)
+{
+	const struct ml_pod *peer_pod = NULL;
+	struct short_end end = {};
+
+	if (!describe_end(skops, &end) || !(end.pod->flags & ML_POD_SHORT_PATH))
+		return;
+	if (peer_netns_of(&end, &peer_pod))
+		shorten_retransmission_wait(skops);
+}
+
 /* ACTIVE/PASSIVE_ESTABLISHED_CB and RTT_CB of the short path. */
 static __always_inline void short_path(struct bpf_sock_ops *skops, __u32 op)
 {
@@ -219,6 +237,7 @@ int ml_sockops(struct bpf_sock_ops *skops)
 	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		publish_orig_dst(skops);
+		short_path_connecting(skops);
 		break;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		register_inbound_listener(skops);

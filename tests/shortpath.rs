@@ -663,6 +663,93 @@ fn a_slow_reader_gets_backpressure_not_an_unbounded_queue() {
     node.assert_counter_at_least("short_path_resumed", 1);
 }
 
+/// A sender on the short path resends over TCP after milliseconds, not TCP's
+/// 200 ms minimum: when a receiver full of handed-over messages drops its first TCP
+/// segments (docs/shortpath.md, rule 2), the stream stalls for one such wait. App B
+/// reads nothing for its first second, so Envoy A's sends go to TCP under
+/// backpressure and come back. The wait is set at the connect, so the handshake's
+/// round trip already gives a short timeout. The control: the same pods with the
+/// short path off keep TCP's minimum.
+#[test]
+fn short_path_senders_retransmit_after_milliseconds() {
+    let node = short_path_node("sp-rto");
+    let injected = PodOptions::new().injected();
+    let on = stalled_reader_mesh(&node, injected.clone());
+    let on_rto = envoy_a_retransmission_timeouts(&on);
+    eprintln!("short path on: rto {on_rto:?} ms");
+    // The first sample: the timeout the handshake set, before any loss backs it off.
+    assert!(
+        on_rto.first().is_some_and(|&ms| ms < 100.0),
+        "Envoy A's sockets to B, short path on: rto {on_rto:?} ms; counters {:?}",
+        node.counters()
+    );
+    node.assert_counter_at_least("short_path_backpressure", 1);
+    drop(on);
+    let off = stalled_reader_mesh(&node, opted_out());
+    let off_rto = envoy_a_retransmission_timeouts(&off);
+    eprintln!("short path off: rto {off_rto:?} ms");
+    assert!(
+        !off_rto.is_empty() && off_rto.iter().all(|&ms| ms >= 200.0),
+        "Envoy A's sockets to B, short path off: rto {off_rto:?} ms"
+    );
+}
+
+/// Two pods of `options` whose app B starts reading after a second.
+fn stalled_reader_mesh(node: &TestNode, options: PodOptions) -> Mesh<'_> {
+    mesh_with(
+        node,
+        (options.clone(), options),
+        EnvoyOptions::new,
+        Serve::Sink,
+        &["--start-after-ms", &scaled_ms(1000).to_string()],
+    )
+}
+
+/// Every retransmission timeout (`ss`'s rto, ms) seen on Envoy A's sockets to pod
+/// B while app A sends 16 MiB in 1 MiB chunks, polled every 50 ms.
+fn envoy_a_retransmission_timeouts(m: &Mesh) -> Vec<f64> {
+    let send = m
+        .send()
+        .bytes(16 << 20)
+        .chunk("1048576")
+        .pause_ms(scaled_ms(20) as u32)
+        .no_echo();
+    let peer_ip = m.b.ipv4().to_string();
+    let (results, seen) = thread::scope(|scope| {
+        let sender = scope.spawn(|| send.run(&m.a.place()));
+        let mut seen = Vec::new();
+        while !sender.is_finished() {
+            seen.extend(retransmission_timeouts(&m.a.place(), &peer_ip));
+            thread::sleep(Duration::from_millis(50));
+        }
+        (sender.join().unwrap(), seen)
+    });
+    assert_eq!(results[0].error, None, "{}", results[0].raw);
+    assert_server_got(&m.app_b, &results);
+    seen
+}
+
+/// `ss`'s rto (ms) of every socket of this place connected to `peer_ip`.
+fn retransmission_timeouts(place: &Place, peer_ip: &str) -> Vec<f64> {
+    let out = Spawn::new(place, "ss").args(["-tinH"]).run();
+    let mut found = Vec::new();
+    let mut lines = out.stdout.lines();
+    while let Some(line) = lines.next() {
+        let matches = line
+            .split_whitespace()
+            .nth(4)
+            .is_some_and(|remote| remote.contains(peer_ip));
+        let Some(info) = lines.next() else { break };
+        if matches {
+            found.extend(
+                info.split_whitespace()
+                    .find_map(|field| field.strip_prefix("rto:")?.parse::<f64>().ok()),
+            );
+        }
+    }
+    found
+}
+
 /// The most bytes a socket of this place connected to `peer_ip` holds unread
 /// (`ss`'s skmem r: handed-over messages count there too).
 fn unread_bytes(place: &Place, peer_ip: &str) -> u64 {
