@@ -359,6 +359,17 @@ impl Mesh<'_> {
         Send::to(format!("{}:{APP_PORT}", self.b.ipv4()))
     }
 
+    /// `bytes` from app A to app B, unanswered, 1 MiB at a time with short pauses:
+    /// once a stalled reader has caught up, a pause lets TCP drain and the next
+    /// megabyte goes over the short path again.
+    fn send_in_megabytes(&self, bytes: usize) -> Send {
+        self.send()
+            .bytes(bytes)
+            .chunk("1048576")
+            .pause_ms(scaled_ms(20) as u32)
+            .no_echo()
+    }
+
     /// Runs `send` at app A; every connection got all its bytes back unchanged.
     fn echoed(&self, send: Send) -> Vec<Sent> {
         let results = send.run(&self.a.place());
@@ -626,23 +637,9 @@ fn linkerd_sidecars_talk_over_the_short_path() {
 #[test]
 fn a_slow_reader_gets_backpressure_not_an_unbounded_queue() {
     let node = short_path_node("sp-backpressure");
-    let injected = PodOptions::new().injected();
-    let m = mesh_with(
-        &node,
-        (injected.clone(), injected),
-        EnvoyOptions::new,
-        Serve::Sink,
-        &["--start-after-ms", &scaled_ms(2000).to_string()],
-    );
+    let m = stalled_reader_mesh(&node, PodOptions::new().injected(), 2000);
     let (a, b) = (&m.a, &m.b);
-    // 1 MiB at a time with short pauses: once the reader has caught up, a pause
-    // lets TCP drain and the next megabyte goes over the short path again.
-    let send = m
-        .send()
-        .bytes(64 << 20)
-        .chunk("1048576")
-        .pause_ms(scaled_ms(20) as u32)
-        .no_echo();
+    let send = m.send_in_megabytes(64 << 20);
     let (results, held) = thread::scope(|scope| {
         let sender = scope.spawn(|| send.run(&a.place()));
         thread::sleep(scaled(Duration::from_millis(1500)));
@@ -673,8 +670,7 @@ fn a_slow_reader_gets_backpressure_not_an_unbounded_queue() {
 #[test]
 fn short_path_senders_retransmit_after_milliseconds() {
     let node = short_path_node("sp-rto");
-    let injected = PodOptions::new().injected();
-    let on = stalled_reader_mesh(&node, injected.clone());
+    let on = stalled_reader_mesh(&node, PodOptions::new().injected(), 1000);
     let on_rto = envoy_a_retransmission_timeouts(&on);
     eprintln!("short path on: rto {on_rto:?} ms");
     // The first sample: the timeout the handshake set, before any loss backs it off.
@@ -685,7 +681,7 @@ fn short_path_senders_retransmit_after_milliseconds() {
     );
     node.assert_counter_at_least("short_path_backpressure", 1);
     drop(on);
-    let off = stalled_reader_mesh(&node, opted_out());
+    let off = stalled_reader_mesh(&node, opted_out(), 1000);
     let off_rto = envoy_a_retransmission_timeouts(&off);
     eprintln!("short path off: rto {off_rto:?} ms");
     assert!(
@@ -694,26 +690,21 @@ fn short_path_senders_retransmit_after_milliseconds() {
     );
 }
 
-/// Two pods of `options` whose app B starts reading after a second.
-fn stalled_reader_mesh(node: &TestNode, options: PodOptions) -> Mesh<'_> {
+/// Two pods of `options` whose app B starts reading after `stall_ms`.
+fn stalled_reader_mesh(node: &TestNode, options: PodOptions, stall_ms: u64) -> Mesh<'_> {
     mesh_with(
         node,
         (options.clone(), options),
         EnvoyOptions::new,
         Serve::Sink,
-        &["--start-after-ms", &scaled_ms(1000).to_string()],
+        &["--start-after-ms", &scaled_ms(stall_ms).to_string()],
     )
 }
 
 /// Every retransmission timeout (`ss`'s rto, ms) seen on Envoy A's sockets to pod
 /// B while app A sends 16 MiB in 1 MiB chunks, polled every 50 ms.
 fn envoy_a_retransmission_timeouts(m: &Mesh) -> Vec<f64> {
-    let send = m
-        .send()
-        .bytes(16 << 20)
-        .chunk("1048576")
-        .pause_ms(scaled_ms(20) as u32)
-        .no_echo();
+    let send = m.send_in_megabytes(16 << 20);
     let peer_ip = m.b.ipv4().to_string();
     let (results, seen) = thread::scope(|scope| {
         let sender = scope.spawn(|| send.run(&m.a.place()));
@@ -731,47 +722,47 @@ fn envoy_a_retransmission_timeouts(m: &Mesh) -> Vec<f64> {
 
 /// `ss`'s rto (ms) of every socket of this place connected to `peer_ip`.
 fn retransmission_timeouts(place: &Place, peer_ip: &str) -> Vec<f64> {
-    let out = Spawn::new(place, "ss").args(["-tinH"]).run();
-    let mut found = Vec::new();
-    let mut lines = out.stdout.lines();
-    while let Some(line) = lines.next() {
-        let matches = line
-            .split_whitespace()
-            .nth(4)
-            .is_some_and(|remote| remote.contains(peer_ip));
-        let Some(info) = lines.next() else { break };
-        if matches {
-            found.extend(
-                info.split_whitespace()
-                    .find_map(|field| field.strip_prefix("rto:")?.parse::<f64>().ok()),
-            );
-        }
-    }
-    found
+    ss_details(place, "-tinH", peer_ip)
+        .iter()
+        .filter_map(|info| {
+            info.split_whitespace()
+                .find_map(|field| field.strip_prefix("rto:")?.parse().ok())
+        })
+        .collect()
 }
 
 /// The most bytes a socket of this place connected to `peer_ip` holds unread
 /// (`ss`'s skmem r: handed-over messages count there too).
 fn unread_bytes(place: &Place, peer_ip: &str) -> u64 {
-    let out = Spawn::new(place, "ss").args(["-tmnH"]).run();
-    let mut most = 0;
+    ss_details(place, "-tmnH", peer_ip)
+        .iter()
+        .map(|skmem| {
+            skmem
+                .split(['(', ','])
+                .find_map(|field| field.trim().strip_prefix('r')?.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The detail line `ss` prints under each TCP socket of this place connected to
+/// `peer_ip` (`options` ask for one: `-i`, `-m`).
+fn ss_details(place: &Place, options: &str, peer_ip: &str) -> Vec<String> {
+    let out = Spawn::new(place, "ss").arg(options).run();
+    let mut details = Vec::new();
     let mut lines = out.stdout.lines();
     while let Some(line) = lines.next() {
         let matches = line
             .split_whitespace()
             .nth(4)
             .is_some_and(|remote| remote.contains(peer_ip));
-        let Some(skmem) = lines.next() else { break };
-        if !matches {
-            continue;
+        let Some(detail) = lines.next() else { break };
+        if matches {
+            details.push(detail.to_string());
         }
-        let unread = skmem
-            .split(['(', ','])
-            .find_map(|field| field.trim().strip_prefix('r')?.parse::<u64>().ok())
-            .unwrap_or(0);
-        most = most.max(unread);
     }
-    most
+    details
 }
 
 #[test]
