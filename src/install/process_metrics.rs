@@ -87,50 +87,52 @@ pub fn read_self() -> Option<ProcessStats> {
     )
 }
 
-/// The families, in the exposition format.
+/// The families, in the exposition format: name, type, help, value.
 pub fn render(out: &mut String, stats: &ProcessStats) {
-    let mut family = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
-    };
-    family(
-        "process_cpu_seconds_total",
-        "counter",
-        "Total user and system CPU time spent in seconds.",
-        format!("{}", stats.cpu_seconds),
-    );
-    family(
-        "process_resident_memory_bytes",
-        "gauge",
-        "Resident memory size in bytes.",
-        stats.resident_bytes.to_string(),
-    );
-    family(
-        "process_virtual_memory_bytes",
-        "gauge",
-        "Virtual memory size in bytes.",
-        stats.virtual_bytes.to_string(),
-    );
-    family(
-        "process_start_time_seconds",
-        "gauge",
-        "Start time of the process since unix epoch in seconds.",
-        format!("{}", stats.start_time_seconds),
-    );
-    family(
-        "process_open_fds",
-        "gauge",
-        "Number of open file descriptors.",
-        stats.open_fds.to_string(),
-    );
-    if let Some(max) = stats.max_fds {
-        family(
+    let families = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            Some(stats.cpu_seconds.to_string()),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            Some(stats.resident_bytes.to_string()),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            Some(stats.virtual_bytes.to_string()),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            Some(stats.start_time_seconds.to_string()),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            Some(stats.open_fds.to_string()),
+        ),
+        (
             "process_max_fds",
             "gauge",
             "Maximum number of open file descriptors.",
-            max.to_string(),
-        );
+            stats.max_fds.map(|max| max.to_string()),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        // A limit the process does not have is left out, not reported as 0.
+        let Some(value) = value else { continue };
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
     }
 }
 
