@@ -242,19 +242,9 @@ pub fn probe(feature: &Feature) -> Presence {
 /// The running kernel's release (`uname -r`): one `uname` call, where reading
 /// `/proc/sys/kernel/osrelease` took five (every ADD asks).
 pub fn kernel_release() -> String {
-    // SAFETY: utsname is plain bytes; uname fills it or fails.
-    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: a writable utsname, alive for the call.
-    if unsafe { libc::uname(&mut name) } != 0 {
-        return "(unknown)".to_owned();
-    }
-    let release: Vec<u8> = name
-        .release
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
-    String::from_utf8_lossy(&release).into_owned()
+    nix::sys::utsname::uname()
+        .map(|name| name.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "(unknown)".to_owned())
 }
 
 /// The first required feature this kernel lacks. A probe that cannot tell is not

@@ -5,9 +5,8 @@
 //! what "attached" means.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-
 use std::os::fd::AsFd;
+use std::path::Path;
 
 use libbpf_rs::query::{LinkInfo, LinkTypeInfo};
 use libbpf_rs::Link;
@@ -29,6 +28,23 @@ pub struct CgroupLink {
     pub link_id: u32,
     pub prog_id: u32,
     pub cgroup_id: u64,
+}
+
+impl CgroupLink {
+    /// The cgroup link pinned at `path`; `None` when there is no pin or it is
+    /// another kind of link.
+    pub fn pinned_at(path: &Path) -> Option<CgroupLink> {
+        let link = open_pin(path).ok()?;
+        let info = LinkInfo::from_fd(link.as_fd()).ok()?;
+        match info.info {
+            LinkTypeInfo::Cgroup(cgroup) => Some(CgroupLink {
+                link_id: info.id,
+                prog_id: info.prog_id,
+                cgroup_id: cgroup.cgroup_id,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// How a map program (the short path's `sk_msg`) is attached, with its program.
@@ -55,7 +71,9 @@ impl Inventory {
     pub fn probe(layout: &PinLayout) -> Inventory {
         Inventory {
             layout: layout.clone(),
-            node_programs: each(&NODE_PROGRAMS, |program| cgroup_link(layout, program)),
+            node_programs: each(&NODE_PROGRAMS, |program| {
+                CgroupLink::pinned_at(&layout.link(program.link))
+            }),
             map_programs: each(&MAP_PROGRAMS, |program| map_program_state(layout, program)),
             pod_programs: each(&POD_PROGRAMS, |program| pinned_program_id(layout, program)),
         }
@@ -190,19 +208,6 @@ fn absent<P, S>(list: &[(P, Option<S>)]) -> impl Iterator<Item = &P> {
     list.iter()
         .filter(|(_, state)| state.is_none())
         .map(|(program, _)| program)
-}
-
-fn cgroup_link(layout: &PinLayout, program: &NodeProgram) -> Option<CgroupLink> {
-    let link = open_pin(&layout.link(program.link)).ok()?;
-    let info = LinkInfo::from_fd(link.as_fd()).ok()?;
-    match info.info {
-        LinkTypeInfo::Cgroup(cgroup) => Some(CgroupLink {
-            link_id: info.id,
-            prog_id: info.prog_id,
-            cgroup_id: cgroup.cgroup_id,
-        }),
-        _ => None,
-    }
 }
 
 fn map_program_state(layout: &PinLayout, program: &MapProgram) -> Option<MapProgramState> {

@@ -20,7 +20,7 @@ use super::bpffs;
 use super::cgroup::Cgroup;
 use super::error::DatapathError;
 use super::features;
-use super::inventory::Inventory;
+use super::inventory::{CgroupLink, Inventory};
 use super::layout::PinLayout;
 use super::link_create::link_create;
 use super::lock::RootLock;
@@ -171,11 +171,7 @@ fn all_attached(layout: &PinLayout, cgroup: &Cgroup) -> Result<bool, DatapathErr
 
 /// The cgroup id of a pinned cgroup link, `None` when there is no such pin.
 pub fn pinned_link_cgroup(path: &Path) -> Option<u64> {
-    let link = bpffs::open_pin(path).ok()?;
-    match LinkInfo::from_fd(link.as_fd()).ok()?.info {
-        LinkTypeInfo::Cgroup(info) => Some(info.cgroup_id),
-        _ => None,
-    }
+    CgroupLink::pinned_at(path).map(|link| link.cgroup_id)
 }
 
 /// How a map program is attached, `None` when it is not (or its link is pinned

@@ -85,13 +85,13 @@ pub fn tag_hex(tag: &[u8; 8]) -> String {
     tag.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `bpf_prog_info` of a program; with `map_ids` non-empty, the kernel also
-/// fills in up to that many ids of the maps the program uses.
 /// The id of the program behind `fd` (one `BPF_OBJ_GET_INFO_BY_FD`).
 pub fn prog_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
     Ok(prog_info(fd, &mut [])?.id)
 }
 
+/// `bpf_prog_info` of a program; with `map_ids` non-empty, the kernel also
+/// fills in up to that many ids of the maps the program uses.
 fn prog_info(fd: BorrowedFd<'_>, map_ids: &mut [u32]) -> io::Result<libbpf_sys::bpf_prog_info> {
     let mut info = libbpf_sys::bpf_prog_info::default();
     if !map_ids.is_empty() {
