@@ -136,10 +136,11 @@ static __always_inline __u32 active_roles(struct bpf_sock_ops *skops, const stru
 }
 
 /*
- * A sender's wait before it resends over TCP (rule 2 of docs/shortpath.md). Both
- * ends are on this node, microseconds apart, and a segment is lost only when a
- * receiver full of handed-over messages has no room for it; TCP's 200 ms minimum
- * would stall the stream for nothing. The kernel refuses less than two ticks: 5 ms
+ * A sender's wait before it resends over TCP (rule 2 of docs/shortpath.md): set
+ * at the connect for the active end, when it joins as a sender for the passive
+ * one. Both ends are on this node, microseconds apart, and a segment is lost only
+ * when a receiver full of handed-over messages has no room for it; TCP's 200 ms
+ * minimum would stall the stream for nothing. The kernel refuses less than two ticks: 5 ms
  * is two at HZ 250 and above, 20 ms at HZ 100. A kernel that refuses both keeps
  * its own minimum (a slower stream after a switch to TCP, nothing lost).
  */
@@ -196,7 +197,6 @@ static __always_inline __u32 join_short_path(struct bpf_sock_ops *skops,
 		return roles & ~ML_SHORT_TX;
 	}
 	count_event(ML_CNT_SHORT_TX_INSERTED);
-	shorten_retransmission_wait(skops);
 	if (roles == ML_SHORT_TX)
 		/*
 		 * A sender only: when sk_msg sends it back to TCP, its first ACK
@@ -266,6 +266,9 @@ static __always_inline void short_path_passive(struct bpf_sock_ops *skops, struc
 		self = short_key_of(end->netns_cookie, &end->local, &end->remote, end->local_port,
 				    end->remote_port);
 		roles = join_short_path(skops, &self, &peer, roles);
+		/* The active end got its wait at the connect (sockops.bpf.c). */
+		if (roles & ML_SHORT_TX)
+			shorten_retransmission_wait(skops);
 	}
 	if ((offered & ML_SHORT_TX) && !(roles & ML_SHORT_RX)) {
 		/*
