@@ -80,6 +80,15 @@ fn the_image_binary_is_static_and_works() {
         file.contains("statically linked") || file.contains("static-pie linked"),
         "not static: {file}"
     );
+    // The shipped image has a fixed load address: a PIE would relocate itself
+    // at every CNI ADD (install/README.md has the trade-off).
+    if std::env::var("MESHLANE_PIE").as_deref() != Ok("1") {
+        assert!(
+            file.contains("LSB executable") && file.contains("statically linked"),
+            "a position-independent image, not the fixed-address one build-static.sh \
+             ships: {file}"
+        );
+    }
     let ldd = Command::new("ldd")
         .arg(&binary)
         .output()
