@@ -19,10 +19,6 @@ use serde_json::{json, Value};
 use common::timing::wait_until;
 use common::{Connect, Identity, Pod, PodOptions, ProbeServer, TestNode};
 
-fn key_of(pod: &Pod) -> AttachmentKey {
-    AttachmentKey::new(pod.container_id(), "eth0")
-}
-
 /// Runs meshlane alone for `pod`'s netns with a hand-made config (as if it were
 /// the next plugin of the chain), under a fresh container ID unless told otherwise.
 fn meshlane_add(
@@ -66,6 +62,12 @@ fn prev_result_for(pod: &Pod, address: &str) -> Value {
     })
 }
 
+/// CNI GC with `valid` the attachments to keep; it must succeed.
+fn gc_succeeds(node: &TestNode, valid: &[(&str, &str)]) {
+    let gc = node.meshlane_gc(valid);
+    assert!(gc.status.success(), "GC: {gc:?}");
+}
+
 fn expect_error(output: &common::PluginOutput, code: u64, mentions: &[&str]) {
     let error = output
         .error()
@@ -105,7 +107,7 @@ fn add_check_del_through_the_chain_writes_and_removes_the_pods_records() {
     assert_eq!(record.ips[0].to_ip(), IpAddr::from(pod.ipv4()));
     assert_eq!((record.proxy_uid, record.proxy_gid), (1337, 1337));
     let attachment = maps
-        .attachment(&key_of(&pod))
+        .attachment(&pod.attachment_key())
         .unwrap()
         .expect("attachment remembered");
     assert_eq!(attachment.netns_cookie, cookie);
@@ -119,7 +121,7 @@ fn add_check_del_through_the_chain_writes_and_removes_the_pods_records() {
         0,
         "DEL left records behind"
     );
-    assert!(maps.attachment(&key_of(&pod)).unwrap().is_none());
+    assert!(maps.attachment(&pod.attachment_key()).unwrap().is_none());
     // Again: DEL is idempotent.
     pod.del();
 }
@@ -231,8 +233,7 @@ fn status_and_gc_at_cni_1_1() {
     let keep = node.add_pod("keep", PodOptions::new().injected());
     let mut gone = node.add_pod("gone", PodOptions::new().injected());
     let (keep_cookie, gone_cookie) = (keep.netns_cookie(), gone.netns_cookie());
-    let gc = node.meshlane_gc(&[(keep.container_id(), "eth0")]);
-    assert!(gc.status.success(), "GC: {gc:?}");
+    gc_succeeds(&node, &[(keep.container_id(), "eth0")]);
     let maps = node.maps();
     assert!(
         maps.pod(keep_cookie).unwrap().is_some(),
@@ -262,14 +263,13 @@ fn gc_keeps_a_pod_enrolled_without_its_sandbox_id_until_its_netns_is_gone() {
     let cookie = pod.netns_cookie();
     let maps = node.maps();
     // Re-key the attachment as enrollment does when the sandbox is unknown.
-    let runtime_key = AttachmentKey::new(pod.container_id(), "eth0");
+    let runtime_key = pod.attachment_key();
     let mut attachment = maps.attachment(&runtime_key).unwrap().expect("attachment");
     maps.remove_attachment(&runtime_key).unwrap();
     attachment.key = AttachmentKey::new(&format!("{UNKNOWN_SANDBOX_PREFIX}{cookie}"), "eth0");
     maps.put_attachment(&attachment).unwrap();
 
-    let gc = node.meshlane_gc(&[]);
-    assert!(gc.status.success(), "GC: {gc:?}");
+    gc_succeeds(&node, &[]);
     assert!(
         maps.pod(cookie).unwrap().is_some(),
         "GC dropped a running enrolled pod"
@@ -279,8 +279,7 @@ fn gc_keeps_a_pod_enrolled_without_its_sandbox_id_until_its_netns_is_gone() {
     pod.remove_netns();
     // The kernel destroys a netns asynchronously; GC forgets the pod once it has.
     let forgotten = || {
-        let gc = node.meshlane_gc(&[]);
-        assert!(gc.status.success(), "GC: {gc:?}");
+        gc_succeeds(&node, &[]);
         maps.pod(cookie).unwrap().is_none()
     };
     assert!(
@@ -342,8 +341,7 @@ fn del_and_gc_clean_after_a_stopped_add_and_without_an_index_entry() {
     lone.del();
     index.put(&cookie, &entry).unwrap();
     assert_eq!(maps.entries_of(cookie).unwrap(), 1);
-    let gc = node.meshlane_gc(&[]);
-    assert!(gc.status.success(), "GC: {gc:?}");
+    gc_succeeds(&node, &[]);
     assert_eq!(
         maps.entries_of(cookie).unwrap(),
         0,

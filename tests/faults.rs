@@ -19,7 +19,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use meshlane::datapath::AttachmentKey;
 use serde_json::{json, Value};
 
 use common::agent::{install_args, Agent, WAIT};
@@ -257,9 +256,8 @@ fn expect_nothing_left(node: &TestNode, pod: &Pod, after: &str) {
     let maps = node.maps();
     let cookie = pod.netns_cookie();
     assert_eq!(maps.entries_of(cookie).unwrap(), 0, "{after}: entries left");
-    let key = AttachmentKey::new(pod.container_id(), "eth0");
     assert_eq!(
-        maps.attachment(&key).unwrap(),
+        maps.attachment(&pod.attachment_key()).unwrap(),
         None,
         "{after}: attachment left"
     );

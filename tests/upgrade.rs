@@ -150,6 +150,20 @@ fn assert_report_matches(report: &UpgradeReport, before: &Hooks, after: &Hooks) 
     }
 }
 
+/// Upgrades in `mode`: the report and the hooks after it, the report checked
+/// against them and against `before` (read by the caller just before).
+fn upgrade_checked(
+    layout: &PinLayout,
+    mode: UpgradeMode,
+    before: &Hooks,
+) -> (UpgradeReport, Hooks) {
+    let report =
+        upgrade_programs(layout, mode).unwrap_or_else(|err| panic!("upgrade ({mode:?}): {err}"));
+    let after = hooks(layout);
+    assert_report_matches(&report, before, &after);
+    (report, after)
+}
+
 // ---- a "previous version": the same code with another setting ----
 
 /// Replaces the pin of `map` with a map of the same kind whose values are 8 bytes
@@ -340,10 +354,7 @@ fn a_forced_replacement_under_live_traffic_keeps_every_connection_and_the_captur
     // Replace every program.
     let before = hooks(&layout);
     let old_sk_msg = before[sk_msg_hook()].1;
-    let report =
-        upgrade_programs(&layout, UpgradeMode::ForceEvenIfIdentical).expect("forced replacement");
-    let after = hooks(&layout);
-    assert_report_matches(&report, &before, &after);
+    let (report, after) = upgrade_checked(&layout, UpgradeMode::ForceEvenIfIdentical, &before);
     assert_eq!(
         report.replaced().count(),
         before.len(),
@@ -461,11 +472,9 @@ fn identical_programs_are_left_alone() {
     let layout = node.pin_layout();
     let _a = node.add_pod("a", PodOptions::new().injected());
     let before = hooks(&layout);
-    let report = upgrade_programs(&layout, UpgradeMode::WhatDiffers).expect("upgrade");
-    let after = hooks(&layout);
+    let (report, after) = upgrade_checked(&layout, UpgradeMode::WhatDiffers, &before);
     assert_eq!(after, before, "{report:#?}");
     assert_eq!(report.replaced().count(), 0, "{report:#?}");
-    assert_report_matches(&report, &before, &after);
     assert!(before.contains_key(sk_msg_hook()) && before.keys().any(|k| k.starts_with("inbound/")));
 }
 
@@ -480,9 +489,7 @@ fn a_program_that_differs_is_replaced_and_only_it() {
     let before = hooks(&layout);
     assert_eq!(before[sk_msg_hook()].1, variant);
 
-    let report = upgrade_programs(&layout, UpgradeMode::WhatDiffers).expect("upgrade");
-    let after = hooks(&layout);
-    assert_report_matches(&report, &before, &after);
+    let (report, after) = upgrade_checked(&layout, UpgradeMode::WhatDiffers, &before);
     let replaced: Vec<_> = report.replaced().collect();
     assert_eq!(replaced.len(), 1, "{report:#?}");
     assert_eq!(replaced[0].target, kernel::sk_msg_target());
@@ -612,9 +619,7 @@ fn without_sk_msg_links_the_program_on_the_map_is_swapped() {
         programs_on_map(&layout, "ml_short_tx"),
         vec![before["progs/sk_msg"].1]
     );
-    let report = upgrade_programs(&layout, UpgradeMode::ForceEvenIfIdentical).expect("upgrade");
-    let after = hooks(&layout);
-    assert_report_matches(&report, &before, &after);
+    let (report, _) = upgrade_checked(&layout, UpgradeMode::ForceEvenIfIdentical, &before);
     let swapped = report
         .programs
         .iter()
@@ -698,10 +703,8 @@ fn a_pod_link_whose_netns_is_gone_does_not_stop_the_upgrade() {
     let gone = defunct.unwrap_or_else(|()| panic!("b's link still has its netns"));
 
     let before = hooks(&layout);
-    let report = upgrade_programs(&layout, UpgradeMode::ForceEvenIfIdentical)
-        .expect("the upgrade must go past a defunct link");
-    let after = hooks(&layout);
-    assert_report_matches(&report, &before, &after);
+    // The upgrade must go past the defunct link.
+    let (report, _) = upgrade_checked(&layout, UpgradeMode::ForceEvenIfIdentical, &before);
     for entry in &report.programs {
         let expected = if entry.target == Target::PodLink(gone) {
             Outcome::NetnsGone
@@ -880,10 +883,7 @@ fn a_kuma_pod_keeps_its_capture_across_a_forced_replacement() {
     let pods_before = pod_records(&layout);
 
     let before = hooks(&layout);
-    let report =
-        upgrade_programs(&layout, UpgradeMode::ForceEvenIfIdentical).expect("forced replacement");
-    let after = hooks(&layout);
-    assert_report_matches(&report, &before, &after);
+    let (report, after) = upgrade_checked(&layout, UpgradeMode::ForceEvenIfIdentical, &before);
     assert_eq!(report.replaced().count(), before.len(), "{report:#?}");
     for (hook, (_, prog)) in &after {
         assert_ne!(*prog, before[hook].1, "{hook} runs the same program");

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::time::Duration;
 
+use meshlane::datapath::AttachmentKey;
 use serde_json::{Map, Value};
 
 use super::chain::{ChainOutput, RuntimeConf, POD_ANNOTATIONS_CAPABILITY};
@@ -245,6 +246,11 @@ impl Pod<'_> {
 
     pub fn container_id(&self) -> &str {
         &self.runtime.container_id
+    }
+
+    /// The key meshlane's attachment record of this pod has (container ID, ifname).
+    pub fn attachment_key(&self) -> AttachmentKey {
+        AttachmentKey::new(&self.runtime.container_id, &self.runtime.ifname)
     }
 
     pub fn netns_name(&self) -> &str {
