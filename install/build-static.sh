@@ -19,7 +19,7 @@
 #
 # The image is not position-independent (a fixed load address), for the same
 # reason: a static PIE relocates itself at every start (about 5,800 relocations
-# on pages that are then copied on write), which costs the CNI ADD 0.05–0.08 ms
+# on pages that are then copied on write), which costs the CNI ADD 0.03–0.08 ms
 # of CPU and 27 page faults. The trade-off, address randomisation of the image
 # given up (stack, heap and mappings stay randomised), is argued in
 # install/README.md. MESHLANE_PIE=1 builds a static PIE instead.
